@@ -1,0 +1,43 @@
+// The `hearth` command line.
+import { Command, CommanderError } from 'commander';
+
+import { isHearthError, messageOf } from '../common/errors.js';
+import { readBuildInfo } from '../native/binding.js';
+import { localDevices } from '../native/llama.js';
+import { loadBinding } from '../native/binding.js';
+import { registerModelCommands } from './commands/model.js';
+import { formatBytes, table } from './format.js';
+
+const program = new Command()
+  .name('hearth')
+  .description('pool ordinary machines into one llama.cpp inference service')
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('info')
+  .description('show the native build (llama.cpp, ggml, RPC protocol) and the local devices')
+  .action(() => {
+    const sys = loadBinding().systemInfo();
+    const build = readBuildInfo();
+    process.stdout.write(
+      `llama.cpp ${sys.llamaCppRelease} (${build.llamaCppCommit ?? 'unknown commit'}), ggml ${sys.ggmlVersion}, RPC protocol ${sys.rpcProtocol}\n` +
+        `backends: ${sys.backends.join(', ')}\n\n`,
+    );
+    const rows = [['device', 'backend', 'type', 'free', 'total', 'description']];
+    for (const d of localDevices()) rows.push([d.name, d.backend, d.type, formatBytes(d.freeBytes), formatBytes(d.totalBytes), d.description]);
+    process.stdout.write(table(rows) + '\n');
+  });
+
+registerModelCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode;
+  } else {
+    process.stderr.write(`hearth: error: ${messageOf(e)}\n`);
+    process.exitCode = isHearthError(e) && e.code === 'INVALID_ARGUMENT' ? 2 : 1;
+  }
+}

@@ -1,0 +1,143 @@
+// What hearth needs to know about a model, from its GGUF header alone (no weights are read).
+// summarizeGguf is pure; readModelFacts reads the header through the addon.
+import { ErrorCode, HearthError } from '../common/errors.js';
+import type { GgufValue, RawGguf } from '../native/binding.js';
+import { readGguf } from '../native/llama.js';
+
+export interface ModelFacts {
+  path: string;
+  fileBytes: number;
+  architecture: string;
+  name: string | null;
+  layerCount: number;
+  contextLength: number;
+  embeddingLength: number;
+  feedForwardLength: number | null;
+  headCount: number;
+  headCountKv: number;
+  headDimK: number;
+  headDimV: number;
+  vocabSize: number;
+  /** general.file_type as llama.cpp numbers it (1 = F16, 7 = Q8_0, 15 = Q4_K_M), or null. */
+  fileType: number | null;
+  chatTemplate: string | null;
+  /** Bytes of each block's tensors, blk.0 .. blk.{layerCount-1}. */
+  layerBytes: number[];
+  /** token_embd and other input tensors; llama.cpp keeps them in the coordinator's host memory. */
+  inputBytes: number;
+  /** output_norm and output (a second copy of token_embd when the output is tied to it). */
+  outputBytes: number;
+  outputTied: boolean;
+  /** Tensors that belong to no block, input or output. */
+  otherBytes: number;
+  totalTensorBytes: number;
+  /** Tensor count by ggml type name. */
+  tensorTypes: Record<string, number>;
+}
+
+function scalar(meta: Record<string, GgufValue>, key: string): GgufValue | undefined {
+  return meta[key];
+}
+
+function num(meta: Record<string, GgufValue>, key: string): number | null {
+  const v = scalar(meta, key);
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint') return Number(v);
+  return null;
+}
+
+function requireNum(raw: RawGguf, key: string): number {
+  const v = num(raw.metadata, key);
+  if (v === null || !Number.isFinite(v) || v < 0) {
+    throw new HearthError(ErrorCode.InvalidModel, `${raw.path}: GGUF key '${key}' is missing or not a number; this is not a usable model file`);
+  }
+  return v;
+}
+
+function str(meta: Record<string, GgufValue>, key: string): string | null {
+  const v = scalar(meta, key);
+  return typeof v === 'string' ? v : null;
+}
+
+const INPUT_TENSORS = new Set(['token_embd.weight', 'token_embd_norm.weight', 'token_embd_norm.bias', 'token_types.weight', 'position_embd.weight']);
+const OUTPUT_TENSORS = new Set(['output.weight', 'output.bias', 'output_norm.weight', 'output_norm.bias']);
+
+export function summarizeGguf(raw: RawGguf): ModelFacts {
+  const architecture = str(raw.metadata, 'general.architecture');
+  if (!architecture) {
+    throw new HearthError(ErrorCode.InvalidModel, `${raw.path}: GGUF key 'general.architecture' is missing; this is not a model file`);
+  }
+  const a = architecture;
+  const layerCount = requireNum(raw, `${a}.block_count`);
+  const embeddingLength = requireNum(raw, `${a}.embedding_length`);
+  const headCount = num(raw.metadata, `${a}.attention.head_count`) ?? 0;
+  const headCountKv = num(raw.metadata, `${a}.attention.head_count_kv`) ?? headCount;
+  const defaultHeadDim = headCount > 0 ? embeddingLength / headCount : 0;
+
+  const tokens = raw.metadata['tokenizer.ggml.tokens'];
+  const vocabSize =
+    num(raw.metadata, `${a}.vocab_size`) ?? (typeof tokens === 'object' && tokens !== null && 'length' in tokens ? tokens.length : 0);
+  if (vocabSize <= 0) throw new HearthError(ErrorCode.InvalidModel, `${raw.path}: the model has no vocabulary (tokenizer.ggml.tokens)`);
+
+  const layerBytes = new Array<number>(layerCount).fill(0);
+  let inputBytes = 0;
+  let outputBytes = 0;
+  let otherBytes = 0;
+  let total = 0;
+  let embdBytes = 0;
+  let hasOutput = false;
+  const tensorTypes: Record<string, number> = {};
+  for (const t of raw.tensors) {
+    total += t.bytes;
+    tensorTypes[t.type] = (tensorTypes[t.type] ?? 0) + 1;
+    const block = /^blk\.(\d+)\./.exec(t.name);
+    if (block) {
+      const il = Number(block[1]);
+      if (il >= layerCount) {
+        // Extra blocks (e.g. next-token prediction heads) count as other weights.
+        otherBytes += t.bytes;
+      } else {
+        layerBytes[il]! += t.bytes;
+      }
+    } else if (INPUT_TENSORS.has(t.name)) {
+      inputBytes += t.bytes;
+      if (t.name === 'token_embd.weight') embdBytes = t.bytes;
+    } else if (OUTPUT_TENSORS.has(t.name)) {
+      outputBytes += t.bytes;
+      if (t.name === 'output.weight') hasOutput = true;
+    } else {
+      otherBytes += t.bytes;
+    }
+  }
+  const outputTied = !hasOutput && embdBytes > 0;
+  if (outputTied) outputBytes += embdBytes;
+
+  return {
+    path: raw.path,
+    fileBytes: raw.fileBytes,
+    architecture,
+    name: str(raw.metadata, 'general.name'),
+    layerCount,
+    contextLength: requireNum(raw, `${a}.context_length`),
+    embeddingLength,
+    feedForwardLength: num(raw.metadata, `${a}.feed_forward_length`),
+    headCount,
+    headCountKv,
+    headDimK: num(raw.metadata, `${a}.attention.key_length`) ?? defaultHeadDim,
+    headDimV: num(raw.metadata, `${a}.attention.value_length`) ?? defaultHeadDim,
+    vocabSize,
+    fileType: num(raw.metadata, 'general.file_type'),
+    chatTemplate: str(raw.metadata, 'tokenizer.chat_template'),
+    layerBytes,
+    inputBytes,
+    outputBytes,
+    outputTied,
+    otherBytes,
+    totalTensorBytes: total,
+    tensorTypes,
+  };
+}
+
+export async function readModelFacts(path: string): Promise<ModelFacts> {
+  return summarizeGguf(await readGguf(path));
+}

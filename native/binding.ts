@@ -1,0 +1,340 @@
+// The native boundary, typed in one place. Every shape the addon returns is declared here with
+// `T | null` rather than optional fields, so a missing value fails loudly; native errors become
+// HearthErrors in one function (toHearthError).
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+
+export interface SystemInfo {
+  llamaCppRelease: string;
+  llamaVersion: string;
+  ggmlVersion: string;
+  ggmlCommit: string;
+  /** RPC protocol version this build speaks, e.g. "7.0.0". */
+  rpcProtocol: string;
+  maxDevices: number;
+  supportsRpc: boolean;
+  cpuFeatures: string;
+  /** Backend registries compiled in: "CPU", "RPC", "CUDA", ... */
+  backends: string[];
+}
+
+export type DeviceType = 'cpu' | 'gpu' | 'igpu' | 'accel' | 'unknown';
+
+export interface DeviceInfo {
+  /** ggml's device name: "CPU", "CUDA0", "RPC3". */
+  name: string;
+  /** For RPC devices, the endpoint. */
+  description: string;
+  /** Backend registry: "CPU", "CUDA", "Metal", "RPC", ... */
+  backend: string;
+  type: DeviceType;
+  freeBytes: number;
+  totalBytes: number;
+}
+
+export type GgufScalar = number | bigint | string | boolean;
+export interface GgufArray {
+  type: 'array';
+  itemType: string;
+  length: number;
+  /** The items, or null when the array is too long to copy (token tables). */
+  items: GgufScalar[] | null;
+}
+export type GgufValue = GgufScalar | GgufArray;
+
+export interface GgufTensorInfo {
+  name: string;
+  type: string;
+  shape: number[];
+  bytes: number;
+  offset: number;
+}
+
+export interface RawGguf {
+  path: string;
+  fileBytes: number;
+  version: number;
+  alignment: number;
+  dataOffset: number;
+  metadata: Record<string, GgufValue>;
+  tensors: GgufTensorInfo[];
+}
+
+export type SplitMode = 'layer' | 'row' | 'none' | 'tensor';
+export type LoadMode = 'auto' | 'none' | 'mmap' | 'mlock' | 'direct_io';
+
+export interface NativeModelOptions {
+  /** Ordered device names; tensorSplit indexes this list. null: llama.cpp's default choice. */
+  devices: string[] | null;
+  splitMode: SplitMode;
+  /** One share per device (integer layer counts give exactly those counts). null: by free memory. */
+  tensorSplit: number[] | null;
+  /** Layers to offload to the devices; -1 for all (the output head counts as one). */
+  nGpuLayers: number;
+  mainGpu: number;
+  loadMode: LoadMode;
+}
+
+export interface LayerPlacement {
+  /** 0..nLayer; nLayer is the output head. */
+  layer: number;
+  device: string;
+}
+
+export interface NativeLoadResult {
+  placement: LayerPlacement[];
+}
+
+export interface NativeModelInfo {
+  description: string;
+  nLayer: number;
+  nEmbd: number;
+  nCtxTrain: number;
+  nVocab: number;
+  sizeBytes: number;
+  nParams: number;
+  bos: number;
+  eos: number;
+  chatTemplate: string | null;
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+export interface NativeModel {
+  load(onProgress: ((progress: number) => void) | null): Promise<NativeLoadResult>;
+  abortLoad(): void;
+  info(): NativeModelInfo;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): string;
+  tokenToPiece(token: number, special: boolean): Buffer;
+  isEog(token: number): boolean;
+  applyChatTemplate(messages: ChatMessage[], addAssistant: boolean, template: string | null): string;
+  dispose(): void;
+}
+
+export type CacheType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1';
+
+export interface NativeContextOptions {
+  nCtx: number;
+  nBatch: number;
+  nUbatch: number;
+  /** Sequences decoded side by side; seq ids are 0..nSeqMax-1. */
+  nSeqMax: number;
+  typeK: CacheType;
+  typeV: CacheType;
+  flashAttn: 'auto' | 'on' | 'off';
+  nThreads: number;
+  nThreadsBatch: number;
+  kvUnified: boolean;
+  offloadKqv: boolean;
+}
+
+export interface NativeContextInfo {
+  nCtx: number;
+  nCtxSeq: number;
+  nBatch: number;
+  nUbatch: number;
+  nSeqMax: number;
+  nVocab: number;
+}
+
+export interface MemoryBreakdownEntry {
+  /** Buffer type name, e.g. "RPC0[127.0.0.1:50052]", "CPU_Mapped". */
+  buffer: string;
+  /** Device name, or null for host buffers. */
+  device: string | null;
+  modelBytes: number;
+  contextBytes: number;
+  computeBytes: number;
+}
+
+export interface NativeContext {
+  init(): Promise<void>;
+  info(): NativeContextInfo;
+  decode(
+    tokens: Int32Array,
+    positions: Int32Array,
+    seqIds: Int32Array,
+    logits: Uint8Array,
+    sampleRows: Int32Array,
+    samplers: NativeSampler[],
+  ): Promise<Int32Array>;
+  getLogits(row: number): Float32Array;
+  seqRemove(seqId: number, p0: number, p1: number): boolean;
+  memoryClear(): void;
+  memoryBreakdown(): MemoryBreakdownEntry[];
+  dispose(): void;
+}
+
+export interface SamplerSettings {
+  /** <= 0 means greedy. */
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  repeatLastN: number;
+  frequencyPenalty: number;
+  presencePenalty: number;
+  seed: number;
+  greedy: boolean;
+}
+
+export interface NativeSampler {
+  accept(tokens: Int32Array): void;
+  reset(): void;
+  dispose(): void;
+}
+
+export interface TestModelSpec {
+  out: string;
+  vocab: string;
+  name: string;
+  chatTemplate: string;
+  weightType: 'f32' | 'f16';
+  nLayer: number;
+  nEmbd: number;
+  nHead: number;
+  nHeadKv: number;
+  nFf: number;
+  nCtxTrain: number;
+  seed: number;
+  stdev: number;
+}
+
+export type NativeLogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface NativeBinding {
+  systemInfo(): SystemInfo;
+  listDevices(): DeviceInfo[];
+  /** Registers an RPC server's devices. The endpoint MUST have been probed: llama.cpp aborts on failure. */
+  addRpcServer(endpoint: string): Promise<DeviceInfo[]>;
+  readGguf(path: string): Promise<RawGguf>;
+  createTestModel(spec: TestModelSpec): Promise<void>;
+  quantize(input: string, output: string, type: 'f16' | 'q8_0' | 'q4_k_m', threads: number): Promise<void>;
+  setLogger(fn: ((level: NativeLogLevel, line: string) => void) | null, minLevel: NativeLogLevel): void;
+  AddonModel: new (path: string, options: NativeModelOptions) => NativeModel;
+  AddonContext: new (model: NativeModel, options: NativeContextOptions) => NativeContext;
+  AddonSampler: new (model: NativeModel, settings: SamplerSettings) => NativeSampler;
+}
+
+export interface NativeArtifacts {
+  dir: string;
+  addon: string;
+  rpcServer: string;
+  vocab: string;
+  buildInfo: string;
+}
+
+export interface BuildInfo {
+  llamaCppRelease: string;
+  llamaCppCommit: string | null;
+  gpu: string[];
+  nativeCpu: boolean;
+}
+
+/** The repository root: the nearest folder above this file that holds native/CMakeLists.txt. */
+function findRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'native', 'CMakeLists.txt'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new HearthError(ErrorCode.Internal, 'cannot find the hearth installation (native/CMakeLists.txt) above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+export function nativeArtifacts(): NativeArtifacts {
+  const dir = join(findRoot(), 'native', 'build', 'Release');
+  return {
+    dir,
+    addon: join(dir, 'hearth.node'),
+    rpcServer: join(dir, process.platform === 'win32' ? 'ggml-rpc-server.exe' : 'ggml-rpc-server'),
+    vocab: join(dir, 'ggml-vocab-llama-spm.gguf'),
+    buildInfo: join(dir, 'build-info.json'),
+  };
+}
+
+const BUILD_HINT = 'build it with `npm run build:native` (add --cuda, --metal or --vulkan for a GPU build)';
+
+/** Throws a clear error when the native build is absent. */
+export function requireNativeBuild(): NativeArtifacts {
+  const a = nativeArtifacts();
+  for (const [what, path] of [['addon', a.addon], ['ggml-rpc-server', a.rpcServer], ['tokenizer', a.vocab]] as const) {
+    if (!existsSync(path)) {
+      throw new HearthError(ErrorCode.FailedPrecondition, `the native build is missing (${what} not found at ${path}); ${BUILD_HINT}`);
+    }
+  }
+  return a;
+}
+
+export function readBuildInfo(): BuildInfo {
+  return JSON.parse(readFileSync(requireNativeBuild().buildInfo, 'utf8')) as BuildInfo;
+}
+
+let binding: NativeBinding | null = null;
+
+/** Loads the addon once per process. Only processes that may die with llama.cpp should use RPC through it. */
+export function loadBinding(): NativeBinding {
+  if (binding) return binding;
+  const { addon } = requireNativeBuild();
+  try {
+    binding = createRequire(import.meta.url)(addon) as NativeBinding;
+  } catch (e) {
+    throw new HearthError(ErrorCode.FailedPrecondition, `the native addon at ${addon} does not load (${messageOf(e)}); rebuild it: ${BUILD_HINT}`, { cause: e });
+  }
+  return binding;
+}
+
+const NATIVE_CODES: Record<string, ErrorCode> = {
+  INVALID_ARGUMENT: ErrorCode.InvalidArgument,
+  INVALID_SPLIT: ErrorCode.InvalidArgument,
+  UNKNOWN_DEVICE: ErrorCode.InvalidArgument,
+  MODEL_NOT_FOUND: ErrorCode.NotFound,
+  MODEL_INVALID: ErrorCode.InvalidModel,
+  MODEL_LOAD_FAILED: ErrorCode.InvalidModel,
+  MODEL_CREATE_FAILED: ErrorCode.Internal,
+  QUANTIZE_FAILED: ErrorCode.Internal,
+  CONTEXT_FAILED: ErrorCode.ResourceExhausted,
+  KV_CACHE_FULL: ErrorCode.ResourceExhausted,
+  ABORTED: ErrorCode.Cancelled,
+  NOT_LOADED: ErrorCode.FailedPrecondition,
+  NOT_READY: ErrorCode.FailedPrecondition,
+  INVALID_STATE: ErrorCode.FailedPrecondition,
+  DISPOSED: ErrorCode.FailedPrecondition,
+  RPC_NO_DEVICES: ErrorCode.Unavailable,
+  UNSUPPORTED: ErrorCode.Unsupported,
+  UNSUPPORTED_TEMPLATE: ErrorCode.Unsupported,
+};
+
+/** The one place native errors become typed hearth errors. */
+export function toHearthError(e: unknown): HearthError {
+  if (e instanceof HearthError) return e;
+  const nativeCode = typeof (e as { code?: unknown })?.code === 'string' ? ((e as { code: string }).code) : null;
+  const code = (nativeCode === null ? undefined : NATIVE_CODES[nativeCode]) ?? ErrorCode.Internal;
+  return new HearthError(code, messageOf(e), { cause: e, detail: nativeCode });
+}
+
+/** Runs a native call and rethrows its failure as a HearthError. */
+export function native<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw toHearthError(e);
+  }
+}
+
+export async function nativeAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw toHearthError(e);
+  }
+}

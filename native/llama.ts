@@ -1,0 +1,331 @@
+// The binding made pleasant and safe: typed errors, AbortSignal for loads, endpoints probed before
+// llama.cpp sees them, and deterministic disposal. No planning or retries here.
+import type { Logger } from '../common/logger.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
+import {
+  loadBinding,
+  native,
+  nativeAsync,
+  type ChatMessage,
+  type DeviceInfo,
+  type LayerPlacement,
+  type MemoryBreakdownEntry,
+  type NativeContext,
+  type NativeContextInfo,
+  type NativeContextOptions,
+  type NativeLogLevel,
+  type NativeModel,
+  type NativeModelInfo,
+  type NativeModelOptions,
+  type NativeSampler,
+  type RawGguf,
+  type SamplerSettings,
+} from './binding.js';
+import { parseVersion } from './rpc-protocol.js';
+import { probeRpcServer } from './rpc-probe.js';
+
+export interface RpcDevice extends DeviceInfo {
+  endpoint: string;
+}
+
+/** This build's RPC protocol version, from the addon. */
+export function rpcProtocolVersion() {
+  const text = loadBinding().systemInfo().rpcProtocol;
+  const v = parseVersion(text);
+  if (!v) throw new HearthError(ErrorCode.Internal, `the addon reports an unreadable RPC protocol version '${text}'`);
+  return v;
+}
+
+/**
+ * Probes every endpoint (version and reachability, with a deadline) and only then registers it with
+ * llama.cpp, whose client aborts the process on a failed connect. Returns the devices in the order of
+ * the endpoints given, each endpoint's devices in the server's order.
+ */
+export async function connectRpcServers(
+  endpoints: readonly string[],
+  options: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<RpcDevice[]> {
+  const clientVersion = rpcProtocolVersion();
+  const probed = [];
+  for (const text of endpoints) {
+    probed.push(await probeRpcServer(text, { ...options, clientVersion }));
+  }
+  const seen = new Set<string>();
+  for (const p of probed) {
+    if (seen.has(p.endpoint)) {
+      throw new HearthError(ErrorCode.InvalidArgument, `RPC server ${p.endpoint} is listed twice; list each server once`);
+    }
+    seen.add(p.endpoint);
+    if (p.devices.length === 0) throw new HearthError(ErrorCode.Unavailable, `RPC server ${p.endpoint} reports no devices`);
+  }
+  const b = loadBinding();
+  const out: RpcDevice[] = [];
+  for (const p of probed) {
+    const devices = await nativeAsync(() => b.addRpcServer(p.endpoint));
+    for (const d of devices) out.push({ ...d, endpoint: p.endpoint });
+  }
+  return out;
+}
+
+export async function readGguf(path: string): Promise<RawGguf> {
+  return nativeAsync(() => loadBinding().readGguf(path));
+}
+
+export function localDevices(): DeviceInfo[] {
+  return native(() => loadBinding().listDevices());
+}
+
+/** Routes llama.cpp and ggml log lines into a structured logger. */
+export function attachNativeLogger(log: Logger, minLevel: NativeLogLevel = 'info'): void {
+  loadBinding().setLogger((level, line) => log[level]({ native: true }, line), minLevel);
+}
+
+export interface ModelLoadOptions extends NativeModelOptions {
+  onProgress: ((progress: number) => void) | null;
+  signal: AbortSignal | null;
+}
+
+const DEFAULT_MODEL_OPTIONS: NativeModelOptions = {
+  devices: null,
+  splitMode: 'layer',
+  tensorSplit: null,
+  nGpuLayers: -1,
+  mainGpu: 0,
+  loadMode: 'auto',
+};
+
+export class LlamaModel {
+  readonly path: string;
+  readonly placement: readonly LayerPlacement[];
+  readonly info: NativeModelInfo;
+  readonly #native: NativeModel;
+  #disposed = false;
+
+  private constructor(path: string, nativeModel: NativeModel, placement: LayerPlacement[]) {
+    this.path = path;
+    this.#native = nativeModel;
+    this.placement = Object.freeze(placement);
+    this.info = Object.freeze(native(() => nativeModel.info()));
+  }
+
+  /**
+   * Loads a GGUF onto the given devices. The header is read first, so a missing or corrupt file is
+   * reported plainly before llama.cpp starts. Progress is 0..1 and never goes back.
+   */
+  static async load(path: string, options: Partial<ModelLoadOptions> = {}): Promise<LlamaModel> {
+    const b = loadBinding();
+    await readGguf(path);
+    const { onProgress = null, signal = null, ...rest } = options;
+    const nativeOptions: NativeModelOptions = { ...DEFAULT_MODEL_OPTIONS, ...rest };
+    const m = native(() => new b.AddonModel(path, nativeOptions));
+    if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, `model load cancelled: ${path}`);
+    const onAbort = () => m.abortLoad();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const result = await nativeAsync(() => m.load(onProgress));
+      return new LlamaModel(path, m, result.placement);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Layer count per device name, from llama.cpp's own placement log. */
+  layersByDevice(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const p of this.placement) counts.set(p.device, (counts.get(p.device) ?? 0) + 1);
+    return counts;
+  }
+
+  tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Int32Array {
+    return native(() => this.#live().tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+  }
+
+  detokenize(tokens: ArrayLike<number>, options: { removeSpecial?: boolean; unparseSpecial?: boolean } = {}): string {
+    return native(() => this.#live().detokenize(Int32Array.from(tokens), options.removeSpecial ?? false, options.unparseSpecial ?? false));
+  }
+
+  /** The raw bytes of one token: a piece may be part of a UTF-8 sequence. */
+  tokenToPiece(token: number, special = false): Buffer {
+    return native(() => this.#live().tokenToPiece(token, special));
+  }
+
+  isEndOfGeneration(token: number): boolean {
+    return native(() => this.#live().isEog(token));
+  }
+
+  applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string | null } = {}): string {
+    return native(() => this.#live().applyChatTemplate(messages, options.addAssistant ?? true, options.template ?? null));
+  }
+
+  async createContext(options: Partial<NativeContextOptions> = {}): Promise<LlamaContext> {
+    const b = loadBinding();
+    const nBatch = options.nBatch ?? 512;
+    const full: NativeContextOptions = {
+      nCtx: 4096,
+      nBatch,
+      nUbatch: Math.min(nBatch, 512),
+      nSeqMax: 1,
+      typeK: 'f16',
+      typeV: 'f16',
+      flashAttn: 'auto',
+      nThreads: 0,
+      nThreadsBatch: 0,
+      kvUnified: false,
+      offloadKqv: true,
+      ...options,
+    };
+    // 0 threads: the addon's default (all hardware threads).
+    const { nThreads, nThreadsBatch, ...explicit } = full;
+    const c = native(() =>
+      new b.AddonContext(this.#live(), {
+        ...explicit,
+        ...(nThreads > 0 ? { nThreads } : {}),
+        ...(nThreadsBatch > 0 ? { nThreadsBatch } : {}),
+      } as NativeContextOptions),
+    );
+    await nativeAsync(() => c.init());
+    return new LlamaContext(c, this.info.nVocab);
+  }
+
+  createSampler(settings: Partial<SamplerSettings> = {}): Sampler {
+    const b = loadBinding();
+    return new Sampler(native(() => new b.AddonSampler(this.#live(), { ...GREEDY, ...settings })));
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    native(() => this.#native.dispose());
+    this.#disposed = true;
+  }
+
+  #live(): NativeModel {
+    if (this.#disposed) throw new HearthError(ErrorCode.FailedPrecondition, `model ${this.path} was disposed`);
+    return this.#native;
+  }
+}
+
+export const GREEDY: SamplerSettings = Object.freeze({
+  temperature: 0,
+  topK: 40,
+  topP: 1,
+  minP: 0,
+  repeatPenalty: 1,
+  repeatLastN: 64,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  seed: 0,
+  greedy: true,
+});
+
+export class Sampler {
+  readonly native: NativeSampler;
+  #disposed = false;
+
+  constructor(nativeSampler: NativeSampler) {
+    this.native = nativeSampler;
+  }
+
+  accept(tokens: ArrayLike<number>): void {
+    native(() => this.native.accept(Int32Array.from(tokens)));
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    native(() => this.native.dispose());
+    this.#disposed = true;
+  }
+}
+
+/** One batch for LlamaContext.decode: tokens of one or more sequences. */
+export class Batch {
+  readonly tokens: number[] = [];
+  readonly positions: number[] = [];
+  readonly seqIds: number[] = [];
+  readonly logits: boolean[] = [];
+  readonly samples: { row: number; sampler: Sampler }[] = [];
+
+  /** Adds a token; returns its row. */
+  add(token: number, position: number, seqId: number, wantLogits = false): number {
+    this.tokens.push(token);
+    this.positions.push(position);
+    this.seqIds.push(seqId);
+    this.logits.push(wantLogits);
+    return this.tokens.length - 1;
+  }
+
+  /** Adds a run of tokens of one sequence from `start`; logits on the last one when asked. */
+  addSequence(tokens: ArrayLike<number>, start: number, seqId: number, logitsOnLast: boolean): number {
+    let row = -1;
+    for (let i = 0; i < tokens.length; i++) row = this.add(tokens[i]!, start + i, seqId, logitsOnLast && i === tokens.length - 1);
+    return row;
+  }
+
+  /** Samples `row` with `sampler` right after the decode, on the decoding thread. */
+  sample(row: number, sampler: Sampler): void {
+    this.logits[row] = true;
+    this.samples.push({ row, sampler });
+  }
+
+  get size(): number {
+    return this.tokens.length;
+  }
+}
+
+export class LlamaContext {
+  readonly info: NativeContextInfo;
+  readonly #native: NativeContext;
+  readonly #nVocab: number;
+  #disposed = false;
+
+  constructor(nativeContext: NativeContext, nVocab: number) {
+    this.#native = nativeContext;
+    this.#nVocab = nVocab;
+    this.info = Object.freeze(native(() => nativeContext.info()));
+  }
+
+  /** Decodes the batch; returns the sampled token of each `batch.sample()` in order. */
+  async decode(batch: Batch): Promise<Int32Array> {
+    const c = this.#live();
+    return nativeAsync(() =>
+      c.decode(
+        Int32Array.from(batch.tokens),
+        Int32Array.from(batch.positions),
+        Int32Array.from(batch.seqIds),
+        Uint8Array.from(batch.logits, (l) => (l ? 1 : 0)),
+        Int32Array.from(batch.samples, (s) => s.row),
+        batch.samples.map((s) => s.sampler.native),
+      ),
+    );
+  }
+
+  /** A copy of the last decode's logits for `row` (nVocab floats). */
+  logits(row: number): Float32Array {
+    const l = native(() => this.#live().getLogits(row));
+    if (l.length !== this.#nVocab) throw new HearthError(ErrorCode.Internal, `logits row has ${l.length} entries, expected ${this.#nVocab}`);
+    return l;
+  }
+
+  /** Frees a sequence's KV cells (positions [p0, p1), -1 for open ends). */
+  removeSequence(seqId: number, p0 = -1, p1 = -1): boolean {
+    return native(() => this.#live().seqRemove(seqId, p0, p1));
+  }
+
+  clear(): void {
+    native(() => this.#live().memoryClear());
+  }
+
+  memoryBreakdown(): MemoryBreakdownEntry[] {
+    return native(() => this.#live().memoryBreakdown());
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    native(() => this.#native.dispose());
+    this.#disposed = true;
+  }
+
+  #live(): NativeContext {
+    if (this.#disposed) throw new HearthError(ErrorCode.FailedPrecondition, 'the context was disposed');
+    return this.#native;
+  }
+}

@@ -1,0 +1,367 @@
+// AddonContext: a llama context (KV cache, compute buffers) over a loaded model. One native thread at a
+// time decodes on it; the busy flag refuses overlapping calls instead of corrupting the context.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "llama-ext.h"
+#include "model.h"
+#include "sampler.h"
+
+namespace hearth {
+
+class AddonContext : public Napi::ObjectWrap<AddonContext> {
+  public:
+    static Napi::FunctionReference constructor;
+    static void Init(Napi::Env env, Napi::Object exports);
+
+    explicit AddonContext(const Napi::CallbackInfo & info);
+    ~AddonContext() override { Free(); }
+
+  private:
+    friend class InitContextWorker;
+    friend class DecodeWorker;
+
+    Napi::Value InitAsync(const Napi::CallbackInfo & info);
+    Napi::Value Info(const Napi::CallbackInfo & info);
+    Napi::Value Decode(const Napi::CallbackInfo & info);
+    Napi::Value GetLogits(const Napi::CallbackInfo & info);
+    Napi::Value SeqRemove(const Napi::CallbackInfo & info);
+    Napi::Value MemoryClear(const Napi::CallbackInfo & info);
+    Napi::Value MemoryBreakdown(const Napi::CallbackInfo & info);
+    Napi::Value Dispose(const Napi::CallbackInfo & info);
+
+    void RequireReady(Napi::Env env) const;
+    void Free();
+
+    Napi::ObjectReference model_ref_;
+    AddonModel * model_ = nullptr;
+    llama_context_params params_{};
+    llama_context * ctx_ = nullptr;
+    std::atomic<bool> busy_{false};
+    int32_t n_outputs_ = 0;  // rows of logits the last decode produced
+    std::vector<int32_t> output_rows_;  // batch index -> logits flag of the last decode
+};
+
+Napi::FunctionReference AddonContext::constructor;
+
+// new AddonContext(model, {nCtx, nBatch, nUbatch, nSeqMax, typeK, typeV, flashAttn, nThreads,
+//                          nThreadsBatch, kvUnified, offloadKqv})
+AddonContext::AddonContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonContext>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(AddonModel::constructor.Value())) {
+        ThrowJs(env, "INVALID_ARGUMENT", "AddonContext(model, options): model must be an AddonModel");
+    }
+    model_ = AddonModel::Unwrap(info[0].As<Napi::Object>());
+    if (model_->model() == nullptr) ThrowJs(env, "NOT_LOADED", "the model is not loaded");
+    model_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
+    Napi::Object o = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+
+    params_ = llama_context_default_params();
+    const int hw = std::max(1u, std::thread::hardware_concurrency());
+    params_.n_ctx = static_cast<uint32_t>(GetNumber(o, "nCtx", 4096));
+    params_.n_batch = static_cast<uint32_t>(GetNumber(o, "nBatch", 512));
+    params_.n_ubatch = static_cast<uint32_t>(GetNumber(o, "nUbatch", std::min<double>(params_.n_batch, 512)));
+    params_.n_seq_max = static_cast<uint32_t>(GetNumber(o, "nSeqMax", 1));
+    params_.n_threads = static_cast<int32_t>(GetNumber(o, "nThreads", hw));
+    params_.n_threads_batch = static_cast<int32_t>(GetNumber(o, "nThreadsBatch", params_.n_threads));
+    params_.kv_unified = GetBool(o, "kvUnified", false);
+    params_.offload_kqv = GetBool(o, "offloadKqv", true);
+    params_.no_perf = true;
+    params_.type_k = ParseCacheType(env, GetString(o, "typeK", "f16"), "typeK");
+    params_.type_v = ParseCacheType(env, GetString(o, "typeV", "f16"), "typeV");
+    std::string fa = GetString(o, "flashAttn", "auto");
+    if (fa == "auto") params_.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    else if (fa == "on") params_.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    else if (fa == "off") params_.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    else ThrowJs(env, "INVALID_ARGUMENT", "flashAttn: '" + fa + "' is not one of auto, on, off");
+
+    if (params_.n_seq_max < 1 || params_.n_seq_max > llama_max_parallel_sequences()) {
+        ThrowJs(env, "INVALID_ARGUMENT", "nSeqMax: must be between 1 and " + std::to_string(llama_max_parallel_sequences()));
+    }
+    if (params_.n_batch < 1 || params_.n_ubatch < 1 || params_.n_ubatch > params_.n_batch) {
+        ThrowJs(env, "INVALID_ARGUMENT", "nBatch and nUbatch must be >= 1 with nUbatch <= nBatch");
+    }
+    if (params_.n_threads < 1 || params_.n_threads_batch < 1) ThrowJs(env, "INVALID_ARGUMENT", "nThreads must be >= 1");
+    if (params_.type_v != GGML_TYPE_F16 && params_.type_v != GGML_TYPE_F32 && params_.type_v != GGML_TYPE_BF16 &&
+        params_.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_DISABLED) {
+        ThrowJs(env, "INVALID_ARGUMENT", "typeV: a quantized V cache needs flash attention (flashAttn 'on' or 'auto')");
+    }
+    model_->live_contexts++;
+}
+
+void AddonContext::Free() {
+    if (ctx_ != nullptr) {
+        llama_free(ctx_);
+        ctx_ = nullptr;
+    }
+    if (model_ != nullptr) {
+        model_->live_contexts--;
+        model_ = nullptr;
+        model_ref_.Reset();
+    }
+}
+
+void AddonContext::RequireReady(Napi::Env env) const {
+    if (ctx_ == nullptr) ThrowJs(env, "NOT_READY", "the context is not initialised (or was disposed)");
+    if (busy_.load()) ThrowJs(env, "INVALID_STATE", "a decode is already running on this context");
+}
+
+class InitContextWorker : public PromiseWorker {
+  public:
+    InitContextWorker(Napi::Env env, AddonContext * ctx) : PromiseWorker(env, "hearth.initContext"), ctx_(ctx) {
+        ref_ = Napi::Persistent(ctx->Value());
+    }
+
+  protected:
+    void Run() override {
+        LoadCapture capture;
+        SetLoadCapture(&capture);
+        llama_context * c = llama_init_from_model(ctx_->model_->model(), ctx_->params_);
+        SetLoadCapture(nullptr);
+        if (c == nullptr) {
+            std::string reason;
+            for (const auto & e : capture.errors) reason += (reason.empty() ? "" : "; ") + e;
+            throw NativeError("CONTEXT_FAILED", "failed to create the llama context" + (reason.empty() ? std::string() : ": " + reason));
+        }
+        ctx_->ctx_ = c;
+    }
+    void OnOK() override {
+        ctx_->busy_ = false;
+        PromiseWorker::OnOK();
+    }
+    void OnError(const Napi::Error & e) override {
+        ctx_->busy_ = false;
+        PromiseWorker::OnError(e);
+    }
+
+  private:
+    AddonContext * ctx_;
+    Napi::ObjectReference ref_;
+};
+
+Napi::Value AddonContext::InitAsync(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (ctx_ != nullptr || busy_.load()) ThrowJs(env, "INVALID_STATE", "init() was already called on this context");
+    if (model_ == nullptr) ThrowJs(env, "DISPOSED", "the context was disposed");
+    busy_ = true;
+    auto * worker = new InitContextWorker(env, this);
+    worker->Queue();
+    return worker->Promise();
+}
+
+Napi::Value AddonContext::Info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (ctx_ == nullptr) ThrowJs(env, "NOT_READY", "the context is not initialised (or was disposed)");
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("nCtx", llama_n_ctx(ctx_));
+    o.Set("nCtxSeq", llama_n_ctx_seq(ctx_));
+    o.Set("nBatch", llama_n_batch(ctx_));
+    o.Set("nUbatch", llama_n_ubatch(ctx_));
+    o.Set("nSeqMax", llama_n_seq_max(ctx_));
+    o.Set("nVocab", llama_vocab_n_tokens(model_->vocab()));
+    return o;
+}
+
+class DecodeWorker : public PromiseWorker {
+  public:
+    DecodeWorker(Napi::Env env, AddonContext * ctx) : PromiseWorker(env, "hearth.decode"), ctx_(ctx) {
+        ref_ = Napi::Persistent(ctx->Value());
+    }
+    ~DecodeWorker() override {
+        llama_batch_free(batch_);
+        for (auto * s : samplers_) s->in_use = false;
+    }
+
+    llama_batch batch_{};
+    std::vector<int32_t> sample_rows_;
+    std::vector<AddonSampler *> samplers_;
+    std::vector<Napi::ObjectReference> sampler_refs_;
+
+  protected:
+    void Run() override {
+        int32_t rc = llama_decode(ctx_->ctx_, batch_);
+        if (rc != 0) {
+            switch (rc) {
+                case 1: throw NativeError("KV_CACHE_FULL", "no room in the KV cache for this batch; free sequences or use a larger context");
+                case 2: throw NativeError("ABORTED", "decode aborted");
+                case -1: throw NativeError("INVALID_BATCH", "llama.cpp rejected the batch (positions or sequence ids out of order)");
+                default: throw NativeError("DECODE_FAILED", "llama_decode failed with code " + std::to_string(rc));
+            }
+        }
+        sampled_.resize(sample_rows_.size());
+        for (size_t i = 0; i < sample_rows_.size(); i++) {
+            sampled_[i] = llama_sampler_sample(samplers_[i]->chain(), ctx_->ctx_, sample_rows_[i]);
+        }
+    }
+    Napi::Value Result(Napi::Env env) override {
+        ctx_->busy_ = false;
+        Napi::Int32Array out = Napi::Int32Array::New(env, sampled_.size());
+        std::copy(sampled_.begin(), sampled_.end(), out.Data());
+        return out;
+    }
+    void OnError(const Napi::Error & e) override {
+        ctx_->busy_ = false;
+        PromiseWorker::OnError(e);
+    }
+
+  private:
+    AddonContext * ctx_;
+    Napi::ObjectReference ref_;
+    std::vector<llama_token> sampled_;
+};
+
+template <typename T>
+static T TypedArg(Napi::Env env, const Napi::CallbackInfo & info, size_t i, napi_typedarray_type type, const char * what) {
+    if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != type) {
+        ThrowJs(env, "INVALID_ARGUMENT", std::string("decode: ") + what);
+    }
+    return info[i].As<T>();
+}
+
+// decode(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, logits: Uint8Array,
+//        sampleRows: Int32Array, samplers: AddonSampler[]): Promise<Int32Array>
+// Decodes one batch and, on the same native thread, samples row sampleRows[i] with samplers[i].
+Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    auto tokens = TypedArg<Napi::Int32Array>(env, info, 0, napi_int32_array, "tokens must be an Int32Array");
+    auto pos = TypedArg<Napi::Int32Array>(env, info, 1, napi_int32_array, "positions must be an Int32Array");
+    auto seq = TypedArg<Napi::Int32Array>(env, info, 2, napi_int32_array, "seqIds must be an Int32Array");
+    auto logits = TypedArg<Napi::Uint8Array>(env, info, 3, napi_uint8_array, "logits must be a Uint8Array");
+    auto rows = TypedArg<Napi::Int32Array>(env, info, 4, napi_int32_array, "sampleRows must be an Int32Array");
+    if (info.Length() < 6 || !info[5].IsArray()) ThrowJs(env, "INVALID_ARGUMENT", "decode: samplers must be an array");
+    Napi::Array samplers = info[5].As<Napi::Array>();
+
+    const size_t n = tokens.ElementLength();
+    if (n == 0) ThrowJs(env, "INVALID_ARGUMENT", "decode: the batch is empty");
+    if (pos.ElementLength() != n || seq.ElementLength() != n || logits.ElementLength() != n) {
+        ThrowJs(env, "INVALID_ARGUMENT", "decode: tokens, positions, seqIds and logits must have the same length");
+    }
+    if (n > llama_n_batch(ctx_)) {
+        ThrowJs(env, "INVALID_ARGUMENT", "decode: " + std::to_string(n) + " tokens exceed nBatch " + std::to_string(llama_n_batch(ctx_)) + "; split the batch");
+    }
+    if (rows.ElementLength() != samplers.Length()) ThrowJs(env, "INVALID_ARGUMENT", "decode: sampleRows and samplers must have the same length");
+    const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
+    const int32_t n_seq_max = static_cast<int32_t>(llama_n_seq_max(ctx_));
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) ThrowJs(env, "INVALID_ARGUMENT", "decode: tokens[" + std::to_string(i) + "] is outside the vocabulary");
+        if (pos[i] < 0) ThrowJs(env, "INVALID_ARGUMENT", "decode: positions[" + std::to_string(i) + "] is negative");
+        if (seq[i] < 0 || seq[i] >= n_seq_max) ThrowJs(env, "INVALID_ARGUMENT", "decode: seqIds[" + std::to_string(i) + "] must be in 0.." + std::to_string(n_seq_max - 1));
+    }
+
+    auto * worker = new DecodeWorker(env, this);
+    for (uint32_t i = 0; i < samplers.Length(); i++) {
+        Napi::Value v = samplers.Get(i);
+        int32_t row = rows[i];
+        if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(AddonSampler::constructor.Value())) {
+            delete worker;
+            ThrowJs(env, "INVALID_ARGUMENT", "decode: samplers[" + std::to_string(i) + "] is not an AddonSampler");
+        }
+        AddonSampler * s = AddonSampler::Unwrap(v.As<Napi::Object>());
+        if (row < 0 || static_cast<size_t>(row) >= n || logits[row] == 0 || s->chain() == nullptr || s->in_use.load()) {
+            delete worker;
+            ThrowJs(env, "INVALID_ARGUMENT", "decode: sample " + std::to_string(i) + " needs a row with logits and a live sampler not used twice");
+        }
+        s->in_use = true;
+        worker->samplers_.push_back(s);
+        worker->sampler_refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+        worker->sample_rows_.push_back(row);
+    }
+    worker->batch_ = llama_batch_init(static_cast<int32_t>(n), 0, 1);
+    for (size_t i = 0; i < n; i++) {
+        worker->batch_.token[i] = tokens[i];
+        worker->batch_.pos[i] = pos[i];
+        worker->batch_.n_seq_id[i] = 1;
+        worker->batch_.seq_id[i][0] = seq[i];
+        worker->batch_.logits[i] = logits[i] != 0;
+    }
+    worker->batch_.n_tokens = static_cast<int32_t>(n);
+    output_rows_.assign(logits.Data(), logits.Data() + n);
+    busy_ = true;
+    worker->Queue();
+    return worker->Promise();
+}
+
+// getLogits(row): Float32Array copy of the last decode's logits for batch row `row`.
+Napi::Value AddonContext::GetLogits(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    int32_t row = info.Length() > 0 ? info[0].ToNumber().Int32Value() : -1;
+    if (row < 0 || static_cast<size_t>(row) >= output_rows_.size() || output_rows_[row] == 0) {
+        ThrowJs(env, "INVALID_ARGUMENT", "getLogits: row " + std::to_string(row) + " had no logits in the last decode");
+    }
+    const float * l = llama_get_logits_ith(ctx_, row);
+    if (l == nullptr) ThrowJs(env, "INVALID_ARGUMENT", "getLogits: no logits for row " + std::to_string(row));
+    const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
+    Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(n_vocab));
+    std::memcpy(out.Data(), l, sizeof(float) * static_cast<size_t>(n_vocab));
+    return out;
+}
+
+// seqRemove(seqId, p0 = -1, p1 = -1): boolean. Frees a sequence's KV cells.
+Napi::Value AddonContext::SeqRemove(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    int32_t seq_id = info.Length() > 0 ? info[0].ToNumber().Int32Value() : -1;
+    int32_t p0 = info.Length() > 1 ? info[1].ToNumber().Int32Value() : -1;
+    int32_t p1 = info.Length() > 2 ? info[2].ToNumber().Int32Value() : -1;
+    if (seq_id >= static_cast<int32_t>(llama_n_seq_max(ctx_))) ThrowJs(env, "INVALID_ARGUMENT", "seqRemove: no sequence " + std::to_string(seq_id));
+    return Napi::Boolean::New(env, llama_memory_seq_rm(llama_get_memory(ctx_), seq_id, p0, p1));
+}
+
+Napi::Value AddonContext::MemoryClear(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    llama_memory_clear(llama_get_memory(ctx_), true);
+    return env.Undefined();
+}
+
+// memoryBreakdown(): [{buffer, device, modelBytes, contextBytes, computeBytes}] per buffer type
+Napi::Value AddonContext::MemoryBreakdown(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    llama_memory_breakdown mb = llama_get_memory_breakdown(ctx_);
+    Napi::Array out = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (const auto & [buft, data] : mb) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("buffer", ggml_backend_buft_name(buft));
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+        o.Set("device", dev ? Napi::Value(Napi::String::New(env, ggml_backend_dev_name(dev))) : env.Null());
+        o.Set("modelBytes", Napi::Number::New(env, static_cast<double>(data.model)));
+        o.Set("contextBytes", Napi::Number::New(env, static_cast<double>(data.context)));
+        o.Set("computeBytes", Napi::Number::New(env, static_cast<double>(data.compute)));
+        out.Set(i++, o);
+    }
+    return out;
+}
+
+Napi::Value AddonContext::Dispose(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (busy_.load()) ThrowJs(env, "INVALID_STATE", "cannot dispose a context while it decodes; await the decode first");
+    Free();
+    return env.Undefined();
+}
+
+void AddonContext::Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function fn = DefineClass(env, "AddonContext",
+                                    {
+                                        InstanceMethod("init", &AddonContext::InitAsync),
+                                        InstanceMethod("info", &AddonContext::Info),
+                                        InstanceMethod("decode", &AddonContext::Decode),
+                                        InstanceMethod("getLogits", &AddonContext::GetLogits),
+                                        InstanceMethod("seqRemove", &AddonContext::SeqRemove),
+                                        InstanceMethod("memoryClear", &AddonContext::MemoryClear),
+                                        InstanceMethod("memoryBreakdown", &AddonContext::MemoryBreakdown),
+                                        InstanceMethod("dispose", &AddonContext::Dispose),
+                                    });
+    constructor = Napi::Persistent(fn);
+    constructor.SuppressDestruct();
+    exports.Set("AddonContext", fn);
+}
+
+void InitContext(Napi::Env env, Napi::Object exports) { AddonContext::Init(env, exports); }
+
+}  // namespace hearth

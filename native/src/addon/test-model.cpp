@@ -1,0 +1,227 @@
+// Test models: a llama-architecture GGUF with deterministic random weights and a real tokenizer, and
+// quantization through llama.cpp's own quantizer.
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "addon.h"
+#include "gguf.h"
+
+namespace hearth {
+
+namespace {
+
+struct TestModelSpec {
+    std::string out, vocab, name, chat_template, weight_type;
+    uint32_t n_layer = 4, n_embd = 256, n_head = 4, n_head_kv = 2, n_ff = 512, n_ctx_train = 4096;
+    uint64_t seed = 1;
+    float stdev = 0.02f;
+};
+
+// FNV-1a and splitmix64: portable, so the same seed gives the same bytes on every machine
+// (std::hash and std::normal_distribution differ between standard libraries).
+uint64_t Fnv1a(const char * s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= static_cast<uint8_t>(*s);
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+struct SplitMix64 {
+    uint64_t state;
+    uint64_t Next() {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+    // Uniform on [-1, 1) from the top 24 bits: exact in float arithmetic.
+    float NextSigned() { return static_cast<float>(static_cast<int32_t>(Next() >> 40) - (1 << 23)) / static_cast<float>(1 << 23); }
+};
+
+void FillTensor(ggml_tensor * tensor, const TestModelSpec & spec) {
+    const int64_t n = ggml_nelements(tensor);
+    std::vector<float> values(static_cast<size_t>(n));
+    if (std::strstr(tensor->name, "_norm") != nullptr) {
+        std::fill(values.begin(), values.end(), 1.0f);  // RMS norm weights: identity
+    } else {
+        SplitMix64 rng{spec.seed ^ Fnv1a(tensor->name)};
+        const float scale = spec.stdev * 1.7320508f;  // uniform on [-a, a] has stdev a / sqrt(3)
+        for (auto & v : values) v = rng.NextSigned() * scale;
+    }
+    if (tensor->type == GGML_TYPE_F16) {
+        ggml_fp32_to_fp16_row(values.data(), static_cast<ggml_fp16_t *>(tensor->data), n);
+    } else {
+        std::memcpy(tensor->data, values.data(), ggml_nbytes(tensor));
+    }
+}
+
+// Writes the GGUF directly: exactly the tensors of a plain llama model, nothing optional. (Building it
+// through llama_model_init_from_user would also create and fill every optional tensor the loader knows:
+// biases, rope factors, scales.)
+class CreateTestModelWorker : public PromiseWorker {
+  public:
+    CreateTestModelWorker(Napi::Env env, TestModelSpec spec) : PromiseWorker(env, "hearth.createTestModel"), spec_(std::move(spec)) {}
+
+  protected:
+    void Run() override {
+        gguf_context * vocab = gguf_init_from_file(spec_.vocab.c_str(), {/*no_alloc =*/true, /*ctx =*/nullptr});
+        if (vocab == nullptr) throw NativeError("MODEL_INVALID", "cannot read the tokenizer GGUF " + spec_.vocab);
+        const int64_t tokens_key = gguf_find_key(vocab, "tokenizer.ggml.tokens");
+        const int64_t n_vocab = tokens_key < 0 ? 0 : static_cast<int64_t>(gguf_get_arr_n(vocab, tokens_key));
+        if (n_vocab <= 0) {
+            gguf_free(vocab);
+            throw NativeError("MODEL_INVALID", spec_.vocab + " has no tokenizer.ggml.tokens");
+        }
+        gguf_context * g = gguf_init_empty();
+        gguf_set_kv(g, vocab);  // general.* and tokenizer.* of the real llama SPM vocabulary
+        gguf_free(vocab);
+
+        const ggml_type wtype = spec_.weight_type == "f16" ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        const int64_t E = spec_.n_embd, F = spec_.n_ff, V = n_vocab;
+        const int64_t head_dim = E / spec_.n_head, KV = head_dim * spec_.n_head_kv;
+        gguf_set_val_str(g, "general.architecture", "llama");
+        gguf_set_val_str(g, "general.name", spec_.name.c_str());
+        gguf_set_val_u32(g, "general.file_type", wtype == GGML_TYPE_F16 ? 1 : 0);  // LLAMA_FTYPE_MOSTLY_F16 / ALL_F32
+        gguf_set_val_u32(g, "llama.vocab_size", static_cast<uint32_t>(V));
+        gguf_set_val_u32(g, "llama.context_length", spec_.n_ctx_train);
+        gguf_set_val_u32(g, "llama.embedding_length", spec_.n_embd);
+        gguf_set_val_u32(g, "llama.block_count", spec_.n_layer);
+        gguf_set_val_u32(g, "llama.feed_forward_length", spec_.n_ff);
+        gguf_set_val_u32(g, "llama.attention.head_count", spec_.n_head);
+        gguf_set_val_u32(g, "llama.attention.head_count_kv", spec_.n_head_kv);
+        gguf_set_val_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        gguf_set_val_u32(g, "llama.rope.dimension_count", static_cast<uint32_t>(head_dim));
+        gguf_set_val_f32(g, "llama.rope.freq_base", 10000.0f);
+        if (!spec_.chat_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template", spec_.chat_template.c_str());
+
+        struct Shape {
+            std::string name;
+            ggml_type type;
+            int64_t ne0, ne1;  // ne1 == 0: a vector
+        };
+        std::vector<Shape> shapes = {{"token_embd.weight", wtype, E, V}};
+        for (uint32_t il = 0; il < spec_.n_layer; il++) {
+            const std::string p = "blk." + std::to_string(il) + ".";
+            shapes.push_back({p + "attn_norm.weight", GGML_TYPE_F32, E, 0});
+            shapes.push_back({p + "attn_q.weight", wtype, E, E});
+            shapes.push_back({p + "attn_k.weight", wtype, E, KV});
+            shapes.push_back({p + "attn_v.weight", wtype, E, KV});
+            shapes.push_back({p + "attn_output.weight", wtype, E, E});
+            shapes.push_back({p + "ffn_norm.weight", GGML_TYPE_F32, E, 0});
+            shapes.push_back({p + "ffn_gate.weight", wtype, E, F});
+            shapes.push_back({p + "ffn_up.weight", wtype, E, F});
+            shapes.push_back({p + "ffn_down.weight", wtype, F, E});
+        }
+        shapes.push_back({"output_norm.weight", GGML_TYPE_F32, E, 0});
+        shapes.push_back({"output.weight", wtype, E, V});
+
+        size_t bytes = 0;
+        for (const auto & s : shapes) bytes += ggml_row_size(s.type, s.ne0) * static_cast<size_t>(std::max<int64_t>(s.ne1, 1)) + GGML_MEM_ALIGN;
+        ggml_init_params ip = {bytes + shapes.size() * ggml_tensor_overhead(), nullptr, /*no_alloc =*/false};
+        ggml_context * ctx = ggml_init(ip);
+        if (ctx == nullptr) {
+            gguf_free(g);
+            throw NativeError("MODEL_CREATE_FAILED", "cannot allocate " + std::to_string(bytes >> 20) + " MiB for the test model");
+        }
+        for (const auto & s : shapes) {
+            ggml_tensor * t = s.ne1 == 0 ? ggml_new_tensor_1d(ctx, s.type, s.ne0) : ggml_new_tensor_2d(ctx, s.type, s.ne0, s.ne1);
+            ggml_set_name(t, s.name.c_str());
+            FillTensor(t, spec_);
+            gguf_add_tensor(g, t);
+        }
+        const bool ok = gguf_write_to_file(g, spec_.out.c_str(), /*only_meta =*/false);
+        gguf_free(g);
+        ggml_free(ctx);
+        if (!ok) throw NativeError("IO_ERROR", "cannot write " + spec_.out);
+    }
+
+  private:
+    TestModelSpec spec_;
+};
+
+// createTestModel({out, vocab, name, chatTemplate, weightType: 'f32' | 'f16', nLayer, nEmbd, nHead,
+//                  nHeadKv, nFf, nCtxTrain, seed, stdev}): Promise<void>
+Napi::Value CreateTestModel(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel(spec): spec must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    TestModelSpec s;
+    s.out = GetString(o, "out", "");
+    s.vocab = GetString(o, "vocab", "");
+    s.name = GetString(o, "name", "hearth-test");
+    s.chat_template = GetString(o, "chatTemplate", "");
+    s.weight_type = GetString(o, "weightType", "f16");
+    s.n_layer = static_cast<uint32_t>(GetNumber(o, "nLayer", s.n_layer));
+    s.n_embd = static_cast<uint32_t>(GetNumber(o, "nEmbd", s.n_embd));
+    s.n_head = static_cast<uint32_t>(GetNumber(o, "nHead", s.n_head));
+    s.n_head_kv = static_cast<uint32_t>(GetNumber(o, "nHeadKv", s.n_head_kv));
+    s.n_ff = static_cast<uint32_t>(GetNumber(o, "nFf", s.n_ff));
+    s.n_ctx_train = static_cast<uint32_t>(GetNumber(o, "nCtxTrain", s.n_ctx_train));
+    s.seed = static_cast<uint64_t>(GetNumber(o, "seed", 1));
+    s.stdev = static_cast<float>(GetNumber(o, "stdev", s.stdev));
+    if (s.out.empty() || s.vocab.empty()) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: 'out' and 'vocab' are required");
+    if (s.weight_type != "f16" && s.weight_type != "f32") ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: weightType must be f16 or f32");
+    if (s.n_layer == 0 || s.n_head == 0 || s.n_head_kv == 0 || s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0) {
+        ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: need nLayer > 0, nEmbd divisible by nHead, nHead divisible by nHeadKv");
+    }
+    auto * worker = new CreateTestModelWorker(env, std::move(s));
+    worker->Queue();
+    return worker->Promise();
+}
+
+class QuantizeWorker : public PromiseWorker {
+  public:
+    QuantizeWorker(Napi::Env env, std::string in, std::string out, llama_ftype ftype, int32_t threads)
+        : PromiseWorker(env, "hearth.quantize"), in_(std::move(in)), out_(std::move(out)), ftype_(ftype), threads_(threads) {}
+
+  protected:
+    void Run() override {
+        llama_model_quantize_params p = llama_model_quantize_default_params();
+        p.ftype = ftype_;
+        p.nthread = threads_;
+        LoadCapture capture;
+        SetLoadCapture(&capture);
+        uint32_t rc = llama_model_quantize(in_.c_str(), out_.c_str(), &p);
+        SetLoadCapture(nullptr);
+        if (rc != 0) {
+            std::string reason;
+            for (const auto & e : capture.errors) reason += (reason.empty() ? "" : "; ") + e;
+            throw NativeError("QUANTIZE_FAILED", "quantizing " + in_ + " failed" + (reason.empty() ? std::string() : ": " + reason));
+        }
+    }
+
+  private:
+    std::string in_, out_;
+    llama_ftype ftype_;
+    int32_t threads_;
+};
+
+// quantize(input, output, type: 'q8_0' | 'q4_k_m' | 'f16', threads): Promise<void>
+Napi::Value Quantize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString()) {
+        ThrowJs(env, "INVALID_ARGUMENT", "quantize(input, output, type, threads)");
+    }
+    std::string type = info[2].As<Napi::String>().Utf8Value();
+    llama_ftype ftype;
+    if (type == "q8_0") ftype = LLAMA_FTYPE_MOSTLY_Q8_0;
+    else if (type == "q4_k_m") ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M;
+    else if (type == "f16") ftype = LLAMA_FTYPE_MOSTLY_F16;
+    else ThrowJs(env, "INVALID_ARGUMENT", "quantize: type '" + type + "' is not one of f16, q8_0, q4_k_m");
+    int32_t threads = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+    auto * worker = new QuantizeWorker(env, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), ftype, threads);
+    worker->Queue();
+    return worker->Promise();
+}
+
+}  // namespace
+
+void InitTestModel(Napi::Env env, Napi::Object exports) {
+    exports.Set("createTestModel", Napi::Function::New(env, CreateTestModel, "createTestModel"));
+    exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
+}
+
+}  // namespace hearth
