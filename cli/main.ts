@@ -2,9 +2,9 @@
 import { Command, CommanderError } from 'commander';
 
 import { isHearthError, messageOf } from '../common/errors.js';
-import { readBuildInfo } from '../native/binding.js';
+import { loadBinding, readBuildInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
-import { loadBinding } from '../native/binding.js';
+import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
 import { formatBytes, table } from './format.js';
 
@@ -30,6 +30,7 @@ program
   });
 
 registerModelCommands(program);
+registerDemoCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -121,10 +121,21 @@ export class LlamaModel {
     if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, `model load cancelled: ${path}`);
     const onAbort = () => m.abortLoad();
     signal?.addEventListener('abort', onAbort, { once: true });
+    // Progress crosses threads and may arrive after the load settles: report only rises, nothing
+    // after the end, and a finished load as exactly 1.
+    let last = -1;
+    let settled = false;
+    const report = (p: number) => {
+      if (settled || !(p > last)) return;
+      last = p;
+      onProgress?.(p);
+    };
     try {
-      const result = await nativeAsync(() => m.load(onProgress));
+      const result = await nativeAsync(() => m.load(onProgress ? report : null));
+      report(1);
       return new LlamaModel(path, m, result.placement);
     } finally {
+      settled = true;
       signal?.removeEventListener('abort', onAbort);
     }
   }

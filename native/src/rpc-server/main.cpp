@@ -1,15 +1,36 @@
-// ggml-rpc-server as upstream builds it, with SIGPIPE ignored.
+// ggml-rpc-server as upstream builds it, with SIGPIPE ignored and, when started by hearth, tied to
+// the life of its parent.
 //
 // The server sends without MSG_NOSIGNAL. A process spawned by Node gets SIGPIPE's default action back,
 // so a client that disconnects before reading a reply would kill the server. Ignoring the signal turns
 // that into an EPIPE, which the server already handles by dropping the client.
+//
+// HEARTH_PARENT_PID=<pid>: the kernel sends SIGKILL to this server when that parent dies, however it
+// dies (a supervisor killed with SIGKILL cannot clean up after itself).
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+#ifdef __linux__
+#include <sys/prctl.h>
+#include <unistd.h>
+#endif
 
 int hearth_upstream_rpc_server_main(int argc, char ** argv);
 
 int main(int argc, char ** argv) {
 #ifndef _WIN32
     std::signal(SIGPIPE, SIG_IGN);
+#endif
+#ifdef __linux__
+    if (const char * parent = std::getenv("HEARTH_PARENT_PID")) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        // The parent may have died before prctl took effect.
+        if (std::atol(parent) != static_cast<long>(getppid())) {
+            std::fprintf(stderr, "ggml-rpc-server: parent %s is gone, exiting\n", parent);
+            return 1;
+        }
+    }
 #endif
     return hearth_upstream_rpc_server_main(argc, argv);
 }

@@ -1,0 +1,50 @@
+// The CLI as a user runs it: a real process, its exit code and its words.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const cli = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
+const hearth = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8', timeout: 60_000 });
+
+describe('hearth CLI', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-cli-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('model create-test writes a model and model info reads it', () => {
+    const out = join(dir, 'tiny.gguf');
+    const created = hearth('model', 'create-test', '--out', out, '--seed', '3');
+    assert.equal(created.status, 0, created.stderr);
+    assert.match(created.stdout, /4 layers/);
+    assert.ok(statSync(out).size > 30_000_000);
+    const info = hearth('model', 'info', out);
+    assert.equal(info.status, 0, info.stderr);
+    assert.match(info.stdout, /architecture\s+llama/);
+    assert.match(info.stdout, /vocabulary\s+32000/);
+  });
+
+  test('bad input gets a clear error and a non-zero exit', () => {
+    const preset = hearth('model', 'create-test', '--out', join(dir, 'x.gguf'), '--preset', 'huge');
+    assert.equal(preset.status, 2);
+    assert.match(preset.stderr, /--preset: 'huge' is not one of tiny, small, 1b/);
+    const seed = hearth('model', 'create-test', '--out', join(dir, 'x.gguf'), '--seed', 'abc');
+    assert.equal(seed.status, 2);
+    assert.match(seed.stderr, /--seed: 'abc' is not a whole number/);
+    const missing = hearth('model', 'info', join(dir, 'missing.gguf'));
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /model file not found/);
+    const unknown = hearth('frobnicate');
+    assert.notEqual(unknown.status, 0);
+    assert.match(unknown.stderr, /unknown command/);
+  });
+
+  test('info names the llama.cpp release and RPC protocol', () => {
+    const r = hearth('info');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /llama\.cpp v0\.5\.0 .*RPC protocol 7\.0\.0/);
+    assert.match(r.stdout, /CPU\s+CPU\s+cpu/);
+  });
+});
