@@ -11,10 +11,11 @@
 // node-llama-cpp@3.22.1 (llama/gitRelease.bundle): the package tarball is fetched with `npm pack`
 // (no install, none of its prebuilt binaries), the bundle cloned once into the cache, reused after.
 // ccache, when present, makes rebuilds from a fresh clone quick; it never changes the output.
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const LLAMA_RELEASE = 'v0.5.0';
@@ -108,7 +109,7 @@ function obtainLlamaSource(env) {
   return { dir, release: LLAMA_RELEASE };
 }
 
-function build(source, opts, env) {
+async function build(source, opts, env) {
   if (!have('cmake')) fail('cmake is needed (apt-get install cmake, or brew install cmake)');
   if (opts.clean) rmSync(buildDir, { recursive: true, force: true });
   const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
@@ -132,7 +133,7 @@ function build(source, opts, env) {
   for (const [k, v] of Object.entries(defs)) args.push(`--CD${k}=${v}`);
   log(`building (backends: cpu${opts.gpu.length ? ', ' + opts.gpu.join(', ') : ''}; native CPU flags ${defs.GGML_NATIVE})`);
   const started = Date.now();
-  run(process.execPath, args, { cwd: root, env: childEnv });
+  await compile(args, { cwd: root, env: childEnv });
   log(`compiled in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
   // Artefacts the runtime needs, side by side: the tokenizer for test models and what was built.
@@ -142,6 +143,41 @@ function build(source, opts, env) {
     join(outDir, 'build-info.json'),
     JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, gpu: opts.gpu, nativeCpu: !opts.portable }, null, 2) + '\n',
   );
+}
+
+// The compiler's output (thousands of lines, mostly llama.cpp's warnings) goes to native/build/build.log;
+// the terminal gets a live progress line every tenth of the way, and the log's tail when the build fails.
+async function compile(args, options) {
+  mkdirSync(buildDir, { recursive: true });
+  const logPath = join(buildDir, 'build.log');
+  const logFile = createWriteStream(logPath);
+  const child = spawn(process.execPath, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail = [];
+  let shown = -10;
+  const onLine = (line) => {
+    logFile.write(line + '\n');
+    tail.push(line);
+    if (tail.length > 60) tail.shift();
+    const m = /^\[(\d+)\/(\d+)\]/.exec(line);
+    if (m && Number(m[2]) > 2) {
+      const pct = Math.floor((Number(m[1]) / Number(m[2])) * 100);
+      if (pct >= shown + 10) {
+        shown = pct;
+        log(`  ${String(pct).padStart(3)}% (${m[1]}/${m[2]} build steps)`);
+      }
+    }
+  };
+  createInterface({ input: child.stdout }).on('line', onLine);
+  createInterface({ input: child.stderr }).on('line', onLine);
+  const [code, signal] = await new Promise((resolvePromise) => {
+    child.once('error', (e) => resolvePromise([null, e.message]));
+    child.once('close', (c, sig) => resolvePromise([c, sig]));
+  });
+  await new Promise((r) => logFile.end(r));
+  if (code !== 0) {
+    process.stderr.write(tail.join('\n') + '\n');
+    fail(`the native build failed (${signal ?? `exit ${code}`}); the full log is ${logPath}`);
+  }
 }
 
 // A freshly built addon is first loaded in a child process: a bad binary would crash this one.
@@ -156,7 +192,7 @@ function verify() {
   log(`ok: llama.cpp ${info.release}, ggml ${info.ggml}, RPC protocol ${info.rpc}, backends ${info.backends.join(', ')}`);
 }
 
-function main() {
+async function main() {
   const env = process.env;
   if (env.HEARTH_SKIP_NATIVE === '1') {
     log('HEARTH_SKIP_NATIVE=1: skipping the native build');
@@ -164,8 +200,8 @@ function main() {
   }
   const opts = parseOptions(process.argv.slice(2), env);
   const source = obtainLlamaSource(env);
-  build(source, opts, env);
+  await build(source, opts, env);
   verify();
 }
 
-main();
+await main();
