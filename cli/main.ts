@@ -6,6 +6,7 @@ import { loadBinding, readBuildInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
+import { registerWorkerCommand } from './commands/worker.js';
 import { formatBytes, table } from './format.js';
 
 const program = new Command()
@@ -31,6 +32,7 @@ program
 
 registerModelCommands(program);
 registerDemoCommand(program);
+registerWorkerCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,87 @@
+// `hearth worker`: run this machine's worker daemon until SIGINT or SIGTERM.
+import type { Command } from 'commander';
+
+import { configureLogger, type LogLevel } from '../../common/logger.js';
+import { messageOf } from '../../common/errors.js';
+import { compileWorkerConfig, type WorkerFileSettings } from '../../worker/config.js';
+import { WorkerDaemon } from '../../worker/daemon.js';
+import { parseInteger } from '../options.js';
+
+interface WorkerFlags {
+  name?: string;
+  host?: string;
+  rpcPort?: string;
+  controlPort?: string;
+  device?: string;
+  threads?: string;
+  cacheDir?: string;
+  cache: boolean;
+  mdns: boolean;
+  stateDir?: string;
+  config?: string;
+  logLevel?: string;
+}
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description("serve this machine's devices to a hearth cluster (a supervised ggml-rpc-server, a gRPC control port, an mDNS advert)")
+    .option('--name <name>', 'name shown to the cluster (default: the host name)')
+    .option('--host <addr>', 'IPv4 address to bind both ports to; 127.0.0.1 keeps the worker local (default 0.0.0.0)')
+    .option('--rpc-port <port>', "llama.cpp RPC server's port (default 50052)")
+    .option('--control-port <port>', 'gRPC control port (default 50051)')
+    .option('--device <list>', 'devices to serve, comma separated, e.g. CUDA0,CPU (default: every GPU, else the CPU)')
+    .option('--threads <n>', 'CPU threads for the RPC server (default: all cores)')
+    .option('--cache-dir <dir>', 'tensor cache directory (default ~/.cache/hearth/rpc-cache)')
+    .option('--no-cache', 'do not keep received tensors on disk')
+    .option('--no-mdns', 'do not advertise over mDNS (coordinators must list this worker)')
+    .option('--state-dir <dir>', "where the worker's id is kept (default ~/.local/state/hearth)")
+    .option('--config <file>', 'YAML file with these settings (flags win)')
+    .option('--log-level <level>', 'trace, debug, info, warn or error')
+    .action(async (flags: WorkerFlags, cmd: Command) => {
+      const fromCli = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+      const settings: WorkerFileSettings = {
+        name: flags.name,
+        host: flags.host,
+        rpcPort: flags.rpcPort === undefined ? undefined : parseInteger(flags.rpcPort, '--rpc-port', { min: 1, max: 65535 }),
+        controlPort: flags.controlPort === undefined ? undefined : parseInteger(flags.controlPort, '--control-port', { min: 1, max: 65535 }),
+        devices: flags.device === undefined ? undefined : flags.device.split(/[,/]/).map((s) => s.trim()).filter(Boolean),
+        threads: flags.threads === undefined ? undefined : parseInteger(flags.threads, '--threads', { min: 1, max: 1024 }),
+        cacheDir: fromCli('cache') && !flags.cache ? null : flags.cacheDir,
+        mdns: fromCli('mdns') ? flags.mdns : undefined,
+        stateDir: flags.stateDir,
+        logLevel: flags.logLevel as WorkerFileSettings['logLevel'],
+      };
+      const config = compileWorkerConfig({ file: flags.config ?? null, flags: settings, env: process.env });
+      const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-worker' }).child({ component: 'worker' });
+      const daemon = new WorkerDaemon(config, log);
+
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        signals++;
+        if (signals > 1) {
+          log.warn({ signal }, 'second signal: exiting now');
+          process.exit(130);
+        }
+        log.info({ signal }, 'stopping');
+        daemon.stop().then(
+          () => process.exit(0),
+          (e) => {
+            log.error({ err: messageOf(e) }, 'stop failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        await daemon.start();
+      } catch (e) {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await daemon.stop();
+        throw e;
+      }
+      // Runs until a signal arrives; the servers keep the event loop alive.
+    });
+}

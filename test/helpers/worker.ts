@@ -1,0 +1,95 @@
+// Real `hearth worker` processes for tests, on free 127.0.0.1 ports, always stopped afterwards.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { WorkerClient } from '../../worker/client.js';
+import type { WireHealth } from '../../worker/types.js';
+import { freePort } from './rpc-server.js';
+
+export const CLI = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
+
+export interface WorkerHandle {
+  process: ChildProcess;
+  rpcPort: number;
+  controlPort: number;
+  control: string;
+  client: WorkerClient;
+  dir: string;
+  logs: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Sends `signal` (SIGTERM by default) and waits for the exit. */
+  stop: (signal?: NodeJS.Signals) => Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 15_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export function runCli(args: string[], options: { netns?: string } = {}): ChildProcess {
+  const node = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const [cmd, ...rest] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
+  return spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export async function startWorker(extra: string[] = [], options: { mdns?: boolean } = {}): Promise<WorkerHandle> {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-worker-'));
+  const rpcPort = await freePort();
+  let controlPort = await freePort();
+  while (controlPort === rpcPort) controlPort = await freePort();
+  const args = ['worker', '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', '1',
+    '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...extra];
+  const child = runCli(args);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const control = `127.0.0.1:${controlPort}`;
+  const client = new WorkerClient(control);
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const r = await exited;
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    return r;
+  };
+  try {
+    await waitFor('the worker to be ready', async () => {
+      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode}: ${out}`);
+      return (await client.health({ timeoutMs: 1000 })).ready;
+    });
+  } catch (e) {
+    await stop('SIGKILL');
+    throw new Error(`${String(e)}\n${out}`);
+  }
+  return { process: child, rpcPort, controlPort, control, client, dir, logs: () => out, exited, stop };
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readyHealth(client: WorkerClient): Promise<WireHealth> {
+  return waitFor('READY', async () => {
+    const h = await client.health({ timeoutMs: 1000 });
+    return h.ready ? h : null;
+  });
+}

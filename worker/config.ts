@@ -1,0 +1,90 @@
+// The worker's settings: CLI flags over an optional YAML file over defaults, validated once and frozen.
+import { hostname, cpus, homedir } from 'node:os';
+import { isIP } from 'node:net';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+
+import { describeIssues, readYamlFile } from '../common/config-file.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
+
+const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
+
+/** Keys accepted in the worker's YAML file; unknown keys are errors. */
+export const workerFileSchema = z.strictObject({
+  name: z.string().min(1).max(63).optional(),
+  host: z.string().optional(),
+  rpcPort: port.optional(),
+  controlPort: port.optional(),
+  devices: z.array(z.string().min(1)).optional(),
+  threads: z.number().int().min(1).max(1024).optional(),
+  cacheDir: z.string().min(1).nullable().optional(),
+  mdns: z.boolean().optional(),
+  stateDir: z.string().min(1).optional(),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).optional(),
+});
+
+export type WorkerFileSettings = z.infer<typeof workerFileSchema>;
+
+export interface WorkerConfig {
+  readonly name: string;
+  /** IPv4 address both servers bind; 0.0.0.0 for every interface. */
+  readonly host: string;
+  readonly rpcPort: number;
+  readonly controlPort: number;
+  readonly devices: readonly string[] | null;
+  readonly threads: number;
+  /** Tensor cache directory, or null when the cache is off. */
+  readonly cacheDir: string | null;
+  readonly mdns: boolean;
+  /** Where the worker keeps its identity. */
+  readonly stateDir: string;
+  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+}
+
+export interface WorkerConfigSources {
+  file: string | null;
+  flags: WorkerFileSettings;
+  /** For the defaults of cacheDir and stateDir. */
+  env: { XDG_CACHE_HOME?: string | undefined; XDG_STATE_HOME?: string | undefined };
+}
+
+export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig {
+  let fromFile: WorkerFileSettings = {};
+  if (sources.file) {
+    const parsed = workerFileSchema.safeParse(readYamlFile(sources.file));
+    if (!parsed.success) throw new HearthError(ErrorCode.InvalidArgument, describeIssues(parsed.error, sources.file));
+    fromFile = parsed.data;
+  }
+  const flags = workerFileSchema.safeParse(sources.flags);
+  if (!flags.success) throw new HearthError(ErrorCode.InvalidArgument, describeIssues(flags.error, 'command line'));
+  const merged: WorkerFileSettings = { ...fromFile, ...stripUndefined(flags.data) };
+
+  const host = merged.host ?? '0.0.0.0';
+  if (isIP(host) !== 4) {
+    throw new HearthError(ErrorCode.InvalidArgument, `host: '${host}' is not an IPv4 address (llama.cpp's RPC server binds IPv4 literals; use 0.0.0.0 for every interface)`);
+  }
+  const rpcPort = merged.rpcPort ?? 50052;
+  const controlPort = merged.controlPort ?? 50051;
+  if (rpcPort === controlPort) {
+    throw new HearthError(ErrorCode.InvalidArgument, `rpcPort and controlPort are both ${rpcPort}; give them different ports`);
+  }
+  const cacheHome = sources.env.XDG_CACHE_HOME ? resolve(sources.env.XDG_CACHE_HOME) : join(homedir(), '.cache');
+  const stateHome = sources.env.XDG_STATE_HOME ? resolve(sources.env.XDG_STATE_HOME) : join(homedir(), '.local', 'state');
+  const name = merged.name ?? hostname().split('.')[0] ?? 'worker';
+  return Object.freeze({
+    name,
+    host,
+    rpcPort,
+    controlPort,
+    devices: merged.devices && merged.devices.length > 0 ? Object.freeze([...merged.devices]) : null,
+    threads: merged.threads ?? Math.max(1, cpus().length),
+    cacheDir: merged.cacheDir === null ? null : resolve(merged.cacheDir ?? join(cacheHome, 'hearth', 'rpc-cache')),
+    mdns: merged.mdns ?? true,
+    stateDir: resolve(merged.stateDir ?? join(stateHome, 'hearth')),
+    logLevel: merged.logLevel ?? 'info',
+  });
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

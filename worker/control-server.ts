@@ -1,0 +1,70 @@
+// The worker's gRPC control service (hearth.v1.WorkerService). It answers from the daemon's state and
+// never touches the rpc port.
+import { grpc, serviceDefinition } from '../common/grpc.js';
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import type { WireHealth, WireWorkerInfo } from './types.js';
+
+export interface WorkerStatusSource {
+  info(): WireWorkerInfo;
+  health(): WireHealth;
+}
+
+export class ControlServer {
+  readonly #server = new grpc.Server();
+  #port: number | null = null;
+
+  constructor(source: WorkerStatusSource) {
+    const unary =
+      <T>(answer: () => T) =>
+      (_call: grpc.ServerUnaryCall<unknown, T>, callback: grpc.sendUnaryData<T>) => {
+        try {
+          callback(null, answer());
+        } catch (e) {
+          callback({ code: grpc.status.INTERNAL, details: messageOf(e) });
+        }
+      };
+    this.#server.addService(serviceDefinition('WorkerService'), {
+      GetInfo: unary(() => source.info()),
+      Health: unary(() => source.health()),
+    });
+  }
+
+  get port(): number | null {
+    return this.#port;
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    this.#port = await new Promise<number>((resolve, reject) => {
+      this.#server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) {
+          const inUse = /EADDRINUSE|address already in use|No address added/i.test(err.message);
+          reject(
+            new HearthError(
+              ErrorCode.FailedPrecondition,
+              inUse
+                ? `control port ${port} on ${host} is already in use (another worker?); choose another with --control-port`
+                : `cannot listen on ${host}:${port} for the control service: ${err.message}`,
+            ),
+          );
+        } else {
+          resolve(bound);
+        }
+      });
+    });
+    return this.#port;
+  }
+
+  /** Lets calls in flight finish for up to `graceMs`, then cuts the rest. */
+  async close(graceMs = 2000): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}

@@ -1,0 +1,210 @@
+// The worker daemon: a supervised ggml-rpc-server, a gRPC control service and an mDNS advert, with an
+// explicit lifecycle. Everything it serves comes from the WorkerConfig it was given.
+import { hostname } from 'node:os';
+import { createServer } from 'node:net';
+
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { loadBinding, readBuildInfo } from '../native/binding.js';
+import type { WorkerConfig } from './config.js';
+import { ControlServer } from './control-server.js';
+import { measureDevices, type ServedDevice } from './devices.js';
+import { hostMemory } from './host-memory.js';
+import { loadOrCreateWorkerId } from './identity.js';
+import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
+import { RpcServerSupervisor } from './supervisor.js';
+import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
+import type { WireBuildInfo, WireHealth, WireWorkerInfo, WorkerId } from './types.js';
+
+const MEMORY_POLL_MS = 5000;
+
+/** Fails with a clear message when something already listens on host:port. */
+async function assertPortFree(host: string, port: number, what: string, flag: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new HearthError(
+          ErrorCode.FailedPrecondition,
+          e.code === 'EADDRINUSE'
+            ? `${what} port ${port} on ${host} is already in use (another worker or ggml-rpc-server?); choose another with ${flag}`
+            : `cannot use ${what} port ${port} on ${host}: ${e.message}`,
+        ),
+      ),
+    );
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+export class WorkerDaemon {
+  readonly config: WorkerConfig;
+  readonly #log: Logger;
+  #id: WorkerId | null = null;
+  #build: WireBuildInfo | null = null;
+  #devices: ServedDevice[] = [];
+  #supervisor: RpcServerSupervisor | null = null;
+  #control: ControlServer | null = null;
+  #mdns: MdnsAdvertiser | null = null;
+  #memoryTimer: NodeJS.Timeout | null = null;
+  #startedAt = Date.now();
+  #stopping: Promise<void> | null = null;
+
+  constructor(config: WorkerConfig, log: Logger) {
+    this.config = config;
+    this.#log = log;
+  }
+
+  get id(): WorkerId | null {
+    return this.#id;
+  }
+
+  /** Checks everything that can be checked, then starts the rpc server, the control service and the advert. */
+  async start(): Promise<void> {
+    const c = this.config;
+    const binding = loadBinding(); // throws the "build it with ..." error when the native build is missing
+    const sys = binding.systemInfo();
+    const buildInfo = readBuildInfo();
+    this.#build = {
+      llama_cpp_release: sys.llamaCppRelease,
+      ggml_version: sys.ggmlVersion,
+      ggml_commit: buildInfo.llamaCppCommit ?? sys.ggmlCommit,
+      rpc_protocol: sys.rpcProtocol,
+      backends: sys.backends,
+    };
+    this.#devices = measureDevices(c.devices);
+    this.#id = loadOrCreateWorkerId(c.stateDir, c.controlPort);
+    if (c.cacheDir) prepareCacheDir(c.cacheDir);
+    await assertPortFree(c.host, c.rpcPort, 'rpc', '--rpc-port');
+    await assertPortFree(c.host, c.controlPort, 'control', '--control-port');
+
+    if (c.host !== '127.0.0.1') {
+      this.#log.warn(
+        { host: c.host, rpcPort: c.rpcPort },
+        `the llama.cpp RPC port ${c.host}:${c.rpcPort} has no authentication: anyone who can reach it can use this machine's devices; bind --host 127.0.0.1 or firewall it to your cluster`,
+      );
+    }
+    this.#supervisor = new RpcServerSupervisor(
+      { host: c.host, port: c.rpcPort, threads: c.threads, cacheDir: c.cacheDir, devices: this.#devices.map((d) => d.name) },
+      this.#log.child({ part: 'rpc-server' }),
+    );
+    this.#supervisor.on('state', (state) => this.#log.info({ state }, `worker state ${state}`));
+    await this.#supervisor.start();
+
+    try {
+      this.#control = new ControlServer({ info: () => this.info(), health: () => this.health() });
+      await this.#control.listen(c.host, c.controlPort);
+      if (c.mdns) {
+        this.#mdns = new MdnsAdvertiser(this.#advertFacts(), this.#log.child({ part: 'mdns' }));
+        this.#mdns.start();
+      }
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    this.#memoryTimer = setInterval(() => this.#refreshMemory(), MEMORY_POLL_MS);
+    this.#memoryTimer.unref();
+    const cache = c.cacheDir ? cacheUsage(c.cacheDir) : null;
+    this.#log.info(
+      {
+        workerId: this.#id,
+        name: c.name,
+        rpc: `${c.host}:${c.rpcPort}`,
+        control: `${c.host}:${c.controlPort}`,
+        devices: this.#devices.map((d) => `${d.name} (${d.backend}, ${(d.freeBytes / 2 ** 30).toFixed(1)}/${(d.totalBytes / 2 ** 30).toFixed(1)} GiB free)`),
+        build: this.#build,
+        cache: c.cacheDir ? { dir: c.cacheDir, ...cache } : 'off',
+      },
+      'worker ready',
+    );
+  }
+
+  info(): WireWorkerInfo {
+    const c = this.config;
+    const host = hostMemory();
+    const cache = c.cacheDir ? cacheUsage(c.cacheDir) : { bytes: 0, files: 0 };
+    return {
+      worker_id: this.#id ?? '',
+      name: c.name,
+      hostname: hostname(),
+      state: this.#supervisor?.state ?? 'STARTING',
+      build: this.#build!,
+      devices: this.#devices.map((d) => ({
+        name: d.name,
+        backend: d.backend,
+        type: d.type,
+        description: d.description,
+        free_bytes: String(d.freeBytes),
+        total_bytes: String(d.totalBytes),
+      })),
+      rpc_host: c.host === '0.0.0.0' ? '' : c.host,
+      rpc_port: c.rpcPort,
+      control_port: this.#control?.port ?? c.controlPort,
+      host_total_bytes: String(host.totalBytes),
+      host_available_bytes: String(host.availableBytes),
+      cache: { enabled: c.cacheDir !== null, dir: c.cacheDir ?? '', bytes: String(cache.bytes), files: cache.files },
+      threads: c.threads,
+      rpc_restarts: this.#supervisor?.restarts ?? 0,
+      started_at_ms: String(this.#startedAt),
+    };
+  }
+
+  health(): WireHealth {
+    const state = this.#supervisor?.state ?? 'STARTING';
+    return {
+      state,
+      ready: state === 'READY',
+      rpc_server_pid: this.#supervisor?.pid ?? 0,
+      rpc_restarts: this.#supervisor?.restarts ?? 0,
+      uptime_ms: String(Date.now() - this.#startedAt),
+    };
+  }
+
+  /** Stops advert (goodbye), control service and rpc server, in that order. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      if (this.#memoryTimer) clearInterval(this.#memoryTimer);
+      const steps: [string, () => Promise<void>][] = [
+        ['mdns', async () => this.#mdns?.stop()],
+        ['rpc-server', async () => this.#supervisor?.stop()],
+        ['control', async () => this.#control?.close()],
+      ];
+      for (const [part, step] of steps) {
+        try {
+          await step();
+        } catch (e) {
+          this.#log.error({ part, err: messageOf(e) }, 'error while stopping');
+        }
+      }
+      this.#log.info('worker stopped');
+    })();
+    return this.#stopping;
+  }
+
+  #advertFacts(): AdvertFacts {
+    return {
+      workerId: this.#id!,
+      name: this.config.name,
+      controlPort: this.#control?.port ?? this.config.controlPort,
+      rpcPort: this.config.rpcPort,
+      rpcProtocol: this.#build!.rpc_protocol,
+      backend: [...new Set(this.#devices.map((d) => d.backend))].join('+'),
+      memTotalBytes: this.#devices.reduce((s, d) => s + d.totalBytes, 0),
+      memFreeBytes: this.#devices.reduce((s, d) => s + d.freeBytes, 0),
+    };
+  }
+
+  #refreshMemory(): void {
+    try {
+      this.#devices = measureDevices(this.config.devices);
+      if (!this.#mdns) return;
+      const before = this.#mdns.facts;
+      const now = this.#advertFacts();
+      if (materialChange(before.memFreeBytes, now.memFreeBytes, now.memTotalBytes)) {
+        this.#log.info({ before: before.memFreeBytes, now: now.memFreeBytes }, 'free memory changed; re-announcing');
+        this.#mdns.update(now);
+      }
+    } catch (e) {
+      this.#log.warn({ err: messageOf(e) }, 'could not measure device memory');
+    }
+  }
+}

@@ -1,0 +1,57 @@
+// The worker's wire types (hearth.v1 WorkerService), as @grpc/proto-loader presents them with
+// common/grpc.ts's options: snake_case fields, enums as strings, 64-bit integers as decimal strings.
+
+export type WorkerState = 'STARTING' | 'READY' | 'RESTARTING' | 'STOPPING';
+
+/** Distinct from other strings: a worker's stable identity. */
+export type WorkerId = string & { readonly __brand: 'WorkerId' };
+
+export interface WireBuildInfo {
+  llama_cpp_release: string;
+  ggml_version: string;
+  ggml_commit: string;
+  rpc_protocol: string;
+  backends: string[];
+}
+
+export interface WireDevice {
+  name: string;
+  backend: string;
+  type: string;
+  description: string;
+  free_bytes: string;
+  total_bytes: string;
+}
+
+export interface WireTensorCache {
+  enabled: boolean;
+  dir: string;
+  bytes: string;
+  files: number;
+}
+
+export interface WireWorkerInfo {
+  worker_id: string;
+  name: string;
+  hostname: string;
+  state: WorkerState;
+  build: WireBuildInfo;
+  devices: WireDevice[];
+  rpc_host: string;
+  rpc_port: number;
+  control_port: number;
+  host_total_bytes: string;
+  host_available_bytes: string;
+  cache: WireTensorCache;
+  threads: number;
+  rpc_restarts: number;
+  started_at_ms: string;
+}
+
+export interface WireHealth {
+  state: WorkerState;
+  ready: boolean;
+  rpc_server_pid: number;
+  rpc_restarts: number;
+  uptime_ms: string;
+}
