@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { isHearthError, messageOf } from '../common/errors.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
+import { registerCoordinatorCommands } from './commands/coordinator.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
 import { registerWorkerCommand } from './commands/worker.js';
@@ -33,6 +34,7 @@ program
 registerModelCommands(program);
 registerDemoCommand(program);
 registerWorkerCommand(program);
+registerCoordinatorCommands(program);
 
 try {
   await program.parseAsync(process.argv);

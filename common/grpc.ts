@@ -36,7 +36,7 @@ let cached: grpc.GrpcObject | null = null;
 export function hearthProto(): grpc.GrpcObject {
   if (cached) return cached;
   const root = protoRoot();
-  const definition = protoLoader.loadSync(['hearth/v1/worker.proto'], { ...PROTO_LOADER_OPTIONS, includeDirs: [root] });
+  const definition = protoLoader.loadSync(['hearth/v1/worker.proto', 'hearth/v1/coordinator.proto'], { ...PROTO_LOADER_OPTIONS, includeDirs: [root] });
   const loaded = grpc.loadPackageDefinition(definition);
   cached = (loaded.hearth as grpc.GrpcObject).v1 as grpc.GrpcObject;
   return cached;

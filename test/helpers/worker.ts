@@ -45,10 +45,10 @@ export function runCli(args: string[], options: { netns?: string } = {}): ChildP
   return spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-export async function startWorker(extra: string[] = [], options: { mdns?: boolean } = {}): Promise<WorkerHandle> {
+export async function startWorker(extra: string[] = [], options: { mdns?: boolean; rpcPort?: number; controlPort?: number } = {}): Promise<WorkerHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-worker-'));
-  const rpcPort = await freePort();
-  let controlPort = await freePort();
+  const rpcPort = options.rpcPort ?? (await freePort());
+  let controlPort = options.controlPort ?? (await freePort());
   while (controlPort === rpcPort) controlPort = await freePort();
   const args = ['worker', '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', '1',
     '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...extra];

@@ -83,8 +83,8 @@ describe('hearth worker', () => {
       });
       assert.equal(after.rpc_restarts, 1);
       assert.equal(w.process.exitCode, null, 'the worker process is alive');
-      assert.match(w.logs(), /ggml-rpc-server exited \(SIGKILL\); restarting/);
-      assert.match(w.logs(), /restarted and ready/);
+      // The log is written asynchronously: wait for the lines rather than race them.
+      await waitFor('the restart to be logged', async () => /ggml-rpc-server exited \(SIGKILL\); restarting/.test(w.logs()) && /restarted and ready/.test(w.logs()));
       // And the new server answers llama.cpp's handshake.
       await connectRpcServers([`127.0.0.1:${w.rpcPort}`]);
     } finally {
@@ -142,7 +142,10 @@ describe('hearth worker', () => {
       const root = mkdtempSync(join(tmpdir(), 'hearth-nobuild-'));
       try {
         const src = fileURLToPath(new URL('../../', import.meta.url));
-        for (const dir of ['cli', 'common', 'models', 'worker', 'proto']) cpSync(join(src, dir), join(root, dir), { recursive: true });
+        const skip = new Set(['native', 'node_modules', 'dist', 'test', '.git', '.ci', 'bin']);
+        for (const entry of readdirSync(src, { withFileTypes: true })) {
+          if (entry.isDirectory() && !skip.has(entry.name)) cpSync(join(src, entry.name), join(root, entry.name), { recursive: true });
+        }
         mkdirSync(join(root, 'native'));
         for (const f of readdirSync(join(src, 'native'))) if (f.endsWith('.ts') || f === 'CMakeLists.txt' || f === 'package.json') cpSync(join(src, 'native', f), join(root, 'native', f));
         cpSync(join(src, 'package.json'), join(root, 'package.json'));

@@ -1,0 +1,182 @@
+// `hearth coordinator`, `hearth plan` and `hearth status`.
+import type { Command } from 'commander';
+
+import { configureLogger, logger, type LogLevel } from '../../common/logger.js';
+import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
+import { loadBinding } from '../../native/binding.js';
+import { CoordinatorClient } from '../../coordinator/client.js';
+import { compileCoordinatorConfig, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
+import { Coordinator } from '../../coordinator/coordinator.js';
+import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
+import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
+import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
+import { formatGiB } from '../../coordinator/planner/planner.js';
+import type { PlanResult } from '../../coordinator/planner/types.js';
+import { rpcProtocolVersion } from '../../native/llama.js';
+import { formatBytes, table } from '../format.js';
+import { parseInteger } from '../options.js';
+
+interface ClusterFlags {
+  config?: string;
+  model?: string;
+  worker?: string[];
+  mdns: boolean;
+  host?: string;
+  grpcPort?: string;
+  httpPort?: string;
+  ctxSize?: string;
+  parallel?: string;
+  localDevice?: string;
+  threads?: string;
+  watchdogSeconds?: string;
+  logLevel?: string;
+}
+
+function onOff(v: string | undefined, option: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'on' || v === 'true') return true;
+  if (v === 'off' || v === 'false') return false;
+  throw new HearthError(ErrorCode.InvalidArgument, `${option}: '${v}' must be on or off`);
+}
+
+function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
+  const int = (v: string | undefined, name: string, min: number, max: number) => (v === undefined ? undefined : parseInteger(v, name, { min, max }));
+  const settings: ClusterFileSettings = {
+    model: flags.model,
+    workers: flags.worker,
+    mdns: cmd.getOptionValueSource('mdns') === 'cli' ? flags.mdns : undefined,
+    host: flags.host,
+    grpcPort: int(flags.grpcPort, '--grpc-port', 0, 65535),
+    httpPort: int(flags.httpPort, '--http-port', 0, 65535),
+    ctxSize: int(flags.ctxSize, '--ctx-size', 256, 1 << 20),
+    parallel: int(flags.parallel, '--parallel', 1, 64),
+    localDevice: onOff(flags.localDevice, '--local-device'),
+    threads: int(flags.threads, '--threads', 1, 1024),
+    watchdogSeconds: int(flags.watchdogSeconds, '--watchdog-seconds', 1, 3600),
+    logLevel: flags.logLevel as ClusterFileSettings['logLevel'],
+  };
+  return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings });
+}
+
+function discoveries(config: CoordinatorConfig): Discovery[] {
+  const out: Discovery[] = [new StaticDiscovery(config.workers)];
+  if (config.mdns) out.push(new MdnsDiscovery(logger('discovery')));
+  return out;
+}
+
+function clusterOptions(cmd: Command): Command {
+  return cmd
+    .option('--config <file>', 'cluster.yaml (flags win over it)')
+    .option('--model <file>', 'the GGUF model to serve')
+    .option('--worker <host:port...>', "a worker's control address (repeatable)")
+    .option('--no-mdns', 'do not discover workers over mDNS')
+    .option('--ctx-size <n>', 'context per request, in tokens (default 4096)')
+    .option('--parallel <n>', 'requests decoded side by side (default 4)')
+    .option('--local-device <on|off>', "let the coordinator's own CPU take layers (default on)");
+}
+
+export function printPlan(plan: PlanResult, out: (s: string) => void = (s) => process.stdout.write(s)): void {
+  if (!plan.fits) {
+    out(`does not fit: ${plan.reason}\n`);
+    for (const s of plan.suggestions) out(`  - ${s}\n`);
+    for (const x of plan.excluded) out(`  (left out ${x.owner}/${x.deviceName}: ${x.reason})\n`);
+    return;
+  }
+  const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free']];
+  for (const d of plan.devices) {
+    const range = `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}`;
+    rows.push([d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes), formatBytes(d.freeBytes)]);
+  }
+  out(table(rows) + '\n');
+  out(`coordinator host memory for the input embedding: ${formatBytes(plan.hostBytes)}; total ${formatGiB(plan.totalBytes)}\n`);
+  for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
+}
+
+export function registerCoordinatorCommands(program: Command): void {
+  clusterOptions(program.command('coordinator').description('discover workers, plan the split, load the model across them and serve it'))
+    .option('--host <addr>', 'address the APIs listen on (default 127.0.0.1)')
+    .option('--grpc-port <port>', 'gRPC API port (default 50050; 0 picks a free one)')
+    .option('--http-port <port>', 'HTTP API port (default 8080)')
+    .option('--threads <n>', "CPU threads for the coordinator's own layers")
+    .option('--watchdog-seconds <n>', 'kill the engine after this long without progress while work is pending (default 30)')
+    .option('--log-level <level>', 'trace, debug, info, warn or error')
+    .action(async (flags: ClusterFlags, cmd: Command) => {
+      const config = clusterConfig(flags, cmd);
+      const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
+      const sys = loadBinding().systemInfo();
+      const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
+      const grpcServer = new CoordinatorGrpcServer(coordinator, sys);
+      const grpcPort = await grpcServer.listen(config.host, config.grpcPort);
+      log.info({ grpc: `${config.host}:${grpcPort}` }, 'gRPC API listening');
+      let signals = 0;
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (++signals > 1) process.exit(130);
+        log.info({ signal }, 'draining and stopping');
+        void (async () => {
+          await coordinator.stop();
+          await grpcServer.close();
+          process.exit(0);
+        })().catch((e: unknown) => {
+          log.error({ err: messageOf(e) }, 'stop failed');
+          process.exit(1);
+        });
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      await coordinator.start();
+    });
+
+  clusterOptions(program.command('plan').description('print how the model would be split across the workers, without loading anything'))
+    .option('--wait <ms>', 'how long to listen for mDNS workers first', '1500')
+    .option('--json', 'print the plan as JSON')
+    .action(async (flags: ClusterFlags & { wait: string; json?: boolean }, cmd: Command) => {
+      const config = clusterConfig(flags, cmd);
+      configureLogger({ level: 'warn' });
+      const coordinator = new Coordinator(config, logger('plan'), discoveries(config), rpcProtocolVersion());
+      const plan = await coordinator.preview(config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
+      for (const w of coordinator.registry.all().filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
+      if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
+      else printPlan(plan);
+      process.exitCode = plan.fits ? 0 : 3;
+    });
+
+  program
+    .command('status')
+    .description("show a running coordinator's workers, plan, model, load progress and queue")
+    .option('--coordinator <addr>', "the coordinator's gRPC address", '127.0.0.1:50050')
+    .option('--json', 'print the status as JSON')
+    .action(async (opts: { coordinator: string; json?: boolean }) => {
+      const client = new CoordinatorClient(opts.coordinator);
+      try {
+        const s = await client.getStatus();
+        if (opts.json) {
+          process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+          return;
+        }
+        const out = (x: string) => process.stdout.write(x);
+        out(`coordinator ${opts.coordinator}: ${s.state}${s.reason ? ` (${s.reason})` : ''}\n`);
+        out(`model: ${s.model_name || '-'} (${s.model})\n`);
+        const sent = Object.entries(s.load.bytes_sent).map(([k, v]) => `${k} ${formatBytes(Number(v))}`).join(', ');
+        out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
+        out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots\n`);
+        out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n\nworkers:\n`);
+        const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'note']];
+        for (const w of s.workers) {
+          rows.push([w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.reason]);
+        }
+        out(table(rows) + '\n\nplan:\n');
+        if (!s.plan.fits) {
+          out(`  ${s.plan.refusal}\n`);
+          for (const x of s.plan.suggestions) out(`  - ${x}\n`);
+        } else {
+          const prow = [['device', 'owner', 'layers', 'weights', 'kv cache']];
+          for (const d of s.plan.devices) {
+            prow.push([d.device, d.owner, `${d.layers} (${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''})`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes))]);
+          }
+          out(table(prow) + '\n');
+        }
+      } finally {
+        client.close();
+      }
+    });
+}

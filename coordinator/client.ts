@@ -1,0 +1,113 @@
+// A client for the coordinator's gRPC API, with a deadline on every call (used by `hearth status`
+// and the tests).
+import { clientConstructor, deadline, grpc } from '../common/grpc.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
+import { fromGrpcError } from './grpc-errors.js';
+import type { WirePlan, WireWorkerSummary } from './views.js';
+
+export interface GenerateOptions {
+  maxTokens?: number;
+  sampling?: { temperature?: number; top_k?: number; top_p?: number; min_p?: number; repeat_penalty?: number; seed?: number; greedy?: boolean };
+  stop?: string[];
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  onChunk?: (text: string, tokens: number[]) => void;
+}
+
+export interface GenerateOutcome {
+  text: string;
+  tokens: number[];
+  finishReason: string;
+  usage: { prompt_tokens: number; completion_tokens: number };
+}
+
+export interface WireStatus {
+  state: string;
+  reason: string;
+  model: string;
+  model_name: string;
+  load: { progress: number; seconds: number; bytes_sent: Record<string, string>; loads: number };
+  in_flight: number;
+  waiting: number;
+  parallel: number;
+  workers: WireWorkerSummary[];
+  plan: WirePlan;
+  build: { llama_cpp_release: string; ggml_version: string; rpc_protocol: string; backends: string[] };
+}
+
+type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
+
+export class CoordinatorClient {
+  readonly address: string;
+  readonly #client: grpc.Client;
+
+  constructor(address: string) {
+    this.address = address;
+    const Ctor = clientConstructor('CoordinatorService');
+    this.#client = new Ctor(address, grpc.credentials.createInsecure());
+  }
+
+  generate(prompt: string, options: GenerateOptions = {}): Promise<GenerateOutcome> {
+    return this.#stream('Generate', { prompt }, options);
+  }
+
+  chat(messages: { role: string; content: string }[], options: GenerateOptions = {}): Promise<GenerateOutcome> {
+    return this.#stream('Chat', { messages }, options);
+  }
+
+  listWorkers(timeoutMs = 3000): Promise<{ workers: WireWorkerSummary[] }> {
+    return this.#unary('ListWorkers', timeoutMs);
+  }
+
+  getPlan(timeoutMs = 3000): Promise<WirePlan> {
+    return this.#unary('GetPlan', timeoutMs);
+  }
+
+  replan(timeoutMs = 120_000): Promise<WirePlan> {
+    return this.#unary('Replan', timeoutMs);
+  }
+
+  getStatus(timeoutMs = 3000): Promise<WireStatus> {
+    return this.#unary('GetStatus', timeoutMs);
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  #unary<T>(method: string, timeoutMs: number): Promise<T> {
+    const fn = (this.#client as unknown as Record<string, (req: object, o: grpc.CallOptions, cb: Callback<T>) => void>)[method]!.bind(this.#client);
+    return new Promise<T>((resolve, reject) => {
+      fn({}, { deadline: deadline(timeoutMs) }, (err, res) => (err ? reject(fromGrpcError(err, `${method} on ${this.address}`)) : resolve(res as T)));
+    });
+  }
+
+  #stream(method: string, body: object, o: GenerateOptions): Promise<GenerateOutcome> {
+    const fn = (this.#client as unknown as Record<string, (req: object, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>)[method]!.bind(this.#client);
+    const request = { ...body, ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}), sampling: o.sampling ?? {}, stop: o.stop ?? [] };
+    return new Promise<GenerateOutcome>((resolve, reject) => {
+      const call = fn(request, { deadline: deadline(o.timeoutMs ?? 120_000) });
+      const out: GenerateOutcome = { text: '', tokens: [], finishReason: '', usage: { prompt_tokens: 0, completion_tokens: 0 } };
+      const onAbort = () => call.cancel();
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      call.on('data', (m: { chunk?: { text: string; token_ids: number[] }; final?: { finish_reason: string; usage: GenerateOutcome['usage'] } }) => {
+        if (m.chunk) {
+          out.text += m.chunk.text;
+          out.tokens.push(...m.chunk.token_ids);
+          o.onChunk?.(m.chunk.text, m.chunk.token_ids);
+        } else if (m.final) {
+          out.finishReason = m.final.finish_reason;
+          out.usage = m.final.usage;
+        }
+      });
+      call.on('error', (e: grpc.ServiceError) => {
+        o.signal?.removeEventListener('abort', onAbort);
+        reject(e.code === grpc.status.CANCELLED && o.signal?.aborted ? new HearthError(ErrorCode.Cancelled, 'cancelled') : fromGrpcError(e, `${method} on ${this.address}`));
+      });
+      call.on('end', () => {
+        o.signal?.removeEventListener('abort', onAbort);
+        resolve(out);
+      });
+    });
+  }
+}

@@ -1,0 +1,119 @@
+// The coordinator's settings: CLI flags over cluster.yaml over defaults, validated once and frozen.
+// cluster.example.yaml documents every key.
+import { cpus } from 'node:os';
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+
+import { describeIssues, readYamlFile } from '../common/config-file.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
+
+const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
+const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
+const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port, such as 192.168.1.20:50051');
+
+/** Keys accepted in cluster.yaml; unknown keys are errors. */
+export const clusterFileSchema = z.strictObject({
+  model: z.string().min(1).optional(),
+  workers: z.array(hostPort).optional(),
+  mdns: z.boolean().optional(),
+  localDevice: z.boolean().optional(),
+  host: z.string().optional(),
+  grpcPort: port.optional(),
+  httpPort: port.optional(),
+  ctxSize: z.number().int().min(256, 'must be at least 256 tokens').max(1 << 20).optional(),
+  parallel: z.number().int().min(1).max(64).optional(),
+  batchSize: z.number().int().min(16).max(8192).optional(),
+  ubatchSize: z.number().int().min(16).max(8192).optional(),
+  cacheTypeK: cacheType.optional(),
+  cacheTypeV: cacheType.optional(),
+  threads: z.number().int().min(1).max(1024).optional(),
+  reserveMiB: z.number().int().min(0).max(1 << 20).optional(),
+  maxWaiting: z.number().int().min(0).max(100_000).optional(),
+  maxTokensDefault: z.number().int().min(1).max(1 << 20).optional(),
+  watchdogSeconds: z.number().min(1).max(3600).optional(),
+  heartbeatMs: z.number().int().min(100).max(60_000).optional(),
+  workerTimeoutMs: z.number().int().min(200).max(600_000).optional(),
+  autoReplan: z.boolean().optional(),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).optional(),
+});
+
+export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
+
+export interface CoordinatorConfig {
+  /** Absolute path of the GGUF to serve, or null (plan and status commands need none). */
+  readonly model: string | null;
+  /** host:controlPort of workers listed by hand. */
+  readonly workers: readonly string[];
+  readonly mdns: boolean;
+  readonly localDevice: boolean;
+  /** Address the APIs bind to. */
+  readonly host: string;
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly ctxSize: number;
+  readonly parallel: number;
+  readonly batchSize: number;
+  readonly ubatchSize: number;
+  readonly cacheTypeK: z.infer<typeof cacheType>;
+  readonly cacheTypeV: z.infer<typeof cacheType>;
+  readonly threads: number;
+  readonly reserveBytes: number;
+  readonly maxWaiting: number;
+  readonly maxTokensDefault: number;
+  readonly watchdogMs: number;
+  readonly heartbeatMs: number;
+  readonly workerTimeoutMs: number;
+  readonly autoReplan: boolean;
+  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+}
+
+export function compileCoordinatorConfig(sources: { file: string | null; flags: ClusterFileSettings }): CoordinatorConfig {
+  let fromFile: ClusterFileSettings = {};
+  let base = process.cwd();
+  if (sources.file) {
+    const parsed = clusterFileSchema.safeParse(readYamlFile(sources.file));
+    if (!parsed.success) throw new HearthError(ErrorCode.InvalidArgument, describeIssues(parsed.error, sources.file));
+    fromFile = parsed.data;
+    base = dirname(resolve(sources.file));
+  }
+  const flags = clusterFileSchema.safeParse(sources.flags);
+  if (!flags.success) throw new HearthError(ErrorCode.InvalidArgument, describeIssues(flags.error, 'command line'));
+  const f = Object.fromEntries(Object.entries(flags.data).filter(([, v]) => v !== undefined)) as ClusterFileSettings;
+  const m: ClusterFileSettings = { ...fromFile, ...f };
+
+  const host = m.host ?? '127.0.0.1';
+  if (isIP(host) === 0) throw new HearthError(ErrorCode.InvalidArgument, `host: '${host}' is not an IP address`);
+  for (const [i, w] of (m.workers ?? []).entries()) {
+    const p = Number(w.slice(w.lastIndexOf(':') + 1));
+    if (p < 1 || p > 65535) throw new HearthError(ErrorCode.InvalidArgument, `workers.${i}: port ${p} in '${w}' must be from 1 to 65535`);
+  }
+  const batchSize = m.batchSize ?? 512;
+  const ubatchSize = Math.min(m.ubatchSize ?? 512, batchSize);
+  // A model path in cluster.yaml is relative to the file; on the command line, to the shell.
+  const model = f.model !== undefined ? resolve(f.model) : fromFile.model !== undefined ? resolve(base, fromFile.model) : null;
+  return Object.freeze({
+    model,
+    workers: Object.freeze([...new Set(m.workers ?? [])]),
+    mdns: m.mdns ?? true,
+    localDevice: m.localDevice ?? true,
+    host,
+    grpcPort: m.grpcPort ?? 50050,
+    httpPort: m.httpPort ?? 8080,
+    ctxSize: m.ctxSize ?? 4096,
+    parallel: m.parallel ?? 4,
+    batchSize,
+    ubatchSize,
+    cacheTypeK: m.cacheTypeK ?? 'f16',
+    cacheTypeV: m.cacheTypeV ?? 'f16',
+    threads: m.threads ?? Math.max(1, cpus().length),
+    reserveBytes: (m.reserveMiB ?? 512) * 1024 * 1024,
+    maxWaiting: m.maxWaiting ?? 64,
+    maxTokensDefault: m.maxTokensDefault ?? 256,
+    watchdogMs: (m.watchdogSeconds ?? 30) * 1000,
+    heartbeatMs: m.heartbeatMs ?? 1000,
+    workerTimeoutMs: m.workerTimeoutMs ?? 5000,
+    autoReplan: m.autoReplan ?? true,
+    logLevel: m.logLevel ?? 'info',
+  });
+}

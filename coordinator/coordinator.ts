@@ -1,0 +1,444 @@
+// The coordinator's core: it turns admitted workers into a plan, runs the engine process on it, and
+// serves generation through a bounded admission queue. When the engine dies (a worker vanished and
+// llama.cpp aborted, or the watchdog stopped a hung one), in-flight requests end with an error naming
+// the worker, and the coordinator re-plans with the workers still healthy.
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import PQueue from 'p-queue';
+
+import { ErrorCode, HearthError, isHearthError, messageOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { readModelFacts, type ModelFacts } from '../models/gguf-info.js';
+import { probeRpcServer } from '../native/rpc-probe.js';
+import type { RpcVersion } from '../native/rpc-protocol.js';
+import { hostMemory } from '../worker/host-memory.js';
+import type { CoordinatorConfig } from './config.js';
+import type { Discovery } from './discovery/discovery.js';
+import { EngineExitError, EngineProcess, type GenerateHandlers, type GenerateResult } from './engine/engine-process.js';
+import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.js';
+import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
+import { plan as makePlan } from './planner/planner.js';
+import type { CandidateDevice, Plan, PlanResult } from './planner/types.js';
+import { WorkerRegistry, type WorkerRecord } from './registry.js';
+
+export type CoordinatorState = 'starting' | 'planning' | 'loading' | 'serving' | 'draining' | 'degraded' | 'stopping';
+
+export interface CoordinatorEvents {
+  state: [CoordinatorState, string];
+}
+
+export interface GenerationRequest {
+  prompt: PromptInput;
+  settings: RequestSettings;
+}
+
+export interface LoadRecord {
+  progress: number;
+  seconds: number;
+  bytesSent: Record<string, number> | null;
+  loads: number;
+}
+
+/** Candidate devices for the planner: the local host first (llama.cpp puts first layers there), then workers newest first. */
+export function candidateDevices(workers: readonly WorkerRecord[], local: { enabled: boolean; freeBytes: number; totalBytes: number }): CandidateDevice[] {
+  const out: CandidateDevice[] = [];
+  if (local.enabled) {
+    out.push({ key: 'local/CPU', kind: 'local', owner: 'coordinator', deviceName: 'CPU', endpoint: null, freeBytes: local.freeBytes, totalBytes: local.totalBytes });
+  }
+  for (const w of workers) {
+    if (!w.info || !w.rpcEndpoint) continue;
+    for (const d of w.info.devices) {
+      out.push({ key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint, freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes) });
+    }
+  }
+  return out;
+}
+
+export class Coordinator extends EventEmitter<CoordinatorEvents> {
+  readonly config: CoordinatorConfig;
+  readonly registry: WorkerRegistry;
+  readonly #log: Logger;
+  readonly #discoveries: Discovery[];
+  readonly #queue: PQueue;
+  #state: CoordinatorState = 'starting';
+  #reason = 'starting';
+  #model: ModelFacts | null = null;
+  #plan: PlanResult | null = null;
+  #engine: EngineProcess | null = null;
+  #loaded: LoadedInfo | null = null;
+  #load: LoadRecord = { progress: 0, seconds: 0, bytesSent: null, loads: 0 };
+  #replanning: Promise<void> | null = null;
+  #replanAgain = false;
+  #servingWaiters: (() => void)[] = [];
+  /** Each planned worker's rpc server pid when the engine connected: a different pid later means it restarted. */
+  #pidsAtLoad = new Map<string, number>();
+  /** Set while an engine loss is being diagnosed; requests that died with the engine await it. */
+  #loss: Promise<string> | null = null;
+  #stopped = false;
+
+  constructor(config: CoordinatorConfig, log: Logger, discoveries: Discovery[], clientVersion: RpcVersion) {
+    super();
+    this.config = config;
+    this.#log = log;
+    this.#discoveries = discoveries;
+    this.#queue = new PQueue({ concurrency: config.parallel });
+    this.registry = new WorkerRegistry(log.child({ part: 'registry' }), {
+      clientVersion,
+      heartbeatMs: config.heartbeatMs,
+      workerTimeoutMs: config.workerTimeoutMs,
+      busyEndpoints: () => new Set(this.#engine?.alive && this.#plan?.fits ? this.#plan.rpcEndpoints : []),
+    });
+    this.registry.on('admitted', (w) => this.#onAdmitted(w));
+    this.registry.on('lost', (w) => this.#onWorkerGone(w, `was lost: ${w.reason}`));
+    this.registry.on('restarted', (w) => this.#onWorkerGone(w, 'restarted its rpc server'));
+  }
+
+  get state(): CoordinatorState {
+    return this.#state;
+  }
+
+  get reason(): string {
+    return this.#reason;
+  }
+
+  get model(): ModelFacts | null {
+    return this.#model;
+  }
+
+  get currentPlan(): PlanResult | null {
+    return this.#plan;
+  }
+
+  get loadRecord(): LoadRecord {
+    return { ...this.#load };
+  }
+
+  get loaded(): LoadedInfo | null {
+    return this.#loaded;
+  }
+
+  get inFlight(): number {
+    return this.#queue.pending;
+  }
+
+  get waiting(): number {
+    return this.#queue.size;
+  }
+
+  /** Reads the model header, starts discovery, waits one round of probes, then plans and loads. */
+  async start(): Promise<void> {
+    if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
+    this.#model = await readModelFacts(this.config.model);
+    this.registry.start();
+    for (const d of this.#discoveries) {
+      d.start({ found: (c, s) => this.registry.add(c, s), gone: (c) => this.registry.hintGone(c) });
+    }
+    await this.registry.checkAll();
+    await this.replan('start');
+  }
+
+  /** `hearth plan`: discover and probe workers for `waitMs`, then plan without loading anything. */
+  async preview(waitMs: number): Promise<PlanResult> {
+    if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
+    this.#model = await readModelFacts(this.config.model);
+    for (const d of this.#discoveries) {
+      d.start({ found: (c, s) => this.registry.add(c, s), gone: () => undefined });
+    }
+    await new Promise((r) => setTimeout(r, waitMs));
+    await this.registry.checkAll();
+    try {
+      return this.computePlan();
+    } finally {
+      this.#stopped = true;
+      this.registry.stop();
+      await Promise.all(this.#discoveries.map((d) => d.stop()));
+    }
+  }
+
+  /** Plans with the admitted workers and, when the plan changed or no engine runs, reloads. */
+  replan(why: string): Promise<void> {
+    if (this.#replanning) {
+      this.#replanAgain = true;
+      return this.#replanning;
+    }
+    this.#replanning = (async () => {
+      try {
+        do {
+          this.#replanAgain = false;
+          await this.#replanOnce(why);
+        } while (this.#replanAgain && !this.#stopped);
+      } finally {
+        this.#replanning = null;
+      }
+    })();
+    return this.#replanning;
+  }
+
+  /** The plan the current workers would give, without loading anything. */
+  computePlan(): PlanResult {
+    const model = this.#model;
+    if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
+    const host = hostMemory();
+    const devices = candidateDevices(this.registry.admitted(), { enabled: this.config.localDevice, freeBytes: host.availableBytes, totalBytes: host.totalBytes });
+    // Memory the running engine holds is free again once it is replaced: count it as free.
+    const current = this.#engine?.alive && this.#plan?.fits ? this.#plan : null;
+    for (const d of devices) {
+      const held = current?.devices.find((p) => p.key === d.key);
+      if (held) d.freeBytes = Math.min(d.totalBytes, d.freeBytes + held.totalBytes + (d.kind === 'local' ? current!.hostBytes : 0));
+    }
+    return makePlan({
+      model,
+      devices,
+      context: { ctxSize: this.config.ctxSize, parallel: this.config.parallel, typeK: this.config.cacheTypeK, typeV: this.config.cacheTypeV, nUbatch: this.config.ubatchSize },
+      reserveBytes: this.config.reserveBytes,
+    });
+  }
+
+  async #replanOnce(why: string): Promise<void> {
+    if (this.#stopped) return;
+    this.#setState('planning', why);
+    const next = this.computePlan();
+    if (!next.fits) {
+      this.#plan = next;
+      this.#log.warn({ reason: next.reason, suggestions: next.suggestions }, 'the model does not fit the cluster');
+      if (this.#engine?.alive) {
+        // Keep serving on the old plan; the new one only lacks the newcomer's help.
+        this.#setState('serving', '');
+      } else {
+        this.#setState('degraded', [next.reason, ...next.suggestions].join(' '));
+      }
+      return;
+    }
+    const current = this.#plan?.fits ? this.#plan : null;
+    if (this.#engine?.alive && current && samePlacement(current, next)) {
+      this.#plan = next;
+      this.#setState('serving', '');
+      return;
+    }
+    if (this.#engine?.alive) {
+      this.#setState('draining', `re-planning: ${why}`);
+      await this.#drain();
+      await this.#engine.shutdown();
+    }
+    this.#plan = next;
+    await this.#startEngine(next);
+  }
+
+  async #startEngine(plan: Plan): Promise<void> {
+    const engine = new EngineProcess(this.#log.child({ part: 'engine' }), { watchdogMs: this.config.watchdogMs });
+    this.#engine = engine;
+    this.#loaded = null;
+    this.#load = { ...this.#load, progress: 0 };
+    this.#setState('loading', `loading ${this.#model?.name ?? this.config.model} onto ${plan.devices.length} device(s)`);
+    let shown = -1;
+    engine.on('progress', (p) => {
+      this.#load.progress = p;
+      if (Math.floor(p * 10) > shown) {
+        shown = Math.floor(p * 10);
+        this.#log.info({ progress: Math.round(p * 100) }, `loading model: ${Math.round(p * 100)}%`);
+      }
+    });
+    engine.on('exit', (exit) => this.#onEngineExit(engine, exit.reason));
+    const spec: EngineLoadSpec = {
+      modelPath: this.config.model!,
+      rpcEndpoints: plan.rpcEndpoints,
+      tensorSplit: plan.tensorSplit,
+      nGpuLayers: plan.nGpuLayers,
+      ctxSize: this.config.ctxSize,
+      parallel: this.config.parallel,
+      nBatch: this.config.batchSize,
+      nUbatch: this.config.ubatchSize,
+      typeK: this.config.cacheTypeK,
+      typeV: this.config.cacheTypeV,
+      threads: this.config.threads,
+    };
+    this.#pidsAtLoad = new Map(
+      await Promise.all(
+        [...new Set(plan.rpcEndpoints)].map(async (endpoint): Promise<[string, number]> => {
+          const w = this.registry.byEndpoint(endpoint);
+          const pid = w ? await this.registry.health(w.control).then((h) => h.rpc_server_pid, () => 0) : 0;
+          return [endpoint, pid];
+        }),
+      ),
+    );
+    try {
+      const info = await engine.load(spec);
+      this.#loaded = info;
+      this.#load = { progress: 1, seconds: info.loadSeconds, bytesSent: info.bytesSent, loads: this.#load.loads + 1 };
+      this.#log.info(
+        { seconds: Number(info.loadSeconds.toFixed(2)), bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`) },
+        'model loaded; serving',
+      );
+      this.#setState('serving', '');
+    } catch (e) {
+      if (e instanceof EngineExitError) return; // #onEngineExit diagnoses and re-plans
+      this.#log.error({ err: messageOf(e) }, 'model load failed');
+      await engine.shutdown();
+      this.#setState('degraded', `model load failed: ${messageOf(e)}`);
+    }
+  }
+
+  async #drain(): Promise<void> {
+    const deadline = Date.now() + Math.max(this.config.watchdogMs, 10_000);
+    while (this.#engine?.alive && this.#engine.inFlight > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  #onEngineExit(engine: EngineProcess, reason: string): void {
+    if (engine !== this.#engine || this.#stopped || reason === 'shutdown') return;
+    this.#engine = null;
+    this.#setState('degraded', reason === 'watchdog' ? 'the engine stopped making progress' : 'the engine process ended');
+    const plan = this.#plan?.fits ? this.#plan : null;
+    this.#loss = this.#diagnose(plan, reason).then((what) => {
+      this.#setState('degraded', what);
+      return what;
+    });
+    void this.#loss.then(() => this.replan('the engine was lost'));
+  }
+
+  /** Finds which worker of the plan failed, marks it, and says so in one sentence. */
+  async #diagnose(plan: Plan | null, reason: string): Promise<string> {
+    const endpoints = plan ? [...new Set(plan.rpcEndpoints)] : [];
+    const verdicts = await Promise.all(
+      endpoints.map(async (endpoint) => {
+        const w = this.registry.byEndpoint(endpoint);
+        const name = w ? `worker ${w.name} (${endpoint})` : `worker ${endpoint}`;
+        if (w) {
+          try {
+            const h = await this.registry.health(w.control);
+            const before = this.#pidsAtLoad.get(endpoint) ?? 0;
+            if (before !== 0 && h.rpc_server_pid !== before) return { w, what: `${name} lost its rpc server (it exited; the worker restarted it)` };
+            if (!h.ready) return { w, what: `${name} lost its rpc server (worker state ${h.state})` };
+          } catch (e) {
+            return { w, what: `${name} is unreachable (${messageOf(e)})` };
+          }
+        }
+        try {
+          await probeRpcServer(endpoint, { timeoutMs: 1500 });
+          return null;
+        } catch (e) {
+          return { w, what: isHearthError(e) && /did not answer/.test(e.message) ? `${name} stopped answering` : `${name} is unreachable` };
+        }
+      }),
+    );
+    const failed = verdicts.filter((v): v is NonNullable<typeof v> => v !== null);
+    for (const f of failed) if (f.w) this.registry.markSuspect(f.w.control, f.what);
+    const cause = reason === 'watchdog' ? 'the engine made no progress within the watchdog time' : 'the engine process ended';
+    const what = failed.length > 0 ? failed.map((f) => f.what).join('; ') : `no worker could be blamed (${cause})`;
+    this.#log.error({ reason, failed: failed.map((f) => f.what) }, `engine lost: ${what}`);
+    return `${what}; ${cause}; re-planning with the workers still healthy`;
+  }
+
+  #onAdmitted(w: WorkerRecord): void {
+    if (this.#stopped || this.#state === 'starting') return;
+    if (this.#state === 'degraded' || !this.#engine?.alive) {
+      void this.replan(`worker ${w.name} joined`);
+    } else if (this.config.autoReplan) {
+      void this.replan(`worker ${w.name} joined`);
+    } else {
+      this.#log.info({ worker: w.name }, 'worker admitted; autoReplan is off, so it waits for a Replan call');
+    }
+  }
+
+  #onWorkerGone(w: WorkerRecord, what: string): void {
+    const plan = this.#plan?.fits ? this.#plan : null;
+    if (!plan || !w.rpcEndpoint || !plan.rpcEndpoints.includes(w.rpcEndpoint)) return;
+    this.#log.warn({ worker: w.name }, `worker in the plan ${what}; stopping the engine`);
+    this.#engine?.kill('crash');
+  }
+
+  /** Runs one generation through admission, the engine and its failure handling. */
+  async generate(request: GenerationRequest, options: { signal?: AbortSignal; handlers?: GenerateHandlers } = {}): Promise<GenerateResult> {
+    const prompt = checkPrompt(request.prompt);
+    const contextTokens = this.#loaded?.nCtxSeq ?? this.config.ctxSize;
+    const params = resolveParams(request.settings, { maxTokens: this.config.maxTokensDefault, contextTokens });
+    if (this.#stopped) throw new HearthError(ErrorCode.Unavailable, 'the coordinator is shutting down');
+    if (this.#queue.size >= this.config.maxWaiting) {
+      throw new HearthError(ErrorCode.ResourceExhausted, `server busy: ${this.#queue.size} requests are waiting (limit ${this.config.maxWaiting}); retry later`);
+    }
+    const signal = options.signal;
+    const task = this.#queue.add(
+      async () => {
+        await this.#whenServing(signal);
+        const engine = this.#engine;
+        if (!engine) throw new HearthError(ErrorCode.Unavailable, `not serving: ${this.#reason}`);
+        const id = randomUUID();
+        const onAbort = () => engine.cancel(id);
+        signal?.addEventListener('abort', onAbort, { once: true });
+        try {
+          return await engine.generate(id, prompt, params, options.handlers);
+        } catch (e) {
+          if (e instanceof EngineExitError) {
+            const what = (await this.#loss) ?? 'the engine was lost';
+            throw new HearthError(ErrorCode.Unavailable, `generation failed: ${what}`, { cause: e });
+          }
+          throw e;
+        } finally {
+          signal?.removeEventListener('abort', onAbort);
+        }
+      },
+      signal ? { signal } : {},
+    ) as Promise<GenerateResult>;
+    try {
+      return await task;
+    } catch (e) {
+      if (signal?.aborted && !isHearthError(e)) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting for a slot');
+      throw e;
+    }
+  }
+
+  /** Waits until the coordinator serves; fails fast when it cannot, or when the caller gives up. */
+  async #whenServing(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
+      if (this.#state === 'serving' && this.#engine?.alive) return;
+      if (this.#stopped) throw new HearthError(ErrorCode.Unavailable, 'the coordinator is shutting down');
+      if (this.#state === 'degraded' && !this.#replanning && !this.#loss) {
+        throw new HearthError(ErrorCode.Unavailable, `not serving: ${this.#reason}`);
+      }
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const t = setTimeout(done, 200);
+        this.#servingWaiters.push(done);
+        signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+  #setState(state: CoordinatorState, reason: string): void {
+    if (this.#stopped && state !== 'stopping') return;
+    if (state === 'serving') this.#loss = null;
+    const changed = state !== this.#state || reason !== this.#reason;
+    this.#state = state;
+    this.#reason = reason;
+    if (changed) {
+      this.#log.info({ state, reason: reason || undefined }, `coordinator ${state}`);
+      this.emit('state', state, reason);
+    }
+    this.#servingWaiters.splice(0).forEach((w) => w());
+  }
+
+  /** Stops taking requests, lets in-flight ones finish (bounded), and stops the engine and discovery. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (this.#stopped) return;
+    this.#setState('stopping', 'shutting down');
+    this.#stopped = true;
+    this.#queue.clear();
+    const deadline = Date.now() + graceMs;
+    while (this.#engine?.alive && this.#engine.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#engine?.shutdown();
+    this.registry.stop();
+    await Promise.all(this.#discoveries.map((d) => d.stop()));
+  }
+}
+
+/** Two plans put the same layers on the same devices. */
+function samePlacement(a: Plan, b: Plan): boolean {
+  const key = (p: Plan) => p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}`).join('|');
+  return key(a) === key(b);
+}

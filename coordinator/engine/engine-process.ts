@@ -1,0 +1,238 @@
+// The coordinator's handle on its engine child process: load, generate, cancel, and a watchdog.
+// llama.cpp's RPC client has no timeouts, so a hung worker would block the engine forever: when work
+// is pending and the engine shows no progress for `watchdogMs`, it is killed.
+import { fork, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { extname } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCode, HearthError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { EngineLoadSpec, FinishReason, FromEngine, GenerateParams, LoadedInfo, PromptInput, ToEngine, Usage } from './protocol.js';
+
+export type EngineExitReason = 'crash' | 'watchdog' | 'shutdown';
+
+export interface EngineExit {
+  reason: EngineExitReason;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** The engine's last lines of output (llama.cpp's abort message is usually among them). */
+  tail: string[];
+}
+
+/** Thrown into every pending call when the engine process ends. */
+export class EngineExitError extends HearthError {
+  readonly exit: EngineExit;
+  constructor(exit: EngineExit) {
+    super(
+      ErrorCode.Unavailable,
+      exit.reason === 'watchdog'
+        ? 'the engine made no progress within the watchdog time and was stopped (a worker stopped answering)'
+        : `the engine process ended (${exit.signal ?? `code ${exit.code}`})`,
+    );
+    this.exit = exit;
+  }
+}
+
+export interface GenerateHandlers {
+  onStarted?: (promptTokens: number) => void;
+  onToken?: (text: string, token: number) => void;
+}
+
+export interface GenerateResult {
+  finishReason: FinishReason;
+  usage: Usage;
+  text: string;
+}
+
+interface PendingRequest {
+  handlers: GenerateHandlers;
+  resolve: (r: GenerateResult) => void;
+  reject: (e: Error) => void;
+}
+
+export interface EngineProcessEvents {
+  progress: [number];
+  exit: [EngineExit];
+}
+
+function engineEntry(): string {
+  const here = fileURLToPath(import.meta.url);
+  return fileURLToPath(new URL(`./engine-main${extname(here)}`, import.meta.url));
+}
+
+export class EngineProcess extends EventEmitter<EngineProcessEvents> {
+  readonly #child: ChildProcess;
+  readonly #log: Logger;
+  readonly #watchdogMs: number;
+  readonly #pending = new Map<string, PendingRequest>();
+  readonly #tail: string[] = [];
+  #load: { resolve: (i: LoadedInfo) => void; reject: (e: Error) => void } | null = null;
+  #ready: Promise<void>;
+  #lastSign = Date.now();
+  #exit: EngineExit | null = null;
+  #killReason: EngineExitReason | null = null;
+  #watchdog: NodeJS.Timeout;
+  readonly exited: Promise<EngineExit>;
+
+  constructor(log: Logger, options: { watchdogMs: number }) {
+    super();
+    this.#log = log;
+    this.#watchdogMs = options.watchdogMs;
+    this.#child = fork(engineEntry(), [], {
+      execArgv: process.execArgv,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      serialization: 'json',
+    });
+    for (const stream of ['stdout', 'stderr'] as const) {
+      createInterface({ input: this.#child[stream]! }).on('line', (line) => {
+        this.#tail.push(line);
+        if (this.#tail.length > 30) this.#tail.shift();
+        this.#log.info({ stream, engine: true }, line);
+      });
+    }
+    let readyResolve!: () => void;
+    let readyReject!: (e: Error) => void;
+    this.#ready = new Promise((resolve, reject) => {
+      readyResolve = resolve;
+      readyReject = reject;
+    });
+    this.#ready.catch(() => undefined);
+    this.#child.on('message', (m) => {
+      const message = m as FromEngine;
+      if (message.type === 'ready') readyResolve();
+      this.#onMessage(message);
+    });
+    this.exited = new Promise((resolve) => {
+      this.#child.once('exit', (code, signal) => {
+        // Output may still be draining; give it a moment so the tail holds llama.cpp's last words.
+        setTimeout(() => {
+          const exit: EngineExit = { reason: this.#killReason ?? 'crash', code, signal, tail: [...this.#tail] };
+          this.#exit = exit;
+          clearInterval(this.#watchdog);
+          const error = new EngineExitError(exit);
+          readyReject(error);
+          this.#load?.reject(error);
+          this.#load = null;
+          for (const p of this.#pending.values()) p.reject(error);
+          this.#pending.clear();
+          this.emit('exit', exit);
+          resolve(exit);
+        }, 50);
+      });
+    });
+    this.#watchdog = setInterval(() => this.#checkWatchdog(), Math.max(100, Math.floor(this.#watchdogMs / 5)));
+    this.#watchdog.unref();
+  }
+
+  get pid(): number | null {
+    return this.#child.pid ?? null;
+  }
+
+  get alive(): boolean {
+    return this.#exit === null;
+  }
+
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  async load(spec: EngineLoadSpec): Promise<LoadedInfo> {
+    await this.#ready;
+    if (this.#load) throw new HearthError(ErrorCode.FailedPrecondition, 'a load is already running');
+    return new Promise<LoadedInfo>((resolve, reject) => {
+      this.#load = { resolve, reject };
+      this.#lastSign = Date.now();
+      this.#send({ type: 'load', spec });
+    });
+  }
+
+  generate(id: string, prompt: PromptInput, params: GenerateParams, handlers: GenerateHandlers = {}): Promise<GenerateResult> {
+    if (this.#exit) return Promise.reject(new EngineExitError(this.#exit));
+    return new Promise<GenerateResult>((resolve, reject) => {
+      if (this.#pending.size === 0) this.#lastSign = Date.now();
+      this.#pending.set(id, { handlers, resolve, reject });
+      this.#send({ type: 'generate', id, prompt, params });
+    });
+  }
+
+  cancel(id: string): void {
+    if (this.#pending.has(id)) this.#send({ type: 'cancel', id });
+  }
+
+  /** Asks the engine to exit, and kills it if it does not within `graceMs`. */
+  async shutdown(graceMs = 2000): Promise<EngineExit> {
+    if (this.#exit) return this.#exit;
+    this.#killReason ??= 'shutdown';
+    this.#send({ type: 'shutdown' });
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), graceMs);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(reason: EngineExitReason): void {
+    if (this.#exit) return;
+    this.#killReason ??= reason;
+    this.#child.kill('SIGKILL');
+  }
+
+  #send(message: ToEngine): void {
+    if (this.#child.connected) this.#child.send(message);
+  }
+
+  #checkWatchdog(): void {
+    const busy = this.#load !== null || this.#pending.size > 0;
+    if (!busy || this.#exit) return;
+    const idle = Date.now() - this.#lastSign;
+    if (idle > this.#watchdogMs) {
+      this.#log.error({ idleMs: idle, watchdogMs: this.#watchdogMs, inFlight: this.#pending.size, loading: this.#load !== null }, 'engine watchdog: no progress; killing the engine');
+      this.kill('watchdog');
+    }
+  }
+
+  #onMessage(m: FromEngine): void {
+    if (m.type !== 'log') this.#lastSign = Date.now();
+    switch (m.type) {
+      case 'ready':
+        return;
+      case 'progress':
+        this.emit('progress', m.value);
+        return;
+      case 'loaded':
+        this.#load?.resolve(m.info);
+        this.#load = null;
+        return;
+      case 'load-failed':
+        this.#load?.reject(new HearthError(m.code as ErrorCode, m.message));
+        this.#load = null;
+        return;
+      case 'tick':
+        return;
+      case 'started':
+        this.#pending.get(m.id)?.handlers.onStarted?.(m.promptTokens);
+        return;
+      case 'token':
+        this.#pending.get(m.id)?.handlers.onToken?.(m.text, m.token);
+        return;
+      case 'done': {
+        const p = this.#pending.get(m.id);
+        this.#pending.delete(m.id);
+        p?.resolve({ finishReason: m.finishReason, usage: m.usage, text: m.text });
+        return;
+      }
+      case 'request-error': {
+        const p = this.#pending.get(m.id);
+        this.#pending.delete(m.id);
+        p?.reject(new HearthError(m.code as ErrorCode, m.message));
+        return;
+      }
+      case 'log':
+        this.#log[m.level]({ native: true, engine: true }, m.msg);
+        return;
+    }
+  }
+}

@@ -1,0 +1,28 @@
+// The one place hearth's error codes become gRPC statuses.
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import { grpc } from '../common/grpc.js';
+
+const STATUS: Record<ErrorCode, grpc.status> = {
+  [ErrorCode.InvalidArgument]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCode.NotFound]: grpc.status.NOT_FOUND,
+  [ErrorCode.InvalidModel]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.Unavailable]: grpc.status.UNAVAILABLE,
+  [ErrorCode.FailedPrecondition]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCode.ResourceExhausted]: grpc.status.RESOURCE_EXHAUSTED,
+  [ErrorCode.Cancelled]: grpc.status.CANCELLED,
+  [ErrorCode.DeadlineExceeded]: grpc.status.DEADLINE_EXCEEDED,
+  [ErrorCode.Unsupported]: grpc.status.UNIMPLEMENTED,
+  [ErrorCode.Internal]: grpc.status.INTERNAL,
+};
+
+export function toGrpcError(e: unknown): Partial<grpc.StatusObject> {
+  if (e instanceof HearthError) return { code: STATUS[e.code], details: e.message };
+  return { code: grpc.status.INTERNAL, details: `internal error: ${messageOf(e)}` };
+}
+
+const CODES = new Map<grpc.status, ErrorCode>(Object.entries(STATUS).map(([k, v]) => [v, k as ErrorCode]));
+
+/** For clients: a gRPC failure as a HearthError with the matching code. */
+export function fromGrpcError(e: grpc.ServiceError, what: string): HearthError {
+  return new HearthError(CODES.get(e.code) ?? ErrorCode.Unavailable, `${what}: ${e.details || e.message}`, { cause: e });
+}

@@ -1,0 +1,149 @@
+// hearth.v1.CoordinatorService over gRPC.
+import { ErrorCode, HearthError } from '../common/errors.js';
+import { grpc, serviceDefinition } from '../common/grpc.js';
+import type { SystemInfo } from '../native/binding.js';
+import type { Coordinator, GenerationRequest } from './coordinator.js';
+import type { RequestSettings } from './params.js';
+import { toGrpcError } from './grpc-errors.js';
+import { planView, workerView } from './views.js';
+
+interface WireSampling {
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  min_p?: number;
+  repeat_penalty?: number;
+  seed?: number;
+  greedy?: boolean;
+}
+
+interface WireGenerate {
+  prompt?: string;
+  messages?: { role: string; content: string }[];
+  max_tokens?: number;
+  sampling?: WireSampling | null;
+  stop?: string[];
+}
+
+function settings(r: WireGenerate): RequestSettings {
+  const s = r.sampling ?? {};
+  return {
+    maxTokens: r.max_tokens,
+    temperature: s.temperature,
+    topK: s.top_k,
+    topP: s.top_p,
+    minP: s.min_p,
+    repeatPenalty: s.repeat_penalty,
+    seed: s.seed,
+    greedy: s.greedy,
+    stop: r.stop ?? [],
+  };
+}
+
+export class CoordinatorGrpcServer {
+  readonly #server = new grpc.Server();
+  readonly #coordinator: Coordinator;
+  readonly #build: SystemInfo;
+
+  constructor(coordinator: Coordinator, build: SystemInfo) {
+    this.#coordinator = coordinator;
+    this.#build = build;
+    const stream = (toRequest: (r: WireGenerate) => GenerationRequest) => (call: grpc.ServerWritableStream<WireGenerate, unknown>) => {
+      void this.#generate(call, toRequest);
+    };
+    const unary =
+      <T>(answer: () => T | Promise<T>) =>
+      (_call: grpc.ServerUnaryCall<unknown, T>, callback: grpc.sendUnaryData<T>) => {
+        Promise.resolve()
+          .then(answer)
+          .then(
+            (v) => callback(null, v),
+            (e: unknown) => callback(toGrpcError(e)),
+          );
+      };
+    this.#server.addService(serviceDefinition('CoordinatorService'), {
+      Generate: stream((r) => ({ prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
+      Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
+      ListWorkers: unary(() => ({ workers: this.#coordinator.registry.all().map(workerView) })),
+      GetPlan: unary(() => this.#planView()),
+      Replan: unary(async () => {
+        await this.#coordinator.replan('requested over gRPC');
+        return this.#planView();
+      }),
+      GetStatus: unary(() => this.#status()),
+    });
+  }
+
+  async #generate(call: grpc.ServerWritableStream<WireGenerate, unknown>, toRequest: (r: WireGenerate) => GenerationRequest): Promise<void> {
+    const abort = new AbortController();
+    // A client that goes away, or whose deadline passes, cancels its generation.
+    call.on('cancelled', () => abort.abort());
+    try {
+      const result = await this.#coordinator.generate(toRequest(call.request), {
+        signal: abort.signal,
+        handlers: {
+          onToken: (text, token) => {
+            if (!call.cancelled) call.write({ chunk: { text, token_ids: token >= 0 ? [token] : [] } });
+          },
+        },
+      });
+      if (call.cancelled) return;
+      call.write({ final: { finish_reason: result.finishReason, usage: { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens } } });
+      call.end();
+    } catch (e) {
+      if (call.cancelled) return;
+      call.emit('error', toGrpcError(e));
+    }
+  }
+
+  #planView() {
+    const c = this.#coordinator;
+    return planView(c.currentPlan, { ctxSize: c.config.ctxSize, parallel: c.config.parallel });
+  }
+
+  #status() {
+    const c = this.#coordinator;
+    const load = c.loadRecord;
+    return {
+      state: c.state,
+      reason: c.reason,
+      model: c.config.model ?? '',
+      model_name: c.model?.name ?? '',
+      load: { progress: load.progress, seconds: load.seconds, bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])), loads: load.loads },
+      in_flight: c.inFlight,
+      waiting: c.waiting,
+      parallel: c.config.parallel,
+      workers: c.registry.all().map(workerView),
+      plan: this.#planView(),
+      build: {
+        llama_cpp_release: this.#build.llamaCppRelease,
+        ggml_version: this.#build.ggmlVersion,
+        ggml_commit: this.#build.ggmlCommit,
+        rpc_protocol: this.#build.rpcProtocol,
+        backends: this.#build.backends,
+      },
+    };
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.#server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) reject(new HearthError(ErrorCode.FailedPrecondition, `cannot listen for gRPC on ${host}:${port}: ${err.message} (choose another with --grpc-port)`));
+        else resolve(bound);
+      });
+    });
+  }
+
+  async close(graceMs = 2000): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}

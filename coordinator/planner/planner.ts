@@ -1,0 +1,527 @@
+// The placement planner: which device takes which layer slots of a model, or why the model does not fit.
+// Pure: no I/O and no clock, so the same input always gives the same plan and `hearth plan` can show it
+// without loading anything. The llama.cpp facts it encodes are in shared/ARCHITECTURE.md
+// ("Placement facts"):
+// - there are n_layer + 1 slots: the blocks, then the output head; each device takes a contiguous range,
+//   in device order, so the last device that takes part holds the output head;
+// - a block's KV cache lives with the block; the input embedding stays in the coordinator's host memory;
+// - the local CPU, when it takes part, takes the first slots (llama.cpp keeps non-offloaded layers there),
+//   and the RPC devices get the rest through n_gpu_layers and an integer tensor_split.
+import { ErrorCode, HearthError } from '../../common/errors.js';
+import { isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, paddedContext } from './kv.js';
+import type {
+  CandidateDevice,
+  ExcludedDevice,
+  ModelFacts,
+  Plan,
+  PlanContext,
+  PlannedDevice,
+  PlanInput,
+  PlanResult,
+  Refusal,
+} from './types.js';
+
+export { cacheTypeBytes, isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, paddedContext } from './kv.js';
+
+const GiB = 1024 ** 3;
+/** Suggested worker sizes are rounded up to this step, so they read as numbers a person would type. */
+const SUGGESTION_STEP = GiB / 10;
+/** Bits per weight, by general.file_type, for the types a Q4_K_M quantization would shrink a lot. */
+const SHRINKABLE_FILE_TYPES: ReadonlyMap<number, { name: string; bitsPerWeight: number }> = new Map([
+  [0, { name: 'F32', bitsPerWeight: 32 }],
+  [1, { name: 'F16', bitsPerWeight: 16 }],
+  [7, { name: 'Q8_0', bitsPerWeight: 8.5 }],
+]);
+const Q4_K_M_BITS_PER_WEIGHT = 4.8;
+
+export function formatGiB(bytes: number): string {
+  return `${(bytes / GiB).toFixed(2)} GiB`;
+}
+
+/**
+ * A deliberately simple, conservative stand-in for llama.cpp's compute buffer (the exact figure needs a
+ * no_alloc context, see ARCHITECTURE.md): f32 activations of one micro-batch through the widest
+ * intermediate tensors (residual, norm and attention in/out ≈ 4 × n_embd; gate, up and activation
+ * ≈ 3 × n_ff), plus the attention scores (n_ubatch × n_ctx × n_head, f32). ggml reuses this buffer from
+ * layer to layer, so every device that takes part needs it once, however many layers it holds.
+ */
+export function computeBufferBytes(model: ModelFacts, context: PlanContext): number {
+  const feedForward = model.feedForwardLength ?? 4 * model.embeddingLength;
+  const activations = context.nUbatch * 4 * (4 * model.embeddingLength + 3 * feedForward);
+  const scores = context.nUbatch * paddedContext(context.ctxSize) * model.headCount * 4;
+  return activations + scores;
+}
+
+/** f32 logits for one micro-batch, on the device that holds the output head. */
+export function logitsBufferBytes(model: ModelFacts, context: PlanContext): number {
+  return model.vocabSize * context.nUbatch * 4;
+}
+
+export function plan(input: PlanInput): PlanResult {
+  validate(input);
+  const outcome = place(input);
+  return outcome.fits ? outcome.plan : refuse(input, outcome);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Validation: only malformed input throws; a model that does not fit is a Refusal value.
+
+function invalid(message: string): never {
+  throw new HearthError(ErrorCode.InvalidArgument, `cannot plan: ${message}`);
+}
+
+function requireWhole(value: number, field: string, min: number): void {
+  if (!Number.isInteger(value) || value < min) invalid(`${field} must be a whole number >= ${min}, got ${value}`);
+}
+
+function requireBytes(value: number, field: string): void {
+  if (!Number.isFinite(value) || value < 0) invalid(`${field} must be a byte count >= 0, got ${value}`);
+}
+
+function validate(input: PlanInput): void {
+  validateModel(input.model);
+  validateContext(input.context);
+  requireBytes(input.reserveBytes, 'reserveBytes');
+  validateDevices(input.devices);
+}
+
+function validateModel(model: ModelFacts): void {
+  requireWhole(model.layerCount, `model.layerCount (${model.path})`, 1);
+  if (model.layerBytes.length !== model.layerCount) {
+    invalid(`model.layerBytes has ${model.layerBytes.length} entries but model.layerCount is ${model.layerCount} (${model.path})`);
+  }
+  model.layerBytes.forEach((b, i) => requireBytes(b, `model.layerBytes[${i}]`));
+  requireBytes(model.inputBytes, 'model.inputBytes');
+  requireBytes(model.outputBytes, 'model.outputBytes');
+  const sizes = ['embeddingLength', 'headCount', 'headCountKv', 'headDimK', 'headDimV', 'vocabSize'] as const;
+  for (const key of sizes) requireBytes(model[key], `model.${key}`);
+  if (model.feedForwardLength !== null) requireBytes(model.feedForwardLength, 'model.feedForwardLength');
+}
+
+function validateContext(context: PlanContext): void {
+  requireWhole(context.ctxSize, 'context.ctxSize', 1);
+  requireWhole(context.parallel, 'context.parallel', 1);
+  requireWhole(context.nUbatch, 'context.nUbatch', 1);
+  if (!isCacheType(context.typeK)) invalid(`context.typeK: unknown cache type '${String(context.typeK)}'`);
+  if (!isCacheType(context.typeV)) invalid(`context.typeV: unknown cache type '${String(context.typeV)}'`);
+}
+
+function validateDevices(devices: CandidateDevice[]): void {
+  const keys = new Set<string>();
+  devices.forEach((d, i) => {
+    const field = `devices[${i}] (${d.key})`;
+    if (keys.has(d.key)) invalid(`${field}: key '${d.key}' appears twice`);
+    keys.add(d.key);
+    requireBytes(d.freeBytes, `${field}.freeBytes`);
+    if (d.kind === 'local' && i > 0) {
+      invalid(`${field} is the local device and must come first, because llama.cpp keeps the first layers on the host CPU`);
+    }
+    if (d.kind === 'rpc' && !d.endpoint) invalid(`${field}.endpoint is missing; an RPC device needs its worker's host:port`);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Placement.
+
+/** What placement needs from the model and context, derived once. */
+interface Layout {
+  /** Bytes of each slot: blocks 0..n_layer-1 (weights + KV), then the output head. */
+  slots: number[];
+  kvPerLayer: number;
+  /** Compute buffer of every device that takes part. */
+  computeBase: number;
+  /** Extra compute on the device that holds the output head. */
+  logits: number;
+}
+
+/** A device still in the running. */
+interface Seat {
+  device: CandidateDevice;
+  usable: number;
+}
+
+type Outcome =
+  | { fits: true; plan: Plan }
+  | {
+      fits: false;
+      neededBytes: number;
+      availableBytes: number;
+      shortfallBytes: number;
+      /** Enough memory in total, but no split into whole slots fits. */
+      granular: boolean;
+      excluded: ExcludedDevice[];
+    };
+
+function layoutOf(model: ModelFacts, context: PlanContext): Layout {
+  const tokens = paddedContext(context.ctxSize) * context.parallel;
+  const kvPerLayer = Math.ceil(tokens * kvBytesPerTokenPerLayer(model, context.typeK, context.typeV));
+  return {
+    slots: [...model.layerBytes.map((b) => b + kvPerLayer), model.outputBytes],
+    kvPerLayer,
+    computeBase: computeBufferBytes(model, context),
+    logits: logitsBufferBytes(model, context),
+  };
+}
+
+/** Free memory minus the reserve; the local device also keeps the input embedding. */
+function usableOf(device: CandidateDevice, input: PlanInput): number {
+  const hostShare = device.kind === 'local' ? input.model.inputBytes : 0;
+  return device.freeBytes - input.reserveBytes - hostShare;
+}
+
+function computeOf(layout: Layout, position: number, seatCount: number): number {
+  return layout.computeBase + (position === seatCount - 1 ? layout.logits : 0);
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+/** Places the model without suggestions, so the suggestions can call it to try alternatives. */
+function place(input: PlanInput): Outcome {
+  const layout = layoutOf(input.model, input.context);
+  const all = input.devices.map((device) => ({ device, usable: usableOf(device, input) }));
+  const { seats, excluded } = selectSeats(all, layout, input);
+  // With no device at all, count the compute buffer of the one device that would have to be added.
+  const neededBytes = sum(layout.slots) + Math.max(seats.length, 1) * layout.computeBase + layout.logits;
+  const availableBytes = sum(seats.map((s) => Math.max(0, s.usable)));
+  if (seats.length === 0 || neededBytes > availableBytes) {
+    return { fits: false, neededBytes, availableBytes, shortfallBytes: neededBytes - availableBytes, granular: false, excluded };
+  }
+  const capacities = seats.map((s, i) => s.usable - computeOf(layout, i, seats.length));
+  const repaired = repair(initialCounts(capacities, layout.slots.length), seats, layout);
+  if (!repaired.ok) {
+    return { fits: false, neededBytes, availableBytes, shortfallBytes: repaired.overflow, granular: true, excluded };
+  }
+  return { fits: true, plan: buildPlan(input, layout, seats, repaired.counts, excluded) };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Which devices take part. Dropping one device changes the others' positions (and so who must hold the
+// output head), so devices are dropped one at a time and the rest checked again.
+
+function selectSeats(all: Seat[], layout: Layout, input: PlanInput): { seats: Seat[]; excluded: ExcludedDevice[] } {
+  let seats = all;
+  const excluded: ExcludedDevice[] = [];
+  for (;;) {
+    const drop = surplusSeat(seats, layout) ?? tooSmallSeat(seats, layout, input);
+    if (!drop) return { seats, excluded };
+    const { device } = drop.seat;
+    excluded.push({ key: device.key, owner: device.owner, deviceName: device.deviceName, reason: drop.reason });
+    seats = seats.filter((s) => s !== drop.seat);
+  }
+}
+
+interface Drop {
+  seat: Seat;
+  reason: string;
+}
+
+/** The smaller of two seats; on a tie the later one, so earlier devices keep their place. */
+function smaller(a: Seat, b: Seat): Seat {
+  return b.usable <= a.usable ? b : a;
+}
+
+/** Every device that takes part needs a slot: with more devices than slots, the smallest sit out. */
+function surplusSeat(seats: Seat[], layout: Layout): Drop | null {
+  const slotCount = layout.slots.length;
+  if (seats.length <= slotCount) return null;
+  const seat = seats.reduce(smaller);
+  return { seat, reason: `the model has only ${slotCount} layer slots and devices with more memory take them all` };
+}
+
+/**
+ * The smallest slot the device at `position` could hold alone: the first device always starts at slot 0
+ * and the last always ends with the output head; one in between could get any slot that leaves one for
+ * each device around it.
+ */
+function smallestSlot(slots: number[], position: number, seatCount: number): { bytes: number; what: string } {
+  const last = slots.length - 1;
+  if (position === seatCount - 1) return { bytes: slots[last]!, what: 'the output head' };
+  if (position === 0) return { bytes: slots[0]!, what: 'a layer' };
+  const window = slots.slice(position, last - (seatCount - 1 - position) + 1);
+  return { bytes: Math.min(...window), what: 'a layer' };
+}
+
+/** A device that cannot hold even its smallest possible slot. A lone device is never dropped: the refusal explains it. */
+function tooSmallSeat(seats: Seat[], layout: Layout, input: PlanInput): Drop | null {
+  if (seats.length < 2) return null;
+  let worst: { seat: Seat; need: number; what: string } | null = null;
+  for (const [i, seat] of seats.entries()) {
+    const slot = smallestSlot(layout.slots, i, seats.length);
+    const need = slot.bytes + computeOf(layout, i, seats.length);
+    if (seat.usable >= need) continue;
+    if (!worst || smaller(worst.seat, seat) === seat) worst = { seat, need, what: slot.what };
+  }
+  if (!worst) return null;
+  const { seat, need, what } = worst;
+  return { seat, reason: tooSmallReason(seat, need, what, input) };
+}
+
+function tooSmallReason(seat: Seat, need: number, what: string, input: PlanInput): string {
+  const { model, reserveBytes } = input;
+  const kept =
+    seat.device.kind === 'local' && model.inputBytes > 0
+      ? `the ${formatGiB(reserveBytes)} reserve and the ${formatGiB(model.inputBytes)} input embedding`
+      : `the ${formatGiB(reserveBytes)} reserve`;
+  if (seat.usable <= 0) return `${formatGiB(seat.device.freeBytes)} free is not more than ${kept}`;
+  return `${formatGiB(seat.usable)} usable after ${kept}, ${what} needs ${formatGiB(need)} with its compute buffer`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layer counts: largest remainder in proportion to capacity, then a repair loop for the cases where
+// slot sizes differ (the output head, the local device's first slot) and a proportional count overflows.
+
+function initialCounts(capacities: number[], slotCount: number): number[] {
+  const weights = capacities.map((c) => Math.max(c, 0));
+  const total = sum(weights);
+  // Degenerate models (zero-byte slots) leave nothing to be proportional to: share evenly.
+  const quotas = weights.map((w) => (total > 0 ? (w / total) * slotCount : slotCount / weights.length));
+  const counts = quotas.map(Math.floor);
+  const byRemainder = quotas.map((q, i) => ({ i, r: q - Math.floor(q) })).sort((a, b) => b.r - a.r || a.i - b.i);
+  let left = slotCount - sum(counts);
+  for (const { i } of byRemainder) {
+    if (left <= 0) break;
+    counts[i]! += 1;
+    left -= 1;
+  }
+  return giveEveryoneOne(counts);
+}
+
+/** Every device that takes part gets a slot, taken from the device with the most (the earliest on a tie). */
+function giveEveryoneOne(counts: number[]): number[] {
+  for (let i = 0; i < counts.length; i++) {
+    if (counts[i]! > 0) continue;
+    const donor = counts.reduce((best, c, j) => (c > counts[best]! ? j : best), 0);
+    counts[donor]! -= 1;
+    counts[i] = 1;
+  }
+  return counts;
+}
+
+/** Bytes each device would hold with these counts: its contiguous slots plus its compute buffer. */
+function loadsOf(counts: number[], layout: Layout): number[] {
+  let first = 0;
+  return counts.map((count, i) => {
+    const bytes = sum(layout.slots.slice(first, first + count)) + computeOf(layout, i, counts.length);
+    first += count;
+    return bytes;
+  });
+}
+
+function overflowOf(loads: number[], seats: Seat[]): number {
+  return sum(loads.map((load, i) => Math.max(0, load - seats[i]!.usable)));
+}
+
+type Repair = { ok: true; counts: number[] } | { ok: false; overflow: number };
+
+/**
+ * Moves one slot at a time from an overflowing device to the one with the most slack that can still
+ * take it. Moving a slot shifts the ranges in between, so a move only counts if it lowers the total
+ * overflow; that also guarantees the loop ends.
+ */
+function repair(start: number[], seats: Seat[], layout: Layout): Repair {
+  let counts = start;
+  const maxMoves = layout.slots.length * seats.length;
+  for (let moves = 0; moves <= maxMoves; moves++) {
+    const loads = loadsOf(counts, layout);
+    const overflow = overflowOf(loads, seats);
+    if (overflow === 0) return { ok: true, counts };
+    const next = bestMove(counts, loads, overflow, seats, layout);
+    if (!next) return { ok: false, overflow };
+    counts = next;
+  }
+  return { ok: false, overflow: overflowOf(loadsOf(counts, layout), seats) };
+}
+
+function byDescending(values: number[]): number[] {
+  return values.map((_, i) => i).sort((a, b) => values[b]! - values[a]! || a - b);
+}
+
+function bestMove(counts: number[], loads: number[], overflow: number, seats: Seat[], layout: Layout): number[] | null {
+  const over = loads.map((load, i) => load - seats[i]!.usable);
+  const slack = over.map((o) => -o);
+  const donors = byDescending(over).filter((i) => over[i]! > 0 && counts[i]! > 1);
+  for (const donor of donors) {
+    for (const receiver of byDescending(slack)) {
+      if (receiver === donor) continue;
+      const trial = [...counts];
+      trial[donor]! -= 1;
+      trial[receiver]! += 1;
+      const trialLoads = loadsOf(trial, layout);
+      const fitsReceiver = trialLoads[receiver]! <= seats[receiver]!.usable;
+      if (fitsReceiver && overflowOf(trialLoads, seats) < overflow) return trial;
+    }
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The plan.
+
+function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: number[], excluded: ExcludedDevice[]): Plan {
+  let first = 0;
+  const devices = seats.map((seat, i) => {
+    const planned = plannedDevice(input.model, layout, seat, first, counts[i]!);
+    first += counts[i]!;
+    return planned;
+  });
+  const rpc = devices.filter((d) => d.kind === 'rpc');
+  const hostBytes = input.model.inputBytes;
+  return {
+    fits: true,
+    devices,
+    excluded,
+    rpcEndpoints: rpc.map((d) => d.endpoint ?? ''),
+    tensorSplit: rpc.map((d) => d.layers),
+    nGpuLayers: sum(rpc.map((d) => d.layers)),
+    hostBytes,
+    kvBytesPerToken: kvBytesPerToken(input.model, input.context.typeK, input.context.typeV),
+    // Everything the cluster holds for this model, the coordinator's input embedding included.
+    totalBytes: sum(devices.map((d) => d.totalBytes)) + hostBytes,
+    context: { ...input.context },
+  };
+}
+
+function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer: number, layers: number): PlannedDevice {
+  const end = firstLayer + layers;
+  const blocks = Math.max(0, Math.min(end, model.layerCount) - firstLayer);
+  const holdsOutput = end > model.layerCount;
+  const weightBytes = sum(model.layerBytes.slice(firstLayer, firstLayer + blocks)) + (holdsOutput ? model.outputBytes : 0);
+  const kvBytes = blocks * layout.kvPerLayer;
+  const computeBytes = layout.computeBase + (holdsOutput ? layout.logits : 0);
+  const { key, kind, owner, deviceName, endpoint, freeBytes } = seat.device;
+  return {
+    key,
+    kind,
+    owner,
+    deviceName,
+    endpoint,
+    firstLayer,
+    layers,
+    holdsOutput,
+    weightBytes,
+    kvBytes,
+    computeBytes,
+    totalBytes: weightBytes + kvBytes + computeBytes,
+    freeBytes,
+    usableBytes: seat.usable,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The refusal: what is missing and what would fix it. Each way out is checked by placing again, so a
+// suggested number is one that works, not just a lower bound.
+
+type Shortfall = Extract<Outcome, { fits: false }>;
+
+function refuse(input: PlanInput, outcome: Shortfall): Refusal {
+  return {
+    fits: false,
+    shortfallBytes: outcome.shortfallBytes,
+    reason: refusalReason(input, outcome),
+    suggestions: [addWorker(input, outcome), smallerContext(input), fewerSequences(input), smallerQuantization(input, outcome)].filter(
+      (s): s is string => s !== null,
+    ),
+    excluded: outcome.excluded,
+    neededBytes: outcome.neededBytes,
+    availableBytes: outcome.availableBytes,
+  };
+}
+
+function refusalReason(input: PlanInput, outcome: Shortfall): string {
+  if (input.devices.length === 0) return 'no devices to place the model on: start a worker or enable the local device';
+  const name = input.model.name ?? input.model.path;
+  const needed = formatGiB(outcome.neededBytes);
+  const available = formatGiB(outcome.availableBytes);
+  const short = formatGiB(outcome.shortfallBytes);
+  if (outcome.granular) {
+    return `${name} needs ${needed} and ${available} is available after reserves, but no split into whole layers fits: short by ${short}.`;
+  }
+  return `${name} needs ${needed} (weights, KV cache and compute buffers) but only ${available} is available after reserves: short by ${short}.`;
+}
+
+function fitsWith(input: PlanInput, change: { devices?: CandidateDevice[]; context?: Partial<PlanContext> }): boolean {
+  const devices = change.devices ?? input.devices;
+  return place({ ...input, devices, context: { ...input.context, ...change.context } }).fits;
+}
+
+/** The largest whole number in [lo, hi] for which `fits` holds, given that it holds for lo (fitting only gets easier downwards). */
+function largestFitting(lo: number, hi: number, fits: (n: number) => boolean): number {
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** The smallest whole number in (failing, fitting] for which `fits` holds (fitting only gets easier upwards). */
+function smallestFitting(failing: number, fitting: number, fits: (n: number) => boolean): number {
+  while (fitting - failing > 1) {
+    const mid = Math.floor((failing + fitting) / 2);
+    if (fits(mid)) fitting = mid;
+    else failing = mid;
+  }
+  return fitting;
+}
+
+/** The smallest worker, in steps of 0.1 GiB, that makes the model fit when appended to the devices. */
+function addWorker(input: PlanInput, outcome: Shortfall): string | null {
+  const fits = (steps: number) => fitsWith(input, { devices: [...input.devices, suggestedWorker(steps * SUGGESTION_STEP)] });
+  // The new device brings its own compute buffer, so the shortfall plus the reserve is only where to start.
+  const start = Math.max(1, Math.ceil((outcome.shortfallBytes + input.reserveBytes) / SUGGESTION_STEP - 1e-9));
+  let failing = start - 1;
+  let fitting = start;
+  while (!fits(fitting)) {
+    if (fitting > start * 2 ** 40) return null;
+    failing = fitting;
+    fitting *= 2;
+  }
+  const steps = smallestFitting(failing, fitting, fits);
+  return `Add a worker with at least ${(steps / 10).toFixed(1)} GiB free.`;
+}
+
+function suggestedWorker(freeBytes: number): CandidateDevice {
+  return { key: 'suggested/new', kind: 'rpc', owner: 'new worker', deviceName: 'new', endpoint: 'new-worker:0', freeBytes, totalBytes: freeBytes };
+}
+
+function kvSavings(input: PlanInput, ctxSize: number, parallel: number): string {
+  const { model, context } = input;
+  const perToken = kvBytesPerToken(model, context.typeK, context.typeV);
+  const before = paddedContext(context.ctxSize) * context.parallel * perToken;
+  const after = paddedContext(ctxSize) * parallel * perToken;
+  return formatGiB(before - after);
+}
+
+/** The largest context, in steps of 256 tokens, that fits; none when even 256 tokens do not. */
+function smallerContext(input: PlanInput): string | null {
+  const { ctxSize, parallel } = input.context;
+  const maxSteps = Math.floor((ctxSize - 1) / 256);
+  const fits = (steps: number) => fitsWith(input, { context: { ctxSize: steps * 256 } });
+  if (maxSteps < 1 || !fits(1)) return null;
+  const smaller = largestFitting(1, maxSteps, fits) * 256;
+  return `Reduce --ctx-size from ${ctxSize} to ${smaller} (saves ${kvSavings(input, smaller, parallel)} of KV cache).`;
+}
+
+function fewerSequences(input: PlanInput): string | null {
+  const { ctxSize, parallel } = input.context;
+  const fits = (p: number) => fitsWith(input, { context: { parallel: p } });
+  if (parallel < 2 || !fits(1)) return null;
+  const fewer = largestFitting(1, parallel - 1, fits);
+  return `Reduce --parallel from ${parallel} to ${fewer} (saves ${kvSavings(input, ctxSize, fewer)} of KV cache).`;
+}
+
+/** An estimate only: Q4_K_M keeps a few tensors at higher precision, which its 4.8 bits average covers. */
+function smallerQuantization(input: PlanInput, outcome: Shortfall): string | null {
+  const { model } = input;
+  const from = model.fileType === null ? undefined : SHRINKABLE_FILE_TYPES.get(model.fileType);
+  if (!from) return null;
+  const weights = sum(model.layerBytes) + model.outputBytes;
+  const quantized = outcome.neededBytes - weights * (1 - Q4_K_M_BITS_PER_WEIGHT / from.bitsPerWeight);
+  const verdict = quantized <= outcome.availableBytes ? 'which fits in' : 'still more than';
+  return (
+    `A Q4_K_M quantization of this model (about ${Q4_K_M_BITS_PER_WEIGHT} bits per weight instead of ${from.bitsPerWeight} for ${from.name}) ` +
+    `would need about ${formatGiB(quantized)}, ${verdict} the ${formatGiB(outcome.availableBytes)} available.`
+  );
+}

@@ -1,0 +1,263 @@
+// The workers the coordinator knows of, and which of them it may plan with. A worker is admitted only
+// after its control service answers GetInfo, its RPC protocol matches this build, and its RPC port
+// answers a HELLO. Admitted workers are watched with Health heartbeats: one that stays silent past
+// the timeout is lost, whether or not an mDNS goodbye arrived.
+import { EventEmitter } from 'node:events';
+
+import { messageOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { formatVersion, isCompatible, parseVersion, type RpcVersion } from '../native/rpc-protocol.js';
+import { normalizeEndpoint, probeRpcServer } from '../native/rpc-probe.js';
+import { WorkerClient } from '../worker/client.js';
+import type { WireWorkerInfo, WorkerId } from '../worker/types.js';
+import type { DiscoverySource } from './discovery/discovery.js';
+
+export type WorkerRecordState = 'probing' | 'admitted' | 'refused' | 'lost' | 'suspect';
+
+export interface WorkerRecord {
+  control: string;
+  source: DiscoverySource;
+  state: WorkerRecordState;
+  reason: string;
+  id: WorkerId | null;
+  name: string;
+  info: WireWorkerInfo | null;
+  rpcEndpoint: string | null;
+  /** Order of (re)admission: later admissions get larger numbers. */
+  admittedSeq: number;
+  lastSeen: number;
+  rpcPid: number;
+}
+
+export interface RegistryOptions {
+  clientVersion: RpcVersion;
+  heartbeatMs: number;
+  workerTimeoutMs: number;
+  /** RPC endpoints an engine is connected to: their servers serve one client, so never probe them. */
+  busyEndpoints: () => ReadonlySet<string>;
+}
+
+export interface RegistryEvents {
+  admitted: [WorkerRecord];
+  lost: [WorkerRecord];
+  /** An admitted worker's rpc server was restarted (its pid changed): an engine using it lost it. */
+  restarted: [WorkerRecord];
+  changed: [];
+}
+
+/** Why a worker of this RPC protocol version cannot join, or null when it can. */
+export function versionRefusal(client: RpcVersion, workerText: string): string | null {
+  const worker = parseVersion(workerText);
+  if (!worker) return `it reports an unreadable RPC protocol version '${workerText}'`;
+  if (isCompatible(client, worker)) return null;
+  return `its RPC protocol version is ${formatVersion(worker)}, this coordinator speaks ${formatVersion(client)}; run the same hearth build (llama.cpp release) on every machine`;
+}
+
+export class WorkerRegistry extends EventEmitter<RegistryEvents> {
+  readonly #log: Logger;
+  readonly #options: RegistryOptions;
+  readonly #records = new Map<string, WorkerRecord>();
+  readonly #clients = new Map<string, WorkerClient>();
+  readonly #checking = new Map<string, Promise<void>>();
+  #timer: NodeJS.Timeout | null = null;
+  #seq = 0;
+  #stopped = false;
+
+  constructor(log: Logger, options: RegistryOptions) {
+    super();
+    this.#log = log;
+    this.#options = options;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => this.#tick(), this.#options.heartbeatMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    for (const c of this.#clients.values()) c.close();
+    this.#clients.clear();
+  }
+
+  /** A worker's control address, from a discovery source. Probed at once. */
+  add(control: string, source: DiscoverySource): void {
+    if (this.#records.has(control)) {
+      const r = this.#records.get(control)!;
+      if (r.state === 'lost') void this.#check(r);
+      return;
+    }
+    const record: WorkerRecord = {
+      control,
+      source,
+      state: 'probing',
+      reason: 'not contacted yet',
+      id: null,
+      name: control,
+      info: null,
+      rpcEndpoint: null,
+      admittedSeq: 0,
+      lastSeen: 0,
+      rpcPid: 0,
+    };
+    this.#records.set(control, record);
+    this.emit('changed');
+    void this.#check(record);
+  }
+
+  /** A hint that a worker left (an mDNS goodbye): check it now instead of at the next heartbeat. */
+  hintGone(control: string): void {
+    const r = this.#records.get(control);
+    if (r) void this.#check(r);
+  }
+
+  /** Keeps a worker out of plans until its rpc port answers again (it hung or crashed under an engine). */
+  markSuspect(control: string, reason: string): void {
+    const r = this.#records.get(control);
+    if (!r || r.state !== 'admitted') return;
+    this.#set(r, 'suspect', reason);
+  }
+
+  all(): WorkerRecord[] {
+    return [...this.#records.values()];
+  }
+
+  /** Admitted workers, newest admission first (see the planner's device order). */
+  admitted(): WorkerRecord[] {
+    return this.all()
+      .filter((r) => r.state === 'admitted')
+      .sort((a, b) => b.admittedSeq - a.admittedSeq);
+  }
+
+  byEndpoint(endpoint: string): WorkerRecord | undefined {
+    return this.all().find((r) => r.rpcEndpoint === endpoint);
+  }
+
+  /** Probes every known worker once now; resolves when all answered or timed out. */
+  async checkAll(): Promise<void> {
+    await Promise.all(this.all().map((r) => this.#check(r)));
+  }
+
+  /** Health of one worker right now, bypassing the heartbeat schedule. */
+  async health(control: string, timeoutMs = 1500) {
+    return this.#client(control).health({ timeoutMs });
+  }
+
+  #client(control: string): WorkerClient {
+    let c = this.#clients.get(control);
+    if (!c) {
+      c = new WorkerClient(control);
+      this.#clients.set(control, c);
+    }
+    return c;
+  }
+
+  #tick(): void {
+    for (const r of this.#records.values()) void this.#check(r);
+  }
+
+  /** One check per worker at a time; a caller arriving during one waits for it. */
+  #check(r: WorkerRecord): Promise<void> {
+    const running = this.#checking.get(r.control);
+    if (running) return running;
+    if (this.#stopped) return Promise.resolve();
+    const check = (async () => {
+      try {
+        if (r.state === 'admitted') await this.#heartbeat(r);
+        else if (r.state === 'suspect') await this.#recheckSuspect(r);
+        else await this.#admit(r);
+      } finally {
+        this.#checking.delete(r.control);
+      }
+    })();
+    this.#checking.set(r.control, check);
+    return check;
+  }
+
+  async #admit(r: WorkerRecord): Promise<void> {
+    let info: WireWorkerInfo;
+    try {
+      info = await this.#client(r.control).getInfo({ timeoutMs: Math.min(3000, this.#options.workerTimeoutMs) });
+    } catch (e) {
+      if (r.state !== 'lost') this.#set(r, 'probing', `control service ${r.control} unreachable: ${messageOf(e)}`);
+      return;
+    }
+    r.info = info;
+    r.name = info.name || r.control;
+    r.rpcPid = 0;
+    const duplicate = this.all().find((o) => o !== r && o.id === info.worker_id && o.state !== 'refused');
+    if (duplicate) {
+      // The same worker, found twice (listed by hand and over mDNS): keep the first record.
+      this.#records.delete(r.control);
+      this.#log.info({ worker: r.name, kept: duplicate.control, dropped: r.control }, 'same worker found twice; merged by id');
+      this.emit('changed');
+      return;
+    }
+    r.id = info.worker_id as WorkerId;
+    const refusal = versionRefusal(this.#options.clientVersion, info.build.rpc_protocol);
+    if (refusal) {
+      if (r.state !== 'refused') this.#log.warn({ worker: r.name, control: r.control, version: info.build.rpc_protocol }, `worker refused: ${refusal}`);
+      this.#set(r, 'refused', `worker ${r.name} (${r.control}) refused: ${refusal}`);
+      return;
+    }
+    const host = info.rpc_host || r.control.slice(0, r.control.lastIndexOf(':'));
+    let endpoint: string;
+    try {
+      endpoint = await normalizeEndpoint(`${host}:${info.rpc_port}`);
+      if (!this.#options.busyEndpoints().has(endpoint)) {
+        await probeRpcServer(endpoint, { timeoutMs: 2000, clientVersion: this.#options.clientVersion });
+      }
+    } catch (e) {
+      this.#set(r, 'probing', `rpc server of ${r.name} not usable: ${messageOf(e)}`);
+      return;
+    }
+    r.rpcEndpoint = endpoint;
+    r.lastSeen = Date.now();
+    r.admittedSeq = ++this.#seq;
+    this.#set(r, 'admitted', '');
+    this.#log.info({ worker: r.name, id: r.id, control: r.control, rpc: endpoint, devices: info.devices.map((d) => `${d.name} ${d.free_bytes}/${d.total_bytes}`) }, 'worker admitted');
+    this.emit('admitted', r);
+  }
+
+  async #heartbeat(r: WorkerRecord): Promise<void> {
+    try {
+      const h = await this.#client(r.control).health({ timeoutMs: Math.min(2000, this.#options.workerTimeoutMs) });
+      r.lastSeen = Date.now();
+      if (r.rpcPid !== 0 && h.rpc_server_pid !== 0 && h.rpc_server_pid !== r.rpcPid) {
+        this.#log.warn({ worker: r.name, before: r.rpcPid, now: h.rpc_server_pid }, 'worker restarted its rpc server');
+        r.rpcPid = h.rpc_server_pid;
+        this.emit('restarted', r);
+      } else if (h.rpc_server_pid !== 0) {
+        r.rpcPid = h.rpc_server_pid;
+      }
+      // Keep the memory figures fresh for the next plan.
+      if (r.info) r.info = await this.#client(r.control).getInfo({ timeoutMs: 2000 }).catch(() => r.info);
+    } catch (e) {
+      if (Date.now() - r.lastSeen > this.#options.workerTimeoutMs) {
+        this.#set(r, 'lost', `no heartbeat from ${r.name} (${r.control}) for ${Math.round((Date.now() - r.lastSeen) / 1000)} s: ${messageOf(e)}`);
+        this.#log.warn({ worker: r.name, control: r.control }, 'worker lost');
+        this.emit('lost', r);
+      }
+    }
+  }
+
+  async #recheckSuspect(r: WorkerRecord): Promise<void> {
+    if (!r.rpcEndpoint || this.#options.busyEndpoints().has(r.rpcEndpoint)) return;
+    try {
+      await probeRpcServer(r.rpcEndpoint, { timeoutMs: 1500, clientVersion: this.#options.clientVersion });
+    } catch {
+      return;
+    }
+    // It answers again: admit it afresh (new admission order, fresh info).
+    this.#set(r, 'probing', 'answering again');
+    await this.#admit(r);
+  }
+
+  #set(r: WorkerRecord, state: WorkerRecordState, reason: string): void {
+    if (r.state === state && r.reason === reason) return;
+    r.state = state;
+    r.reason = reason;
+    this.emit('changed');
+  }
+}

@@ -1,0 +1,85 @@
+// The coordinator's state as the wire shows it (hearth.v1 CoordinatorService messages).
+import type { Plan, PlanResult } from './planner/types.js';
+import type { WorkerRecord } from './registry.js';
+
+export interface WireWorkerSummary {
+  worker_id: string;
+  name: string;
+  control_address: string;
+  rpc_endpoint: string;
+  state: string;
+  reason: string;
+  backend: string;
+  free_bytes: string;
+  total_bytes: string;
+  rpc_protocol: string;
+  llama_cpp_release: string;
+  source: string;
+}
+
+export interface WirePlan {
+  fits: boolean;
+  devices: {
+    owner: string;
+    device: string;
+    endpoint: string;
+    first_layer: number;
+    layers: number;
+    holds_output: boolean;
+    weight_bytes: string;
+    kv_bytes: string;
+    compute_bytes: string;
+    free_bytes: string;
+  }[];
+  refusal: string;
+  suggestions: string[];
+  host_bytes: string;
+  ctx_size: number;
+  parallel: number;
+  excluded: string[];
+}
+
+export function workerView(w: WorkerRecord): WireWorkerSummary {
+  const devices = w.info?.devices ?? [];
+  return {
+    worker_id: w.id ?? '',
+    name: w.name,
+    control_address: w.control,
+    rpc_endpoint: w.rpcEndpoint ?? '',
+    state: w.state,
+    reason: w.reason,
+    backend: [...new Set(devices.map((d) => d.backend))].join('+'),
+    free_bytes: String(devices.reduce((s, d) => s + Number(d.free_bytes), 0)),
+    total_bytes: String(devices.reduce((s, d) => s + Number(d.total_bytes), 0)),
+    rpc_protocol: w.info?.build.rpc_protocol ?? '',
+    llama_cpp_release: w.info?.build.llama_cpp_release ?? '',
+    source: w.source,
+  };
+}
+
+export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }): WirePlan {
+  const base = { ctx_size: ctx.ctxSize, parallel: ctx.parallel };
+  if (!p) return { fits: false, devices: [], refusal: 'no plan yet', suggestions: [], host_bytes: '0', excluded: [], ...base };
+  const excluded = p.excluded.map((x) => `${x.owner}/${x.deviceName}: ${x.reason}`);
+  if (!p.fits) return { fits: false, devices: [], refusal: p.reason, suggestions: p.suggestions, host_bytes: '0', excluded, ...base };
+  return {
+    fits: true,
+    devices: (p as Plan).devices.map((d) => ({
+      owner: d.owner,
+      device: d.deviceName,
+      endpoint: d.endpoint ?? '',
+      first_layer: d.firstLayer,
+      layers: d.layers,
+      holds_output: d.holdsOutput,
+      weight_bytes: String(d.weightBytes),
+      kv_bytes: String(d.kvBytes),
+      compute_bytes: String(d.computeBytes),
+      free_bytes: String(d.freeBytes),
+    })),
+    refusal: '',
+    suggestions: [],
+    host_bytes: String(p.hostBytes),
+    excluded,
+    ...base,
+  };
+}

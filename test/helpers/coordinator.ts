@@ -1,0 +1,60 @@
+// A real `hearth coordinator` process for tests, on a free 127.0.0.1 port, always stopped afterwards.
+import type { ChildProcess } from 'node:child_process';
+
+import { CoordinatorClient, type WireStatus } from '../../coordinator/client.js';
+import { freePort } from './rpc-server.js';
+import { runCli, waitFor } from './worker.js';
+
+export interface CoordinatorHandle {
+  process: ChildProcess;
+  address: string;
+  client: CoordinatorClient;
+  logs: () => string;
+  exited: Promise<number | null>;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+  /** Waits until the status satisfies `ok` (default: serving). */
+  waitStatus: (ok?: (s: WireStatus) => boolean, timeoutMs?: number) => Promise<WireStatus>;
+}
+
+export async function startCoordinator(model: string, workers: string[], extra: string[] = [], options: { waitServing?: boolean } = {}): Promise<CoordinatorHandle> {
+  const port = await freePort();
+  const args = ['coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
+    ...workers.flatMap((w) => ['--worker', w]), ...extra];
+  const child = runCli(args);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const address = `127.0.0.1:${port}`;
+  const client = new CoordinatorClient(address);
+  const handle: CoordinatorHandle = {
+    process: child,
+    address,
+    client,
+    logs: () => out,
+    exited,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const code = await exited;
+      client.close();
+      return code;
+    },
+    waitStatus: (ok = (s) => s.state === 'serving', timeoutMs = 30_000) =>
+      waitFor('the coordinator status', async () => {
+        if (child.exitCode !== null) throw new Error(`coordinator exited with ${child.exitCode}:\n${out}`);
+        const s = await client.getStatus(1000);
+        return ok(s) ? s : null;
+      }, timeoutMs).catch((e: Error) => {
+        throw new Error(`${e.message}\n--- coordinator log ---\n${out.split('\n').slice(-40).join('\n')}`);
+      }),
+  };
+  if (options.waitServing ?? true) {
+    try {
+      await handle.waitStatus();
+    } catch (e) {
+      await handle.stop('SIGKILL');
+      throw e;
+    }
+  }
+  return handle;
+}

@@ -1,0 +1,232 @@
+// The coordinator as users run it: real worker processes, a real coordinator process with its engine
+// child, real gRPC. Each test checks one promise of the design.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { ErrorCode, HearthError } from '../../common/errors.js';
+import { grpc, serviceDefinition } from '../../common/grpc.js';
+import { LlamaModel } from '../../native/llama.js';
+import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
+import { greedy } from '../helpers/generate.js';
+import { testModel } from '../helpers/models.js';
+import { freePort } from '../helpers/rpc-server.js';
+import { readyHealth, runCli, startWorker, type WorkerHandle } from '../helpers/worker.js';
+
+const GREEDY = { temperature: 0, greedy: true };
+const PROMPTS = [
+  'The quick brown fox jumps over the lazy dog because',
+  'Once upon a time in a distant land',
+  'Rain fell on the old stone bridge',
+  'In the beginning there was',
+  'The recipe calls for two cups of',
+  'Dear diary, today I',
+  'The stock market opened',
+  'A hearth is',
+];
+
+/** Greedy continuations computed in this process on the host CPU: the reference. */
+async function reference(modelPath: string, prompts: string[], n: number): Promise<number[][]> {
+  const model = await LlamaModel.load(modelPath, { devices: [], nGpuLayers: 0 });
+  const ctx = await model.createContext({ nCtx: 512, nThreads: 1 });
+  try {
+    const out = [];
+    for (const p of prompts) out.push((await greedy(model, ctx, p, n)).tokens);
+    return out;
+  } finally {
+    ctx.dispose();
+    model.dispose();
+  }
+}
+
+function assertUnavailable(e: unknown, pattern: RegExp): true {
+  assert.ok(e instanceof HearthError, String(e));
+  assert.equal(e.code, ErrorCode.Unavailable, e.message);
+  assert.match(e.message, pattern);
+  return true;
+}
+
+describe('coordinator with two workers', () => {
+  let model: string;
+  let refs: number[][];
+  const workers: WorkerHandle[] = [];
+  let coord: CoordinatorHandle;
+  let fake: grpc.Server | null = null;
+
+  before(async () => {
+    model = await testModel('tiny');
+    refs = await reference(model, PROMPTS, 32);
+    workers.push(await startWorker(['--name', 'w-a']), await startWorker(['--name', 'w-b']));
+    // A worker whose build speaks another RPC protocol (its advertised info says 6.0.0).
+    fake = new grpc.Server();
+    fake.addService(serviceDefinition('WorkerService'), {
+      GetInfo: (_c: unknown, cb: grpc.sendUnaryData<object>) =>
+        cb(null, { worker_id: '00000000-0000-4000-8000-000000000006', name: 'old-build', state: 'READY', build: { llama_cpp_release: 'b4000', ggml_version: '0.0.1', rpc_protocol: '6.0.0', backends: ['CPU'] }, devices: [{ name: 'CPU', backend: 'CPU', type: 'cpu', free_bytes: '1000000000', total_bytes: '1000000000' }], rpc_host: '127.0.0.1', rpc_port: 1 }),
+      Health: (_c: unknown, cb: grpc.sendUnaryData<object>) => cb(null, { state: 'READY', ready: true }),
+    });
+    const fakePort = await new Promise<number>((resolve, reject) => fake!.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    coord = await startCoordinator(model, [...workers.map((w) => w.control), `127.0.0.1:${fakePort}`]);
+  });
+
+  after(async () => {
+    await coord?.stop();
+    await Promise.all(workers.map((w) => w.stop()));
+    fake?.forceShutdown();
+  });
+
+  test('the model is split across both workers and Generate gives the single-process tokens', async () => {
+    const status = await coord.client.getStatus();
+    assert.equal(status.plan.fits, true);
+    assert.equal(status.plan.devices.length, 2);
+    assert.ok(status.plan.devices.every((d) => d.layers >= 1));
+    assert.equal(status.plan.devices.reduce((s, d) => s + d.layers, 0), 5, '4 blocks and the output head');
+    const out = await coord.client.generate(PROMPTS[0]!, { maxTokens: 32, sampling: GREEDY });
+    assert.deepEqual(out.tokens, refs[0]);
+    assert.equal(out.finishReason, 'length');
+    assert.equal(out.usage.completion_tokens, 32);
+    assert.ok(out.text.length > 0);
+  });
+
+  test('8 concurrent requests all complete, each equal to its own single-request result', async () => {
+    const outs = await Promise.all(PROMPTS.map((p) => coord.client.generate(p, { maxTokens: 32, sampling: GREEDY })));
+    outs.forEach((o, i) => assert.deepEqual(o.tokens, refs[i], `prompt ${i}: ${PROMPTS[i]}`));
+  });
+
+  test('a worker with another RPC protocol version is refused, naming both versions', async () => {
+    const { workers: list } = await coord.client.listWorkers();
+    const old = list.find((w) => w.name === 'old-build');
+    assert.ok(old, JSON.stringify(list));
+    assert.equal(old.state, 'refused');
+    assert.match(old.reason, /RPC protocol version is 6\.0\.0, this coordinator speaks 7\.0\.0/);
+    assert.equal(list.filter((w) => w.state === 'admitted').length, 2);
+  });
+
+  test('stop strings are never emitted, and bad settings are INVALID_ARGUMENT naming the field', async () => {
+    const full = await coord.client.generate(PROMPTS[1]!, { maxTokens: 24, sampling: GREEDY });
+    const cut = full.text.slice(6, 12);
+    const stopped = await coord.client.generate(PROMPTS[1]!, { maxTokens: 24, sampling: GREEDY, stop: [cut] });
+    assert.equal(stopped.finishReason, 'stop');
+    assert.equal(stopped.text, full.text.slice(0, full.text.indexOf(cut)));
+    await assert.rejects(coord.client.generate('x', { sampling: { temperature: -1 } }), /temperature: must be between 0 and 5/);
+    await assert.rejects(coord.client.generate('x', { maxTokens: 100_000 }), /max_tokens: must be between 1 and 512/);
+    await assert.rejects(coord.client.generate('', {}), /prompt: must be a non-empty string/);
+    await assert.rejects(coord.client.generate('word '.repeat(600), { maxTokens: 4 }), /exceeds the available context size of 512 tokens/);
+  });
+
+  test('hearth status shows workers, plan, model and queue on one screen', async () => {
+    const child = runCli(['status', '--coordinator', coord.address]);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0, out);
+    assert.match(out, /: serving/);
+    assert.match(out, /w-a\s+admitted\s+CPU/);
+    assert.match(out, /old-build\s+refused/);
+    assert.match(out, /load: 100%/);
+    assert.match(out, /slots/);
+    assert.match(out, /\+out/);
+  });
+});
+
+describe('losing a worker', () => {
+  let model: string;
+
+  before(async () => {
+    model = await testModel('tiny');
+  });
+
+  test('SIGKILL of a worker rpc server mid-generation: the stream ends UNAVAILABLE naming it, and serving resumes', async () => {
+    const a = await startWorker(['--name', 'w-a']);
+    const b = await startWorker(['--name', 'w-b']);
+    const coord = await startCoordinator(model, [a.control, b.control]);
+    try {
+      const victim = await readyHealth(b.client);
+      let chunks = 0;
+      const long = coord.client.generate(PROMPTS[0]!, {
+        maxTokens: 480,
+        sampling: GREEDY,
+        onChunk: () => {
+          if (++chunks === 5) process.kill(victim.rpc_server_pid, 'SIGKILL');
+        },
+      });
+      const started = Date.now();
+      await assert.rejects(long, (e) => assertUnavailable(e, /worker w-b \(127\.0\.0\.1:\d+\) lost its rpc server/));
+      assert.ok(Date.now() - started < 15_000);
+      assert.equal(coord.process.exitCode, null, 'the coordinator survives');
+      await coord.waitStatus((s) => s.state === 'serving' && s.load.loads >= 2);
+      const again = await coord.client.generate(PROMPTS[2]!, { maxTokens: 8, sampling: GREEDY });
+      assert.equal(again.tokens.length, 8);
+    } finally {
+      await coord.stop();
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  test('SIGSTOP of a worker rpc server: the watchdog ends the request, and after SIGCONT serving resumes on both', async () => {
+    const a = await startWorker(['--name', 'w-a']);
+    const b = await startWorker(['--name', 'w-b']);
+    const coord = await startCoordinator(model, [a.control, b.control], ['--watchdog-seconds', '3']);
+    const victim = await readyHealth(a.client);
+    let stopped = false;
+    try {
+      let chunks = 0;
+      const long = coord.client.generate(PROMPTS[3]!, {
+        maxTokens: 480,
+        sampling: GREEDY,
+        onChunk: () => {
+          if (++chunks === 5) {
+            process.kill(victim.rpc_server_pid, 'SIGSTOP');
+            stopped = true;
+          }
+        },
+      });
+      const started = Date.now();
+      await assert.rejects(long, (e) => assertUnavailable(e, /worker w-a \(127\.0\.0\.1:\d+\) stopped answering/));
+      const took = Date.now() - started;
+      assert.ok(took < 12_000, `ended after ${took} ms`);
+      // Serving goes on without the stopped worker...
+      const alone = await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 1);
+      assert.ok(alone.workers.some((w) => w.name === 'w-a' && w.state === 'suspect'));
+      assert.equal((await coord.client.generate(PROMPTS[4]!, { maxTokens: 8, sampling: GREEDY })).tokens.length, 8);
+      // ...and once it answers again, the coordinator takes it back.
+      process.kill(victim.rpc_server_pid, 'SIGCONT');
+      stopped = false;
+      await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 2);
+      assert.equal((await coord.client.generate(PROMPTS[5]!, { maxTokens: 8, sampling: GREEDY })).tokens.length, 8);
+    } finally {
+      if (stopped) process.kill(victim.rpc_server_pid, 'SIGCONT');
+      await coord.stop();
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+});
+
+describe('a worker joining', () => {
+  test('a third worker is admitted, the model is re-planned onto three devices, and the reload sends fewer bytes', async () => {
+    const model = await testModel('tiny');
+    const a = await startWorker(['--name', 'w-a']);
+    const b = await startWorker(['--name', 'w-b']);
+    // The third worker is listed but not running yet.
+    const cRpc = await freePort();
+    const cControl = await freePort();
+    const coord = await startCoordinator(model, [a.control, b.control, `127.0.0.1:${cControl}`]);
+    let c: WorkerHandle | null = null;
+    try {
+      const first = await coord.client.getStatus();
+      assert.equal(first.plan.devices.length, 2);
+      const firstBytes = Object.values(first.load.bytes_sent).reduce((s, v) => s + Number(v), 0);
+      assert.ok(firstBytes > 16 * 2 ** 20, `first load sent ${firstBytes} bytes`);
+
+      c = await startWorker(['--name', 'w-c'], { rpcPort: cRpc, controlPort: cControl });
+      const second = await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 3 && s.load.loads >= 2);
+      const secondBytes = Object.values(second.load.bytes_sent).reduce((s, v) => s + Number(v), 0);
+      assert.ok(secondBytes < firstBytes / 2, `warm reload sent ${secondBytes} bytes, the cold load ${firstBytes}`);
+      assert.ok(second.plan.devices.some((d) => d.owner === 'w-c' && d.layers >= 1));
+      const out = await coord.client.generate(PROMPTS[7]!, { maxTokens: 8, sampling: GREEDY });
+      assert.equal(out.tokens.length, 8);
+    } finally {
+      await coord.stop();
+      await Promise.all([a.stop(), b.stop(), c?.stop()]);
+    }
+  });
+});
+

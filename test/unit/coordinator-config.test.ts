@@ -1,0 +1,44 @@
+// cluster.yaml: the example documents every key and compiles; errors name the key.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { clusterFileSchema, compileCoordinatorConfig } from '../../coordinator/config.js';
+
+const example = fileURLToPath(new URL('../../cluster.example.yaml', import.meta.url));
+
+test('cluster.example.yaml documents every key and compiles', () => {
+  const text = readFileSync(example, 'utf8');
+  for (const key of Object.keys(clusterFileSchema.shape)) assert.match(text, new RegExp(`^#? ?${key}:`, 'm'), `${key} is documented`);
+  const c = compileCoordinatorConfig({ file: example, flags: {} });
+  assert.deepEqual(c.workers, ['192.168.1.20:50051', '192.168.1.21:50051']);
+  assert.equal(c.model, join(fileURLToPath(new URL('../../', import.meta.url)), 'models', 'my-model.gguf'), 'relative to the file');
+  assert.equal(c.watchdogMs, 30_000);
+  assert.ok(Object.isFrozen(c));
+});
+
+test('flags win, and bad values are errors naming the key', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-cluster-'));
+  try {
+    const file = join(dir, 'cluster.yaml');
+    writeFileSync(file, 'model: m.gguf\nparallel: 2\n');
+    const c = compileCoordinatorConfig({ file, flags: { parallel: 8, model: '/abs/x.gguf' } });
+    assert.equal(c.parallel, 8);
+    assert.equal(c.model, '/abs/x.gguf');
+    const bad = (yaml: string, pattern: RegExp) => {
+      writeFileSync(file, yaml);
+      assert.throws(() => compileCoordinatorConfig({ file, flags: {} }), pattern);
+    };
+    bad('workers: ["nohost"]\n', /workers\.0: must be host:port/);
+    bad('workers: ["a:70000"]\n', /workers\.0: port 70000/);
+    bad('ctxSize: 100\n', /ctxSize: must be at least 256 tokens/);
+    bad('parallel: "four"\n', /parallel: .*number/);
+    bad('modle: x.gguf\n', /modle/);
+    bad('host: example.com\n', /host: 'example.com' is not an IP address/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
