@@ -29,6 +29,7 @@ interface ClusterFlags {
   localDevice?: string;
   threads?: string;
   watchdogSeconds?: string;
+  maxWaiting?: string;
   logLevel?: string;
 }
 
@@ -53,6 +54,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     localDevice: onOff(flags.localDevice, '--local-device'),
     threads: int(flags.threads, '--threads', 1, 1024),
     watchdogSeconds: int(flags.watchdogSeconds, '--watchdog-seconds', 1, 3600),
+    maxWaiting: int(flags.maxWaiting, '--max-waiting', 0, 100_000),
     logLevel: flags.logLevel as ClusterFileSettings['logLevel'],
   };
   return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings });
@@ -99,6 +101,7 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--http-port <port>', 'HTTP API port (default 8080)')
     .option('--threads <n>', "CPU threads for the coordinator's own layers")
     .option('--watchdog-seconds <n>', 'kill the engine after this long without progress while work is pending (default 30)')
+    .option('--max-waiting <n>', 'requests that may wait for a slot before new ones are refused (default 64)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
     .action(async (flags: ClusterFlags, cmd: Command) => {
       const config = clusterConfig(flags, cmd);

@@ -10,7 +10,7 @@ import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator
 import { greedy } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { freePort } from '../helpers/rpc-server.js';
-import { readyHealth, runCli, startWorker, type WorkerHandle } from '../helpers/worker.js';
+import { readyHealth, runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
 const GREEDY = { temperature: 0, greedy: true };
 const PROMPTS = [
@@ -110,6 +110,19 @@ describe('coordinator with two workers', () => {
     await assert.rejects(coord.client.generate('x', { maxTokens: 100_000 }), /max_tokens: must be between 1 and 512/);
     await assert.rejects(coord.client.generate('', {}), /prompt: must be a non-empty string/);
     await assert.rejects(coord.client.generate('word '.repeat(600), { maxTokens: 4 }), /exceeds the available context size of 512 tokens/);
+  });
+
+  test('a client that goes away frees its slot within a second; a deadline ends the stream', async () => {
+    const abort = new AbortController();
+    let chunks = 0;
+    const gone = coord.client.generate(PROMPTS[6]!, { maxTokens: 480, sampling: GREEDY, signal: abort.signal, onChunk: () => ++chunks === 3 && abort.abort() });
+    await assert.rejects(gone, (e: unknown) => e instanceof HearthError && e.code === ErrorCode.Cancelled);
+    const cancelledAt = Date.now();
+    await waitFor('the slot to be freed', async () => (await coord.client.getStatus()).in_flight === 0, 1000, 50);
+    assert.ok(Date.now() - cancelledAt <= 1000);
+
+    await assert.rejects(coord.client.generate(PROMPTS[6]!, { maxTokens: 480, sampling: GREEDY, timeoutMs: 300 }), (e: unknown) => e instanceof HearthError && e.code === ErrorCode.DeadlineExceeded);
+    await waitFor('the slot to be freed', async () => (await coord.client.getStatus()).in_flight === 0, 1000, 50);
   });
 
   test('hearth status shows workers, plan, model and queue on one screen', async () => {
@@ -230,3 +243,53 @@ describe('a worker joining', () => {
   });
 });
 
+
+describe('admission and planning', () => {
+  test('hearth plan prints the split, or says why the model does not fit', async () => {
+    const model = await testModel('tiny');
+    const a = await startWorker(['--name', 'w-a']);
+    const b = await startWorker(['--name', 'w-b']);
+    const run = async (args: string[]) => {
+      const child = runCli(['plan', '--model', model, '--no-mdns', '--worker', a.control, '--worker', b.control, ...args]);
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      const code = await new Promise<number | null>((r) => child.once('exit', r));
+      return { code, out };
+    };
+    try {
+      const fits = await run(['--local-device', 'off', '--ctx-size', '512']);
+      assert.equal(fits.code, 0, fits.out);
+      assert.match(fits.out, /w-a\s+127\.0\.0\.1:\d+\s+\d \(/);
+      assert.match(fits.out, /w-b\s+127\.0\.0\.1:\d+\s+\d \(/);
+      assert.match(fits.out, /\+out/);
+      const refused = await run(['--local-device', 'off', '--ctx-size', '1048576', '--parallel', '64']);
+      assert.equal(refused.code, 3, refused.out);
+      assert.match(refused.out, /does not fit: .* needs [\d.]+ GiB .* short by [\d.]+ GiB/);
+      assert.match(refused.out, /Add a worker with at least [\d.]+ GiB free/);
+      assert.match(refused.out, /Reduce --ctx-size from 1048576 to \d+/);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  test('past the waiting limit, requests are refused with RESOURCE_EXHAUSTED', async () => {
+    const model = await testModel('tiny');
+    const a = await startWorker(['--name', 'w-a']);
+    const coord = await startCoordinator(model, [a.control], ['--parallel', '1', '--max-waiting', '1']);
+    try {
+      const results = await Promise.allSettled([0, 1, 2, 3].map((i) => coord.client.generate(PROMPTS[i]!, { maxTokens: 64, sampling: GREEDY })));
+      const refused = results.filter((r) => r.status === 'rejected');
+      assert.ok(refused.length >= 1, 'some requests were refused');
+      for (const r of refused) {
+        const e = (r as PromiseRejectedResult).reason as HearthError;
+        assert.equal(e.code, ErrorCode.ResourceExhausted, e.message);
+        assert.match(e.message, /server busy: \d+ requests are waiting \(limit 1\)/);
+      }
+      assert.ok(results.some((r) => r.status === 'fulfilled'), 'the first one was served');
+    } finally {
+      await coord.stop();
+      await a.stop();
+    }
+  });
+});
