@@ -35,6 +35,9 @@ export const clusterFileSchema = z.strictObject({
   heartbeatMs: z.number().int().min(100).max(60_000).optional(),
   workerTimeoutMs: z.number().int().min(200).max(600_000).optional(),
   autoReplan: z.boolean().optional(),
+  apiKeys: z.array(z.string().min(8, 'API keys must be at least 8 characters')).optional(),
+  bodyLimitMiB: z.number().min(0.001).max(1024).optional(),
+  ssePingSeconds: z.number().min(1).max(600).optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).optional(),
 });
 
@@ -65,6 +68,10 @@ export interface CoordinatorConfig {
   readonly heartbeatMs: number;
   readonly workerTimeoutMs: number;
   readonly autoReplan: boolean;
+  /** Accepted API keys for the HTTP API; empty: no authentication. Never logged. */
+  readonly apiKeys: readonly string[];
+  readonly bodyLimitBytes: number;
+  readonly ssePingMs: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
 }
 
@@ -114,6 +121,9 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     heartbeatMs: m.heartbeatMs ?? 1000,
     workerTimeoutMs: m.workerTimeoutMs ?? 5000,
     autoReplan: m.autoReplan ?? true,
+    apiKeys: Object.freeze([...(m.apiKeys ?? [])]),
+    bodyLimitBytes: Math.round((m.bodyLimitMiB ?? 4) * 1024 * 1024),
+    ssePingMs: (m.ssePingSeconds ?? 15) * 1000,
     logLevel: m.logLevel ?? 'info',
   });
 }

@@ -4,6 +4,7 @@
 // the worker, and the coordinator re-plans with the workers still healthy.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import PQueue from 'p-queue';
 
 import { ErrorCode, HearthError, isHearthError, messageOf } from '../common/errors.js';
@@ -13,6 +14,7 @@ import { probeRpcServer } from '../native/rpc-probe.js';
 import type { RpcVersion } from '../native/rpc-protocol.js';
 import { hostMemory } from '../worker/host-memory.js';
 import type { CoordinatorConfig } from './config.js';
+import type { CoordinatorMetrics } from './metrics.js';
 import type { Discovery } from './discovery/discovery.js';
 import { EngineExitError, EngineProcess, type GenerateHandlers, type GenerateResult } from './engine/engine-process.js';
 import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.js';
@@ -75,6 +77,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Set while an engine loss is being diagnosed; requests that died with the engine await it. */
   #loss: Promise<string> | null = null;
   #stopped = false;
+  #metrics: CoordinatorMetrics | null = null;
 
   constructor(config: CoordinatorConfig, log: Logger, discoveries: Discovery[], clientVersion: RpcVersion) {
     super();
@@ -91,6 +94,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.registry.on('admitted', (w) => this.#onAdmitted(w));
     this.registry.on('lost', (w) => this.#onWorkerGone(w, `was lost: ${w.reason}`));
     this.registry.on('restarted', (w) => this.#onWorkerGone(w, 'restarted its rpc server'));
+  }
+
+  /** Counts requests and tokens into these metrics from now on. */
+  attachMetrics(metrics: CoordinatorMetrics): void {
+    this.#metrics = metrics;
   }
 
   get state(): CoordinatorState {
@@ -358,6 +366,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       throw new HearthError(ErrorCode.ResourceExhausted, `server busy: ${this.#queue.size} requests are waiting (limit ${this.config.maxWaiting}); retry later`);
     }
     const signal = options.signal;
+    const arrived = performance.now();
+    let firstAt = 0;
+    const handlers: GenerateHandlers = {
+      ...options.handlers,
+      onToken: (text, token) => {
+        if (firstAt === 0 && token >= 0) {
+          firstAt = performance.now();
+          this.#metrics?.timeToFirstToken.observe((firstAt - arrived) / 1000);
+        }
+        options.handlers?.onToken?.(text, token);
+      },
+    };
     const task = this.#queue.add(
       async () => {
         await this.#whenServing(signal);
@@ -367,8 +387,20 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         const onAbort = () => engine.cancel(id);
         signal?.addEventListener('abort', onAbort, { once: true });
         try {
-          return await engine.generate(id, prompt, params, options.handlers);
+          const result = await engine.generate(id, prompt, params, handlers);
+          const m = this.#metrics;
+          if (m) {
+            m.promptTokens.inc(result.usage.promptTokens);
+            m.generatedTokens.inc(result.usage.completionTokens);
+            m.requests.inc({ outcome: result.finishReason });
+            if (firstAt > 0 && result.usage.completionTokens > 1) {
+              const seconds = (performance.now() - firstAt) / 1000;
+              if (seconds > 0) m.tokensPerSecond.set((result.usage.completionTokens - 1) / seconds);
+            }
+          }
+          return result;
         } catch (e) {
+          this.#metrics?.requests.inc({ outcome: 'error' });
           if (e instanceof EngineExitError) {
             const what = (await this.#loss) ?? 'the engine was lost';
             throw new HearthError(ErrorCode.Unavailable, `generation failed: ${what}`, { cause: e });

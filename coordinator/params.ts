@@ -11,6 +11,8 @@ export interface RequestSettings {
   topP?: number | null | undefined;
   minP?: number | null | undefined;
   repeatPenalty?: number | null | undefined;
+  frequencyPenalty?: number | null | undefined;
+  presencePenalty?: number | null | undefined;
   seed?: number | null | undefined;
   greedy?: boolean | null | undefined;
   stop?: readonly string[] | null | undefined;
@@ -44,6 +46,8 @@ export function resolveParams(s: RequestSettings, defaults: { maxTokens: number;
     topP: inRange('top_p', s.topP, 0, 1, 0.95),
     minP: inRange('min_p', s.minP, 0, 1, 0.05),
     repeatPenalty: inRange('repeat_penalty', s.repeatPenalty, 0.01, 10, 1),
+    frequencyPenalty: inRange('frequency_penalty', s.frequencyPenalty, -2, 2, 0),
+    presencePenalty: inRange('presence_penalty', s.presencePenalty, -2, 2, 0),
     seed: inRange('seed', s.seed, 0, 0xffffffff, 0xffffffff, true),
     greedy: s.greedy === true || temperature === 0,
   };

@@ -10,6 +10,8 @@ import { Coordinator } from '../../coordinator/coordinator.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
+import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
+import { CoordinatorMetrics, type MetricsSource } from '../../coordinator/metrics.js';
 import { formatGiB } from '../../coordinator/planner/planner.js';
 import type { PlanResult } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
@@ -30,6 +32,7 @@ interface ClusterFlags {
   threads?: string;
   watchdogSeconds?: string;
   maxWaiting?: string;
+  apiKey?: string[];
   logLevel?: string;
 }
 
@@ -55,12 +58,27 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     threads: int(flags.threads, '--threads', 1, 1024),
     watchdogSeconds: int(flags.watchdogSeconds, '--watchdog-seconds', 1, 3600),
     maxWaiting: int(flags.maxWaiting, '--max-waiting', 0, 100_000),
+    apiKeys: flags.apiKey,
     logLevel: flags.logLevel as ClusterFileSettings['logLevel'],
   };
   return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings });
 }
 
-function discoveries(config: CoordinatorConfig): Discovery[] {
+export function metricsSource(c: Coordinator): MetricsSource {
+  return {
+    inFlight: () => c.inFlight,
+    waiting: () => c.waiting,
+    loadProgress: () => c.loadRecord.progress,
+    state: () => c.state,
+    workers: () => c.registry.all(),
+  };
+}
+
+export function httpOptions(config: CoordinatorConfig): HttpOptions {
+  return { apiKeys: config.apiKeys, bodyLimitBytes: config.bodyLimitBytes, pingMs: config.ssePingMs, headersAfterMs: 2000 };
+}
+
+export function discoveries(config: CoordinatorConfig): Discovery[] {
   const out: Discovery[] = [new StaticDiscovery(config.workers)];
   if (config.mdns) out.push(new MdnsDiscovery(logger('discovery')));
   return out;
@@ -102,22 +120,27 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--threads <n>', "CPU threads for the coordinator's own layers")
     .option('--watchdog-seconds <n>', 'kill the engine after this long without progress while work is pending (default 30)')
     .option('--max-waiting <n>', 'requests that may wait for a slot before new ones are refused (default 64)')
+    .option('--api-key <key...>', 'require this API key on the HTTP API (repeatable)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
     .action(async (flags: ClusterFlags, cmd: Command) => {
       const config = clusterConfig(flags, cmd);
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
       const sys = loadBinding().systemInfo();
       const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
+      const metrics = new CoordinatorMetrics(metricsSource(coordinator));
+      coordinator.attachMetrics(metrics);
       const grpcServer = new CoordinatorGrpcServer(coordinator, sys);
       const grpcPort = await grpcServer.listen(config.host, config.grpcPort);
-      log.info({ grpc: `${config.host}:${grpcPort}` }, 'gRPC API listening');
+      const http = new HttpApi(coordinator, metrics, httpOptions(config), log.child({ part: 'http' }));
+      const httpPort = await http.listen(config.host, config.httpPort);
+      log.info({ grpc: `${config.host}:${grpcPort}`, http: `http://${config.host}:${httpPort}/v1`, auth: config.apiKeys.length > 0 }, 'APIs listening');
       let signals = 0;
       const onSignal = (signal: NodeJS.Signals) => {
         if (++signals > 1) process.exit(130);
         log.info({ signal }, 'draining and stopping');
         void (async () => {
           await coordinator.stop();
-          await grpcServer.close();
+          await Promise.all([grpcServer.close(), http.close()]);
           process.exit(0);
         })().catch((e: unknown) => {
           log.error({ err: messageOf(e) }, 'stop failed');

@@ -1,119 +1,202 @@
-// `hearth demo`: a local cluster on a generated model, answering a real query. Two ggml-rpc-server
-// workers on 127.0.0.1 (listed statically, nothing goes onto the network), the tiny test model split
-// across them, one chat request streamed to the terminal, and the plan that served it.
-import type { Command } from 'commander';
+// `hearth demo`: a whole cluster on this machine. Two `hearth worker` processes on 127.0.0.1 (listed
+// statically; nothing goes onto the network), a coordinator in this process with its HTTP and gRPC
+// APIs, the tiny test model split across the workers, one chat request streamed through the HTTP API,
+// and the plan that served it. Then it keeps serving until Ctrl-C.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { extname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
 
-import { Batch, connectRpcServers, LlamaModel } from '../../native/llama.js';
-import { readModelFacts } from '../../models/gguf-info.js';
-import { createTestModel } from '../../models/test-models.js';
-import { RpcServerProcess } from '../../worker/rpc-server-process.js';
-import { formatBytes, table } from '../format.js';
-import { parseInteger } from '../options.js';
+import { messageOf } from '../../common/errors.js';
+import { configureLogger } from '../../common/logger.js';
 import { freePortOn } from '../../common/ports.js';
+import { compileCoordinatorConfig } from '../../coordinator/config.js';
+import { Coordinator } from '../../coordinator/coordinator.js';
+import { StaticDiscovery } from '../../coordinator/discovery/discovery.js';
+import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
+import { HttpApi } from '../../coordinator/http/server.js';
+import { CoordinatorMetrics } from '../../coordinator/metrics.js';
+import { loadBinding } from '../../native/binding.js';
+import { rpcProtocolVersion } from '../../native/llama.js';
+import { createTestModel } from '../../models/test-models.js';
+import { WorkerClient } from '../../worker/client.js';
+import { parseInteger } from '../options.js';
+import { httpOptions, metricsSource, printPlan } from './coordinator.js';
 
 const DEFAULT_QUESTION = 'What is a hearth, and why do people gather around it?';
+const CLI_ENTRY = fileURLToPath(new URL(`../main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
-/** Integer layer counts, as even as possible, earlier devices taking the remainder. */
-function evenSplit(slots: number, devices: number): number[] {
-  return Array.from({ length: devices }, (_, i) => Math.floor(slots / devices) + (i < slots % devices ? 1 : 0));
+interface DemoWorker {
+  child: ChildProcess;
+  control: string;
+  exited: Promise<void>;
+}
+
+async function startWorker(index: number, threads: number, dir: string): Promise<DemoWorker> {
+  const rpcPort = await freePortOn('127.0.0.1');
+  const controlPort = await freePortOn('127.0.0.1');
+  const args = ['worker', '--name', `demo-worker-${index}`, '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort),
+    '--threads', String(threads), '--no-mdns', '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, `cache-${index}`), '--log-level', 'warn'];
+  const child = spawn(process.execPath, [...process.execArgv, CLI_ENTRY, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const control = `127.0.0.1:${controlPort}`;
+  const client = new WorkerClient(control);
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`worker ${index} exited with code ${child.exitCode}`);
+      const ready = await client.health({ timeoutMs: 1000 }).then((h) => h.ready, () => false);
+      if (ready) break;
+      if (Date.now() > deadline) throw new Error(`worker ${index} did not become ready`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    client.close();
+  }
+  return { child, control, exited };
+}
+
+/** Streams one chat completion over the HTTP API, printing the text as it arrives. */
+async function ask(base: string, question: string, maxTokens: number): Promise<{ tokens: number; seconds: number }> {
+  const started = Date.now();
+  const r = await fetch(`${base}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'user', content: question }], max_tokens: maxTokens, temperature: 0.7, seed: 42, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (!r.ok || !r.body) throw new Error(`the HTTP API answered ${r.status}: ${await r.text()}`);
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let tokens = 0;
+  for await (const part of r.body) {
+    buffer += decoder.decode(part as Uint8Array, { stream: true });
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
+      const chunk = JSON.parse(event.slice(6)) as { error?: { message: string }; usage?: { completion_tokens: number }; choices: { delta: { content?: string } }[] };
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.usage) tokens = chunk.usage.completion_tokens;
+      process.stdout.write(chunk.choices[0]?.delta.content ?? '');
+    }
+  }
+  return { tokens, seconds: (Date.now() - started) / 1000 };
+}
+
+async function pickPort(preferred: number): Promise<number> {
+  const { createServer } = await import('node:net');
+  const free = await new Promise<boolean>((r) => {
+    const s = createServer();
+    s.once('error', () => r(false));
+    s.listen(preferred, '127.0.0.1', () => s.close(() => r(true)));
+  });
+  return free ? preferred : freePortOn('127.0.0.1');
 }
 
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description('start two local workers, split a generated model across them, and answer a question')
+    .description('start two local workers and a coordinator, split a generated model across them, and answer a question')
     .option('--model <file>', 'GGUF to serve (default: the tiny test model, created if missing)')
     .option('--prompt <text>', 'the question to ask', DEFAULT_QUESTION)
     .option('--max-tokens <n>', 'tokens to generate', '48')
     .option('--threads <n>', 'threads per worker', '1')
-    .action(async (opts: { model?: string; prompt: string; maxTokens: string; threads: string }) => {
-      const maxTokens = parseInteger(opts.maxTokens, '--max-tokens', { min: 1, max: 4096 });
+    .option('--http-port <port>', 'HTTP API port (another free one if taken)', '8080')
+    .option('--once', 'stop after answering instead of serving until Ctrl-C')
+    .action(async (opts: { model?: string; prompt: string; maxTokens: string; threads: string; httpPort: string; once?: boolean }) => {
+      const maxTokens = parseInteger(opts.maxTokens, '--max-tokens', { min: 1, max: 1024 });
       const threads = parseInteger(opts.threads, '--threads', { min: 1, max: 256 });
-      const err = (s: string) => process.stderr.write(s);
-
+      const say = (s: string) => process.stderr.write(s);
+      const dir = join(homedir(), '.cache', 'hearth', 'demo');
       const modelPath = opts.model ? resolve(opts.model) : join(homedir(), '.cache', 'hearth', 'models', 'tiny-f16-seed1.gguf');
       if (!opts.model && !existsSync(modelPath)) {
-        err(`creating the tiny test model at ${modelPath} ...\n`);
+        say(`creating the tiny test model at ${modelPath} ...\n`);
         await createTestModel({ out: modelPath, preset: 'tiny', quant: 'f16', seed: 1 });
       }
-      const facts = await readModelFacts(modelPath);
 
-      const servers: RpcServerProcess[] = [];
-      let model: LlamaModel | null = null;
-      const stopAll = async () => {
-        model?.dispose();
-        model = null;
-        await Promise.all(servers.map((s) => s.stop()));
-      };
+      const workers: DemoWorker[] = [];
+      let coordinator: Coordinator | null = null;
+      let servers: { close(): Promise<void> }[] = [];
+      let stopping: Promise<void> | null = null;
+      const stopAll = () =>
+        (stopping ??= (async () => {
+          await coordinator?.stop(2000);
+          await Promise.all(servers.map((s) => s.close()));
+          for (const w of workers) w.child.kill('SIGTERM');
+          await Promise.all(workers.map((w) => w.exited));
+        })());
       const onSignal = () => {
-        void stopAll().then(() => process.exit(130));
+        say('\nstopping the demo cluster ...\n');
+        void stopAll().then(() => process.exit(0));
       };
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        for (let i = 0; i < 2; i++) {
-          const port = await freePortOn('127.0.0.1');
-          servers.push(await RpcServerProcess.start({ host: '127.0.0.1', port, threads, cacheDir: null, devices: null }));
-          err(`worker ${i + 1}: ggml-rpc-server on ${servers[i]!.endpoint}\n`);
+        for (let i = 1; i <= 2; i++) {
+          workers.push(await startWorker(i, threads, dir));
+          say(`worker ${i} ready (control ${workers[i - 1]!.control})\n`);
         }
-        const devices = await connectRpcServers(servers.map((s) => s.endpoint));
-        const split = evenSplit(facts.layerCount + 1, devices.length);
-        let shown = -1;
-        model = await LlamaModel.load(modelPath, {
-          devices: devices.map((d) => d.name),
-          tensorSplit: split,
-          nGpuLayers: -1,
-          onProgress: (p) => {
-            const pct = Math.floor(p * 100);
-            if (pct >= shown + 10 || p === 1) {
-              shown = pct;
-              err(`\rloading ${facts.name ?? modelPath}: ${String(pct).padStart(3)}%`);
-            }
-          },
+        const httpPort = await pickPort(parseInteger(opts.httpPort, '--http-port', { min: 1, max: 65535 }));
+        const config = compileCoordinatorConfig({
+          file: null,
+          flags: { model: modelPath, workers: workers.map((w) => w.control), mdns: false, localDevice: false, host: '127.0.0.1', grpcPort: 0, httpPort, ctxSize: 1024, parallel: 2, threads },
         });
-        err('\n');
-        const ctx = await model.createContext({ nCtx: 1024, nSeqMax: 1, nThreads: threads });
-        const sampler = model.createSampler({ temperature: 0.7, topK: 40, topP: 0.95, minP: 0.05, seed: 42, greedy: false });
+        const log = configureLogger({ level: 'warn', name: 'hearth-demo' }).child({ component: 'coordinator' });
+        coordinator = new Coordinator(config, log, [new StaticDiscovery(config.workers)], rpcProtocolVersion());
+        const metrics = new CoordinatorMetrics(metricsSource(coordinator));
+        coordinator.attachMetrics(metrics);
+        const grpcServer = new CoordinatorGrpcServer(coordinator, loadBinding().systemInfo());
+        const http = new HttpApi(coordinator, metrics, httpOptions(config), log);
+        servers = [grpcServer, http];
+        const grpcPort = await grpcServer.listen(config.host, config.grpcPort);
+        const boundHttp = await http.listen(config.host, config.httpPort);
+        const c = coordinator;
+        let shown = -1;
+        const progress = setInterval(() => {
+          const pct = Math.round(c.loadRecord.progress * 100);
+          if (c.state === 'loading' && pct !== shown) {
+            shown = pct;
+            say(`\rloading ${c.model?.name ?? 'model'} across the workers: ${String(pct).padStart(3)}%`);
+          }
+        }, 100);
         try {
-          const prompt = model.applyChatTemplate([{ role: 'user', content: opts.prompt }]);
-          const tokens = model.tokenize(prompt, { addSpecial: true, parseSpecial: true });
-          process.stdout.write(`\n> ${opts.prompt}\n\n`);
-          const decoder = new TextDecoder('utf-8');
-          let batch = new Batch();
-          batch.sample(batch.addSequence(tokens, 0, 0, true), sampler);
-          let generated = 0;
-          const started = Date.now();
-          for (; generated < maxTokens; generated++) {
-            const tok = (await ctx.decode(batch))[0]!;
-            if (model.isEndOfGeneration(tok)) break;
-            process.stdout.write(decoder.decode(model.tokenToPiece(tok), { stream: true }));
-            batch = new Batch();
-            batch.sample(batch.add(tok, tokens.length + generated, 0, true), sampler);
-          }
-          process.stdout.write(decoder.decode() + '\n\n');
-          const seconds = (Date.now() - started) / 1000;
-          err(`(${generated} tokens in ${seconds.toFixed(2)} s; the model has random weights, so the words are gibberish, but every one was computed across both workers)\n\n`);
-
-          const layers = model.layersByDevice();
-          const memory = ctx.memoryBreakdown();
-          const rows = [['device', 'endpoint', 'layers', 'weights', 'kv cache']];
-          for (const d of devices) {
-            const m = memory.find((e) => e.device === d.name);
-            rows.push([d.name, d.endpoint, String(layers.get(d.name) ?? 0), formatBytes(m?.modelBytes ?? 0), formatBytes(m?.contextBytes ?? 0)]);
-          }
-          rows.push(['host', '(this process)', '-', formatBytes(facts.inputBytes), '-']);
-          process.stdout.write(`plan for ${facts.name ?? modelPath} (${facts.layerCount} blocks + output head):\n${table(rows)}\n`);
+          await coordinator.start();
         } finally {
-          sampler.dispose();
-          ctx.dispose();
+          clearInterval(progress);
         }
+        if (coordinator.state !== 'serving') throw new Error(`the cluster is not serving: ${coordinator.reason}`);
+        say(`\rloaded ${coordinator.model?.name} in ${coordinator.loadRecord.seconds.toFixed(2)} s              \n`);
+
+        const base = `http://127.0.0.1:${boundHttp}`;
+        process.stdout.write(`\n> ${opts.prompt}\n\n`);
+        const answer = await ask(base, opts.prompt, maxTokens);
+        process.stdout.write('\n\n');
+        say(`(${answer.tokens} tokens in ${answer.seconds.toFixed(2)} s through the HTTP API; the model's weights are random, so the words are gibberish, but every one was computed across both workers)\n\n`);
+        const plan = coordinator.currentPlan;
+        if (plan) {
+          process.stdout.write(`plan (${coordinator.model?.layerCount} blocks + output head):\n`);
+          printPlan(plan);
+        }
+        if (opts.once) return;
+        process.stdout.write(
+          `\nhearth is serving an OpenAI-compatible API at ${base}/v1 (gRPC at 127.0.0.1:${grpcPort}). Try:\n` +
+            `  curl ${base}/v1/chat/completions -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hello"}],"max_tokens":16}'\n` +
+            `  npx hearth status --coordinator 127.0.0.1:${grpcPort}\n` +
+            'Press Ctrl-C to stop everything.\n',
+        );
+        await new Promise(() => undefined); // until a signal
+      } catch (e) {
+        say(`\ndemo failed: ${messageOf(e)}\n`);
+        process.exitCode = 1;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await stopAll();
+        if (opts.once || process.exitCode) {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+          await stopAll();
+        }
       }
     });
 }

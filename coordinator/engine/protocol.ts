@@ -7,6 +7,8 @@ export interface SamplingSettings {
   topP: number;
   minP: number;
   repeatPenalty: number;
+  frequencyPenalty: number;
+  presencePenalty: number;
   seed: number;
   greedy: boolean;
 }

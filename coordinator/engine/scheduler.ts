@@ -134,7 +134,8 @@ export class Scheduler {
       let sampler: Sampler;
       try {
         sampler = this.#model.createSampler(w.params.sampling);
-        if (w.params.sampling.repeatPenalty !== 1) sampler.accept(w.prompt.slice(-64));
+        const { repeatPenalty, frequencyPenalty, presencePenalty } = w.params.sampling;
+        if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(w.prompt.slice(-64));
       } catch (e) {
         this.#freeSeqs.push(seq);
         this.#fail(w.id, e);

@@ -8,6 +8,8 @@ import { runCli, waitFor } from './worker.js';
 export interface CoordinatorHandle {
   process: ChildProcess;
   address: string;
+  /** http://127.0.0.1:PORT */
+  http: string;
   client: CoordinatorClient;
   logs: () => string;
   exited: Promise<number | null>;
@@ -18,7 +20,8 @@ export interface CoordinatorHandle {
 
 export async function startCoordinator(model: string, workers: string[], extra: string[] = [], options: { waitServing?: boolean } = {}): Promise<CoordinatorHandle> {
   const port = await freePort();
-  const args = ['coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
+  const httpPort = await freePort();
+  const args = ['coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--http-port', String(httpPort), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
     ...workers.flatMap((w) => ['--worker', w]), ...extra];
   const child = runCli(args);
   let out = '';
@@ -30,6 +33,7 @@ export async function startCoordinator(model: string, workers: string[], extra: 
   const handle: CoordinatorHandle = {
     process: child,
     address,
+    http: `http://127.0.0.1:${httpPort}`,
     client,
     logs: () => out,
     exited,

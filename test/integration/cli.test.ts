@@ -41,6 +41,22 @@ describe('hearth CLI', () => {
     assert.match(unknown.stderr, /unknown command/);
   });
 
+  test('demo --once answers a question through a two-worker cluster and leaves nothing running', async () => {
+    const { freePort } = await import('../helpers/rpc-server.js');
+    const port = await freePort();
+    const r = spawnSync(process.execPath, ['--import', 'tsx', cli, 'demo', '--once', '--http-port', String(port), '--max-tokens', '12'], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /worker 1 ready/);
+    assert.match(r.stderr, /worker 2 ready/);
+    assert.match(r.stderr, /loaded hearth-test-tiny-f16-seed1/);
+    assert.match(r.stderr, /12 tokens in [\d.]+ s through the HTTP API/);
+    assert.match(r.stdout, /> What is a hearth/);
+    assert.match(r.stdout, /demo-worker-1\s+127\.0\.0\.1:\d+/);
+    assert.match(r.stdout, /demo-worker-2\s+127\.0\.0\.1:\d+/);
+    const left = spawnSync('pgrep', ['-f', 'demo-worker-'], { encoding: 'utf8' });
+    assert.equal(left.stdout.trim(), '', 'no demo worker left running');
+  });
+
   test('info names the llama.cpp release and RPC protocol', () => {
     const r = hearth('info');
     assert.equal(r.status, 0, r.stderr);

@@ -1,0 +1,207 @@
+// The OpenAI-compatible HTTP API, /health and /metrics, on the coordinator's HTTP port.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { basename } from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+
+import { ErrorCode, HearthError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { Coordinator, GenerationRequest } from '../coordinator.js';
+import type { CoordinatorMetrics } from '../metrics.js';
+import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
+import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
+
+export interface HttpOptions {
+  /** Accepted API keys; empty: no authentication. */
+  apiKeys: readonly string[];
+  bodyLimitBytes: number;
+  /** SSE comment pings while a stream waits (prompt processing, a busy queue). */
+  pingMs: number;
+  /** Headers of a stream go out when its request starts, or after this long, whichever is first. */
+  headersAfterMs: number;
+}
+
+type Kind = 'chat' | 'completion';
+
+function keyMatches(given: string, keys: readonly string[]): boolean {
+  const g = Buffer.from(given);
+  return keys.some((k) => {
+    const kb = Buffer.from(k);
+    return kb.length === g.length && timingSafeEqual(kb, g);
+  });
+}
+
+export class HttpApi {
+  readonly app: FastifyInstance;
+  readonly #coordinator: Coordinator;
+  readonly #options: HttpOptions;
+  readonly #created = Math.floor(Date.now() / 1000);
+
+  constructor(coordinator: Coordinator, metrics: CoordinatorMetrics, options: HttpOptions, log: Logger) {
+    this.#coordinator = coordinator;
+    this.#options = options;
+    // Fastify's own per-request logging is off; failures are logged by the error handler below.
+    this.app = Fastify({ bodyLimit: options.bodyLimitBytes, logger: false });
+    // Bodies are parsed here, whatever their content type, so that every malformed body gets the
+    // same OpenAI-shaped 400.
+    this.app.removeAllContentTypeParsers();
+    this.app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+    this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+      if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
+        return reply.code(413).send(errorBody(`request body is larger than the limit of ${options.bodyLimitBytes} bytes`, 'invalid_request_error'));
+      }
+      if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+        return reply.code(err.statusCode).send(errorBody(err.message, 'invalid_request_error'));
+      }
+      const { status, body } = toOpenAiError(err);
+      if (status >= 500) log.error({ status, err: body.error.message }, 'HTTP request failed');
+      return reply.code(status).send(body);
+    });
+    this.app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody(`no route ${req.method} ${req.url}`, 'not_found_error')));
+
+    this.app.get('/health', (_req, reply) => this.#health(reply));
+    this.app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+    this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: [this.#modelCard()] }));
+    this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));
+    this.app.post('/v1/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('completion', req, reply));
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    try {
+      await this.app.listen({ host, port });
+    } catch (e) {
+      throw new HearthError(ErrorCode.FailedPrecondition, `cannot listen for HTTP on ${host}:${port}: ${(e as Error).message} (choose another with --http-port)`);
+    }
+    const addr = this.app.server.address();
+    return typeof addr === 'object' && addr ? addr.port : port;
+  }
+
+  async close(): Promise<void> {
+    await this.app.close();
+  }
+
+  get modelId(): string {
+    const c = this.#coordinator;
+    return c.model?.name ?? (c.config.model ? basename(c.config.model, '.gguf') : 'hearth');
+  }
+
+  #modelCard() {
+    return { id: this.modelId, object: 'model', created: this.#created, owned_by: 'hearth' };
+  }
+
+  #auth = async (req: FastifyRequest, reply: FastifyReply) => {
+    const keys = this.#options.apiKeys;
+    if (keys.length === 0) return;
+    const header = req.headers.authorization;
+    const bearer = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : null;
+    const given = bearer ?? (typeof req.headers['x-api-key'] === 'string' ? req.headers['x-api-key'] : null);
+    if (given === null) {
+      return reply.code(401).send(errorBody('missing API key: send it as "Authorization: Bearer <key>"', 'authentication_error', 'invalid_api_key'));
+    }
+    if (!keyMatches(given, keys)) return reply.code(401).send(errorBody('invalid API key', 'authentication_error', 'invalid_api_key'));
+  };
+
+  #health(reply: FastifyReply) {
+    const c = this.#coordinator;
+    if (c.state === 'serving') return reply.send({ status: 'ok', model: this.modelId });
+    const message = c.state === 'loading' ? `Loading model (${Math.round(c.loadRecord.progress * 100)}%)` : `${c.state}: ${c.reason || 'not serving'}`;
+    return reply.code(503).send({ error: { code: 503, message, type: 'unavailable_error' } });
+  }
+
+  async #generate(kind: Kind, req: FastifyRequest, reply: FastifyReply) {
+    let body: unknown;
+    try {
+      body = typeof req.body === 'string' && req.body.length > 0 ? JSON.parse(req.body) : undefined;
+    } catch (e) {
+      return reply.code(400).send(errorBody(`the request body is not valid JSON: ${(e as Error).message}`, 'invalid_request_error'));
+    }
+    const parsed = kind === 'chat' ? chatRequest(body) : completionRequest(body);
+    const abort = new AbortController();
+    // A client that disconnects cancels its generation and frees its slot.
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+    if (parsed.stream.stream) return this.#stream(kind, parsed.request, parsed.stream, reply, abort);
+    const result = await this.#coordinator.generate(parsed.request, { signal: abort.signal });
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+    const created = Math.floor(Date.now() / 1000);
+    const finish = result.finishReason === 'length' ? 'length' : 'stop';
+    if (kind === 'chat') {
+      return {
+        id,
+        object: 'chat.completion',
+        created,
+        model: this.modelId,
+        choices: [{ index: 0, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finish }],
+        usage: usage(result.usage),
+      };
+    }
+    return { id, object: 'text_completion', created, model: this.modelId, choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: finish }], usage: usage(result.usage) };
+  }
+
+  /**
+   * Server-sent events in OpenAI's shape. Headers wait until the request starts (so a refused request
+   * still gets its proper status), or until `headersAfterMs`; after that, a failure is an error chunk
+   * followed by [DONE], since the status is already sent.
+   */
+  async #stream(kind: Kind, request: GenerationRequest, so: StreamOptions, reply: FastifyReply, abort: AbortController) {
+    reply.hijack();
+    const res = reply.raw;
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.modelId;
+    let opened = false;
+    const write = (data: unknown) => {
+      if (!res.destroyed) res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+    };
+    const chunk = (delta: { role?: string; content?: string }, finish: string | null) =>
+      kind === 'chat'
+        ? { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] }
+        : { id, object: 'text_completion', created, model, choices: [{ index: 0, text: delta.content ?? '', logprobs: null, finish_reason: finish }] };
+    const open = () => {
+      if (opened || res.destroyed) return;
+      opened = true;
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      if (kind === 'chat') write(chunk({ role: 'assistant', content: '' }, null));
+    };
+    const headersTimer = setTimeout(open, this.#options.headersAfterMs);
+    const ping = setInterval(() => {
+      if (opened && !res.destroyed) res.write(': ping\n\n');
+    }, this.#options.pingMs);
+    try {
+      const result = await this.#coordinator.generate(request, {
+        signal: abort.signal,
+        handlers: {
+          onStarted: open,
+          onToken: (text) => {
+            open();
+            if (text) write(chunk({ content: text }, null));
+          },
+        },
+      });
+      open();
+      write(chunk({}, result.finishReason === 'length' ? 'length' : 'stop'));
+      if (so.includeUsage) write({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(result.usage) });
+      write('[DONE]');
+      res.end();
+    } catch (e) {
+      if (abort.signal.aborted || res.destroyed) return;
+      const { status, body } = toOpenAiError(e);
+      if (!opened) {
+        opened = true;
+        res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
+        res.end(JSON.stringify(body));
+        return;
+      }
+      write(body);
+      write('[DONE]');
+      res.end();
+    } finally {
+      clearTimeout(headersTimer);
+      clearInterval(ping);
+    }
+  }
+}
+
+function errorBody(message: string, type: string, code: string | null = null): OpenAiErrorBody {
+  return { error: { message, type, param: null, code } };
+}

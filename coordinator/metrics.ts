@@ -1,0 +1,68 @@
+// Prometheus metrics for the coordinator, named after llama-server's where they mean the same thing,
+// under the hearth_ prefix. Request counters move in the coordinator core, so gRPC and HTTP both count.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+import type { WorkerRecord } from './registry.js';
+
+export interface MetricsSource {
+  inFlight(): number;
+  waiting(): number;
+  loadProgress(): number;
+  state(): string;
+  workers(): WorkerRecord[];
+}
+
+const STATES = ['starting', 'planning', 'loading', 'serving', 'draining', 'degraded', 'stopping'];
+
+export class CoordinatorMetrics {
+  readonly registry = new Registry();
+  readonly promptTokens = new Counter({ name: 'hearth_prompt_tokens_total', help: 'Prompt tokens processed', registers: [this.registry] });
+  readonly generatedTokens = new Counter({ name: 'hearth_generated_tokens_total', help: 'Tokens generated', registers: [this.registry] });
+  readonly requests = new Counter({
+    name: 'hearth_requests_total',
+    help: 'Finished generation requests by outcome (stop, length, cancelled, error)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly timeToFirstToken = new Histogram({
+    name: 'hearth_time_to_first_token_seconds',
+    help: 'From admission of a request to its first generated token',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly tokensPerSecond = new Gauge({
+    name: 'hearth_generation_tokens_per_second',
+    help: 'Decode speed of the last finished request (tokens after the first, per second)',
+    registers: [this.registry],
+  });
+
+  constructor(source: MetricsSource) {
+    const reg = [this.registry];
+    new Gauge({ name: 'hearth_requests_in_flight', help: 'Requests holding a slot', registers: reg, collect() { this.set(source.inFlight()); } });
+    new Gauge({ name: 'hearth_requests_waiting', help: 'Requests waiting for a slot', registers: reg, collect() { this.set(source.waiting()); } });
+    new Gauge({ name: 'hearth_model_load_progress', help: 'Progress of the current or last model load, 0..1', registers: reg, collect() { this.set(source.loadProgress()); } });
+    new Gauge({
+      name: 'hearth_state',
+      help: 'The coordinator state (1 for the current one)',
+      labelNames: ['state'] as const,
+      registers: reg,
+      collect() {
+        for (const s of STATES) this.set({ state: s }, s === source.state() ? 1 : 0);
+      },
+    });
+    const workerGauge = (name: string, help: string, value: (w: WorkerRecord) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['worker', 'endpoint'] as const,
+        registers: reg,
+        collect() {
+          this.reset();
+          for (const w of source.workers()) this.set({ worker: w.name, endpoint: w.control }, value(w));
+        },
+      });
+    workerGauge('hearth_worker_up', 'Whether the worker is admitted and answering (1) or not (0)', (w) => (w.state === 'admitted' ? 1 : 0));
+    workerGauge('hearth_worker_free_bytes', "Free memory the worker's devices report", (w) => (w.info?.devices ?? []).reduce((s, d) => s + Number(d.free_bytes), 0));
+    workerGauge('hearth_worker_total_bytes', "Total memory of the worker's devices", (w) => (w.info?.devices ?? []).reduce((s, d) => s + Number(d.total_bytes), 0));
+  }
+}
