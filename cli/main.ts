@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { isHearthError, messageOf } from '../common/errors.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
+import { registerBenchCommand } from './commands/bench.js';
 import { registerCoordinatorCommands } from './commands/coordinator.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
@@ -35,6 +36,7 @@ registerModelCommands(program);
 registerDemoCommand(program);
 registerWorkerCommand(program);
 registerCoordinatorCommands(program);
+registerBenchCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -57,3 +57,27 @@ export function clientConstructor(name: string): grpc.ServiceClientConstructor {
 export function deadline(ms: number): Date {
   return new Date(Date.now() + ms);
 }
+
+/** Lets calls in flight finish for up to `graceMs`, then cuts the rest. */
+export async function closeGrpcServer(server: grpc.Server, graceMs = 2000): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Binds an insecure server; `describe` turns a bind failure into the message the user sees. */
+export function bindGrpcServer(server: grpc.Server, host: string, port: number, describe: (err: Error) => string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+      if (err) reject(new HearthError(ErrorCode.FailedPrecondition, describe(err)));
+      else resolve(bound);
+    });
+  });
+}

@@ -7,7 +7,7 @@ import type { WirePlan, WireWorkerSummary } from './views.js';
 
 export interface GenerateOptions {
   maxTokens?: number;
-  sampling?: { temperature?: number; top_k?: number; top_p?: number; min_p?: number; repeat_penalty?: number; seed?: number; greedy?: boolean };
+  sampling?: { temperature?: number; top_k?: number; top_p?: number; min_p?: number; repeat_penalty?: number; seed?: number; greedy?: boolean; ignore_eos?: boolean };
   stop?: string[];
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -26,7 +26,7 @@ export interface WireStatus {
   reason: string;
   model: string;
   model_name: string;
-  load: { progress: number; seconds: number; bytes_sent: Record<string, string>; loads: number };
+  load: { progress: number; seconds: number; bytes_sent: Record<string, string>; loads: number; connect_seconds: number; weights_seconds: number; context_seconds: number };
   in_flight: number;
   waiting: number;
   parallel: number;
@@ -63,8 +63,8 @@ export class CoordinatorClient {
     return this.#unary('GetPlan', timeoutMs);
   }
 
-  replan(timeoutMs = 120_000): Promise<WirePlan> {
-    return this.#unary('Replan', timeoutMs);
+  replan(options: { forceReload?: boolean; timeoutMs?: number } = {}): Promise<WirePlan> {
+    return this.#unary('Replan', options.timeoutMs ?? 300_000, { force_reload: options.forceReload === true });
   }
 
   getStatus(timeoutMs = 3000): Promise<WireStatus> {
@@ -75,10 +75,10 @@ export class CoordinatorClient {
     this.#client.close();
   }
 
-  #unary<T>(method: string, timeoutMs: number): Promise<T> {
+  #unary<T>(method: string, timeoutMs: number, request: object = {}): Promise<T> {
     const fn = (this.#client as unknown as Record<string, (req: object, o: grpc.CallOptions, cb: Callback<T>) => void>)[method]!.bind(this.#client);
     return new Promise<T>((resolve, reject) => {
-      fn({}, { deadline: deadline(timeoutMs) }, (err, res) => (err ? reject(fromGrpcError(err, `${method} on ${this.address}`)) : resolve(res as T)));
+      fn(request, { deadline: deadline(timeoutMs) }, (err, res) => (err ? reject(fromGrpcError(err, `${method} on ${this.address}`)) : resolve(res as T)));
     });
   }
 

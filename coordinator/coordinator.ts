@@ -37,6 +37,7 @@ export interface GenerationRequest {
 export interface LoadRecord {
   progress: number;
   seconds: number;
+  phases: LoadedInfo['phases'] | null;
   bytesSent: Record<string, number> | null;
   loads: number;
 }
@@ -68,9 +69,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #plan: PlanResult | null = null;
   #engine: EngineProcess | null = null;
   #loaded: LoadedInfo | null = null;
-  #load: LoadRecord = { progress: 0, seconds: 0, bytesSent: null, loads: 0 };
+  #load: LoadRecord = { progress: 0, seconds: 0, phases: null, bytesSent: null, loads: 0 };
   #replanning: Promise<void> | null = null;
   #replanAgain = false;
+  #forceReload = false;
   #servingWaiters: (() => void)[] = [];
   /** Each planned worker's rpc server pid when the engine connected: a different pid later means it restarted. */
   #pidsAtLoad = new Map<string, number>();
@@ -164,7 +166,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   }
 
   /** Plans with the admitted workers and, when the plan changed or no engine runs, reloads. */
-  replan(why: string): Promise<void> {
+  replan(why: string, options: { force?: boolean } = {}): Promise<void> {
+    if (options.force) this.#forceReload = true;
     if (this.#replanning) {
       this.#replanAgain = true;
       return this.#replanning;
@@ -173,7 +176,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       try {
         do {
           this.#replanAgain = false;
-          await this.#replanOnce(why);
+          const force = this.#forceReload;
+          this.#forceReload = false;
+          await this.#replanOnce(why, force);
         } while (this.#replanAgain && !this.#stopped);
       } finally {
         this.#replanning = null;
@@ -202,7 +207,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     });
   }
 
-  async #replanOnce(why: string): Promise<void> {
+  async #replanOnce(why: string, force: boolean): Promise<void> {
     if (this.#stopped) return;
     this.#setState('planning', why);
     const next = this.computePlan();
@@ -218,7 +223,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       return;
     }
     const current = this.#plan?.fits ? this.#plan : null;
-    if (this.#engine?.alive && current && samePlacement(current, next)) {
+    if (!force && this.#engine?.alive && current && samePlacement(current, next)) {
       this.#plan = next;
       this.#setState('serving', '');
       return;
@@ -272,9 +277,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     try {
       const info = await engine.load(spec);
       this.#loaded = info;
-      this.#load = { progress: 1, seconds: info.loadSeconds, bytesSent: info.bytesSent, loads: this.#load.loads + 1 };
+      this.#load = { progress: 1, seconds: info.loadSeconds, phases: info.phases, bytesSent: info.bytesSent, loads: this.#load.loads + 1 };
       this.#log.info(
-        { seconds: Number(info.loadSeconds.toFixed(2)), bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`) },
+        { seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`) },
         'model loaded; serving',
       );
       this.#setState('serving', '');

@@ -1,6 +1,5 @@
 // hearth.v1.CoordinatorService over gRPC.
-import { ErrorCode, HearthError } from '../common/errors.js';
-import { grpc, serviceDefinition } from '../common/grpc.js';
+import { bindGrpcServer, closeGrpcServer, grpc, serviceDefinition } from '../common/grpc.js';
 import type { SystemInfo } from '../native/binding.js';
 import type { Coordinator, GenerationRequest } from './coordinator.js';
 import type { RequestSettings } from './params.js';
@@ -15,6 +14,7 @@ interface WireSampling {
   repeat_penalty?: number;
   seed?: number;
   greedy?: boolean;
+  ignore_eos?: boolean;
 }
 
 interface WireGenerate {
@@ -36,6 +36,7 @@ function settings(r: WireGenerate): RequestSettings {
     repeatPenalty: s.repeat_penalty,
     seed: s.seed,
     greedy: s.greedy,
+    ignoreEos: s.ignore_eos,
     stop: r.stop ?? [],
   };
 }
@@ -66,10 +67,14 @@ export class CoordinatorGrpcServer {
       Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
       ListWorkers: unary(() => ({ workers: this.#coordinator.registry.all().map(workerView) })),
       GetPlan: unary(() => this.#planView()),
-      Replan: unary(async () => {
-        await this.#coordinator.replan('requested over gRPC');
-        return this.#planView();
-      }),
+      Replan: async (call: grpc.ServerUnaryCall<{ force_reload?: boolean }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        try {
+          await this.#coordinator.replan('requested over gRPC', { force: call.request.force_reload === true });
+          callback(null, this.#planView());
+        } catch (e) {
+          callback(toGrpcError(e));
+        }
+      },
       GetStatus: unary(() => this.#status()),
     });
   }
@@ -109,7 +114,15 @@ export class CoordinatorGrpcServer {
       reason: c.reason,
       model: c.config.model ?? '',
       model_name: c.model?.name ?? '',
-      load: { progress: load.progress, seconds: load.seconds, bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])), loads: load.loads },
+      load: {
+        progress: load.progress,
+        seconds: load.seconds,
+        bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])),
+        loads: load.loads,
+        connect_seconds: load.phases?.connectSeconds ?? 0,
+        weights_seconds: load.phases?.weightsSeconds ?? 0,
+        context_seconds: load.phases?.contextSeconds ?? 0,
+      },
       in_flight: c.inFlight,
       waiting: c.waiting,
       parallel: c.config.parallel,
@@ -125,25 +138,11 @@ export class CoordinatorGrpcServer {
     };
   }
 
-  async listen(host: string, port: number): Promise<number> {
-    return new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) reject(new HearthError(ErrorCode.FailedPrecondition, `cannot listen for gRPC on ${host}:${port}: ${err.message} (choose another with --grpc-port)`));
-        else resolve(bound);
-      });
-    });
+  listen(host: string, port: number): Promise<number> {
+    return bindGrpcServer(this.#server, host, port, (err) => `cannot listen for gRPC on ${host}:${port}: ${err.message} (choose another with --grpc-port)`);
   }
 
-  async close(graceMs = 2000): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.#server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+  close(graceMs = 2000): Promise<void> {
+    return closeGrpcServer(this.#server, graceMs);
   }
 }

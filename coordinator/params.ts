@@ -15,6 +15,7 @@ export interface RequestSettings {
   presencePenalty?: number | null | undefined;
   seed?: number | null | undefined;
   greedy?: boolean | null | undefined;
+  ignoreEos?: boolean | null | undefined;
   stop?: readonly string[] | null | undefined;
 }
 
@@ -50,6 +51,7 @@ export function resolveParams(s: RequestSettings, defaults: { maxTokens: number;
     presencePenalty: inRange('presence_penalty', s.presencePenalty, -2, 2, 0),
     seed: inRange('seed', s.seed, 0, 0xffffffff, 0xffffffff, true),
     greedy: s.greedy === true || temperature === 0,
+    ignoreEos: s.ignoreEos === true,
   };
   const stop = [...(s.stop ?? [])];
   if (stop.length > MAX_STOP_STRINGS) throw bad('stop', `at most ${MAX_STOP_STRINGS} stop strings, got ${stop.length}`);

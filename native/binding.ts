@@ -185,6 +185,8 @@ export interface SamplerSettings {
   presencePenalty: number;
   seed: number;
   greedy: boolean;
+  /** End-of-generation tokens are never chosen (benchmarks use this for fixed lengths). */
+  ignoreEos: boolean;
 }
 
 export interface NativeSampler {
@@ -236,6 +238,8 @@ export interface NativeArtifacts {
 export interface BuildInfo {
   llamaCppRelease: string;
   llamaCppCommit: string | null;
+  /** The llama.cpp source tree the build used (benchmarks build llama-server from the same one). */
+  llamaCppDir: string | null;
   gpu: string[];
   nativeCpu: boolean;
 }

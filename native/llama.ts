@@ -226,6 +226,7 @@ export const GREEDY: SamplerSettings = Object.freeze({
   presencePenalty: 0,
   seed: 0,
   greedy: true,
+  ignoreEos: false,
 });
 
 export class Sampler {

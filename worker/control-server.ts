@@ -1,7 +1,7 @@
 // The worker's gRPC control service (hearth.v1.WorkerService). It answers from the daemon's state and
 // never touches the rpc port.
-import { grpc, serviceDefinition } from '../common/grpc.js';
-import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import { bindGrpcServer, closeGrpcServer, grpc, serviceDefinition } from '../common/grpc.js';
+import { messageOf } from '../common/errors.js';
 import type { WireHealth, WireWorkerInfo } from './types.js';
 
 export interface WorkerStatusSource {
@@ -34,37 +34,15 @@ export class ControlServer {
   }
 
   async listen(host: string, port: number): Promise<number> {
-    this.#port = await new Promise<number>((resolve, reject) => {
-      this.#server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
-        if (err) {
-          const inUse = /EADDRINUSE|address already in use|No address added/i.test(err.message);
-          reject(
-            new HearthError(
-              ErrorCode.FailedPrecondition,
-              inUse
-                ? `control port ${port} on ${host} is already in use (another worker?); choose another with --control-port`
-                : `cannot listen on ${host}:${port} for the control service: ${err.message}`,
-            ),
-          );
-        } else {
-          resolve(bound);
-        }
-      });
-    });
+    this.#port = await bindGrpcServer(this.#server, host, port, (err) =>
+      /EADDRINUSE|address already in use|No address added/i.test(err.message)
+        ? `control port ${port} on ${host} is already in use (another worker?); choose another with --control-port`
+        : `cannot listen on ${host}:${port} for the control service: ${err.message}`,
+    );
     return this.#port;
   }
 
-  /** Lets calls in flight finish for up to `graceMs`, then cuts the rest. */
-  async close(graceMs = 2000): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.#server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+  close(graceMs = 2000): Promise<void> {
+    return closeGrpcServer(this.#server, graceMs);
   }
 }

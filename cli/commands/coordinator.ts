@@ -149,7 +149,16 @@ export function registerCoordinatorCommands(program: Command): void {
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
-      await coordinator.start();
+      try {
+        await coordinator.start();
+      } catch (e) {
+        // Nothing may keep the process alive after a failed start (a missing model, say).
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await coordinator.stop();
+        await Promise.all([grpcServer.close(), http.close()]);
+        throw e;
+      }
     });
 
   clusterOptions(program.command('plan').description('print how the model would be split across the workers, without loading anything'))

@@ -2,11 +2,9 @@
 // statically; nothing goes onto the network), a coordinator in this process with its HTTP and gRPC
 // APIs, the tiny test model split across the workers, one chat request streamed through the HTTP API,
 // and the plan that served it. Then it keeps serving until Ctrl-C.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { extname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 
 import { messageOf } from '../../common/errors.js';
@@ -21,42 +19,11 @@ import { CoordinatorMetrics } from '../../coordinator/metrics.js';
 import { loadBinding } from '../../native/binding.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { createTestModel } from '../../models/test-models.js';
-import { WorkerClient } from '../../worker/client.js';
+import { startLocalWorker, type LocalWorker } from '../local-cluster.js';
 import { parseInteger } from '../options.js';
 import { httpOptions, metricsSource, printPlan } from './coordinator.js';
 
 const DEFAULT_QUESTION = 'What is a hearth, and why do people gather around it?';
-const CLI_ENTRY = fileURLToPath(new URL(`../main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
-
-interface DemoWorker {
-  child: ChildProcess;
-  control: string;
-  exited: Promise<void>;
-}
-
-async function startWorker(index: number, threads: number, dir: string): Promise<DemoWorker> {
-  const rpcPort = await freePortOn('127.0.0.1');
-  const controlPort = await freePortOn('127.0.0.1');
-  const args = ['worker', '--name', `demo-worker-${index}`, '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort),
-    '--threads', String(threads), '--no-mdns', '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, `cache-${index}`), '--log-level', 'warn'];
-  const child = spawn(process.execPath, [...process.execArgv, CLI_ENTRY, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const control = `127.0.0.1:${controlPort}`;
-  const client = new WorkerClient(control);
-  try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (child.exitCode !== null) throw new Error(`worker ${index} exited with code ${child.exitCode}`);
-      const ready = await client.health({ timeoutMs: 1000 }).then((h) => h.ready, () => false);
-      if (ready) break;
-      if (Date.now() > deadline) throw new Error(`worker ${index} did not become ready`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    client.close();
-  }
-  return { child, control, exited };
-}
 
 /** Streams one chat completion over the HTTP API, printing the text as it arrives. */
 async function ask(base: string, question: string, maxTokens: number): Promise<{ tokens: number; seconds: number }> {
@@ -117,7 +84,7 @@ export function registerDemoCommand(program: Command): void {
         await createTestModel({ out: modelPath, preset: 'tiny', quant: 'f16', seed: 1 });
       }
 
-      const workers: DemoWorker[] = [];
+      const workers: LocalWorker[] = [];
       let coordinator: Coordinator | null = null;
       let servers: { close(): Promise<void> }[] = [];
       let stopping: Promise<void> | null = null;
@@ -125,8 +92,7 @@ export function registerDemoCommand(program: Command): void {
         (stopping ??= (async () => {
           await coordinator?.stop(2000);
           await Promise.all(servers.map((s) => s.close()));
-          for (const w of workers) w.child.kill('SIGTERM');
-          await Promise.all(workers.map((w) => w.exited));
+          await Promise.all(workers.map((w) => w.stop()));
         })());
       const onSignal = () => {
         say('\nstopping the demo cluster ...\n');
@@ -136,7 +102,7 @@ export function registerDemoCommand(program: Command): void {
       process.once('SIGTERM', onSignal);
       try {
         for (let i = 1; i <= 2; i++) {
-          workers.push(await startWorker(i, threads, dir));
+          workers.push(await startLocalWorker({ name: `demo-worker-${i}`, threads, dir }));
           say(`worker ${i} ready (control ${workers[i - 1]!.control})\n`);
         }
         const httpPort = await pickPort(parseInteger(opts.httpPort, '--http-port', { min: 1, max: 65535 }));

@@ -21,6 +21,7 @@ let scheduler: Scheduler | null = null;
 async function load(spec: EngineLoadSpec): Promise<void> {
   const started = performance.now();
   const devices = spec.rpcEndpoints.length > 0 ? await connectRpcServers([...new Set(spec.rpcEndpoints)], { timeoutMs: 5000 }) : [];
+  const connected = performance.now();
   // A worker with several devices appears once per device in the plan, in its server's device order.
   const used = new Map<string, number>();
   const names = spec.rpcEndpoints.map((endpoint) => {
@@ -44,6 +45,7 @@ async function load(spec: EngineLoadSpec): Promise<void> {
       }
     },
   });
+  const weightsLoaded = performance.now();
   ctx = await model.createContext({
     nCtx: spec.ctxSize * spec.parallel,
     nSeqMax: spec.parallel,
@@ -60,6 +62,11 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     memory: ctx.memoryBreakdown(),
     bytesSent: bytesSentTo([...new Set(spec.rpcEndpoints)]),
     loadSeconds: (performance.now() - started) / 1000,
+    phases: {
+      connectSeconds: (connected - started) / 1000,
+      weightsSeconds: (weightsLoaded - connected) / 1000,
+      contextSeconds: (performance.now() - weightsLoaded) / 1000,
+    },
     nCtxSeq: ctx.info.nCtxSeq,
     nSeqMax: ctx.info.nSeqMax,
     nVocab: model.info.nVocab,

@@ -11,6 +11,7 @@ export interface SamplingSettings {
   presencePenalty: number;
   seed: number;
   greedy: boolean;
+  ignoreEos: boolean;
 }
 
 export interface GenerateParams {
@@ -43,6 +44,8 @@ export interface LoadedInfo {
   /** Bytes this process sent to each RPC endpoint during the load (kernel TCP counters), or null when unknown. */
   bytesSent: Record<string, number> | null;
   loadSeconds: number;
+  /** Where the load's time went: probing and registering the RPC servers, the weights, the context. */
+  phases: { connectSeconds: number; weightsSeconds: number; contextSeconds: number };
   nCtxSeq: number;
   nSeqMax: number;
   nVocab: number;

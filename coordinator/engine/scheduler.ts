@@ -8,6 +8,9 @@ import { Batch, type LlamaContext, type LlamaModel, type Sampler } from '../../n
 import type { FinishReason, FromEngine, GenerateParams, PromptInput } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
 
+/** How long a scheduler starting from idle waits for companions of the first request. */
+const GATHER_MS = 3;
+
 interface Slot {
   id: string;
   seq: number;
@@ -101,7 +104,10 @@ export class Scheduler {
   #kick(): void {
     if (this.#running) return;
     this.#running = true;
-    void this.#loop().finally(() => {
+    // Starting from idle, wait a moment so requests that arrive together share the first batch
+    // (a burst of HTTP requests reaches this process over a few milliseconds).
+    const idle = this.#slots.size === 0;
+    void (idle ? new Promise((r) => setTimeout(r, GATHER_MS)) : Promise.resolve()).then(() => this.#loop()).finally(() => {
       this.#running = false;
       if (this.#waiting.length > 0 || this.#slots.size > 0) this.#kick();
     });

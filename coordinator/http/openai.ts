@@ -72,6 +72,8 @@ function settings(b: Body): RequestSettings {
     frequencyPenalty: optionalNumber(b, 'frequency_penalty'),
     presencePenalty: optionalNumber(b, 'presence_penalty'),
     seed: optionalNumber(b, 'seed'),
+    // llama-server's extension: generate exactly max_tokens (benchmarks rely on it).
+    ignoreEos: optionalBoolean(b, 'ignore_eos'),
     stop: stops,
   };
 }

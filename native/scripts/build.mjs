@@ -141,7 +141,7 @@ async function build(source, opts, env) {
   const commit = spawnSync('git', ['-C', source.dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout?.trim() || null;
   writeFileSync(
     join(outDir, 'build-info.json'),
-    JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, gpu: opts.gpu, nativeCpu: !opts.portable }, null, 2) + '\n',
+    JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, llamaCppDir: source.dir, gpu: opts.gpu, nativeCpu: !opts.portable }, null, 2) + '\n',
   );
 }
 

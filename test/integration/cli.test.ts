@@ -36,6 +36,12 @@ describe('hearth CLI', () => {
     const missing = hearth('model', 'info', join(dir, 'missing.gguf'));
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /model file not found/);
+    const noModel = hearth('coordinator', '--model', join(dir, 'missing.gguf'), '--no-mdns', '--grpc-port', '0', '--http-port', '0');
+    assert.equal(noModel.status, 1, 'a failed start exits instead of hanging');
+    assert.match(noModel.stderr, /model file not found: .*missing\.gguf/);
+    const badYaml = hearth('coordinator', '--config', join(dir, 'nope.yaml'));
+    assert.equal(badYaml.status, 2);
+    assert.match(badYaml.stderr, /cannot read config file .*nope\.yaml/);
     const unknown = hearth('frobnicate');
     assert.notEqual(unknown.status, 0);
     assert.match(unknown.stderr, /unknown command/);

@@ -102,6 +102,11 @@ describe('OpenAI-compatible HTTP API', () => {
     const b = await openai.completions.create(seeded);
     assert.equal(a.choices[0]!.text, b.choices[0]!.text);
 
+    // llama-server's ignore_eos extension: exactly max_tokens, end-of-generation never chosen.
+    const exact = await openai.completions.create({ model: 'any', prompt: 'A hearth is', max_tokens: 40, ...GREEDY, ignore_eos: true } as never);
+    assert.equal(exact.usage!.completion_tokens, 40);
+    assert.equal(exact.choices[0]!.finish_reason, 'length');
+
     const extras = await openai.chat.completions.create({ model: 'any', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, user: 'someone', parallel_tool_calls: false, vendor_extra: { x: 1 } } as never);
     assert.equal(extras.choices.length, 1);
   });

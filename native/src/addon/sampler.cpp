@@ -2,6 +2,9 @@
 // greedy or seeded random choice). Settings are validated in TypeScript; this only builds the chain.
 #include "sampler.h"
 
+#include <cmath>
+#include <vector>
+
 #include "model.h"
 
 namespace hearth {
@@ -9,7 +12,7 @@ namespace hearth {
 Napi::FunctionReference AddonSampler::constructor;
 
 // new AddonSampler(model, {temperature, topK, topP, minP, repeatPenalty, repeatLastN,
-//                          frequencyPenalty, presencePenalty, seed, greedy})
+//                          frequencyPenalty, presencePenalty, seed, greedy, ignoreEos})
 AddonSampler::AddonSampler(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonSampler>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(AddonModel::constructor.Value())) {
@@ -30,10 +33,19 @@ AddonSampler::AddonSampler(const Napi::CallbackInfo & info) : Napi::ObjectWrap<A
     const float presence_penalty = static_cast<float>(GetNumber(s, "presencePenalty", 0.0));
     const uint32_t seed = static_cast<uint32_t>(GetNumber(s, "seed", LLAMA_DEFAULT_SEED));
     const bool greedy = GetBool(s, "greedy", false) || temperature <= 0.0f;
+    const bool ignore_eos = GetBool(s, "ignoreEos", false);
 
     llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     chain_ = llama_sampler_chain_init(cp);
+    if (ignore_eos) {
+        // As llama-server's ignore_eos: end-of-generation tokens can never be chosen.
+        std::vector<llama_logit_bias> biases;
+        for (llama_token t = 0; t < n_vocab_; t++) {
+            if (llama_vocab_is_eog(model->vocab(), t)) biases.push_back({t, -INFINITY});
+        }
+        llama_sampler_chain_add(chain_, llama_sampler_init_logit_bias(n_vocab_, static_cast<int32_t>(biases.size()), biases.data()));
+    }
     if (repeat_penalty != 1.0f || freq_penalty != 0.0f || presence_penalty != 0.0f) {
         llama_sampler_chain_add(chain_, llama_sampler_init_penalties(n_vocab_, repeat_last_n, repeat_penalty, freq_penalty, presence_penalty));
     }

@@ -1,0 +1,146 @@
+// Pure: turns raw benchmark figures into medians, ratios against targets, BENCHMARKS.md and a chart.
+import type { SuiteFigures } from './measure.js';
+
+export type Side = 'llama-server' | 'hearth';
+
+/** Seconds spent connecting to the workers, on the weights, and on the context. */
+export interface LoadPhases {
+  connect: number;
+  weights: number;
+  context: number;
+}
+
+export interface BenchResults {
+  date: string;
+  command: string;
+  machine: { cpu: string; cores: number; memoryGiB: number; os: string; node: string };
+  build: { llamaCpp: string; ggml: string; rpcProtocol: string };
+  settings: { model: string; modelBytes: number; threadsPerWorker: number; genTokens: number; concurrency: number[]; reps: number; split: number[] };
+  runs: { side: Side; rep: number; figures: SuiteFigures }[];
+  local: SuiteFigures | null;
+  load: { coldSeconds: number; coldBytes: number; warmSeconds: number; warmBytes: number; coldPhases: LoadPhases; warmPhases: LoadPhases } | null;
+}
+
+export interface Stat {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function stat(values: number[]): Stat {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return { median: NaN, min: NaN, max: NaN };
+  const mid = Math.floor(v.length / 2);
+  return { median: v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2, min: v[0]!, max: v.at(-1)! };
+}
+
+export interface Target {
+  name: string;
+  ratio: number;
+  /** 'min': the ratio must be at least `bound`; 'max': at most. */
+  kind: 'min' | 'max';
+  bound: number;
+}
+
+function metric(r: BenchResults, side: Side, pick: (f: SuiteFigures) => number): Stat {
+  return stat(r.runs.filter((x) => x.side === side).map((x) => pick(x.figures)));
+}
+
+export function targets(r: BenchResults): Target[] {
+  const ratio = (pick: (f: SuiteFigures) => number) => metric(r, 'hearth', pick).median / metric(r, 'llama-server', pick).median;
+  const top = String(Math.max(...r.settings.concurrency));
+  const out: Target[] = [
+    { name: 'single-request generation (hearth / llama-server)', ratio: ratio((f) => f.genTps), kind: 'min', bound: 0.97 },
+    { name: `aggregate generation at ${top} concurrent (hearth / llama-server)`, ratio: ratio((f) => f.aggregateTps[top] ?? NaN), kind: 'min', bound: 1.0 },
+    { name: 'time to first token (hearth / llama-server)', ratio: ratio((f) => f.ttftMs), kind: 'max', bound: 1.1 },
+  ];
+  if (r.load) out.push({ name: 'warm reload / cold load (seconds)', ratio: r.load.warmSeconds / r.load.coldSeconds, kind: 'max', bound: 0.3 });
+  return out;
+}
+
+export function met(t: Target): boolean {
+  return t.kind === 'min' ? t.ratio >= t.bound : t.ratio <= t.bound;
+}
+
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2) : 'n/a');
+const range = (s: Stat) => `${f1(s.median)} (${f1(s.min)}–${f1(s.max)})`;
+
+export function markdown(r: BenchResults, chartFile: string): string {
+  const rows: [string, (f: SuiteFigures) => number][] = [
+    ['single-request generation, tokens/s', (f) => f.genTps],
+    [`prompt processing (${r.runs[0]?.figures.ppPromptTokens ?? '?'}-token prompt), tokens/s`, (f) => f.ppTps],
+    ['time to first token, ms', (f) => f.ttftMs],
+    ...r.settings.concurrency.map((n): [string, (f: SuiteFigures) => number] => [`aggregate generation, ${n} concurrent, tokens/s`, (f) => f.aggregateTps[String(n)] ?? NaN]),
+  ];
+  const lines = [
+    '# Benchmarks',
+    '',
+    `hearth against llama.cpp's own \`llama-server --rpc\`, on the same two \`ggml-rpc-server\` workers with the same layer split, measured in one run with the two sides alternating (${r.settings.reps} repetitions each). Figures are medians with the min–max of the repetitions.`,
+    '',
+    'Made by:',
+    '',
+    '```sh',
+    r.command,
+    '```',
+    '',
+    `Date: ${r.date}. Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.memoryGiB} GiB, ${r.machine.os}, Node ${r.machine.node}. llama.cpp ${r.build.llamaCpp}, ggml ${r.build.ggml}, RPC protocol ${r.build.rpcProtocol}.`,
+    '',
+    `Model: \`${r.settings.model}\` (${(r.settings.modelBytes / 2 ** 30).toFixed(2)} GiB), split ${r.settings.split.join(' + ')} layers over two workers with ${r.settings.threadsPerWorker} thread each, greedy, ${r.settings.genTokens} generated tokens per request (ignore_eos), streaming through the HTTP API, every prompt unique and not cached.`,
+    '',
+    '| metric | llama-server --rpc | hearth | hearth / llama-server | one process, 1 thread (no network) |',
+    '| --- | --- | --- | --- | --- |',
+  ];
+  for (const [name, pick] of rows) {
+    const l = metric(r, 'llama-server', pick);
+    const h = metric(r, 'hearth', pick);
+    lines.push(`| ${name} | ${range(l)} | ${range(h)} | ${(h.median / l.median).toFixed(3)} | ${r.local ? f1(pick(r.local)) : 'n/a'} |`);
+  }
+  if (r.load) {
+    const phases = (p: LoadPhases) => `${p.connect.toFixed(2)} / ${p.weights.toFixed(2)} / ${p.context.toFixed(2)}`;
+    lines.push('', '## Loading', '', '| load | seconds | connect / weights / context, s | bytes sent to the workers |', '| --- | --- | --- | --- |');
+    lines.push(`| cold (empty worker tensor caches) | ${r.load.coldSeconds.toFixed(2)} | ${phases(r.load.coldPhases)} | ${(r.load.coldBytes / 2 ** 20).toFixed(1)} MiB |`);
+    lines.push(`| warm reload after a re-plan onto the same workers | ${r.load.warmSeconds.toFixed(2)} | ${phases(r.load.warmPhases)} | ${(r.load.warmBytes / 2 ** 20).toFixed(1)} MiB |`);
+  }
+  lines.push('', '## Targets', '', '| target | ratio | bound | met |', '| --- | --- | --- | --- |');
+  for (const t of targets(r)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
+  lines.push('', `![aggregate tokens/s against concurrency](${chartFile})`, '');
+  return lines.join('\n');
+}
+
+/** A small line chart of aggregate tokens/s against concurrency, both sides. */
+export function chartSvg(r: BenchResults): string {
+  const W = 560;
+  const H = 320;
+  const pad = { l: 56, r: 20, t: 30, b: 44 };
+  const xs = r.settings.concurrency;
+  const series = (['llama-server', 'hearth'] as Side[]).map((side) => ({
+    side,
+    points: xs.map((n) => metric(r, side, (f) => f.aggregateTps[String(n)] ?? NaN).median),
+  }));
+  const yMax = Math.max(1, ...series.flatMap((s) => s.points.filter(Number.isFinite))) * 1.15;
+  const x = (i: number) => pad.l + (xs.length === 1 ? 0 : (i / (xs.length - 1)) * (W - pad.l - pad.r));
+  const y = (v: number) => H - pad.b - (v / yMax) * (H - pad.t - pad.b);
+  const colors: Record<Side, string> = { 'llama-server': '#888888', hearth: '#d2691e' };
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="14">Aggregate generation tokens/s by concurrency</text>`,
+    `<line x1="${pad.l}" y1="${H - pad.b}" x2="${W - pad.r}" y2="${H - pad.b}" stroke="black"/>`,
+    `<line x1="${pad.l}" y1="${pad.t}" x2="${pad.l}" y2="${H - pad.b}" stroke="black"/>`,
+  ];
+  for (let k = 0; k <= 4; k++) {
+    const v = (yMax / 4) * k;
+    parts.push(`<text x="${pad.l - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(1)}</text>`);
+    parts.push(`<line x1="${pad.l}" y1="${y(v)}" x2="${W - pad.r}" y2="${y(v)}" stroke="#eee"/>`);
+  }
+  xs.forEach((n, i) => parts.push(`<text x="${x(i)}" y="${H - pad.b + 18}" text-anchor="middle">${n}</text>`));
+  parts.push(`<text x="${W / 2}" y="${H - 8}" text-anchor="middle">concurrent requests</text>`);
+  series.forEach((s, k) => {
+    const pts = s.points.map((v, i) => `${x(i).toFixed(1)},${y(Number.isFinite(v) ? v : 0).toFixed(1)}`).join(' ');
+    parts.push(`<polyline fill="none" stroke="${colors[s.side]}" stroke-width="2.5" points="${pts}"/>`);
+    s.points.forEach((v, i) => parts.push(`<circle cx="${x(i).toFixed(1)}" cy="${y(Number.isFinite(v) ? v : 0).toFixed(1)}" r="3.5" fill="${colors[s.side]}"/>`));
+    parts.push(`<rect x="${pad.l + 12}" y="${pad.t + 6 + k * 18}" width="12" height="12" fill="${colors[s.side]}"/><text x="${pad.l + 30}" y="${pad.t + 16 + k * 18}">${s.side}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}

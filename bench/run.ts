@@ -1,0 +1,178 @@
+// The benchmark: hearth's coordinator against llama.cpp's own `llama-server --rpc` on the same two
+// workers with the same split, alternating so that drift hits both alike; plus hearth's cold load and
+// warm reload, and the model in one process as the no-network reference.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, homedir, release, tmpdir, totalmem } from 'node:os';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+
+import { ErrorCode, HearthError } from '../common/errors.js';
+import { freePortOn } from '../common/ports.js';
+import { CoordinatorClient } from '../coordinator/client.js';
+import { loadBinding } from '../native/binding.js';
+import { createTestModel } from '../models/test-models.js';
+import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
+import { ensureLlamaServer } from './llama-server.js';
+import { runSuite, type SuiteFigures, type SuiteSettings } from './measure.js';
+import { chartSvg, markdown, met, targets, type BenchResults, type Side } from './report.js';
+
+export interface BenchOptions {
+  model: string | null;
+  threads: number;
+  concurrency: number[];
+  reps: number;
+  genTokens: number;
+  promptWords: number;
+  ctxSize: number;
+  local: boolean;
+  outJson: string;
+  outMarkdown: string;
+  outChart: string;
+  command: string;
+}
+
+interface Server {
+  base: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  const exited = new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
+  return async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+}
+
+/** Pipes a server's output to the log and waits for its /health; stops it when that fails. */
+async function serve(child: ChildProcess, base: string, what: string, logFile: string): Promise<Server> {
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  const stop = stopper(child);
+  try {
+    await waitHealthy(`${base}/health`, 600_000, () => child.exitCode === null);
+  } catch (e) {
+    await stop();
+    throw new HearthError(ErrorCode.Unavailable, `${what} did not start (see ${logFile}): ${(e as Error).message}`);
+  }
+  return { base, child, stop };
+}
+
+async function startLlamaServer(binary: string, args: string[], logFile: string): Promise<Server> {
+  const port = await freePortOn('127.0.0.1');
+  const child = spawn(binary, [...args, '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return serve(child, `http://127.0.0.1:${port}`, 'llama-server', logFile);
+}
+
+async function startCoordinator(model: string, workers: LocalWorker[], o: BenchOptions, parallel: number, logFile: string): Promise<Server & { grpc: string }> {
+  const http = await freePortOn('127.0.0.1');
+  const grpcPort = await freePortOn('127.0.0.1');
+  const child = spawnHearth(
+    ['coordinator', '--model', model, ...workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--ctx-size', String(o.ctxSize),
+      '--parallel', String(parallel), '--threads', String(o.threads), '--host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(http), '--log-level', 'warn'],
+    ['ignore', 'pipe', 'pipe'],
+  );
+  return { ...(await serve(child, `http://127.0.0.1:${http}`, 'the hearth coordinator', logFile)), grpc: `127.0.0.1:${grpcPort}` };
+}
+
+export async function runBenchmark(o: BenchOptions, say: (line: string) => void): Promise<BenchResults> {
+  const started = Date.now();
+  const llamaServer = await ensureLlamaServer(say);
+  const model = o.model ? resolve(o.model) : join(homedir(), '.cache', 'hearth', 'models', '1b-q8_0-seed1.gguf');
+  if (!o.model && !existsSync(model)) {
+    say(`creating the 1b test model (Q8_0) at ${model} ...`);
+    await createTestModel({ out: model, preset: '1b', quant: 'q8_0', seed: 1 });
+  }
+  if (!existsSync(model)) throw new HearthError(ErrorCode.NotFound, `model file not found: ${model}`);
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-'));
+  const logFile = join(dir, 'servers.log');
+  say(`servers' output goes to ${logFile}`);
+  const parallel = Math.max(...o.concurrency);
+  const suite: SuiteSettings = { genTokens: o.genTokens, longPromptWords: o.promptWords, concurrency: o.concurrency };
+  const workers: LocalWorker[] = [];
+  const runs: BenchResults['runs'] = [];
+  let load: BenchResults['load'] = null;
+  let split: { endpoints: string[]; layers: number[] } | null = null;
+  let local: SuiteFigures | null = null;
+  try {
+    for (const name of ['bench-worker-1', 'bench-worker-2']) workers.push(await startLocalWorker({ name, threads: o.threads, dir, stdio: ['ignore', 'ignore', 'ignore'] }));
+    say(`two workers up (${o.threads} thread each); their tensor caches are empty`);
+
+    // hearth's cold load and its warm reload onto the same workers; the split both sides then use.
+    {
+      const c = await startCoordinator(model, workers, o, parallel, logFile);
+      const client = new CoordinatorClient(c.grpc);
+      try {
+        const cold = await client.getStatus();
+        await client.replan({ forceReload: true });
+        const warm = await client.getStatus();
+        const bytes = (s: typeof cold) => Object.values(s.load.bytes_sent).reduce((sum, v) => sum + Number(v), 0);
+        const phases = (s: typeof cold) => ({ connect: s.load.connect_seconds, weights: s.load.weights_seconds, context: s.load.context_seconds });
+        load = { coldSeconds: cold.load.seconds, coldBytes: bytes(cold), warmSeconds: warm.load.seconds, warmBytes: bytes(warm), coldPhases: phases(cold), warmPhases: phases(warm) };
+        split = { endpoints: warm.plan.devices.map((d) => d.endpoint), layers: warm.plan.devices.map((d) => d.layers) };
+        say(`hearth load: cold ${load.coldSeconds.toFixed(2)} s (${(load.coldBytes / 2 ** 20).toFixed(0)} MiB sent), warm reload ${load.warmSeconds.toFixed(2)} s (${(load.warmBytes / 2 ** 20).toFixed(0)} MiB sent); split ${split.layers.join(' + ')}`);
+      } finally {
+        client.close();
+        await c.stop();
+      }
+    }
+
+    for (let rep = 0; rep < o.reps; rep++) {
+      const order: Side[] = rep % 2 === 0 ? ['llama-server', 'hearth'] : ['hearth', 'llama-server'];
+      for (const side of order) {
+        const server =
+          side === 'hearth'
+            ? await startCoordinator(model, workers, o, parallel, logFile)
+            : await startLlamaServer(
+                llamaServer,
+                ['-m', model, '--rpc', split!.endpoints.join(','), '-ngl', '99', '-ts', split!.layers.join(','), '-c', String(o.ctxSize * parallel), '-np', String(parallel),
+                  '-t', String(o.threads), '-tb', String(o.threads), '-b', '512', '-ub', '512'],
+                logFile,
+              );
+        try {
+          const figures = await runSuite(server.base, suite);
+          runs.push({ side, rep, figures });
+          say(`rep ${rep + 1}/${o.reps} ${side.padEnd(12)}: gen ${figures.genTps.toFixed(2)} t/s, pp ${figures.ppTps.toFixed(1)} t/s, ttft ${figures.ttftMs.toFixed(0)} ms, aggregate ${Object.entries(figures.aggregateTps).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ')}`);
+        } finally {
+          await server.stop();
+        }
+      }
+    }
+
+    if (o.local) {
+      const server = await startLlamaServer(llamaServer, ['-m', model, '-ngl', '0', '-c', String(o.ctxSize), '-np', '1', '-t', String(o.threads), '-tb', String(o.threads)], logFile);
+      try {
+        local = await runSuite(server.base, { ...suite, concurrency: [1] });
+        say(`one process, ${o.threads} thread: gen ${local.genTps.toFixed(2)} t/s, pp ${local.ppTps.toFixed(1)} t/s, ttft ${local.ttftMs.toFixed(0)} ms`);
+      } finally {
+        await server.stop();
+      }
+    }
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const sys = loadBinding().systemInfo();
+  const results: BenchResults = {
+    date: new Date().toISOString(),
+    command: o.command,
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), os: `${process.platform} ${release()}`, node: process.version },
+    build: { llamaCpp: sys.llamaCppRelease, ggml: sys.ggmlVersion, rpcProtocol: sys.rpcProtocol },
+    settings: { model: basename(model), modelBytes: statSync(model).size, threadsPerWorker: o.threads, genTokens: o.genTokens, concurrency: o.concurrency, reps: o.reps, split: split?.layers ?? [] },
+    runs,
+    local,
+    load,
+  };
+  for (const file of [o.outJson, o.outMarkdown, o.outChart]) mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(o.outJson, JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(o.outChart, chartSvg(results));
+  writeFileSync(o.outMarkdown, markdown(results, relative(dirname(o.outMarkdown), o.outChart)));
+  say(`done in ${((Date.now() - started) / 60000).toFixed(1)} min; wrote ${o.outJson}, ${o.outMarkdown}, ${o.outChart}`);
+  for (const t of targets(results)) say(`${met(t) ? 'met ' : 'MISS'} ${t.name}: ${t.ratio.toFixed(3)} (${t.kind === 'min' ? '>=' : '<='} ${t.bound})`);
+  return results;
+}

@@ -1,0 +1,48 @@
+// `hearth bench`: hearth against llama.cpp's own llama-server on the same workers (see bench/).
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+
+import { ErrorCode, HearthError } from '../../common/errors.js';
+import { configureLogger } from '../../common/logger.js';
+import { runBenchmark } from '../../bench/run.js';
+import { parseInteger } from '../options.js';
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command('bench')
+    .description("measure hearth against llama.cpp's llama-server --rpc on two local workers; writes BENCHMARKS.md")
+    .option('--model <file>', 'GGUF to measure (default: the 1b test model in Q8_0, created if missing)')
+    .option('--threads <n>', 'threads per worker (and for the one-process reference)', '1')
+    .option('--concurrency <list>', 'concurrency levels for aggregate generation', '1,2,4,8')
+    .option('--reps <n>', 'repetitions of each side', '4')
+    .option('--tokens <n>', 'tokens generated per request', '32')
+    .option('--prompt-words <n>', 'words in the long prompt (about one token each)', '508')
+    .option('--ctx-size <n>', 'context per request', '1024')
+    .option('--no-local', 'skip the one-process reference')
+    .option('--out <file>', 'the JSON of all figures', 'bench/results.json')
+    .option('--markdown <file>', 'the report', 'BENCHMARKS.md')
+    .option('--chart <file>', 'the SVG chart', 'bench/aggregate.svg')
+    .action(async (o: { model?: string; threads: string; concurrency: string; reps: string; tokens: string; promptWords: string; ctxSize: string; local: boolean; out: string; markdown: string; chart: string }) => {
+      const concurrency = o.concurrency.split(',').map((x) => parseInteger(x, '--concurrency', { min: 1, max: 64 }));
+      if (concurrency.length === 0) throw new HearthError(ErrorCode.InvalidArgument, '--concurrency: give at least one level');
+      configureLogger({ level: 'warn' });
+      const argv = process.argv.slice(process.argv.indexOf('bench'));
+      await runBenchmark(
+        {
+          model: o.model ?? null,
+          threads: parseInteger(o.threads, '--threads', { min: 1, max: 256 }),
+          concurrency: [...new Set(concurrency)].sort((a, b) => a - b),
+          reps: parseInteger(o.reps, '--reps', { min: 1, max: 100 }),
+          genTokens: parseInteger(o.tokens, '--tokens', { min: 2, max: 4096 }),
+          promptWords: parseInteger(o.promptWords, '--prompt-words', { min: 1, max: 100_000 }),
+          ctxSize: parseInteger(o.ctxSize, '--ctx-size', { min: 256, max: 1 << 20 }),
+          local: o.local,
+          outJson: resolve(o.out),
+          outMarkdown: resolve(o.markdown),
+          outChart: resolve(o.chart),
+          command: `npx hearth ${argv.join(' ')}`,
+        },
+        (line) => process.stderr.write(`[bench] ${line}\n`),
+      );
+    });
+}

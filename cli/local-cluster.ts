@@ -1,0 +1,74 @@
+// Child `hearth` processes on this machine, for the demo and the benchmark: workers on 127.0.0.1 with
+// mDNS off (nothing goes onto the network), and coordinators.
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCode, HearthError } from '../common/errors.js';
+import { freePortOn } from '../common/ports.js';
+import { WorkerClient } from '../worker/client.js';
+
+const CLI_ENTRY = fileURLToPath(new URL(`./main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+
+/** Runs this same `hearth` (compiled or through tsx) with `args`. */
+export function spawnHearth(args: string[], stdio: StdioOptions = ['ignore', 'ignore', 'inherit']): ChildProcess {
+  return spawn(process.execPath, [...process.execArgv, CLI_ENTRY, ...args], { stdio });
+}
+
+export interface LocalWorker {
+  name: string;
+  child: ChildProcess;
+  control: string;
+  exited: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startLocalWorker(o: { name: string; threads: number; dir: string; stdio?: StdioOptions }): Promise<LocalWorker> {
+  const rpcPort = await freePortOn('127.0.0.1');
+  let controlPort = await freePortOn('127.0.0.1');
+  while (controlPort === rpcPort) controlPort = await freePortOn('127.0.0.1');
+  const child = spawnHearth(
+    ['worker', '--name', o.name, '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', String(o.threads),
+      '--no-mdns', '--state-dir', join(o.dir, 'state'), '--cache-dir', join(o.dir, `cache-${o.name}`), '--log-level', 'warn'],
+    o.stdio,
+  );
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const control = `127.0.0.1:${controlPort}`;
+  const client = new WorkerClient(control);
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new HearthError(ErrorCode.Unavailable, `worker ${o.name} exited with code ${child.exitCode}`);
+      if (await client.health({ timeoutMs: 1000 }).then((h) => h.ready, () => false)) break;
+      if (Date.now() > deadline) throw new HearthError(ErrorCode.Unavailable, `worker ${o.name} did not become ready within 30 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (e) {
+    child.kill('SIGKILL');
+    throw e;
+  } finally {
+    client.close();
+  }
+  return {
+    name: o.name,
+    child,
+    control,
+    exited,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Polls `url` until it answers 200 (a server's /health), or fails after `timeoutMs`. */
+export async function waitHealthy(url: string, timeoutMs: number, alive: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new HearthError(ErrorCode.Unavailable, `the server behind ${url} exited`);
+    const ok = await fetch(url).then((r) => r.status === 200, () => false);
+    if (ok) return;
+    if (Date.now() > deadline) throw new HearthError(ErrorCode.DeadlineExceeded, `${url} did not become healthy within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

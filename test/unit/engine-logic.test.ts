@@ -1,0 +1,103 @@
+// Pure pieces of the engine and the benchmark: stop strings, kernel byte counters, report figures.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
+import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
+import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';
+
+describe('stop strings', () => {
+  const run = (stops: string[], pieces: string[]) => {
+    const f = new StopStringFilter(stops);
+    let out = '';
+    for (const p of pieces) {
+      const r = f.push(p);
+      out += r.emit;
+      if (r.stopped) return { out, stopped: true };
+    }
+    return { out: out + f.flush(), stopped: false };
+  };
+
+  test('a stop string spanning pieces is never emitted', () => {
+    assert.deepEqual(run(['END'], ['abc E', 'N', 'D tail']), { out: 'abc ', stopped: true });
+    assert.deepEqual(run(['\n\n'], ['line\n', '\nnext']), { out: 'line', stopped: true });
+  });
+
+  test('text that only looked like a stop string is released', () => {
+    assert.deepEqual(run(['END'], ['EN', 'ough']), { out: 'ENough', stopped: false });
+    assert.deepEqual(run(['END'], ['abc EN']), { out: 'abc EN', stopped: false }, 'flushed at the end');
+  });
+
+  test('the earliest of several stop strings wins; empty ones are ignored', () => {
+    assert.deepEqual(run(['xyz', 'b'], ['axyzb']), { out: 'a', stopped: true });
+    assert.deepEqual(run([''], ['plain']), { out: 'plain', stopped: false });
+  });
+
+  test('held text is only the longest possible prefix', () => {
+    const f = new StopStringFilter(['abcd']);
+    assert.deepEqual(f.push('xxab'), { emit: 'xx', stopped: false });
+    assert.deepEqual(f.push('x'), { emit: 'abx', stopped: false });
+  });
+});
+
+test('ss output: bytes acked per peer, for this process only', () => {
+  const out = [
+    '0 0 127.0.0.1:48744 127.0.0.1:50201 users:(("node",pid=42,fd=19))',
+    '\t bbr bytes_sent:21164068 bytes_acked:21124133 bytes_received:85',
+    '0 0 127.0.0.1:48800 127.0.0.1:50202 users:(("node",pid=42,fd=20))',
+    '\t cubic bytes_acked:1000',
+    '0 0 127.0.0.1:48900 127.0.0.1:50201 users:(("other",pid=7,fd=3))',
+    '\t cubic bytes_acked:999999',
+  ].join('\n');
+  assert.deepEqual([...parseSsBytes(out, 42)], [['127.0.0.1:50201', 21124133], ['127.0.0.1:50202', 1000]]);
+  assert.deepEqual([...parseSsBytes(out, 4)], [], 'pid=4 is not pid=42');
+});
+
+describe('benchmark report', () => {
+  const figures = (gen: number, agg8: number, ttft: number) => ({ genTps: gen, ppTps: 100, ppPromptTokens: 512, ttftMs: ttft, aggregateTps: { '1': gen, '8': agg8 } });
+  const results: BenchResults = {
+    date: '2026-11-22T00:00:00Z',
+    command: 'npx hearth bench',
+    machine: { cpu: 'cpu', cores: 2, memoryGiB: 24, os: 'linux', node: 'v20' },
+    build: { llamaCpp: 'v0.5.0', ggml: '0.25.1', rpcProtocol: '7.0.0' },
+    settings: { model: 'm.gguf', modelBytes: 2 ** 30, threadsPerWorker: 1, genTokens: 32, concurrency: [1, 8], reps: 3, split: [8, 9] },
+    runs: [
+      { side: 'llama-server', rep: 0, figures: figures(10, 20, 100) },
+      { side: 'llama-server', rep: 1, figures: figures(12, 22, 110) },
+      { side: 'llama-server', rep: 2, figures: figures(11, 21, 90) },
+      { side: 'hearth', rep: 0, figures: figures(11, 25, 100) },
+      { side: 'hearth', rep: 1, figures: figures(10, 24, 120) },
+      { side: 'hearth', rep: 2, figures: figures(12, 26, 130) },
+    ],
+    local: figures(15, 15, 50),
+    load: { coldSeconds: 10, coldBytes: 2 ** 30, warmSeconds: 2, warmBytes: 2 ** 20, coldPhases: { connect: 0.1, weights: 9, context: 0.9 }, warmPhases: { connect: 0.1, weights: 1, context: 0.9 } },
+  };
+
+  test('medians and ranges', () => {
+    assert.deepEqual(stat([3, 1, 2]), { median: 2, min: 1, max: 3 });
+    assert.deepEqual(stat([4, 1, 2, 3]), { median: 2.5, min: 1, max: 4 });
+    assert.ok(Number.isNaN(stat([]).median));
+  });
+
+  test('targets are ratios of medians, checked in the right direction', () => {
+    const t = targets(results);
+    assert.equal(t[0]!.ratio, 11 / 11);
+    assert.ok(met(t[0]!));
+    assert.equal(t[1]!.ratio, 25 / 21);
+    assert.ok(met(t[1]!));
+    assert.equal(t[2]!.ratio, 120 / 100);
+    assert.ok(!met(t[2]!), 'ttft 1.2 > 1.1 is a miss');
+    assert.equal(t[3]!.ratio, 0.2);
+    assert.ok(met(t[3]!));
+  });
+
+  test('the markdown names the command, the misses and the chart; the SVG draws both sides', () => {
+    const md = markdown(results, 'bench/aggregate.svg');
+    assert.match(md, /npx hearth bench/);
+    assert.match(md, /\| time to first token \(hearth \/ llama-server\) \| 1\.200 \| ≤ 1\.1 \| \*\*no\*\* \(by 0\.100\) \|/);
+    assert.match(md, /!\[aggregate tokens\/s against concurrency\]\(bench\/aggregate\.svg\)/);
+    const svg = chartSvg(results);
+    assert.match(svg, /^<svg /);
+    assert.equal((svg.match(/<polyline /g) ?? []).length, 2);
+  });
+});
