@@ -65,7 +65,8 @@ export function met(t: Target): boolean {
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2) : 'n/a');
 const range = (s: Stat) => `${f1(s.median)} (${f1(s.min)}–${f1(s.max)})`;
 
-export function markdown(r: BenchResults, chartFile: string): string {
+/** `analysis`: hand-written notes on the figures (bench/analysis.md), kept across regenerations. */
+export function markdown(r: BenchResults, chartFile: string, analysis: string | null = null): string {
   const rows: [string, (f: SuiteFigures) => number][] = [
     ['single-request generation, tokens/s', (f) => f.genTps],
     [`prompt processing (${r.runs[0]?.figures.ppPromptTokens ?? '?'}-token prompt), tokens/s`, (f) => f.ppTps],
@@ -104,6 +105,7 @@ export function markdown(r: BenchResults, chartFile: string): string {
   lines.push('', '## Targets', '', '| target | ratio | bound | met |', '| --- | --- | --- | --- |');
   for (const t of targets(r)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
   lines.push('', `![aggregate tokens/s against concurrency](${chartFile})`, '');
+  if (analysis) lines.push(analysis.trim(), '');
   return lines.join('\n');
 }
 

@@ -2,7 +2,7 @@
 // workers with the same split, alternating so that drift hits both alike; plus hearth's cold load and
 // warm reload, and the model in one process as the no-network reference.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, release, tmpdir, totalmem } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 
@@ -171,7 +171,9 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
   for (const file of [o.outJson, o.outMarkdown, o.outChart]) mkdirSync(dirname(file), { recursive: true });
   writeFileSync(o.outJson, JSON.stringify(results, null, 2) + '\n');
   writeFileSync(o.outChart, chartSvg(results));
-  writeFileSync(o.outMarkdown, markdown(results, relative(dirname(o.outMarkdown), o.outChart)));
+  const analysisFile = join(dirname(o.outJson), 'analysis.md');
+  const analysis = existsSync(analysisFile) ? readFileSync(analysisFile, 'utf8') : null;
+  writeFileSync(o.outMarkdown, markdown(results, relative(dirname(o.outMarkdown), o.outChart), analysis));
   say(`done in ${((Date.now() - started) / 60000).toFixed(1)} min; wrote ${o.outJson}, ${o.outMarkdown}, ${o.outChart}`);
   for (const t of targets(results)) say(`${met(t) ? 'met ' : 'MISS'} ${t.name}: ${t.ratio.toFixed(3)} (${t.kind === 'min' ? '>=' : '<='} ${t.bound})`);
   return results;

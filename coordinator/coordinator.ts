@@ -73,6 +73,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #replanning: Promise<void> | null = null;
   #replanAgain = false;
   #forceReload = false;
+  /** Engine losses since the last load that served; drives the re-plan backoff. */
+  #losses = 0;
   #servingWaiters: (() => void)[] = [];
   /** Each planned worker's rpc server pid when the engine connected: a different pid later means it restarted. */
   #pidsAtLoad = new Map<string, number>();
@@ -282,6 +284,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         { seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`) },
         'model loaded; serving',
       );
+      this.#losses = 0;
       this.#setState('serving', '');
     } catch (e) {
       if (e instanceof EngineExitError) return; // #onEngineExit diagnoses and re-plans
@@ -307,7 +310,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.#setState('degraded', what);
       return what;
     });
-    void this.#loss.then(() => this.replan('the engine was lost'));
+    // An engine that keeps dying (a cause no worker can be blamed for) must not spin: back off.
+    this.#losses++;
+    const delay = this.#losses <= 1 ? 0 : Math.min(30_000, 1000 * 2 ** (this.#losses - 2));
+    void this.#loss
+      .then(() => new Promise((r) => setTimeout(r, delay)))
+      .then(() => this.replan('the engine was lost'));
   }
 
   /** Finds which worker of the plan failed, marks it, and says so in one sentence. */

@@ -26,8 +26,12 @@ export interface WorkerRecord {
   /** Order of (re)admission: later admissions get larger numbers. */
   admittedSeq: number;
   lastSeen: number;
+  /** When `info` was last fetched. */
+  infoAt: number;
   rpcPid: number;
 }
+
+const INFO_REFRESH_MS = 5000;
 
 export interface RegistryOptions {
   clientVersion: RpcVersion;
@@ -99,6 +103,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       rpcEndpoint: null,
       admittedSeq: 0,
       lastSeen: 0,
+      infoAt: 0,
       rpcPid: 0,
     };
     this.#records.set(control, record);
@@ -184,6 +189,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       return;
     }
     r.info = info;
+    r.infoAt = Date.now();
     r.name = info.name || r.control;
     r.rpcPid = 0;
     const duplicate = this.all().find((o) => o !== r && o.id === info.worker_id && o.state !== 'refused');
@@ -231,8 +237,12 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       } else if (h.rpc_server_pid !== 0) {
         r.rpcPid = h.rpc_server_pid;
       }
-      // Keep the memory figures fresh for the next plan.
-      if (r.info) r.info = await this.#client(r.control).getInfo({ timeoutMs: 2000 }).catch(() => r.info);
+      // Keep the memory figures fresh for the next plan; every few seconds is fresh enough, and spares
+      // the worker's CPU (which it shares with the rpc server) a directory walk per heartbeat.
+      if (r.info && Date.now() - r.infoAt >= INFO_REFRESH_MS) {
+        r.info = await this.#client(r.control).getInfo({ timeoutMs: 2000 }).catch(() => r.info);
+        r.infoAt = Date.now();
+      }
     } catch (e) {
       if (Date.now() - r.lastSeen > this.#options.workerTimeoutMs) {
         this.#set(r, 'lost', `no heartbeat from ${r.name} (${r.control}) for ${Math.round((Date.now() - r.lastSeen) / 1000)} s: ${messageOf(e)}`);

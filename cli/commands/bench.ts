@@ -16,7 +16,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--concurrency <list>', 'concurrency levels for aggregate generation', '1,2,4,8')
     .option('--reps <n>', 'repetitions of each side', '4')
     .option('--tokens <n>', 'tokens generated per request', '32')
-    .option('--prompt-words <n>', 'words in the long prompt (about one token each)', '508')
+    .option('--prompt-words <n>', 'words in the long prompt (447 words are about 512 tokens of the llama SPM vocabulary)', '447')
     .option('--ctx-size <n>', 'context per request', '1024')
     .option('--no-local', 'skip the one-process reference')
     .option('--out <file>', 'the JSON of all figures', 'bench/results.json')

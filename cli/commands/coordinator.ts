@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 
 import { configureLogger, logger, type LogLevel } from '../../common/logger.js';
-import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
+import { ErrorCode, HearthError } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
 import { compileCoordinatorConfig, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
@@ -16,6 +16,7 @@ import { formatGiB } from '../../coordinator/planner/planner.js';
 import type { PlanResult } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, table } from '../format.js';
+import { runUntilSignal } from '../lifecycle.js';
 import { parseInteger } from '../options.js';
 
 interface ClusterFlags {
@@ -130,35 +131,20 @@ export function registerCoordinatorCommands(program: Command): void {
       const metrics = new CoordinatorMetrics(metricsSource(coordinator));
       coordinator.attachMetrics(metrics);
       const grpcServer = new CoordinatorGrpcServer(coordinator, sys);
-      const grpcPort = await grpcServer.listen(config.host, config.grpcPort);
       const http = new HttpApi(coordinator, metrics, httpOptions(config), log.child({ part: 'http' }));
-      const httpPort = await http.listen(config.host, config.httpPort);
-      log.info({ grpc: `${config.host}:${grpcPort}`, http: `http://${config.host}:${httpPort}/v1`, auth: config.apiKeys.length > 0 }, 'APIs listening');
-      let signals = 0;
-      const onSignal = (signal: NodeJS.Signals) => {
-        if (++signals > 1) process.exit(130);
-        log.info({ signal }, 'draining and stopping');
-        void (async () => {
+      await runUntilSignal(
+        log,
+        async () => {
+          const grpcPort = await grpcServer.listen(config.host, config.grpcPort);
+          const httpPort = await http.listen(config.host, config.httpPort);
+          log.info({ grpc: `${config.host}:${grpcPort}`, http: `http://${config.host}:${httpPort}/v1`, auth: config.apiKeys.length > 0 }, 'APIs listening');
+          await coordinator.start();
+        },
+        async () => {
           await coordinator.stop();
           await Promise.all([grpcServer.close(), http.close()]);
-          process.exit(0);
-        })().catch((e: unknown) => {
-          log.error({ err: messageOf(e) }, 'stop failed');
-          process.exit(1);
-        });
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        await coordinator.start();
-      } catch (e) {
-        // Nothing may keep the process alive after a failed start (a missing model, say).
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await coordinator.stop();
-        await Promise.all([grpcServer.close(), http.close()]);
-        throw e;
-      }
+        },
+      );
     });
 
   clusterOptions(program.command('plan').description('print how the model would be split across the workers, without loading anything'))

@@ -2,9 +2,9 @@
 import type { Command } from 'commander';
 
 import { configureLogger, type LogLevel } from '../../common/logger.js';
-import { messageOf } from '../../common/errors.js';
 import { compileWorkerConfig, type WorkerFileSettings } from '../../worker/config.js';
 import { WorkerDaemon } from '../../worker/daemon.js';
+import { runUntilSignal } from '../lifecycle.js';
 import { parseInteger } from '../options.js';
 
 interface WorkerFlags {
@@ -56,32 +56,6 @@ export function registerWorkerCommand(program: Command): void {
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-worker' }).child({ component: 'worker' });
       const daemon = new WorkerDaemon(config, log);
 
-      let signals = 0;
-      const onSignal = (signal: NodeJS.Signals) => {
-        signals++;
-        if (signals > 1) {
-          log.warn({ signal }, 'second signal: exiting now');
-          process.exit(130);
-        }
-        log.info({ signal }, 'stopping');
-        daemon.stop().then(
-          () => process.exit(0),
-          (e) => {
-            log.error({ err: messageOf(e) }, 'stop failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      try {
-        await daemon.start();
-      } catch (e) {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await daemon.stop();
-        throw e;
-      }
-      // Runs until a signal arrives; the servers keep the event loop alive.
+      await runUntilSignal(log, () => daemon.start(), () => daemon.stop());
     });
 }

@@ -26,7 +26,8 @@ describe('hearth CLI', () => {
     assert.match(info.stdout, /vocabulary\s+32000/);
   });
 
-  test('bad input gets a clear error and a non-zero exit', () => {
+  test('bad input gets a clear error and a non-zero exit', async () => {
+    const out0 = join(dir, 'tiny.gguf');
     const preset = hearth('model', 'create-test', '--out', join(dir, 'x.gguf'), '--preset', 'huge');
     assert.equal(preset.status, 2);
     assert.match(preset.stderr, /--preset: 'huge' is not one of tiny, small, 1b/);
@@ -39,6 +40,13 @@ describe('hearth CLI', () => {
     const noModel = hearth('coordinator', '--model', join(dir, 'missing.gguf'), '--no-mdns', '--grpc-port', '0', '--http-port', '0');
     assert.equal(noModel.status, 1, 'a failed start exits instead of hanging');
     assert.match(noModel.stderr, /model file not found: .*missing\.gguf/);
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    const taken = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as { port: number }).port)));
+    const busy = spawnSync(process.execPath, ['--import', 'tsx', cli, 'coordinator', '--model', out0, '--no-mdns', '--grpc-port', '0', '--http-port', String(taken)], { encoding: 'utf8', timeout: 60_000 });
+    blocker.close();
+    assert.equal(busy.status, 1, 'a taken HTTP port is an error, not a hang');
+    assert.match(busy.stderr, /cannot listen for HTTP on 127\.0\.0\.1:\d+.*--http-port/);
     const badYaml = hearth('coordinator', '--config', join(dir, 'nope.yaml'));
     assert.equal(badYaml.status, 2);
     assert.match(badYaml.stderr, /cannot read config file .*nope\.yaml/);
