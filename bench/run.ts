@@ -168,13 +168,21 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
     local,
     load,
   };
-  for (const file of [o.outJson, o.outMarkdown, o.outChart]) mkdirSync(dirname(file), { recursive: true });
+  mkdirSync(dirname(o.outJson), { recursive: true });
   writeFileSync(o.outJson, JSON.stringify(results, null, 2) + '\n');
-  writeFileSync(o.outChart, chartSvg(results));
-  const analysisFile = join(dirname(o.outJson), 'analysis.md');
-  const analysis = existsSync(analysisFile) ? readFileSync(analysisFile, 'utf8') : null;
-  writeFileSync(o.outMarkdown, markdown(results, relative(dirname(o.outMarkdown), o.outChart), analysis));
+  writeReport(o.outJson, o.outMarkdown, o.outChart);
   say(`done in ${((Date.now() - started) / 60000).toFixed(1)} min; wrote ${o.outJson}, ${o.outMarkdown}, ${o.outChart}`);
   for (const t of targets(results)) say(`${met(t) ? 'met ' : 'MISS'} ${t.name}: ${t.ratio.toFixed(3)} (${t.kind === 'min' ? '>=' : '<='} ${t.bound})`);
   return results;
+}
+
+/** BENCHMARKS.md and the chart from a results JSON, with the hand-written analysis beside it. */
+export function writeReport(jsonFile: string, markdownFile: string, chartFile: string): void {
+  if (!existsSync(jsonFile)) throw new HearthError(ErrorCode.NotFound, `no benchmark results at ${jsonFile}; run \`hearth bench\` first`);
+  const results = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchResults;
+  for (const file of [markdownFile, chartFile]) mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(chartFile, chartSvg(results));
+  const analysisFile = join(dirname(jsonFile), 'analysis.md');
+  const analysis = existsSync(analysisFile) ? readFileSync(analysisFile, 'utf8') : null;
+  writeFileSync(markdownFile, markdown(results, relative(dirname(markdownFile), chartFile), analysis));
 }

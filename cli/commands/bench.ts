@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { configureLogger } from '../../common/logger.js';
-import { runBenchmark } from '../../bench/run.js';
+import { runBenchmark, writeReport } from '../../bench/run.js';
 import { parseInteger } from '../options.js';
 
 export function registerBenchCommand(program: Command): void {
@@ -22,7 +22,12 @@ export function registerBenchCommand(program: Command): void {
     .option('--out <file>', 'the JSON of all figures', 'bench/results.json')
     .option('--markdown <file>', 'the report', 'BENCHMARKS.md')
     .option('--chart <file>', 'the SVG chart', 'bench/aggregate.svg')
-    .action(async (o: { model?: string; threads: string; concurrency: string; reps: string; tokens: string; promptWords: string; ctxSize: string; local: boolean; out: string; markdown: string; chart: string }) => {
+    .option('--report-only', 'only regenerate the report and chart from the JSON of an earlier run')
+    .action(async (o: { model?: string; threads: string; concurrency: string; reps: string; tokens: string; promptWords: string; ctxSize: string; local: boolean; out: string; markdown: string; chart: string; reportOnly?: boolean }) => {
+      if (o.reportOnly) {
+        writeReport(resolve(o.out), resolve(o.markdown), resolve(o.chart));
+        return;
+      }
       const concurrency = o.concurrency.split(',').map((x) => parseInteger(x, '--concurrency', { min: 1, max: 64 }));
       if (concurrency.length === 0) throw new HearthError(ErrorCode.InvalidArgument, '--concurrency: give at least one level');
       configureLogger({ level: 'warn' });
