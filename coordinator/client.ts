@@ -2,7 +2,7 @@
 // and the tests).
 import { clientConstructor, deadline, grpc } from '../common/grpc.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
-import { fromGrpcError } from './grpc-errors.js';
+import { fromGrpcError, unaryCall } from '../common/grpc-errors.js';
 import type { WirePlan, WireWorkerSummary } from './views.js';
 
 export interface GenerateOptions {
@@ -35,7 +35,6 @@ export interface WireStatus {
   build: { llama_cpp_release: string; ggml_version: string; rpc_protocol: string; backends: string[] };
 }
 
-type Callback<T> = (err: grpc.ServiceError | null, res?: T) => void;
 
 export class CoordinatorClient {
   readonly address: string;
@@ -76,10 +75,7 @@ export class CoordinatorClient {
   }
 
   #unary<T>(method: string, timeoutMs: number, request: object = {}): Promise<T> {
-    const fn = (this.#client as unknown as Record<string, (req: object, o: grpc.CallOptions, cb: Callback<T>) => void>)[method]!.bind(this.#client);
-    return new Promise<T>((resolve, reject) => {
-      fn(request, { deadline: deadline(timeoutMs) }, (err, res) => (err ? reject(fromGrpcError(err, `${method} on ${this.address}`)) : resolve(res as T)));
-    });
+    return unaryCall<T>(this.#client, method, request, { timeoutMs }, `coordinator ${this.address}`);
   }
 
   #stream(method: string, body: object, o: GenerateOptions): Promise<GenerateOutcome> {

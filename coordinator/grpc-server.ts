@@ -3,7 +3,7 @@ import { bindGrpcServer, closeGrpcServer, grpc, serviceDefinition } from '../com
 import type { SystemInfo } from '../native/binding.js';
 import type { Coordinator, GenerationRequest } from './coordinator.js';
 import type { RequestSettings } from './params.js';
-import { toGrpcError } from './grpc-errors.js';
+import { toGrpcError } from '../common/grpc-errors.js';
 import { planView, workerView } from './views.js';
 
 interface WireSampling {

@@ -1,6 +1,6 @@
 // The one place hearth's error codes become gRPC statuses.
-import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
-import { grpc } from '../common/grpc.js';
+import { ErrorCode, HearthError, messageOf } from './errors.js';
+import { deadline, grpc } from './grpc.js';
 
 const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.InvalidArgument]: grpc.status.INVALID_ARGUMENT,
@@ -25,4 +25,29 @@ const CODES = new Map<grpc.status, ErrorCode>(Object.entries(STATUS).map(([k, v]
 /** For clients: a gRPC failure as a HearthError with the matching code. */
 export function fromGrpcError(e: grpc.ServiceError, what: string): HearthError {
   return new HearthError(CODES.get(e.code) ?? ErrorCode.Unavailable, `${what}: ${e.details || e.message}`, { cause: e });
+}
+
+type UnaryMethod<Res> = (request: object, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
+
+/**
+ * One unary call with a deadline, cancelled when `signal` aborts; a failure is a HearthError whose
+ * message starts with `what` ("worker 10.0.0.5:50051: Health failed: ...").
+ */
+export function unaryCall<Res>(
+  client: grpc.Client,
+  method: string,
+  request: object,
+  options: { timeoutMs: number; signal?: AbortSignal | undefined },
+  what: string,
+): Promise<Res> {
+  const fn = (client as unknown as Record<string, UnaryMethod<Res>>)[method]!.bind(client);
+  return new Promise<Res>((resolve, reject) => {
+    const onAbort = () => call.cancel();
+    const call = fn(request, { deadline: deadline(options.timeoutMs) }, (err, res) => {
+      options.signal?.removeEventListener('abort', onAbort);
+      if (err) reject(fromGrpcError(err, `${what}: ${method} failed`));
+      else resolve(res as Res);
+    });
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
