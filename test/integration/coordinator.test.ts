@@ -1,6 +1,9 @@
 // The coordinator as users run it: real worker processes, a real coordinator process with its engine
 // child, real gRPC. Each test checks one promise of the design.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
@@ -209,6 +212,36 @@ describe('losing a worker', () => {
       if (stopped) process.kill(victim.rpc_server_pid, 'SIGCONT');
       await coord.stop();
       await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+});
+
+describe('a worker falling silent', () => {
+  test('a stopped worker daemon is marked lost by heartbeat timeout (no goodbye needed), and taken back when it returns', async () => {
+    const model = await testModel('tiny');
+    const a = await startWorker(['--name', 'w-a']);
+    const b = await startWorker(['--name', 'w-b']);
+    const dir = mkdtempSync(join(tmpdir(), 'hearth-hb-'));
+    const config = join(dir, 'cluster.yaml');
+    writeFileSync(config, 'heartbeatMs: 300\nworkerTimeoutMs: 1500\n');
+    const coord = await startCoordinator(model, [a.control, b.control], ['--config', config]);
+    let stopped = false;
+    try {
+      b.process.kill('SIGSTOP');
+      stopped = true;
+      const silent = await coord.waitStatus((s) => s.workers.some((w) => w.name === 'w-b' && w.state === 'lost'), 10_000);
+      assert.match(silent.workers.find((w) => w.name === 'w-b')!.reason, /no heartbeat from w-b/);
+      await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 1 && s.plan.devices[0]!.owner === 'w-a');
+      assert.equal((await coord.client.generate(PROMPTS[1]!, { maxTokens: 8, sampling: GREEDY })).tokens.length, 8);
+      b.process.kill('SIGCONT');
+      stopped = false;
+      await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 2);
+      assert.equal((await coord.client.generate(PROMPTS[2]!, { maxTokens: 8, sampling: GREEDY })).tokens.length, 8);
+    } finally {
+      if (stopped) b.process.kill('SIGCONT');
+      await coord.stop();
+      await Promise.all([a.stop(), b.stop()]);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
