@@ -1,6 +1,9 @@
 // The OpenAI-compatible HTTP API, driven with the official `openai` client against a real coordinator
 // with real workers.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
@@ -217,6 +220,36 @@ describe('HTTP API: keys, health and failures', () => {
     } finally {
       await coord.stop();
       await w.stop();
+    }
+  });
+
+  test('a stream that waits for a slot gets its headers, then keep-alive pings, before its first token', async () => {
+    // One slot, busy with a long request: the second one waits in the queue.
+    const model = await testModel('small');
+    const w = await startWorker(['--name', 'w-a']);
+    const dir = mkdtempSync(join(tmpdir(), 'hearth-ping-'));
+    writeFileSync(join(dir, 'cluster.yaml'), 'ssePingSeconds: 1\n');
+    const coord = await startCoordinator(model, [w.control], ['--parallel', '1', '--config', join(dir, 'cluster.yaml')]);
+    try {
+      const body = (prompt: string, maxTokens: number) =>
+        JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true });
+      const post = (b: string) => fetch(`${coord.http}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: b });
+      const first = post(body('Once upon a time', 480));
+      await new Promise((r) => setTimeout(r, 200));
+      const started = Date.now();
+      const second = await post(body('Meanwhile', 4));
+      assert.equal(second.status, 200);
+      const text = await second.text();
+      const firstPing = text.indexOf(': ping');
+      const firstData = text.indexOf('data: {');
+      assert.ok(firstPing >= 0 && firstPing < firstData, `pings before the first token: ${text.slice(0, 200)}`);
+      assert.ok(Date.now() - started > 2000, 'it really waited past the 2 s before headers go out');
+      assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+      await (await first).text();
+    } finally {
+      await coord.stop();
+      await w.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
