@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 
 import { netnsUnavailable, TestNetwork } from '../helpers/netns.js';
+import { testModel } from '../helpers/models.js';
 import { CLI } from '../helpers/worker.js';
 
 const BROWSE = fileURLToPath(new URL('../helpers/mdns-browse.ts', import.meta.url));
@@ -106,5 +107,53 @@ describe('mDNS discovery between two hosts', { skip: unavailable ?? false }, () 
     const down = await seen.next((e) => e.event === 'down' && e.name === up.name, 10_000);
     assert.equal(down.name, up.name);
     assert.equal(await workerExit, 0, logs);
+  });
+
+  test('a coordinator on the other host finds the worker over mDNS, counts it once beside its static entry, and serves', async () => {
+    const host = net.host('worker').address;
+    const worker = net.spawn('worker', process.execPath, [
+      '--import', 'tsx', CLI, 'worker', '--name', 'ns-worker', '--host', host, '--rpc-port', '50052', '--control-port', '50051',
+      '--threads', '1', '--state-dir', join(dir, 'state2'), '--cache-dir', join(dir, 'cache2'),
+    ]);
+    children.push(worker);
+    const model = await testModel('tiny');
+    // Listed by hand under its address, and advertised over mDNS: one worker, not two.
+    const coordinator = net.spawn('coordinator', process.execPath, [
+      '--import', 'tsx', CLI, 'coordinator', '--model', model, '--worker', `${host}:50051`, '--local-device', 'off', '--host', '127.0.0.1',
+      '--grpc-port', '50050', '--http-port', '8080', '--ctx-size', '512', '--parallel', '2', '--threads', '1',
+    ]);
+    children.push(coordinator);
+    let logs = '';
+    coordinator.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
+    const inCoordinatorHost = async (code: string): Promise<string> => {
+      const child = net.spawn('coordinator', process.execPath, ['-e', code]);
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      await new Promise((r) => child.once('exit', r));
+      return out;
+    };
+    const status = async () =>
+      JSON.parse(
+        (await inCoordinatorHost("fetch('http://127.0.0.1:8080/health').then(r => r.text()).then(t => process.stdout.write(t)).catch(() => process.stdout.write('{}'))")) || '{}',
+      ) as { status?: string };
+    const deadline = Date.now() + 30_000;
+    while ((await status()).status !== 'ok') {
+      if (Date.now() > deadline) throw new Error(`the coordinator did not start serving:\n${logs.split('\n').slice(-30).join('\n')}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(logs, /worker found over mDNS/);
+    const answer = JSON.parse(
+      await inCoordinatorHost(
+        "fetch('http://127.0.0.1:8080/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Over the network', max_tokens: 6, temperature: 0 }) }).then(r => r.text()).then(t => process.stdout.write(t))",
+      ),
+    ) as { choices: { text: string }[]; usage: { completion_tokens: number } };
+    assert.ok(answer.usage.completion_tokens > 0);
+    const metrics = await inCoordinatorHost("fetch('http://127.0.0.1:8080/metrics').then(r => r.text()).then(t => process.stdout.write(t))");
+    const up = metrics.split('\n').filter((l) => l.startsWith('hearth_worker_up{'));
+    assert.equal(up.length, 1, `one worker, not one per source: ${up.join(' | ')}`);
+    assert.match(up[0]!, /worker="ns-worker".* 1$/);
+    coordinator.kill('SIGTERM');
+    worker.kill('SIGTERM');
+    await Promise.all([coordinator, worker].map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
   });
 });
