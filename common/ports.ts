@@ -14,3 +14,12 @@ export async function freePortOn(host: string): Promise<number> {
     });
   });
 }
+
+/** Tries to bind host:port exclusively and lets go at once: null when it is free, else the bind error. */
+export async function portProbe(host: string, port: number): Promise<NodeJS.ErrnoException | null> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(null)));
+  });
+}

@@ -232,7 +232,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     if (this.#engine?.alive) {
       this.#setState('draining', `re-planning: ${why}`);
-      await this.#drain();
+      await this.#drain(Math.max(this.config.watchdogMs, 10_000));
       await this.#engine.shutdown();
     }
     this.#plan = next;
@@ -294,8 +294,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
   }
 
-  async #drain(): Promise<void> {
-    const deadline = Date.now() + Math.max(this.config.watchdogMs, 10_000);
+  /** Waits until the engine has no request in flight, or `graceMs` has passed. */
+  async #drain(graceMs: number): Promise<void> {
+    const deadline = Date.now() + graceMs;
     while (this.#engine?.alive && this.#engine.inFlight > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -474,8 +475,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#setState('stopping', 'shutting down');
     this.#stopped = true;
     this.#queue.clear();
-    const deadline = Date.now() + graceMs;
-    while (this.#engine?.alive && this.#engine.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#drain(graceMs);
     await this.#engine?.shutdown();
     this.registry.stop();
     await Promise.all(this.#discoveries.map((d) => d.stop()));

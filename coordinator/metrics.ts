@@ -3,6 +3,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { WorkerRecord } from './registry.js';
+import { workerMemory } from './views.js';
 
 export interface MetricsSource {
   inFlight(): number;
@@ -62,7 +63,7 @@ export class CoordinatorMetrics {
         },
       });
     workerGauge('hearth_worker_up', 'Whether the worker is admitted and answering (1) or not (0)', (w) => (w.state === 'admitted' ? 1 : 0));
-    workerGauge('hearth_worker_free_bytes', "Free memory the worker's devices report", (w) => (w.info?.devices ?? []).reduce((s, d) => s + Number(d.free_bytes), 0));
-    workerGauge('hearth_worker_total_bytes', "Total memory of the worker's devices", (w) => (w.info?.devices ?? []).reduce((s, d) => s + Number(d.total_bytes), 0));
+    workerGauge('hearth_worker_free_bytes', "Free memory the worker's devices report", (w) => workerMemory(w).freeBytes);
+    workerGauge('hearth_worker_total_bytes', "Total memory of the worker's devices", (w) => workerMemory(w).totalBytes);
   }
 }

@@ -39,6 +39,15 @@ export interface WirePlan {
   excluded: string[];
 }
 
+/** Free and total bytes over a worker's devices (0 before its first GetInfo). */
+export function workerMemory(w: WorkerRecord): { freeBytes: number; totalBytes: number } {
+  const devices = w.info?.devices ?? [];
+  return {
+    freeBytes: devices.reduce((s, d) => s + Number(d.free_bytes), 0),
+    totalBytes: devices.reduce((s, d) => s + Number(d.total_bytes), 0),
+  };
+}
+
 export function workerView(w: WorkerRecord): WireWorkerSummary {
   const devices = w.info?.devices ?? [];
   return {
@@ -49,8 +58,8 @@ export function workerView(w: WorkerRecord): WireWorkerSummary {
     state: w.state,
     reason: w.reason,
     backend: [...new Set(devices.map((d) => d.backend))].join('+'),
-    free_bytes: String(devices.reduce((s, d) => s + Number(d.free_bytes), 0)),
-    total_bytes: String(devices.reduce((s, d) => s + Number(d.total_bytes), 0)),
+    free_bytes: String(workerMemory(w).freeBytes),
+    total_bytes: String(workerMemory(w).totalBytes),
     rpc_protocol: w.info?.build.rpc_protocol ?? '',
     llama_cpp_release: w.info?.build.llama_cpp_release ?? '',
     source: w.source,

@@ -1,10 +1,10 @@
 // The worker daemon: a supervised ggml-rpc-server, a gRPC control service and an mDNS advert, with an
 // explicit lifecycle. Everything it serves comes from the WorkerConfig it was given.
 import { hostname } from 'node:os';
-import { createServer } from 'node:net';
 
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { portProbe } from '../common/ports.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
@@ -20,20 +20,14 @@ const MEMORY_POLL_MS = 5000;
 
 /** Fails with a clear message when something already listens on host:port. */
 async function assertPortFree(host: string, port: number, what: string, flag: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        new HearthError(
-          ErrorCode.FailedPrecondition,
-          e.code === 'EADDRINUSE'
-            ? `${what} port ${port} on ${host} is already in use (another worker or ggml-rpc-server?); choose another with ${flag}`
-            : `cannot use ${what} port ${port} on ${host}: ${e.message}`,
-        ),
-      ),
-    );
-    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
-  });
+  const e = await portProbe(host, port);
+  if (!e) return;
+  throw new HearthError(
+    ErrorCode.FailedPrecondition,
+    e.code === 'EADDRINUSE'
+      ? `${what} port ${port} on ${host} is already in use (another worker or ggml-rpc-server?); choose another with ${flag}`
+      : `cannot use ${what} port ${port} on ${host}: ${e.message}`,
+  );
 }
 
 export class WorkerDaemon {

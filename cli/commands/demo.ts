@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 
 import { messageOf } from '../../common/errors.js';
 import { configureLogger } from '../../common/logger.js';
-import { freePortOn } from '../../common/ports.js';
+import { freePortOn, portProbe } from '../../common/ports.js';
 import { compileCoordinatorConfig } from '../../coordinator/config.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { StaticDiscovery } from '../../coordinator/discovery/discovery.js';
@@ -54,13 +54,7 @@ async function ask(base: string, question: string, maxTokens: number): Promise<{
 }
 
 async function pickPort(preferred: number): Promise<number> {
-  const { createServer } = await import('node:net');
-  const free = await new Promise<boolean>((r) => {
-    const s = createServer();
-    s.once('error', () => r(false));
-    s.listen(preferred, '127.0.0.1', () => s.close(() => r(true)));
-  });
-  return free ? preferred : freePortOn('127.0.0.1');
+  return (await portProbe('127.0.0.1', preferred)) === null ? preferred : freePortOn('127.0.0.1');
 }
 
 export function registerDemoCommand(program: Command): void {
