@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { isHearthError, messageOf } from '../common/errors.js';
+import { newToken } from '../link/token.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
 import { registerBenchCommand } from './commands/bench.js';
@@ -10,6 +11,13 @@ import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { formatBytes, table } from './format.js';
+import { withoutToken } from './options.js';
+
+// A token given with --token would show in `ps` and /proc/PID/cmdline: replace the process title
+// (on Linux this overwrites the argument memory the kernel shows) before anything else runs.
+if (process.argv.some((a) => a === '--token' || a.startsWith('--token='))) {
+  process.title = ['hearth', ...withoutToken(process.argv.slice(2))].join(' ');
+}
 
 const program = new Command()
   .name('hearth')
@@ -30,6 +38,13 @@ program
     const rows = [['device', 'backend', 'type', 'free', 'total', 'description']];
     for (const d of localDevices()) rows.push([d.name, d.backend, d.type, formatBytes(d.freeBytes), formatBytes(d.totalBytes), d.description]);
     process.stdout.write(table(rows) + '\n');
+  });
+
+program
+  .command('token')
+  .description('print a new cluster token (256 random bits): give it to every machine of the cluster')
+  .action(() => {
+    process.stdout.write(`${newToken()}\n`);
   });
 
 registerModelCommands(program);

@@ -9,3 +9,18 @@ export function parseInteger(text: string, option: string, range: { min?: number
   }
   return v;
 }
+
+/** The arguments with the value of --token replaced, for the process title. */
+export function withoutToken(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--token') {
+      out.push(a, '***');
+      i++;
+    } else {
+      out.push(a.startsWith('--token=') ? '--token=***' : a);
+    }
+  }
+  return out;
+}

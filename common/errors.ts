@@ -12,6 +12,7 @@ export const ErrorCode = {
   DeadlineExceeded: 'DEADLINE_EXCEEDED',
   Unsupported: 'UNSUPPORTED',
   Internal: 'INTERNAL',
+  Unauthenticated: 'UNAUTHENTICATED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -13,6 +13,7 @@ const STATUS: Record<ErrorCode, grpc.status> = {
   [ErrorCode.DeadlineExceeded]: grpc.status.DEADLINE_EXCEEDED,
   [ErrorCode.Unsupported]: grpc.status.UNIMPLEMENTED,
   [ErrorCode.Internal]: grpc.status.INTERNAL,
+  [ErrorCode.Unauthenticated]: grpc.status.UNAUTHENTICATED,
 };
 
 export function toGrpcError(e: unknown): Partial<grpc.StatusObject> {
@@ -27,7 +28,12 @@ export function fromGrpcError(e: grpc.ServiceError, what: string): HearthError {
   return new HearthError(CODES.get(e.code) ?? ErrorCode.Unavailable, `${what}: ${e.details || e.message}`, { cause: e });
 }
 
-type UnaryMethod<Res> = (request: object, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
+type UnaryMethod<Res> = (
+  request: object,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: (err: grpc.ServiceError | null, res?: Res) => void,
+) => grpc.ClientUnaryCall;
 
 /**
  * One unary call with a deadline, cancelled when `signal` aborts; a failure is a HearthError whose
@@ -37,13 +43,13 @@ export function unaryCall<Res>(
   client: grpc.Client,
   method: string,
   request: object,
-  options: { timeoutMs: number; signal?: AbortSignal | undefined },
+  options: { timeoutMs: number; signal?: AbortSignal | undefined; metadata?: grpc.Metadata },
   what: string,
 ): Promise<Res> {
   const fn = (client as unknown as Record<string, UnaryMethod<Res>>)[method]!.bind(client);
   return new Promise<Res>((resolve, reject) => {
     const onAbort = () => call.cancel();
-    const call = fn(request, { deadline: deadline(options.timeoutMs) }, (err, res) => {
+    const call = fn(request, options.metadata ?? new grpc.Metadata(), { deadline: deadline(options.timeoutMs) }, (err, res) => {
       options.signal?.removeEventListener('abort', onAbort);
       if (err) reject(fromGrpcError(err, `${what}: ${method} failed`));
       else resolve(res as Res);

@@ -33,15 +33,20 @@ export interface WireStatus {
   workers: WireWorkerSummary[];
   plan: WirePlan;
   build: { llama_cpp_release: string; ggml_version: string; rpc_protocol: string; backends: string[] };
+  cluster_id: string;
 }
 
 
 export class CoordinatorClient {
   readonly address: string;
   readonly #client: grpc.Client;
+  readonly #metadata: grpc.Metadata;
 
-  constructor(address: string) {
+  /** `apiKey`: sent with every call when the coordinator requires one. */
+  constructor(address: string, options: { apiKey?: string | null } = {}) {
     this.address = address;
+    this.#metadata = new grpc.Metadata();
+    if (options.apiKey) this.#metadata.set('authorization', `Bearer ${options.apiKey}`);
     const Ctor = clientConstructor('CoordinatorService');
     this.#client = new Ctor(address, grpc.credentials.createInsecure());
   }
@@ -75,14 +80,14 @@ export class CoordinatorClient {
   }
 
   #unary<T>(method: string, timeoutMs: number, request: object = {}): Promise<T> {
-    return unaryCall<T>(this.#client, method, request, { timeoutMs }, `coordinator ${this.address}`);
+    return unaryCall<T>(this.#client, method, request, { timeoutMs, metadata: this.#metadata }, `coordinator ${this.address}`);
   }
 
   #stream(method: string, body: object, o: GenerateOptions): Promise<GenerateOutcome> {
-    const fn = (this.#client as unknown as Record<string, (req: object, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>)[method]!.bind(this.#client);
+    const fn = (this.#client as unknown as Record<string, (req: object, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>)[method]!.bind(this.#client);
     const request = { ...body, ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}), sampling: o.sampling ?? {}, stop: o.stop ?? [] };
     return new Promise<GenerateOutcome>((resolve, reject) => {
-      const call = fn(request, { deadline: deadline(o.timeoutMs ?? 120_000) });
+      const call = fn(request, this.#metadata, { deadline: deadline(o.timeoutMs ?? 120_000) });
       const out: GenerateOutcome = { text: '', tokens: [], finishReason: '', usage: { prompt_tokens: 0, completion_tokens: 0 } };
       const onAbort = () => call.cancel();
       o.signal?.addEventListener('abort', onAbort, { once: true });

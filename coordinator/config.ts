@@ -7,6 +7,7 @@ import { z } from 'zod';
 
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
+import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
 const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
@@ -39,6 +40,9 @@ export const clusterFileSchema = z.strictObject({
   bodyLimitMiB: z.number().min(0.001).max(1024).optional(),
   ssePingSeconds: z.number().min(1).max(600).optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).optional(),
+  token: z.string().min(1).optional(),
+  tokenFile: z.string().min(1).optional(),
+  insecure: z.boolean().optional(),
 });
 
 export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
@@ -73,9 +77,22 @@ export interface CoordinatorConfig {
   readonly bodyLimitBytes: number;
   readonly ssePingMs: number;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** The cluster token's keys: workers are reached only over authenticated, encrypted links. */
+  readonly secret: ClusterSecret | null;
+  /** Serve the APIs on the network without API keys (protected mode overridden). */
+  readonly insecure: boolean;
 }
 
-export function compileCoordinatorConfig(sources: { file: string | null; flags: ClusterFileSettings }): CoordinatorConfig {
+/** Protected mode: why APIs on this address may not start, or null. */
+export function protectedModeRefusal(c: CoordinatorConfig): string | null {
+  if (c.insecure || c.apiKeys.length > 0 || isLoopback(c.host)) return null;
+  return (
+    `refusing to serve the APIs on ${c.host} without API keys: anyone on the network could use the cluster. ` +
+    'Give one with --api-key KEY (or apiKeys: in cluster.yaml), listen on --host 127.0.0.1, or pass --insecure on a network you trust'
+  );
+}
+
+export function compileCoordinatorConfig(sources: { file: string | null; flags: ClusterFileSettings; env?: { HEARTH_TOKEN?: string | undefined } }): CoordinatorConfig {
   let fromFile: ClusterFileSettings = {};
   let base = process.cwd();
   if (sources.file) {
@@ -99,6 +116,12 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   const ubatchSize = Math.min(m.ubatchSize ?? 512, batchSize);
   // A model path in cluster.yaml is relative to the file; on the command line, to the shell.
   const model = f.model !== undefined ? resolve(f.model) : fromFile.model !== undefined ? resolve(base, fromFile.model) : null;
+  const secret = resolveSecret({
+    flag: f.token,
+    file: f.tokenFile,
+    env: sources.env?.HEARTH_TOKEN,
+    config: { token: fromFile.token, tokenFile: fromFile.tokenFile === undefined ? undefined : resolve(base, fromFile.tokenFile) },
+  });
   return Object.freeze({
     model,
     workers: Object.freeze([...new Set(m.workers ?? [])]),
@@ -125,5 +148,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     bodyLimitBytes: Math.round((m.bodyLimitMiB ?? 4) * 1024 * 1024),
     ssePingMs: (m.ssePingSeconds ?? 15) * 1000,
     logLevel: m.logLevel ?? 'info',
+    secret,
+    insecure: m.insecure ?? false,
   });
 }

@@ -21,6 +21,7 @@ import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import { plan as makePlan } from './planner/planner.js';
 import type { CandidateDevice, Plan, PlanResult } from './planner/types.js';
+import { OpenLinks, SecureLinks, type WorkerLinks } from './links.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 
 export type CoordinatorState = 'starting' | 'planning' | 'loading' | 'serving' | 'draining' | 'degraded' | 'stopping';
@@ -60,6 +61,8 @@ export function candidateDevices(workers: readonly WorkerRecord[], local: { enab
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: CoordinatorConfig;
   readonly registry: WorkerRegistry;
+  /** How workers are reached: directly, or through authenticated relays (a cluster token). */
+  readonly links: WorkerLinks;
   readonly #log: Logger;
   readonly #discoveries: Discovery[];
   readonly #queue: PQueue;
@@ -89,7 +92,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#log = log;
     this.#discoveries = discoveries;
     this.#queue = new PQueue({ concurrency: config.parallel });
+    this.links = config.secret ? new SecureLinks(config.secret, log.child({ part: 'link' })) : new OpenLinks();
+    // The relay sees a worker's side of the link close or fail at once; llama.cpp may sit blocked on
+    // it until the watchdog, so the engine is stopped here and the loss diagnosed as usual.
+    this.links.on('broken', (endpoint, reason) => this.#onLinkBroken(endpoint, reason));
     this.registry = new WorkerRegistry(log.child({ part: 'registry' }), {
+      links: this.links,
       clientVersion,
       heartbeatMs: config.heartbeatMs,
       workerTimeoutMs: config.workerTimeoutMs,
@@ -164,6 +172,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.#stopped = true;
       this.registry.stop();
       await Promise.all(this.#discoveries.map((d) => d.stop()));
+      await this.links.close();
     }
   }
 
@@ -276,8 +285,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         }),
       ),
     );
+    const sentBefore = new Map(plan.rpcEndpoints.map((e) => [e, this.links.bytesSent(e)]));
     try {
       const info = await engine.load(spec);
+      if (this.links.secure) {
+        // Counted in the relays: the plaintext each worker's link carried during this load.
+        info.bytesSent = Object.fromEntries(
+          [...sentBefore].map(([e, before]) => [this.links.remoteOf(e), (this.links.bytesSent(e) ?? 0) - (before ?? 0)]),
+        );
+      }
       this.#loaded = info;
       this.#load = { progress: 1, seconds: info.loadSeconds, phases: info.phases, bytesSent: info.bytesSent, loads: this.#load.loads + 1 };
       this.#log.info(
@@ -316,7 +332,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const delay = this.#losses <= 1 ? 0 : Math.min(30_000, 1000 * 2 ** (this.#losses - 2));
     void this.#loss
       .then(() => new Promise((r) => setTimeout(r, delay)))
-      .then(() => this.replan('the engine was lost'));
+      .then(() => this.replan('the engine was lost'))
+      .finally(() => {
+        // Requests waiting out the loss give up when the re-plan could not bring serving back.
+        if (this.#state !== 'serving' && !this.#replanning) this.#loss = null;
+        this.#servingWaiters.splice(0).forEach((w) => w());
+      });
   }
 
   /** Finds which worker of the plan failed, marks it, and says so in one sentence. */
@@ -363,6 +384,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
   }
 
+  #onLinkBroken(endpoint: string, reason: string): void {
+    const plan = this.#plan?.fits ? this.#plan : null;
+    if (!plan || !plan.rpcEndpoints.includes(endpoint) || !this.#engine?.alive) return;
+    const w = this.registry.byEndpoint(endpoint);
+    this.#log.warn({ worker: w?.name ?? endpoint }, `link to worker ${w?.name ?? endpoint} broke (${reason}); stopping the engine`);
+    this.#engine.kill('crash');
+  }
+
   #onWorkerGone(w: WorkerRecord, what: string): void {
     const plan = this.#plan?.fits ? this.#plan : null;
     if (!plan || !w.rpcEndpoint || !plan.rpcEndpoints.includes(w.rpcEndpoint)) return;
@@ -394,34 +423,50 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     };
     const task = this.#queue.add(
       async () => {
-        await this.#whenServing(signal);
-        const engine = this.#engine;
-        if (!engine) throw new HearthError(ErrorCode.Unavailable, `not serving: ${this.#reason}`);
-        const id = randomUUID();
-        const onAbort = () => engine.cancel(id);
-        signal?.addEventListener('abort', onAbort, { once: true });
-        try {
-          const result = await engine.generate(id, prompt, params, handlers);
-          const m = this.#metrics;
-          if (m) {
-            m.promptTokens.inc(result.usage.promptTokens);
-            m.generatedTokens.inc(result.usage.completionTokens);
-            m.requests.inc({ outcome: result.finishReason });
-            if (firstAt > 0 && result.usage.completionTokens > 1) {
-              const seconds = (performance.now() - firstAt) / 1000;
-              if (seconds > 0) m.tokensPerSecond.set((result.usage.completionTokens - 1) / seconds);
+        for (let attempt = 1; ; attempt++) {
+          await this.#whenServing(signal);
+          const engine = this.#engine;
+          if (!engine) throw new HearthError(ErrorCode.Unavailable, `not serving: ${this.#reason}`);
+          const id = randomUUID();
+          const onAbort = () => engine.cancel(id);
+          signal?.addEventListener('abort', onAbort, { once: true });
+          let produced = false;
+          try {
+            const result = await engine.generate(id, prompt, params, {
+              ...handlers,
+              onToken: (text, token) => {
+                produced = true;
+                handlers.onToken?.(text, token);
+              },
+            });
+            const m = this.#metrics;
+            if (m) {
+              m.promptTokens.inc(result.usage.promptTokens);
+              m.generatedTokens.inc(result.usage.completionTokens);
+              m.requests.inc({ outcome: result.finishReason });
+              if (firstAt > 0 && result.usage.completionTokens > 1) {
+                const seconds = (performance.now() - firstAt) / 1000;
+                if (seconds > 0) m.tokensPerSecond.set((result.usage.completionTokens - 1) / seconds);
+              }
             }
+            return result;
+          } catch (e) {
+            if (e instanceof EngineExitError) {
+              const what = (await this.#loss) ?? 'the engine was lost';
+              // Nothing reached the client yet (queued, or still in its prompt): the loss costs it
+              // time, not an error. It waits for the re-plan and runs again, within its deadline.
+              if (!produced && !signal?.aborted && !this.#stopped && attempt < MAX_ATTEMPTS) {
+                this.#log.info({ attempt, what }, 'a request that had produced no output waits for the re-plan');
+                continue;
+              }
+              this.#metrics?.requests.inc({ outcome: 'error' });
+              throw new HearthError(ErrorCode.Unavailable, `generation failed: ${what}`, { cause: e });
+            }
+            this.#metrics?.requests.inc({ outcome: 'error' });
+            throw e;
+          } finally {
+            signal?.removeEventListener('abort', onAbort);
           }
-          return result;
-        } catch (e) {
-          this.#metrics?.requests.inc({ outcome: 'error' });
-          if (e instanceof EngineExitError) {
-            const what = (await this.#loss) ?? 'the engine was lost';
-            throw new HearthError(ErrorCode.Unavailable, `generation failed: ${what}`, { cause: e });
-          }
-          throw e;
-        } finally {
-          signal?.removeEventListener('abort', onAbort);
         }
       },
       signal ? { signal } : {},
@@ -479,8 +524,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await this.#engine?.shutdown();
     this.registry.stop();
     await Promise.all(this.#discoveries.map((d) => d.stop()));
+    await this.links.close();
   }
 }
+
+/** How often a request that produced nothing may be carried over an engine loss before it fails. */
+const MAX_ATTEMPTS = 3;
 
 /** Two plans put the same layers on the same devices. */
 function samePlacement(a: Plan, b: Plan): boolean {

@@ -4,6 +4,7 @@ import type { SystemInfo } from '../native/binding.js';
 import type { Coordinator, GenerationRequest } from './coordinator.js';
 import type { RequestSettings } from './params.js';
 import { toGrpcError } from '../common/grpc-errors.js';
+import { keyRefusal, presentedKey } from './api-keys.js';
 import { planView, workerView } from './views.js';
 
 interface WireSampling {
@@ -46,17 +47,32 @@ export class CoordinatorGrpcServer {
   readonly #coordinator: Coordinator;
   readonly #build: SystemInfo;
 
-  constructor(coordinator: Coordinator, build: SystemInfo) {
+  constructor(coordinator: Coordinator, build: SystemInfo, options: { apiKeys: readonly string[] } = { apiKeys: [] }) {
     this.#coordinator = coordinator;
     this.#build = build;
+    /** With API keys set, every call must carry one (metadata `authorization: Bearer KEY`). */
+    const refused = (call: { metadata: grpc.Metadata }): Partial<grpc.StatusObject> | null => {
+      const why = keyRefusal(presentedKey(call.metadata.get('authorization')[0], call.metadata.get('x-api-key')[0]), options.apiKeys);
+      return why ? { code: grpc.status.UNAUTHENTICATED, details: why } : null;
+    };
     const stream = (toRequest: (r: WireGenerate) => GenerationRequest) => (call: grpc.ServerWritableStream<WireGenerate, unknown>) => {
+      const no = refused(call);
+      if (no) {
+        call.emit('error', no);
+        return;
+      }
       void this.#generate(call, toRequest);
     };
     const unary =
-      <T>(answer: () => T | Promise<T>) =>
-      (_call: grpc.ServerUnaryCall<unknown, T>, callback: grpc.sendUnaryData<T>) => {
+      <Req, T>(answer: (call: grpc.ServerUnaryCall<Req, T>) => T | Promise<T>) =>
+      (call: grpc.ServerUnaryCall<Req, T>, callback: grpc.sendUnaryData<T>) => {
+        const no = refused(call);
+        if (no) {
+          callback(no);
+          return;
+        }
         Promise.resolve()
-          .then(answer)
+          .then(() => answer(call))
           .then(
             (v) => callback(null, v),
             (e: unknown) => callback(toGrpcError(e)),
@@ -65,16 +81,12 @@ export class CoordinatorGrpcServer {
     this.#server.addService(serviceDefinition('CoordinatorService'), {
       Generate: stream((r) => ({ prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
       Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
-      ListWorkers: unary(() => ({ workers: this.#coordinator.registry.all().map(workerView) })),
+      ListWorkers: unary(() => ({ workers: this.#workers() })),
       GetPlan: unary(() => this.#planView()),
-      Replan: async (call: grpc.ServerUnaryCall<{ force_reload?: boolean }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        try {
-          await this.#coordinator.replan('requested over gRPC', { force: call.request.force_reload === true });
-          callback(null, this.#planView());
-        } catch (e) {
-          callback(toGrpcError(e));
-        }
-      },
+      Replan: unary(async (call: grpc.ServerUnaryCall<{ force_reload?: boolean }, unknown>) => {
+        await this.#coordinator.replan('requested over gRPC', { force: call.request.force_reload === true });
+        return this.#planView();
+      }),
       GetStatus: unary(() => this.#status()),
     });
   }
@@ -103,7 +115,12 @@ export class CoordinatorGrpcServer {
 
   #planView() {
     const c = this.#coordinator;
-    return planView(c.currentPlan, { ctxSize: c.config.ctxSize, parallel: c.config.parallel });
+    return planView(c.currentPlan, { ctxSize: c.config.ctxSize, parallel: c.config.parallel }, (e) => c.links.remoteOf(e));
+  }
+
+  #workers() {
+    const c = this.#coordinator;
+    return c.registry.all().map((w) => workerView(w, c.links.secure));
   }
 
   #status() {
@@ -126,7 +143,8 @@ export class CoordinatorGrpcServer {
       in_flight: c.inFlight,
       waiting: c.waiting,
       parallel: c.config.parallel,
-      workers: c.registry.all().map(workerView),
+      workers: this.#workers(),
+      cluster_id: c.links.clusterId ?? '',
       plan: this.#planView(),
       build: {
         llama_cpp_release: this.#build.llamaCppRelease,

@@ -7,10 +7,12 @@ import { EventEmitter } from 'node:events';
 import { messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { formatVersion, isCompatible, parseVersion, type RpcVersion } from '../native/rpc-protocol.js';
+import { LinkError } from '../link/relay.js';
 import { normalizeEndpoint, probeRpcServer } from '../native/rpc-probe.js';
 import { WorkerClient } from '../worker/client.js';
 import type { WireWorkerInfo, WorkerId } from '../worker/types.js';
 import type { DiscoverySource } from './discovery/discovery.js';
+import type { WorkerLinks } from './links.js';
 
 export type WorkerRecordState = 'probing' | 'admitted' | 'refused' | 'lost' | 'suspect';
 
@@ -22,7 +24,10 @@ export interface WorkerRecord {
   id: WorkerId | null;
   name: string;
   info: WireWorkerInfo | null;
+  /** Where the engine dials the worker's rpc server: the worker itself, or the local relay of a closed cluster. */
   rpcEndpoint: string | null;
+  /** The worker's rpc address on the network. */
+  rpcRemote: string | null;
   /** Order of (re)admission: later admissions get larger numbers. */
   admittedSeq: number;
   lastSeen: number;
@@ -39,6 +44,7 @@ export interface RegistryOptions {
   workerTimeoutMs: number;
   /** RPC endpoints an engine is connected to: their servers serve one client, so never probe them. */
   busyEndpoints: () => ReadonlySet<string>;
+  links: WorkerLinks;
 }
 
 export interface RegistryEvents {
@@ -101,6 +107,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       name: control,
       info: null,
       rpcEndpoint: null,
+      rpcRemote: null,
       admittedSeq: 0,
       lastSeen: 0,
       infoAt: 0,
@@ -149,10 +156,15 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     return this.#client(control).health({ timeoutMs });
   }
 
-  #client(control: string): WorkerClient {
+  /** The control client of a worker; `dial` (where its link starts) is known once it was admitted. */
+  #client(control: string, dial?: string): WorkerClient {
     let c = this.#clients.get(control);
+    if (c && dial !== undefined && c.address !== dial) {
+      c.close();
+      c = undefined;
+    }
     if (!c) {
-      c = new WorkerClient(control);
+      c = new WorkerClient(dial ?? control);
       this.#clients.set(control, c);
     }
     return c;
@@ -181,11 +193,18 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
   }
 
   async #admit(r: WorkerRecord): Promise<void> {
+    const links = this.#options.links;
     let info: WireWorkerInfo;
     try {
-      info = await this.#client(r.control).getInfo({ timeoutMs: Math.min(3000, this.#options.workerTimeoutMs) });
+      const dial = await links.dial('control', r.control);
+      info = await this.#client(r.control, dial).getInfo({ timeoutMs: Math.min(3000, this.#options.workerTimeoutMs) });
     } catch (e) {
-      if (r.state !== 'lost') this.#set(r, 'probing', `control service ${r.control} unreachable: ${messageOf(e)}`);
+      if (e instanceof LinkError && e.kind !== 'network') {
+        this.#refuse(r, e.message.replace(/^secure link to \S+: /, ''));
+        return;
+      }
+      const hint = links.secure ? '' : ' (a worker started with a cluster token answers only a coordinator given the same token)';
+      if (r.state !== 'lost') this.#set(r, 'probing', `control service ${r.control} unreachable: ${messageOf(e)}${hint}`);
       return;
     }
     r.info = info;
@@ -203,21 +222,27 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     r.id = info.worker_id as WorkerId;
     const refusal = versionRefusal(this.#options.clientVersion, info.build.rpc_protocol);
     if (refusal) {
-      if (r.state !== 'refused') this.#log.warn({ worker: r.name, control: r.control, version: info.build.rpc_protocol }, `worker refused: ${refusal}`);
-      this.#set(r, 'refused', `worker ${r.name} (${r.control}) refused: ${refusal}`);
+      this.#refuse(r, refusal);
       return;
     }
     const host = info.rpc_host || r.control.slice(0, r.control.lastIndexOf(':'));
     let endpoint: string;
+    let remote: string;
     try {
-      endpoint = await normalizeEndpoint(`${host}:${info.rpc_port}`);
+      remote = await normalizeEndpoint(`${host}:${info.rpc_port}`);
+      endpoint = await links.dial('rpc', remote);
       if (!this.#options.busyEndpoints().has(endpoint)) {
         await probeRpcServer(endpoint, { timeoutMs: 2000, clientVersion: this.#options.clientVersion });
       }
     } catch (e) {
+      if (e instanceof LinkError && e.kind !== 'network') {
+        this.#refuse(r, `its rpc port: ${e.message.replace(/^secure link to \S+: /, '')}`);
+        return;
+      }
       this.#set(r, 'probing', `rpc server of ${r.name} not usable: ${messageOf(e)}`);
       return;
     }
+    r.rpcRemote = remote;
     r.rpcEndpoint = endpoint;
     r.lastSeen = Date.now();
     r.admittedSeq = ++this.#seq;
@@ -262,6 +287,12 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     // It answers again: admit it afresh (new admission order, fresh info).
     this.#set(r, 'probing', 'answering again');
     await this.#admit(r);
+  }
+
+  /** Refuses a worker for good (until it changes): the reason shows in `hearth status`. */
+  #refuse(r: WorkerRecord, why: string): void {
+    if (r.state !== 'refused') this.#log.warn({ worker: r.name, control: r.control }, `worker refused: ${why}`);
+    this.#set(r, 'refused', why);
   }
 
   #set(r: WorkerRecord, state: WorkerRecordState, reason: string): void {

@@ -15,6 +15,7 @@ export interface WireWorkerSummary {
   rpc_protocol: string;
   llama_cpp_release: string;
   source: string;
+  link: string;
 }
 
 export interface WirePlan {
@@ -48,13 +49,13 @@ export function workerMemory(w: WorkerRecord): { freeBytes: number; totalBytes: 
   };
 }
 
-export function workerView(w: WorkerRecord): WireWorkerSummary {
+export function workerView(w: WorkerRecord, secure: boolean): WireWorkerSummary {
   const devices = w.info?.devices ?? [];
   return {
     worker_id: w.id ?? '',
     name: w.name,
     control_address: w.control,
-    rpc_endpoint: w.rpcEndpoint ?? '',
+    rpc_endpoint: w.rpcRemote ?? '',
     state: w.state,
     reason: w.reason,
     backend: [...new Set(devices.map((d) => d.backend))].join('+'),
@@ -63,10 +64,12 @@ export function workerView(w: WorkerRecord): WireWorkerSummary {
     rpc_protocol: w.info?.build.rpc_protocol ?? '',
     llama_cpp_release: w.info?.build.llama_cpp_release ?? '',
     source: w.source,
+    link: secure ? 'tls-psk' : 'open',
   };
 }
 
-export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }): WirePlan {
+/** `remoteOf` shows a device's worker address rather than the local relay the engine dials. */
+export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }, remoteOf: (endpoint: string) => string = (e) => e): WirePlan {
   const base = { ctx_size: ctx.ctxSize, parallel: ctx.parallel };
   if (!p) return { fits: false, devices: [], refusal: 'no plan yet', suggestions: [], host_bytes: '0', excluded: [], ...base };
   const excluded = p.excluded.map((x) => `${x.owner}/${x.deviceName}: ${x.reason}`);
@@ -76,7 +79,7 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
     devices: (p as Plan).devices.map((d) => ({
       owner: d.owner,
       device: d.deviceName,
-      endpoint: d.endpoint ?? '',
+      endpoint: d.endpoint ? remoteOf(d.endpoint) : '',
       first_layer: d.firstLayer,
       layers: d.layers,
       holds_output: d.holdsOutput,

@@ -3,6 +3,19 @@ import { clientConstructor, grpc } from '../common/grpc.js';
 import { unaryCall } from '../common/grpc-errors.js';
 import type { WireHealth, WireWorkerInfo } from './types.js';
 
+/**
+ * A worker that was cut off must be found again within seconds of the network returning: reconnect
+ * attempts stay at most a second apart (grpc-js would back off to minutes), and an HTTP/2 ping finds a
+ * connection that died silently (a pulled cable sends no reset).
+ */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = Object.freeze({
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 1000,
+  'grpc.keepalive_time_ms': 2000,
+  'grpc.keepalive_timeout_ms': 2000,
+  'grpc.keepalive_permit_without_calls': 1,
+});
+
 export class WorkerClient {
   readonly address: string;
   readonly #client: grpc.Client;
@@ -10,7 +23,7 @@ export class WorkerClient {
   constructor(address: string) {
     this.address = address;
     const Ctor = clientConstructor('WorkerService');
-    this.#client = new Ctor(address, grpc.credentials.createInsecure());
+    this.#client = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   }
 
   getInfo(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WireWorkerInfo> {

@@ -1,11 +1,12 @@
 // The worker's settings: CLI flags over an optional YAML file over defaults, validated once and frozen.
 import { hostname, cpus, homedir } from 'node:os';
 import { isIP } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
+import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
 
 const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
 
@@ -21,6 +22,9 @@ export const workerFileSchema = z.strictObject({
   mdns: z.boolean().optional(),
   stateDir: z.string().min(1).optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).optional(),
+  token: z.string().min(1).optional(),
+  tokenFile: z.string().min(1).optional(),
+  insecure: z.boolean().optional(),
 });
 
 export type WorkerFileSettings = z.infer<typeof workerFileSchema>;
@@ -39,18 +43,24 @@ export interface WorkerConfig {
   /** Where the worker keeps its identity. */
   readonly stateDir: string;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** The cluster token's derived keys: with one, both ports accept only authenticated links. */
+  readonly secret: ClusterSecret | null;
+  /** Listen on the network without a token (protected mode overridden). */
+  readonly insecure: boolean;
 }
 
 export interface WorkerConfigSources {
   file: string | null;
   flags: WorkerFileSettings;
-  /** For the defaults of cacheDir and stateDir. */
-  env: { XDG_CACHE_HOME?: string | undefined; XDG_STATE_HOME?: string | undefined };
+  /** For the defaults of cacheDir and stateDir, and the token. */
+  env: { XDG_CACHE_HOME?: string | undefined; XDG_STATE_HOME?: string | undefined; HEARTH_TOKEN?: string | undefined };
 }
 
 export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig {
   let fromFile: WorkerFileSettings = {};
+  let base = process.cwd();
   if (sources.file) {
+    base = dirname(resolve(sources.file));
     const parsed = workerFileSchema.safeParse(readYamlFile(sources.file));
     if (!parsed.success) throw new HearthError(ErrorCode.InvalidArgument, describeIssues(parsed.error, sources.file));
     fromFile = parsed.data;
@@ -71,6 +81,20 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
   const cacheHome = sources.env.XDG_CACHE_HOME ? resolve(sources.env.XDG_CACHE_HOME) : join(homedir(), '.cache');
   const stateHome = sources.env.XDG_STATE_HOME ? resolve(sources.env.XDG_STATE_HOME) : join(homedir(), '.local', 'state');
   const name = merged.name ?? hostname().split('.')[0] ?? 'worker';
+  const secret = resolveSecret({
+    flag: sources.flags.token,
+    file: sources.flags.tokenFile,
+    env: sources.env.HEARTH_TOKEN,
+    config: { token: fromFile.token, tokenFile: fromFile.tokenFile === undefined ? undefined : resolve(base, fromFile.tokenFile) },
+  });
+  const insecure = merged.insecure ?? false;
+  if (!secret && !insecure && !isLoopback(host)) {
+    throw new HearthError(
+      ErrorCode.FailedPrecondition,
+      `refusing to serve on ${host} without a cluster token: anyone on the network could use this machine's devices and memory through llama.cpp's RPC port. ` +
+        'Give the cluster token (--token-file FILE, HEARTH_TOKEN, or --token; make one with `hearth token`), bind --host 127.0.0.1, or pass --insecure on a network you trust',
+    );
+  }
   return Object.freeze({
     name,
     host,
@@ -82,6 +106,8 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     mdns: merged.mdns ?? true,
     stateDir: resolve(merged.stateDir ?? join(stateHome, 'hearth')),
     logLevel: merged.logLevel ?? 'info',
+    secret,
+    insecure,
   });
 }
 

@@ -4,7 +4,8 @@ import { hostname } from 'node:os';
 
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { portProbe } from '../common/ports.js';
+import { freePortOn, portProbe } from '../common/ports.js';
+import { SecureGateway } from '../link/gateway.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
@@ -14,7 +15,7 @@ import { loadOrCreateWorkerId } from './identity.js';
 import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
 import { RpcServerSupervisor } from './supervisor.js';
 import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
-import type { WireBuildInfo, WireHealth, WireWorkerInfo, WorkerId } from './types.js';
+import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } from './types.js';
 
 const MEMORY_POLL_MS = 5000;
 
@@ -39,6 +40,8 @@ export class WorkerDaemon {
   #supervisor: RpcServerSupervisor | null = null;
   #control: ControlServer | null = null;
   #mdns: MdnsAdvertiser | null = null;
+  /** With a token: the authenticated entrances on the public ports. */
+  #gateways: SecureGateway[] = [];
   #memoryTimer: NodeJS.Timeout | null = null;
   #startedAt = Date.now();
   #stopping: Promise<void> | null = null;
@@ -71,14 +74,17 @@ export class WorkerDaemon {
     await assertPortFree(c.host, c.rpcPort, 'rpc', '--rpc-port');
     await assertPortFree(c.host, c.controlPort, 'control', '--control-port');
 
-    if (c.host !== '127.0.0.1') {
+    if (!c.secret && c.host !== '127.0.0.1') {
       this.#log.warn(
-        { host: c.host, rpcPort: c.rpcPort },
-        `the llama.cpp RPC port ${c.host}:${c.rpcPort} has no authentication: anyone who can reach it can use this machine's devices; bind --host 127.0.0.1 or firewall it to your cluster`,
+        { host: c.host, rpcPort: c.rpcPort, insecure: c.insecure },
+        `the llama.cpp RPC port ${c.host}:${c.rpcPort} has no authentication: anyone who can reach it can use this machine's devices; give the cluster a token (\`hearth token\`), bind --host 127.0.0.1, or firewall it to your cluster`,
       );
     }
+    // With a token, llama.cpp's server and the control service listen on loopback only; the public
+    // ports are the gateways, which join a connection to them only after the TLS-PSK handshake.
+    const inner = c.secret ? { host: '127.0.0.1', rpcPort: await freePortOn('127.0.0.1'), controlPort: 0 } : { host: c.host, rpcPort: c.rpcPort, controlPort: c.controlPort };
     this.#supervisor = new RpcServerSupervisor(
-      { host: c.host, port: c.rpcPort, threads: c.threads, cacheDir: c.cacheDir, devices: this.#devices.map((d) => d.name) },
+      { host: inner.host, port: inner.rpcPort, threads: c.threads, cacheDir: c.cacheDir, devices: this.#devices.map((d) => d.name) },
       this.#log.child({ part: 'rpc-server' }),
     );
     this.#supervisor.on('state', (state) => this.#log.info({ state }, `worker state ${state}`));
@@ -86,7 +92,15 @@ export class WorkerDaemon {
 
     try {
       this.#control = new ControlServer({ info: () => this.info(), health: () => this.health() });
-      await this.#control.listen(c.host, c.controlPort);
+      const controlPort = await this.#control.listen(inner.host, inner.controlPort);
+      if (c.secret) {
+        const log = this.#log.child({ part: 'link' });
+        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: { host: '127.0.0.1', port: inner.rpcPort }, log });
+        const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log });
+        this.#gateways = [rpc, control];
+        await rpc.listen(c.host, c.rpcPort);
+        await control.listen(c.host, c.controlPort);
+      }
       if (c.mdns) {
         this.#mdns = new MdnsAdvertiser(this.#advertFacts(), this.#log.child({ part: 'mdns' }));
         this.#mdns.start();
@@ -107,6 +121,7 @@ export class WorkerDaemon {
         devices: this.#devices.map((d) => `${d.name} (${d.backend}, ${(d.freeBytes / 2 ** 30).toFixed(1)}/${(d.totalBytes / 2 ** 30).toFixed(1)} GiB free)`),
         build: this.#build,
         cache: c.cacheDir ? { dir: c.cacheDir, ...cache } : 'off',
+        link: c.secret ? { secure: true, clusterId: c.secret.clusterId } : { secure: false, insecure: c.insecure },
       },
       'worker ready',
     );
@@ -132,13 +147,29 @@ export class WorkerDaemon {
       })),
       rpc_host: c.host === '0.0.0.0' ? '' : c.host,
       rpc_port: c.rpcPort,
-      control_port: this.#control?.port ?? c.controlPort,
+      control_port: this.#publicControlPort(),
       host_total_bytes: String(host.totalBytes),
       host_available_bytes: String(host.availableBytes),
       cache: { enabled: c.cacheDir !== null, dir: c.cacheDir ?? '', bytes: String(cache.bytes), files: cache.files },
       threads: c.threads,
       rpc_restarts: this.#supervisor?.restarts ?? 0,
       started_at_ms: String(this.#startedAt),
+      link: this.#linkView(),
+    };
+  }
+
+  #publicControlPort(): number {
+    return this.config.secret ? this.config.controlPort : (this.#control?.port ?? this.config.controlPort);
+  }
+
+  #linkView(): WireLink {
+    const sum = (k: 'accepted' | 'refused' | 'tokenMismatches') => this.#gateways.reduce((n, g) => n + g.stats[k], 0);
+    return {
+      secure: this.config.secret !== null,
+      cluster_id: this.config.secret?.clusterId ?? '',
+      accepted: sum('accepted'),
+      refused: sum('refused'),
+      token_mismatches: sum('tokenMismatches'),
     };
   }
 
@@ -159,6 +190,7 @@ export class WorkerDaemon {
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
       const steps: [string, () => Promise<void>][] = [
         ['mdns', async () => this.#mdns?.stop()],
+        ['link', async () => void (await Promise.all(this.#gateways.map((g) => g.close())))],
         ['rpc-server', async () => this.#supervisor?.stop()],
         ['control', async () => this.#control?.close()],
       ];
@@ -178,8 +210,9 @@ export class WorkerDaemon {
     return {
       workerId: this.#id!,
       name: this.config.name,
-      controlPort: this.#control?.port ?? this.config.controlPort,
+      controlPort: this.#publicControlPort(),
       rpcPort: this.config.rpcPort,
+      clusterId: this.config.secret?.clusterId ?? null,
       rpcProtocol: this.#build!.rpc_protocol,
       backend: [...new Set(this.#devices.map((d) => d.backend))].join('+'),
       memTotalBytes: this.#devices.reduce((s, d) => s + d.totalBytes, 0),

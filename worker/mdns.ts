@@ -16,6 +16,8 @@ export interface AdvertFacts {
   backend: string;
   memTotalBytes: number;
   memFreeBytes: number;
+  /** The public cluster id of a closed cluster, or null for an open worker. */
+  clusterId: string | null;
 }
 
 /** The TXT record. Keys are short; values are strings. */
@@ -30,6 +32,8 @@ export function advertTxt(f: AdvertFacts): Record<string, string> {
     backend: f.backend,
     mem_total: String(f.memTotalBytes),
     mem_free: String(f.memFreeBytes),
+    // Only the public id: a coordinator of another cluster can tell at once that this is not its worker.
+    ...(f.clusterId ? { cid: f.clusterId } : {}),
   };
 }
 

@@ -30,6 +30,17 @@ export interface WireTensorCache {
   files: number;
 }
 
+/** How the worker is reached: with a token, only through its authenticated gateways. */
+export interface WireLink {
+  secure: boolean;
+  /** Public id derived from the token ('' without one). */
+  cluster_id: string;
+  /** Connections that proved the key / that were refused, since the worker started. */
+  accepted: number;
+  refused: number;
+  token_mismatches: number;
+}
+
 export interface WireWorkerInfo {
   worker_id: string;
   name: string;
@@ -46,6 +57,7 @@ export interface WireWorkerInfo {
   threads: number;
   rpc_restarts: number;
   started_at_ms: string;
+  link: WireLink;
 }
 
 export interface WireHealth {

@@ -5,7 +5,8 @@ import { configureLogger, logger, type LogLevel } from '../../common/logger.js';
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
-import { compileCoordinatorConfig, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
+import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
+import { isLoopback, type ClusterSecret } from '../../link/token.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
@@ -35,6 +36,9 @@ interface ClusterFlags {
   maxWaiting?: string;
   apiKey?: string[];
   logLevel?: string;
+  token?: string;
+  tokenFile?: string;
+  insecure?: boolean;
 }
 
 function onOff(v: string | undefined, option: string): boolean | undefined {
@@ -61,8 +65,11 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     maxWaiting: int(flags.maxWaiting, '--max-waiting', 0, 100_000),
     apiKeys: flags.apiKey,
     logLevel: flags.logLevel as ClusterFileSettings['logLevel'],
+    token: flags.token,
+    tokenFile: flags.tokenFile,
+    insecure: flags.insecure,
   };
-  return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings });
+  return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings, env: process.env });
 }
 
 export function metricsSource(c: Coordinator): MetricsSource {
@@ -81,7 +88,7 @@ export function httpOptions(config: CoordinatorConfig): HttpOptions {
 
 export function discoveries(config: CoordinatorConfig): Discovery[] {
   const out: Discovery[] = [new StaticDiscovery(config.workers)];
-  if (config.mdns) out.push(new MdnsDiscovery(logger('discovery')));
+  if (config.mdns) out.push(new MdnsDiscovery(logger('discovery'), config.secret?.clusterId ?? null));
   return out;
 }
 
@@ -93,7 +100,19 @@ function clusterOptions(cmd: Command): Command {
     .option('--no-mdns', 'do not discover workers over mDNS')
     .option('--ctx-size <n>', 'context per request, in tokens (default 4096)')
     .option('--parallel <n>', 'requests decoded side by side (default 4)')
-    .option('--local-device <on|off>', "let the coordinator's own CPU take layers (default on)");
+    .option('--local-device <on|off>', "let the coordinator's own CPU take layers (default on)")
+    .option('--token-file <file>', 'file holding the cluster token: workers are reached only over links keyed by it')
+    .option('--token <token>', 'the cluster token itself (HEARTH_TOKEN or --token-file keep it out of the process list)');
+}
+
+/**
+ * The command a new machine runs to join. The token is shown only on a terminal (stdout is not the
+ * log, but it may be redirected into one); elsewhere the line names the token file, or a placeholder.
+ */
+export function joinCommand(secret: ClusterSecret, terminal: boolean): string {
+  if (terminal) return `npx hearth worker --token ${secret.revealForJoinCommand()}`;
+  if (secret.file) return `npx hearth worker --token-file ${secret.file}   (copy that file to the new machine)`;
+  return 'npx hearth worker --token <this cluster\'s token>   (the full command is printed only on a terminal)';
 }
 
 export function printPlan(plan: PlanResult, out: (s: string) => void = (s) => process.stdout.write(s)): void {
@@ -121,24 +140,36 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--threads <n>', "CPU threads for the coordinator's own layers")
     .option('--watchdog-seconds <n>', 'kill the engine after this long without progress while work is pending (default 30)')
     .option('--max-waiting <n>', 'requests that may wait for a slot before new ones are refused (default 64)')
-    .option('--api-key <key...>', 'require this API key on the HTTP API (repeatable)')
+    .option('--api-key <key...>', 'require this API key on the HTTP and gRPC APIs (repeatable)')
+    .option('--insecure', 'serve the APIs on a non-loopback address without API keys (protected mode off)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
     .action(async (flags: ClusterFlags, cmd: Command) => {
       const config = clusterConfig(flags, cmd);
+      const refusal = protectedModeRefusal(config);
+      if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
       const sys = loadBinding().systemInfo();
       const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
       const metrics = new CoordinatorMetrics(metricsSource(coordinator));
       coordinator.attachMetrics(metrics);
-      const grpcServer = new CoordinatorGrpcServer(coordinator, sys);
+      const grpcServer = new CoordinatorGrpcServer(coordinator, sys, { apiKeys: config.apiKeys });
       const http = new HttpApi(coordinator, metrics, httpOptions(config), log.child({ part: 'http' }));
       await runUntilSignal(
         log,
         async () => {
           const grpcPort = await grpcServer.listen(config.host, config.grpcPort);
           const httpPort = await http.listen(config.host, config.httpPort);
-          log.info({ grpc: `${config.host}:${grpcPort}`, http: `http://${config.host}:${httpPort}/v1`, auth: config.apiKeys.length > 0 }, 'APIs listening');
+          log.info(
+            { grpc: `${config.host}:${grpcPort}`, http: `http://${config.host}:${httpPort}/v1`, auth: config.apiKeys.length > 0, cluster: config.secret?.clusterId ?? 'open' },
+            'APIs listening',
+          );
+          if (config.insecure && !isLoopback(config.host) && config.apiKeys.length === 0) {
+            log.warn({ host: config.host }, `--insecure: the APIs on ${config.host} take requests from anyone who can reach them`);
+          }
           await coordinator.start();
+          if (config.secret) {
+            process.stdout.write(`To add a machine to this cluster, run on it:\n  ${joinCommand(config.secret, process.stdout.isTTY === true)}\n`);
+          }
         },
         async () => {
           await coordinator.stop();
@@ -165,9 +196,10 @@ export function registerCoordinatorCommands(program: Command): void {
     .command('status')
     .description("show a running coordinator's workers, plan, model, load progress and queue")
     .option('--coordinator <addr>', "the coordinator's gRPC address", '127.0.0.1:50050')
+    .option('--api-key <key>', 'API key, when the coordinator requires one (or HEARTH_API_KEY)')
     .option('--json', 'print the status as JSON')
-    .action(async (opts: { coordinator: string; json?: boolean }) => {
-      const client = new CoordinatorClient(opts.coordinator);
+    .action(async (opts: { coordinator: string; apiKey?: string; json?: boolean }) => {
+      const client = new CoordinatorClient(opts.coordinator, { apiKey: opts.apiKey ?? process.env.HEARTH_API_KEY ?? null });
       try {
         const s = await client.getStatus();
         if (opts.json) {
@@ -180,10 +212,11 @@ export function registerCoordinatorCommands(program: Command): void {
         const sent = Object.entries(s.load.bytes_sent).map(([k, v]) => `${k} ${formatBytes(Number(v))}`).join(', ');
         out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
         out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots\n`);
-        out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n\nworkers:\n`);
-        const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'note']];
+        out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
+        out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
+        const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'note']];
         for (const w of s.workers) {
-          rows.push([w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.reason]);
+          rows.push([w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-', w.reason]);
         }
         out(table(rows) + '\n\nplan:\n');
         if (!s.plan.fits) {

@@ -20,6 +20,9 @@ interface WorkerFlags {
   stateDir?: string;
   config?: string;
   logLevel?: string;
+  token?: string;
+  tokenFile?: string;
+  insecure?: boolean;
 }
 
 export function registerWorkerCommand(program: Command): void {
@@ -37,6 +40,9 @@ export function registerWorkerCommand(program: Command): void {
     .option('--no-mdns', 'do not advertise over mDNS (coordinators must list this worker)')
     .option('--state-dir <dir>', "where the worker's id is kept (default ~/.local/state/hearth)")
     .option('--config <file>', 'YAML file with these settings (flags win)')
+    .option('--token-file <file>', 'file holding the cluster token (made by `hearth token`); only holders of it can use this worker')
+    .option('--token <token>', 'the cluster token itself (HEARTH_TOKEN or --token-file keep it out of the process list)')
+    .option('--insecure', 'serve on the network without a token (protected mode off): anyone who reaches the ports can use this machine')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
     .action(async (flags: WorkerFlags, cmd: Command) => {
       const fromCli = (name: string) => cmd.getOptionValueSource(name) === 'cli';
@@ -51,6 +57,9 @@ export function registerWorkerCommand(program: Command): void {
         mdns: fromCli('mdns') ? flags.mdns : undefined,
         stateDir: flags.stateDir,
         logLevel: flags.logLevel as WorkerFileSettings['logLevel'],
+        token: flags.token,
+        tokenFile: flags.tokenFile,
+        insecure: flags.insecure,
       };
       const config = compileWorkerConfig({ file: flags.config ?? null, flags: settings, env: process.env });
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-worker' }).child({ component: 'worker' });

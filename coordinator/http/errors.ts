@@ -17,6 +17,7 @@ const MAPPING: Record<ErrorCode, { status: number; type: string }> = {
   [ErrorCode.FailedPrecondition]: { status: 503, type: 'unavailable_error' },
   [ErrorCode.InvalidModel]: { status: 503, type: 'unavailable_error' },
   [ErrorCode.Internal]: { status: 500, type: 'server_error' },
+  [ErrorCode.Unauthenticated]: { status: 401, type: 'authentication_error' },
 };
 
 /** The field an error names ("max_tokens: must be ..." → max_tokens). */

@@ -1,10 +1,11 @@
 // The OpenAI-compatible HTTP API, /health and /metrics, on the coordinator's HTTP port.
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { basename } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { keyRefusal, presentedKey } from '../api-keys.js';
 import type { Coordinator, GenerationRequest } from '../coordinator.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
@@ -21,14 +22,6 @@ export interface HttpOptions {
 }
 
 type Kind = 'chat' | 'completion';
-
-function keyMatches(given: string, keys: readonly string[]): boolean {
-  const g = Buffer.from(given);
-  return keys.some((k) => {
-    const kb = Buffer.from(k);
-    return kb.length === g.length && timingSafeEqual(kb, g);
-  });
-}
 
 export class HttpApi {
   readonly app: FastifyInstance;
@@ -91,13 +84,8 @@ export class HttpApi {
   #auth = async (req: FastifyRequest, reply: FastifyReply) => {
     const keys = this.#options.apiKeys;
     if (keys.length === 0) return;
-    const header = req.headers.authorization;
-    const bearer = typeof header === 'string' && /^Bearer\s+/i.test(header) ? header.replace(/^Bearer\s+/i, '').trim() : null;
-    const given = bearer ?? (typeof req.headers['x-api-key'] === 'string' ? req.headers['x-api-key'] : null);
-    if (given === null) {
-      return reply.code(401).send(errorBody('missing API key: send it as "Authorization: Bearer <key>"', 'authentication_error', 'invalid_api_key'));
-    }
-    if (!keyMatches(given, keys)) return reply.code(401).send(errorBody('invalid API key', 'authentication_error', 'invalid_api_key'));
+    const refusal = keyRefusal(presentedKey(req.headers.authorization, req.headers['x-api-key']), keys);
+    if (refusal) return reply.code(401).send(errorBody(refusal, 'authentication_error', 'invalid_api_key'));
   };
 
   #health(reply: FastifyReply) {

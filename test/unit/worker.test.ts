@@ -13,11 +13,14 @@ import { advertTxt, materialChange } from '../../worker/mdns.js';
 import { backoffDelay, DEFAULT_BACKOFF } from '../../worker/supervisor.js';
 
 const env = { XDG_CACHE_HOME: '/var/cache/x', XDG_STATE_HOME: '/var/state/x' };
+const TOKEN = 'hearth1_' + 'A'.repeat(43);
 
 describe('worker config', () => {
-  test('defaults work with no flags', () => {
-    const c = compileWorkerConfig({ file: null, flags: {}, env });
+  test('defaults work with no flags but the token (protected mode)', () => {
+    const c = compileWorkerConfig({ file: null, flags: {}, env: { ...env, HEARTH_TOKEN: TOKEN } });
     assert.equal(c.host, '0.0.0.0');
+    assert.equal(c.secret?.source, 'env');
+    assert.equal(c.insecure, false);
     assert.equal(c.rpcPort, 50052);
     assert.equal(c.controlPort, 50051);
     assert.equal(c.mdns, true);
@@ -32,7 +35,7 @@ describe('worker config', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hearth-cfg-'));
     try {
       const file = join(dir, 'worker.yaml');
-      writeFileSync(file, 'name: gpu-box\nrpcPort: 6000\ncontrolPort: 6001\ndevices: [CUDA0, CPU]\nmdns: false\ncacheDir: null\n');
+      writeFileSync(file, 'name: gpu-box\nrpcPort: 6000\ncontrolPort: 6001\ndevices: [CUDA0, CPU]\nmdns: false\ncacheDir: null\ninsecure: true\n');
       const c = compileWorkerConfig({ file, flags: { rpcPort: 7000 }, env });
       assert.equal(c.name, 'gpu-box');
       assert.equal(c.rpcPort, 7000);
@@ -94,7 +97,7 @@ describe('device reporting', () => {
 });
 
 describe('mDNS advert', () => {
-  const facts = { workerId: '2b0c6c3e-0000-4000-8000-000000000000', name: 'box', controlPort: 50051, rpcPort: 50052, rpcProtocol: '7.0.0', backend: 'CPU', memTotalBytes: 100, memFreeBytes: 60 };
+  const facts = { workerId: '2b0c6c3e-0000-4000-8000-000000000000', name: 'box', controlPort: 50051, rpcPort: 50052, rpcProtocol: '7.0.0', backend: 'CPU', memTotalBytes: 100, memFreeBytes: 60, clusterId: null };
 
   test('TXT carries the fields a coordinator plans from, and nothing else', () => {
     const txt = advertTxt(facts);

@@ -1,0 +1,106 @@
+// A worker's authenticated entrance: a TLS 1.3 PSK server on a public port that, only after a
+// completed handshake, joins the connection to a service bound to 127.0.0.1 (the ggml-rpc-server, or
+// the gRPC control service). Nothing from an unauthenticated peer ever reaches that service.
+import { connect, type Socket } from 'node:net';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { joinSockets } from './pipe.js';
+import { serverTlsOptions, type LinkKind } from './tls.js';
+import type { ClusterSecret } from './token.js';
+
+export interface GatewayStats {
+  /** Connections that proved the key and were joined to the service. */
+  accepted: number;
+  /** Connections refused: wrong or missing token, not TLS, timed out in the handshake. */
+  refused: number;
+  /** Of the refused: a client that offered a key or identity of another cluster. */
+  tokenMismatches: number;
+}
+
+const REFUSAL_LOG_EVERY_MS = 10_000;
+
+export class SecureGateway {
+  readonly kind: LinkKind;
+  readonly #server: Server;
+  readonly #log: Logger;
+  readonly #target: { host: string; port: number };
+  readonly #open = new Set<Socket>();
+  readonly stats: GatewayStats = { accepted: 0, refused: 0, tokenMismatches: 0 };
+  #refusedSinceLog = 0;
+  #lastRefusalLog = 0;
+  #port: number | null = null;
+
+  constructor(o: { secret: ClusterSecret; kind: LinkKind; target: { host: string; port: number }; log: Logger; handshakeTimeoutMs?: number }) {
+    this.kind = o.kind;
+    this.#log = o.log;
+    this.#target = o.target;
+    this.#server = createServer(serverTlsOptions(o.secret, o.kind, o.handshakeTimeoutMs ?? 5000), (tls) => this.#join(tls));
+    this.#server.on('tlsClientError', (e: NodeJS.ErrnoException, socket: TLSSocket) => this.#refused(e, socket));
+    // A raw TCP error before TLS starts (a reset during the handshake) lands here; it is a refusal too.
+    this.#server.on('connection', (socket: Socket) => socket.on('error', () => undefined));
+  }
+
+  get port(): number | null {
+    return this.#port;
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException) =>
+        reject(
+          new HearthError(
+            ErrorCode.FailedPrecondition,
+            e.code === 'EADDRINUSE'
+              ? `${this.kind} port ${port} on ${host} is already in use; choose another with --${this.kind === 'rpc' ? 'rpc' : 'control'}-port`
+              : `cannot listen on ${host}:${port} for the secure ${this.kind} link: ${e.message}`,
+          ),
+        );
+      this.#server.once('error', onError);
+      this.#server.listen({ host, port, exclusive: true }, () => {
+        this.#server.off('error', onError);
+        const addr = this.#server.address();
+        this.#port = typeof addr === 'object' && addr ? addr.port : port;
+        resolve(this.#port);
+      });
+    });
+  }
+
+  /** Stops listening and cuts every joined connection. Idempotent. */
+  close(): Promise<void> {
+    for (const s of this.#open) s.destroy();
+    this.#open.clear();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #join(tls: TLSSocket): void {
+    this.stats.accepted++;
+    const peer = `${tls.remoteAddress}:${tls.remotePort}`;
+    const inner = connect(this.#target);
+    this.#open.add(tls);
+    tls.once('close', () => this.#open.delete(tls));
+    joinSockets(tls, inner, (side, err) => {
+      if (err && side === 'inner') this.#log.warn({ peer, err: messageOf(err) }, `the local ${this.kind} service did not take the connection`);
+    });
+    this.#log.debug({ peer, kind: this.kind }, 'authenticated connection joined');
+  }
+
+  #refused(e: NodeJS.ErrnoException, socket: TLSSocket): void {
+    this.stats.refused++;
+    const mismatch = /BINDER|NO_SUITABLE_SIGNATURE|PSK|HANDSHAKE_FAILURE/.test(e.code ?? '');
+    if (mismatch) this.stats.tokenMismatches++;
+    this.#refusedSinceLog++;
+    socket.destroy();
+    // A scan or a fuzzer would otherwise write one line per attempt: one line per window, with counts.
+    const now = Date.now();
+    if (now - this.#lastRefusalLog < REFUSAL_LOG_EVERY_MS) return;
+    this.#lastRefusalLog = now;
+    const why = mismatch ? 'token mismatch (another cluster, or a wrong token)' : e.code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version|http request|unknown protocol/i.test(e.message) ? 'not a hearth secure link (plain traffic, no token?)' : (e.code ?? messageOf(e));
+    this.#log.warn(
+      { peer: socket.remoteAddress ?? null, kind: this.kind, refusedSinceLastLine: this.#refusedSinceLog, refusedTotal: this.stats.refused },
+      `refused a connection on the ${this.kind} port: ${why}`,
+    );
+    this.#refusedSinceLog = 0;
+  }
+}
