@@ -346,7 +346,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const verdicts = await Promise.all(
       endpoints.map(async (endpoint) => {
         const w = this.registry.byEndpoint(endpoint);
-        const name = w ? `worker ${w.name} (${endpoint})` : `worker ${endpoint}`;
+        const where = this.links.remoteOf(endpoint);
+        const name = w ? `worker ${w.name} (${where})` : `worker ${where}`;
         if (w) {
           try {
             const h = await this.registry.health(w.control);

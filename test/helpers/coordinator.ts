@@ -18,18 +18,24 @@ export interface CoordinatorHandle {
   waitStatus: (ok?: (s: WireStatus) => boolean, timeoutMs?: number) => Promise<WireStatus>;
 }
 
-export async function startCoordinator(model: string, workers: string[], extra: string[] = [], options: { waitServing?: boolean } = {}): Promise<CoordinatorHandle> {
+/** `token` reaches the coordinator as HEARTH_TOKEN; `apiKey` is what the handle's client sends. */
+export async function startCoordinator(
+  model: string,
+  workers: string[],
+  extra: string[] = [],
+  options: { waitServing?: boolean; token?: string; apiKey?: string } = {},
+): Promise<CoordinatorHandle> {
   const port = await freePort();
   const httpPort = await freePort();
   const args = ['coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--http-port', String(httpPort), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
     ...workers.flatMap((w) => ['--worker', w]), ...extra];
-  const child = runCli(args);
+  const child = runCli(args, options.token ? { env: { HEARTH_TOKEN: options.token } } : {});
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const address = `127.0.0.1:${port}`;
-  const client = new CoordinatorClient(address);
+  const client = new CoordinatorClient(address, { apiKey: options.apiKey ?? null });
   const handle: CoordinatorHandle = {
     process: child,
     address,

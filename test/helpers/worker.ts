@@ -1,10 +1,12 @@
 // Real `hearth worker` processes for tests, on free 127.0.0.1 ports, always stopped afterwards.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { SecureRelay } from '../../link/relay.js';
+import { ClusterSecret } from '../../link/token.js';
 import { WorkerClient } from '../../worker/client.js';
 import type { WireHealth } from '../../worker/types.js';
 import { freePort } from './rpc-server.js';
@@ -39,30 +41,44 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | null | unde
   }
 }
 
-export function runCli(args: string[], options: { netns?: string } = {}): ChildProcess {
+export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
   const node = [process.execPath, '--import', 'tsx', CLI, ...args];
   const [cmd, ...rest] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
-  return spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
 }
 
-export async function startWorker(extra: string[] = [], options: { mdns?: boolean; rpcPort?: number; controlPort?: number } = {}): Promise<WorkerHandle> {
+/**
+ * `token`: start the worker with that cluster token (in a file of its own); the handle's client then
+ * reaches the control service the only way there is, through a secure relay.
+ */
+export async function startWorker(
+  extra: string[] = [],
+  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string } = {},
+): Promise<WorkerHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-worker-'));
   const rpcPort = options.rpcPort ?? (await freePort());
   let controlPort = options.controlPort ?? (await freePort());
   while (controlPort === rpcPort) controlPort = await freePort();
-  const args = ['worker', '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', '1',
-    '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...extra];
+  const tokenArgs: string[] = [];
+  if (options.token) {
+    writeFileSync(join(dir, 'cluster.token'), options.token, { mode: 0o600 });
+    tokenArgs.push('--token-file', join(dir, 'cluster.token'));
+  }
+  const args = ['worker', '--host', options.host ?? '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', '1',
+    '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...tokenArgs, ...extra];
   const child = runCli(args);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const control = `127.0.0.1:${controlPort}`;
-  const client = new WorkerClient(control);
+  const relay = options.token ? await SecureRelay.open({ secret: ClusterSecret.fromToken(options.token, 'flag'), kind: 'control', remote: control }) : null;
+  const client = new WorkerClient(relay?.endpoint ?? control);
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     const r = await exited;
     client.close();
+    await relay?.close();
     rmSync(dir, { recursive: true, force: true });
     return r;
   };
