@@ -21,21 +21,54 @@ export interface GatewayStats {
 
 const REFUSAL_LOG_EVERY_MS = 10_000;
 
+/**
+ * When each coordinator (by address) last sent anything on its control link. A pulled cable sends no
+ * reset, and llama.cpp's server serves one client at a time: an rpc link whose coordinator has gone
+ * silent on the control link (heartbeats and HTTP/2 pings come every second or two) is cut, so the
+ * server is free again when the coordinator comes back, instead of holding a dead connection until
+ * TCP gives up on it.
+ */
+export class PeerActivity {
+  readonly #last = new Map<string, number>();
+
+  saw(peer: string): void {
+    this.#last.set(peer, Date.now());
+  }
+
+  lastSeen(peer: string): number {
+    return this.#last.get(peer) ?? 0;
+  }
+}
+
 export class SecureGateway {
   readonly kind: LinkKind;
   readonly #server: Server;
   readonly #log: Logger;
   readonly #target: { host: string; port: number };
-  readonly #open = new Set<Socket>();
+  readonly #open = new Map<Socket, { peer: string; lastData: number }>();
+  readonly #activity: { record?: PeerActivity; watch?: PeerActivity; staleAfterMs: number } | null;
+  #staleTimer: NodeJS.Timeout | null = null;
   readonly stats: GatewayStats = { accepted: 0, refused: 0, tokenMismatches: 0 };
   #refusedSinceLog = 0;
   #lastRefusalLog = 0;
   #port: number | null = null;
 
-  constructor(o: { secret: ClusterSecret; kind: LinkKind; target: { host: string; port: number }; log: Logger; handshakeTimeoutMs?: number }) {
+  /**
+   * `activity.record`: note each peer's traffic here (the control gateway). `activity.watch`: cut a
+   * link whose peer was silent there, and on the link itself, for `staleAfterMs` (the rpc gateway).
+   */
+  constructor(o: {
+    secret: ClusterSecret;
+    kind: LinkKind;
+    target: { host: string; port: number };
+    log: Logger;
+    handshakeTimeoutMs?: number;
+    activity?: { record?: PeerActivity; watch?: PeerActivity; staleAfterMs: number };
+  }) {
     this.kind = o.kind;
     this.#log = o.log;
     this.#target = o.target;
+    this.#activity = o.activity ?? null;
     this.#server = createServer(serverTlsOptions(o.secret, o.kind, o.handshakeTimeoutMs ?? 5000), (tls) => this.#join(tls));
     this.#server.on('tlsClientError', (e: NodeJS.ErrnoException, socket: TLSSocket) => this.#refused(e, socket));
     // A raw TCP error before TLS starts (a reset during the handshake) lands here; it is a refusal too.
@@ -62,6 +95,10 @@ export class SecureGateway {
         this.#server.off('error', onError);
         const addr = this.#server.address();
         this.#port = typeof addr === 'object' && addr ? addr.port : port;
+        if (this.#activity?.watch) {
+          this.#staleTimer = setInterval(() => this.#cutStale(), 1000);
+          this.#staleTimer.unref();
+        }
         resolve(this.#port);
       });
     });
@@ -69,7 +106,8 @@ export class SecureGateway {
 
   /** Stops listening and cuts every joined connection. Idempotent. */
   close(): Promise<void> {
-    for (const s of this.#open) s.destroy();
+    if (this.#staleTimer) clearInterval(this.#staleTimer);
+    for (const s of this.#open.keys()) s.destroy();
     this.#open.clear();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
@@ -78,12 +116,33 @@ export class SecureGateway {
     this.stats.accepted++;
     const peer = `${tls.remoteAddress}:${tls.remotePort}`;
     const inner = connect(this.#target);
-    this.#open.add(tls);
+    const entry = { peer: tls.remoteAddress ?? '', lastData: Date.now() };
+    this.#open.set(tls, entry);
     tls.once('close', () => this.#open.delete(tls));
+    tls.setKeepAlive(true, 1000);
+    tls.on('data', () => {
+      entry.lastData = Date.now();
+      this.#activity?.record?.saw(entry.peer);
+    });
     joinSockets(tls, inner, (side, err) => {
       if (err && side === 'inner') this.#log.warn({ peer, err: messageOf(err) }, `the local ${this.kind} service did not take the connection`);
     });
     this.#log.debug({ peer, kind: this.kind }, 'authenticated connection joined');
+  }
+
+  #cutStale(): void {
+    const a = this.#activity;
+    if (!a?.watch) return;
+    const now = Date.now();
+    for (const [tls, entry] of this.#open) {
+      const heard = Math.max(entry.lastData, a.watch.lastSeen(entry.peer));
+      if (now - heard < a.staleAfterMs) continue;
+      this.#log.warn(
+        { peer: entry.peer, silentMs: now - heard },
+        `the coordinator at ${entry.peer} went silent for ${Math.round((now - heard) / 1000)} s; cutting its ${this.kind} link so the server is free when it returns`,
+      );
+      tls.destroy();
+    }
   }
 
   #refused(e: NodeJS.ErrnoException, socket: TLSSocket): void {

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { freePortOn, portProbe } from '../common/ports.js';
-import { SecureGateway } from '../link/gateway.js';
+import { PeerActivity, SecureGateway } from '../link/gateway.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
@@ -18,6 +18,11 @@ import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
 import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } from './types.js';
 
 const MEMORY_POLL_MS = 5000;
+/**
+ * An rpc link whose coordinator sent nothing on it or on its control link for this long is dead (a
+ * coordinator heartbeats every second and its control channel pings every 2 s).
+ */
+const STALE_LINK_MS = 8000;
 
 /** Fails with a clear message when something already listens on host:port. */
 async function assertPortFree(host: string, port: number, what: string, flag: string): Promise<void> {
@@ -95,8 +100,9 @@ export class WorkerDaemon {
       const controlPort = await this.#control.listen(inner.host, inner.controlPort);
       if (c.secret) {
         const log = this.#log.child({ part: 'link' });
-        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: { host: '127.0.0.1', port: inner.rpcPort }, log });
-        const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log });
+        const activity = new PeerActivity();
+        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: { host: '127.0.0.1', port: inner.rpcPort }, log, activity: { watch: activity, staleAfterMs: STALE_LINK_MS } });
+        const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log, activity: { record: activity, staleAfterMs: STALE_LINK_MS } });
         this.#gateways = [rpc, control];
         await rpc.listen(c.host, c.rpcPort);
         await control.listen(c.host, c.controlPort);

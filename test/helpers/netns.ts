@@ -73,6 +73,24 @@ export class TestNetwork {
     return h;
   }
 
+  /**
+   * Pulls a host's cable: its port on the bridge goes down, so packets to and from it vanish (no
+   * reset, no error on the other hosts). `restore` plugs it back in.
+   */
+  cut(host: string): void {
+    ip('-n', this.#hub, 'link', 'set', this.#port(host), 'down');
+  }
+
+  restore(host: string): void {
+    ip('-n', this.#hub, 'link', 'set', this.#port(host), 'up');
+  }
+
+  #port(host: string): string {
+    const i = this.hosts.findIndex((x) => x.name === host);
+    if (i < 0) throw new Error(`no test host ${host}`);
+    return `p${i}`;
+  }
+
   spawn(host: string, command: string, args: string[]): ChildProcess {
     return spawn('ip', ['netns', 'exec', this.host(host).netns, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   }

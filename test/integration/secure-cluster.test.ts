@@ -196,21 +196,21 @@ describe('a closed cluster', () => {
   test('a request with no output yet when its worker is lost waits for the re-plan instead of failing', async () => {
     const victim = await readyHealth(workers[0]!.client);
     let chunks = 0;
-    let late: ReturnType<typeof coord.client.generate> | null = null;
+    const late: ReturnType<typeof coord.client.generate>[] = [];
     const long = coord.client.generate(PROMPTS[0]!, {
       maxTokens: 480,
       sampling: GREEDY,
       onChunk: () => {
         if (++chunks === 5) {
           // Sent as the worker dies: it reaches the engine in its last moments, or waits in the queue.
-          late = coord.client.generate(PROMPTS[2]!, { maxTokens: 24, sampling: GREEDY, timeoutMs: 60_000 });
+          late.push(coord.client.generate(PROMPTS[2]!, { maxTokens: 24, sampling: GREEDY, timeoutMs: 60_000 }));
           process.kill(victim.rpc_server_pid, 'SIGKILL');
         }
       },
     });
     await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable);
-    assert.ok(late, 'the second request was sent');
-    const out = await late!;
+    assert.equal(late.length, 1, 'the second request was sent');
+    const out = await late[0]!;
     assert.deepEqual(out.tokens, refs[2], 'the waiting request ran after the re-plan, with the same greedy tokens');
     await coord.waitStatus();
   });

@@ -82,7 +82,7 @@ describe('mDNS discovery between two hosts', { skip: unavailable ?? false }, () 
     const host = net.host('worker').address;
     const worker = net.spawn('worker', process.execPath, [
       '--import', 'tsx', CLI, 'worker', '--name', 'ns-worker', '--host', host, '--rpc-port', '50052', '--control-port', '50051',
-      '--threads', '1', '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'),
+      '--threads', '1', '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), '--insecure',
     ]);
     children.push(worker);
     let logs = '';
@@ -113,7 +113,7 @@ describe('mDNS discovery between two hosts', { skip: unavailable ?? false }, () 
     const host = net.host('worker').address;
     const worker = net.spawn('worker', process.execPath, [
       '--import', 'tsx', CLI, 'worker', '--name', 'ns-worker', '--host', host, '--rpc-port', '50052', '--control-port', '50051',
-      '--threads', '1', '--state-dir', join(dir, 'state2'), '--cache-dir', join(dir, 'cache2'),
+      '--threads', '1', '--state-dir', join(dir, 'state2'), '--cache-dir', join(dir, 'cache2'), '--insecure',
     ]);
     children.push(worker);
     const model = await testModel('tiny');
