@@ -1,7 +1,8 @@
 // Pure: turns raw benchmark figures into medians, ratios against targets, BENCHMARKS.md and a chart.
 import type { SuiteFigures } from './measure.js';
 
-export type Side = 'llama-server' | 'hearth';
+/** hearth-secure: hearth with a cluster token, its worker links TLS 1.3 PSK through the relays. */
+export type Side = 'llama-server' | 'hearth' | 'hearth-secure';
 
 /** Seconds spent connecting to the workers, on the weights, and on the context. */
 export interface LoadPhases {
@@ -19,6 +20,8 @@ export interface BenchResults {
   runs: { side: Side; rep: number; figures: SuiteFigures }[];
   local: SuiteFigures | null;
   load: { coldSeconds: number; coldBytes: number; warmSeconds: number; warmBytes: number; coldPhases: LoadPhases; warmPhases: LoadPhases } | null;
+  /** Cold loads (emptied tensor caches), open and secure alternating; absent in runs before the secure mode. */
+  secureLoad?: { openColdSeconds: number[]; secureColdSeconds: number[]; openBytes: number[]; secureBytes: number[] } | null;
 }
 
 export interface Stat {
@@ -55,7 +58,21 @@ export function targets(r: BenchResults): Target[] {
     { name: 'time to first token (hearth / llama-server)', ratio: ratio((f) => f.ttftMs), kind: 'max', bound: 1.1 },
   ];
   if (r.load) out.push({ name: 'warm reload / cold load (seconds)', ratio: r.load.warmSeconds / r.load.coldSeconds, kind: 'max', bound: 0.3 });
+  if (hasSecure(r)) {
+    const secure = (pick: (f: SuiteFigures) => number) => metric(r, 'hearth-secure', pick).median / metric(r, 'hearth', pick).median;
+    out.push(
+      { name: 'single-request generation (hearth secure / hearth open)', ratio: secure((f) => f.genTps), kind: 'min', bound: 0.97 },
+      { name: `aggregate generation at ${top} concurrent (hearth secure / hearth open)`, ratio: secure((f) => f.aggregateTps[top] ?? NaN), kind: 'min', bound: 0.97 },
+    );
+  }
+  if (r.secureLoad) {
+    out.push({ name: 'cold load time (hearth secure / hearth open)', ratio: stat(r.secureLoad.secureColdSeconds).median / stat(r.secureLoad.openColdSeconds).median, kind: 'max', bound: 1.15 });
+  }
   return out;
+}
+
+function hasSecure(r: BenchResults): boolean {
+  return r.runs.some((x) => x.side === 'hearth-secure');
 }
 
 export function met(t: Target): boolean {
@@ -76,7 +93,7 @@ export function markdown(r: BenchResults, chartFile: string, analysis: string | 
   const lines = [
     '# Benchmarks',
     '',
-    `hearth against llama.cpp's own \`llama-server --rpc\`, on the same two \`ggml-rpc-server\` workers with the same layer split, measured in one run with the two sides alternating (${r.settings.reps} repetitions each). Figures are medians with the min–max of the repetitions.`,
+    `hearth against llama.cpp's own \`llama-server --rpc\`, on the same two \`ggml-rpc-server\` workers with the same layer split, measured in one run with the sides alternating (${r.settings.reps} repetitions each). Figures are medians with the min–max of the repetitions.`,
     '',
     'Made by:',
     '',
@@ -88,19 +105,46 @@ export function markdown(r: BenchResults, chartFile: string, analysis: string | 
     '',
     `Model: \`${r.settings.model}\` (${(r.settings.modelBytes / 2 ** 30).toFixed(2)} GiB), split ${r.settings.split.join(' + ')} layers over two workers with ${r.settings.threadsPerWorker} thread each, greedy, ${r.settings.genTokens} generated tokens per request (ignore_eos), streaming through the HTTP API, every prompt unique and not cached.`,
     '',
-    '| metric | llama-server --rpc | hearth | hearth / llama-server | one process, 1 thread (no network) |',
-    '| --- | --- | --- | --- | --- |',
   ];
+  const secure = hasSecure(r);
+  if (secure) {
+    lines.push(
+      '`hearth secure` is hearth with a cluster token: every worker link is TLS 1.3 keyed by it, through the coordinator\'s relays and the workers\' gateways. A worker with a token serves only over that link, so it runs on a second pair of workers started exactly like the first (same threads, same machine), idle while the other sides run; the three sides rotate their order every repetition.',
+      '',
+      '| metric | llama-server --rpc | hearth | hearth / llama-server | hearth secure | secure / open | one process, 1 thread (no network) |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+    );
+  } else {
+    lines.push('| metric | llama-server --rpc | hearth | hearth / llama-server | one process, 1 thread (no network) |', '| --- | --- | --- | --- | --- |');
+  }
   for (const [name, pick] of rows) {
     const l = metric(r, 'llama-server', pick);
     const h = metric(r, 'hearth', pick);
-    lines.push(`| ${name} | ${range(l)} | ${range(h)} | ${(h.median / l.median).toFixed(3)} | ${r.local ? f1(pick(r.local)) : 'n/a'} |`);
+    const sec = secure ? (() => {
+      const x = metric(r, 'hearth-secure', pick);
+      return ` ${range(x)} | ${(x.median / h.median).toFixed(3)} |`;
+    })() : '';
+    lines.push(`| ${name} | ${range(l)} | ${range(h)} | ${(h.median / l.median).toFixed(3)} |${sec} ${r.local ? f1(pick(r.local)) : 'n/a'} |`);
   }
   if (r.load) {
     const phases = (p: LoadPhases) => `${p.connect.toFixed(2)} / ${p.weights.toFixed(2)} / ${p.context.toFixed(2)}`;
     lines.push('', '## Loading', '', '| load | seconds | connect / weights / context, s | bytes sent to the workers |', '| --- | --- | --- | --- |');
     lines.push(`| cold (empty worker tensor caches) | ${r.load.coldSeconds.toFixed(2)} | ${phases(r.load.coldPhases)} | ${(r.load.coldBytes / 2 ** 20).toFixed(1)} MiB |`);
     lines.push(`| warm reload after a re-plan onto the same workers | ${r.load.warmSeconds.toFixed(2)} | ${phases(r.load.warmPhases)} | ${(r.load.warmBytes / 2 ** 20).toFixed(1)} MiB |`);
+  }
+  if (r.secureLoad) {
+    const l = r.secureLoad;
+    const secs = (v: number[]) => `${range(stat(v))} (${v.map((x) => x.toFixed(2)).join(', ')})`;
+    const mib = (v: number[]) => `${(stat(v).median / 2 ** 20).toFixed(1)} MiB`;
+    lines.push(
+      '',
+      `Cold loads onto emptied tensor caches, hearth open and hearth secure alternating (${l.openColdSeconds.length} each; the secure side's bytes are counted in its relays, the open side's by the kernel):`,
+      '',
+      '| cold load | seconds, median (min–max) (each) | bytes sent |',
+      '| --- | --- | --- |',
+      `| hearth open | ${secs(l.openColdSeconds)} | ${mib(l.openBytes)} |`,
+      `| hearth secure | ${secs(l.secureColdSeconds)} | ${mib(l.secureBytes)} |`,
+    );
   }
   lines.push('', '## Targets', '', '| target | ratio | bound | met |', '| --- | --- | --- | --- |');
   for (const t of targets(r)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
@@ -115,14 +159,14 @@ export function chartSvg(r: BenchResults): string {
   const H = 320;
   const pad = { l: 56, r: 20, t: 30, b: 44 };
   const xs = r.settings.concurrency;
-  const series = (['llama-server', 'hearth'] as Side[]).map((side) => ({
+  const series = ((hasSecure(r) ? ['llama-server', 'hearth', 'hearth-secure'] : ['llama-server', 'hearth']) as Side[]).map((side) => ({
     side,
     points: xs.map((n) => metric(r, side, (f) => f.aggregateTps[String(n)] ?? NaN).median),
   }));
   const yMax = Math.max(1, ...series.flatMap((s) => s.points.filter(Number.isFinite))) * 1.15;
   const x = (i: number) => pad.l + (xs.length === 1 ? 0 : (i / (xs.length - 1)) * (W - pad.l - pad.r));
   const y = (v: number) => H - pad.b - (v / yMax) * (H - pad.t - pad.b);
-  const colors: Record<Side, string> = { 'llama-server': '#888888', hearth: '#d2691e' };
+  const colors: Record<Side, string> = { 'llama-server': '#888888', hearth: '#d2691e', 'hearth-secure': '#2e6fb0' };
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,

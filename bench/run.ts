@@ -2,11 +2,12 @@
 // workers with the same split, alternating so that drift hits both alike; plus hearth's cold load and
 // warm reload, and the model in one process as the no-network reference.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, release, tmpdir, totalmem } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
+import { newToken } from '../link/token.js';
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient } from '../coordinator/client.js';
 import { loadBinding } from '../native/binding.js';
@@ -15,6 +16,15 @@ import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '..
 import { ensureLlamaServer } from './llama-server.js';
 import { runSuite, type SuiteFigures, type SuiteSettings } from './measure.js';
 import { chartSvg, markdown, met, targets, type BenchResults, type Side } from './report.js';
+
+const COLD_LOAD_REPS = 3;
+
+/** Removes the tensors a worker's rpc server cached, so the next load sends every weight again. */
+function emptyTensorCache(cacheDir: string): void {
+  const dir = join(cacheDir, 'rpc');
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir)) rmSync(join(dir, f), { force: true });
+}
 
 export interface BenchOptions {
   model: string | null;
@@ -25,6 +35,8 @@ export interface BenchOptions {
   promptWords: number;
   ctxSize: number;
   local: boolean;
+  /** Also measure hearth with a cluster token (TLS 1.3 PSK links) against hearth open. */
+  secure: boolean;
   outJson: string;
   outMarkdown: string;
   outChart: string;
@@ -68,13 +80,14 @@ async function startLlamaServer(binary: string, args: string[], logFile: string)
   return serve(child, `http://127.0.0.1:${port}`, 'llama-server', logFile);
 }
 
-async function startCoordinator(model: string, workers: LocalWorker[], o: BenchOptions, parallel: number, logFile: string): Promise<Server & { grpc: string }> {
+async function startCoordinator(model: string, workers: LocalWorker[], o: BenchOptions, parallel: number, logFile: string, token: string | null = null): Promise<Server & { grpc: string }> {
   const http = await freePortOn('127.0.0.1');
   const grpcPort = await freePortOn('127.0.0.1');
   const child = spawnHearth(
     ['coordinator', '--model', model, ...workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--ctx-size', String(o.ctxSize),
       '--parallel', String(parallel), '--threads', String(o.threads), '--host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(http), '--log-level', 'warn'],
     ['ignore', 'pipe', 'pipe'],
+    token ? { HEARTH_TOKEN: token } : {},
   );
   return { ...(await serve(child, `http://127.0.0.1:${http}`, 'the hearth coordinator', logFile)), grpc: `127.0.0.1:${grpcPort}` };
 }
@@ -94,13 +107,22 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
   const parallel = Math.max(...o.concurrency);
   const suite: SuiteSettings = { genTokens: o.genTokens, longPromptWords: o.promptWords, concurrency: o.concurrency };
   const workers: LocalWorker[] = [];
+  // A worker with a token serves only over the secure link, so the secure side has a pair of its own,
+  // started exactly like the open pair (same threads, same machine), idle while the others run.
+  const secureWorkers: LocalWorker[] = [];
+  const token = newToken();
   const runs: BenchResults['runs'] = [];
   let load: BenchResults['load'] = null;
+  let secureLoad: BenchResults['secureLoad'] = null;
   let split: { endpoints: string[]; layers: number[] } | null = null;
   let local: SuiteFigures | null = null;
   try {
     for (const name of ['bench-worker-1', 'bench-worker-2']) workers.push(await startLocalWorker({ name, threads: o.threads, dir, stdio: ['ignore', 'ignore', 'ignore'] }));
     say(`two workers up (${o.threads} thread each); their tensor caches are empty`);
+    if (o.secure) {
+      for (const name of ['bench-secure-1', 'bench-secure-2']) secureWorkers.push(await startLocalWorker({ name, threads: o.threads, dir, stdio: ['ignore', 'ignore', 'ignore'], token }));
+      say('two more workers up with a cluster token, for hearth over the secure links');
+    }
 
     // hearth's cold load and its warm reload onto the same workers; the split both sides then use.
     {
@@ -121,22 +143,49 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
       }
     }
 
+    if (o.secure) {
+      // Cold loads, open and secure alternating, each onto emptied tensor caches.
+      const open: { seconds: number; bytes: number }[] = [];
+      const secure: { seconds: number; bytes: number }[] = [];
+      for (let rep = 0; rep < COLD_LOAD_REPS; rep++) {
+        for (const side of rep % 2 === 0 ? (['open', 'secure'] as const) : (['secure', 'open'] as const)) {
+          const pair = side === 'open' ? workers : secureWorkers;
+          for (const w of pair) emptyTensorCache(w.cacheDir);
+          const c = await startCoordinator(model, pair, o, parallel, logFile, side === 'secure' ? token : null);
+          const client = new CoordinatorClient(c.grpc);
+          try {
+            const s = await client.getStatus();
+            (side === 'open' ? open : secure).push({ seconds: s.load.seconds, bytes: Object.values(s.load.bytes_sent).reduce((sum, v) => sum + Number(v), 0) });
+            say(`cold load ${rep + 1}/${COLD_LOAD_REPS} ${side.padEnd(6)}: ${s.load.seconds.toFixed(2)} s`);
+          } finally {
+            client.close();
+            await c.stop();
+          }
+        }
+      }
+      secureLoad = { openColdSeconds: open.map((x) => x.seconds), secureColdSeconds: secure.map((x) => x.seconds), openBytes: open.map((x) => x.bytes), secureBytes: secure.map((x) => x.bytes) };
+    }
+
+    const sides: Side[] = o.secure ? ['llama-server', 'hearth', 'hearth-secure'] : ['llama-server', 'hearth'];
     for (let rep = 0; rep < o.reps; rep++) {
-      const order: Side[] = rep % 2 === 0 ? ['llama-server', 'hearth'] : ['hearth', 'llama-server'];
+      // Rotate the order each repetition, so drift on this shared machine hits every side alike.
+      const order = sides.map((_, i) => sides[(i + rep) % sides.length]!);
       for (const side of order) {
         const server =
           side === 'hearth'
             ? await startCoordinator(model, workers, o, parallel, logFile)
-            : await startLlamaServer(
-                llamaServer,
-                ['-m', model, '--rpc', split!.endpoints.join(','), '-ngl', '99', '-ts', split!.layers.join(','), '-c', String(o.ctxSize * parallel), '-np', String(parallel),
-                  '-t', String(o.threads), '-tb', String(o.threads), '-b', '512', '-ub', '512'],
-                logFile,
-              );
+            : side === 'hearth-secure'
+              ? await startCoordinator(model, secureWorkers, o, parallel, logFile, token)
+              : await startLlamaServer(
+                  llamaServer,
+                  ['-m', model, '--rpc', split!.endpoints.join(','), '-ngl', '99', '-ts', split!.layers.join(','), '-c', String(o.ctxSize * parallel), '-np', String(parallel),
+                    '-t', String(o.threads), '-tb', String(o.threads), '-b', '512', '-ub', '512'],
+                  logFile,
+                );
         try {
           const figures = await runSuite(server.base, suite);
           runs.push({ side, rep, figures });
-          say(`rep ${rep + 1}/${o.reps} ${side.padEnd(12)}: gen ${figures.genTps.toFixed(2)} t/s, pp ${figures.ppTps.toFixed(1)} t/s, ttft ${figures.ttftMs.toFixed(0)} ms, aggregate ${Object.entries(figures.aggregateTps).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ')}`);
+          say(`rep ${rep + 1}/${o.reps} ${side.padEnd(13)}: gen ${figures.genTps.toFixed(2)} t/s, pp ${figures.ppTps.toFixed(1)} t/s, ttft ${figures.ttftMs.toFixed(0)} ms, aggregate ${Object.entries(figures.aggregateTps).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ')}`);
         } finally {
           await server.stop();
         }
@@ -153,7 +202,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
       }
     }
   } finally {
-    await Promise.all(workers.map((w) => w.stop()));
+    await Promise.all([...workers, ...secureWorkers].map((w) => w.stop()));
     rmSync(dir, { recursive: true, force: true });
   }
 
@@ -167,6 +216,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
     runs,
     local,
     load,
+    secureLoad,
   };
   mkdirSync(dirname(o.outJson), { recursive: true });
   writeFileSync(o.outJson, JSON.stringify(results, null, 2) + '\n');

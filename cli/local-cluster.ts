@@ -6,24 +6,28 @@ import { fileURLToPath } from 'node:url';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { freePortOn } from '../common/ports.js';
+import { ClusterSecret } from '../link/token.js';
 import { WorkerClient } from '../worker/client.js';
 
 const CLI_ENTRY = fileURLToPath(new URL(`./main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
-/** Runs this same `hearth` (compiled or through tsx) with `args`. */
-export function spawnHearth(args: string[], stdio: StdioOptions = ['ignore', 'ignore', 'inherit']): ChildProcess {
-  return spawn(process.execPath, [...process.execArgv, CLI_ENTRY, ...args], { stdio });
+/** Runs this same `hearth` (compiled or through tsx) with `args`; `env` is added to this process's. */
+export function spawnHearth(args: string[], stdio: StdioOptions = ['ignore', 'ignore', 'inherit'], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, [...process.execArgv, CLI_ENTRY, ...args], { stdio, env: { ...process.env, ...env } });
 }
 
 export interface LocalWorker {
   name: string;
+  /** Its tensor cache directory. */
+  cacheDir: string;
   child: ChildProcess;
   control: string;
   exited: Promise<void>;
   stop(): Promise<void>;
 }
 
-export async function startLocalWorker(o: { name: string; threads: number; dir: string; stdio?: StdioOptions }): Promise<LocalWorker> {
+/** `token`: the worker joins that closed cluster (its control port then answers only through a relay). */
+export async function startLocalWorker(o: { name: string; threads: number; dir: string; stdio?: StdioOptions; token?: string }): Promise<LocalWorker> {
   const rpcPort = await freePortOn('127.0.0.1');
   let controlPort = await freePortOn('127.0.0.1');
   while (controlPort === rpcPort) controlPort = await freePortOn('127.0.0.1');
@@ -31,10 +35,11 @@ export async function startLocalWorker(o: { name: string; threads: number; dir: 
     ['worker', '--name', o.name, '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', String(o.threads),
       '--no-mdns', '--state-dir', join(o.dir, 'state'), '--cache-dir', join(o.dir, `cache-${o.name}`), '--log-level', 'warn'],
     o.stdio,
+    o.token ? { HEARTH_TOKEN: o.token } : {},
   );
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const control = `127.0.0.1:${controlPort}`;
-  const client = new WorkerClient(control);
+  const client = await WorkerClient.open(control, o.token ? ClusterSecret.fromToken(o.token, 'flag') : null);
   try {
     const deadline = Date.now() + 30_000;
     for (;;) {
@@ -51,6 +56,7 @@ export async function startLocalWorker(o: { name: string; threads: number; dir: 
   }
   return {
     name: o.name,
+    cacheDir: join(o.dir, `cache-${o.name}`),
     child,
     control,
     exited,

@@ -1,6 +1,8 @@
 // A client for a worker's control service, with a deadline on every call.
 import { clientConstructor, grpc } from '../common/grpc.js';
 import { unaryCall } from '../common/grpc-errors.js';
+import { SecureRelay } from '../link/relay.js';
+import type { ClusterSecret } from '../link/token.js';
 import type { WireHealth, WireWorkerInfo } from './types.js';
 
 /**
@@ -19,6 +21,19 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = Object.freeze({
 export class WorkerClient {
   readonly address: string;
   readonly #client: grpc.Client;
+  #relay: SecureRelay | null = null;
+
+  /**
+   * A client for the worker at `control`: straight there, or with the cluster's secret through a
+   * relay of its own (a closed worker answers nothing else). close() closes the relay too.
+   */
+  static async open(control: string, secret: ClusterSecret | null): Promise<WorkerClient> {
+    if (!secret) return new WorkerClient(control);
+    const relay = await SecureRelay.open({ secret, kind: 'control', remote: control });
+    const client = new WorkerClient(relay.endpoint);
+    client.#relay = relay;
+    return client;
+  }
 
   constructor(address: string) {
     this.address = address;
@@ -36,5 +51,6 @@ export class WorkerClient {
 
   close(): void {
     this.#client.close();
+    void this.#relay?.close();
   }
 }

@@ -1,5 +1,6 @@
 // The OpenAI-compatible HTTP API, /health and /metrics, on the coordinator's HTTP port.
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { basename } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
@@ -23,6 +24,20 @@ export interface HttpOptions {
 
 type Kind = 'chat' | 'completion';
 
+/**
+ * A body over the limit is refused before it is read; a client still uploading it would then hit a
+ * closed socket (EPIPE) instead of reading the 413. So the rest is read and thrown away, up to
+ * `maxBytes`; a client sending more than that is cut off.
+ */
+function discardBody(req: IncomingMessage, maxBytes: number): void {
+  let seen = 0;
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > maxBytes) req.destroy();
+  });
+  req.resume();
+}
+
 export class HttpApi {
   readonly app: FastifyInstance;
   readonly #coordinator: Coordinator;
@@ -38,8 +53,12 @@ export class HttpApi {
     // same OpenAI-shaped 400.
     this.app.removeAllContentTypeParsers();
     this.app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
-    this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    this.app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
       if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
+        // Fastify asks for the connection to close here; the client may still be uploading, and would
+        // get EPIPE instead of this answer. Read the rest (bounded) and keep the connection.
+        reply.removeHeader('connection');
+        discardBody(req.raw, options.bodyLimitBytes * 4);
         return reply.code(413).send(errorBody(`request body is larger than the limit of ${options.bodyLimitBytes} bytes`, 'invalid_request_error'));
       }
       if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after } from 'node:test';
 
-import { SecureRelay } from '../../link/relay.js';
 import { ClusterSecret } from '../../link/token.js';
 import { WorkerClient } from '../../worker/client.js';
 import type { WireHealth } from '../../worker/types.js';
@@ -41,10 +41,23 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | null | unde
   }
 }
 
+/**
+ * Every process a test started and has not seen exit. A test that fails halfway (a coordinator that
+ * never served) may not reach its own cleanup; these are killed when the file's tests are done, so a
+ * failure is reported instead of hanging the run on live child processes.
+ */
+const live = new Set<ChildProcess>();
+after(() => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
 export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
   const node = [process.execPath, '--import', 'tsx', CLI, ...args];
   const [cmd, ...rest] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
-  return spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const child = spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  return child;
 }
 
 /**
@@ -72,13 +85,11 @@ export async function startWorker(
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const control = `127.0.0.1:${controlPort}`;
-  const relay = options.token ? await SecureRelay.open({ secret: ClusterSecret.fromToken(options.token, 'flag'), kind: 'control', remote: control }) : null;
-  const client = new WorkerClient(relay?.endpoint ?? control);
+  const client = await WorkerClient.open(control, options.token ? ClusterSecret.fromToken(options.token, 'flag') : null);
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     const r = await exited;
     client.close();
-    await relay?.close();
     rmSync(dir, { recursive: true, force: true });
     return r;
   };

@@ -206,7 +206,7 @@ describe('HTTP API: keys, health and failures', () => {
   test('API keys: 401 in OpenAI shape without one, served with one; /health stays public', async () => {
     const model = await testModel('tiny');
     const w = await startWorker(['--name', 'w-a']);
-    const coord = await startCoordinator(model, [w.control], ['--api-key', 'secret-key-1', '--api-key', 'secret-key-2']);
+    const coord = await startCoordinator(model, [w.control], ['--api-key', 'secret-key-1', '--api-key', 'secret-key-2'], { apiKey: 'secret-key-1' });
     try {
       const anon = new OpenAI({ baseURL: `${coord.http}/v1`, apiKey: 'wrong-key', maxRetries: 0 });
       await expectApiError(anon.models.list(), 401, 'authentication_error', /invalid API key/);
@@ -229,12 +229,14 @@ describe('HTTP API: keys, health and failures', () => {
     const w = await startWorker(['--name', 'w-a']);
     const dir = mkdtempSync(join(tmpdir(), 'hearth-ping-'));
     writeFileSync(join(dir, 'cluster.yaml'), 'ssePingSeconds: 1\n');
-    const coord = await startCoordinator(model, [w.control], ['--parallel', '1', '--config', join(dir, 'cluster.yaml')]);
+    // A context long enough that the busy request outlasts the 2 s before headers plus a ping or two,
+    // however fast this machine is today.
+    const coord = await startCoordinator(model, [w.control], ['--parallel', '1', '--ctx-size', '2048', '--config', join(dir, 'cluster.yaml')]);
     try {
       const body = (prompt: string, maxTokens: number) =>
         JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true });
       const post = (b: string) => fetch(`${coord.http}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: b });
-      const first = post(body('Once upon a time', 480));
+      const first = post(body('Once upon a time', 1500));
       await new Promise((r) => setTimeout(r, 200));
       const started = Date.now();
       const second = await post(body('Meanwhile', 4));

@@ -100,4 +100,30 @@ describe('benchmark report', () => {
     assert.match(svg, /^<svg /);
     assert.equal((svg.match(/<polyline /g) ?? []).length, 2);
   });
+
+  test('a secure side adds its columns and the secure / open targets, cold loads included', () => {
+    const secure: BenchResults = {
+      ...results,
+      runs: [
+        ...results.runs,
+        { side: 'hearth-secure', rep: 0, figures: figures(10.8, 24, 100) },
+        { side: 'hearth-secure', rep: 1, figures: figures(11.2, 26, 110) },
+        { side: 'hearth-secure', rep: 2, figures: figures(9, 23, 105) },
+      ],
+      secureLoad: { openColdSeconds: [10, 8, 9], secureColdSeconds: [11, 9.5, 10], openBytes: [2 ** 30], secureBytes: [2 ** 30] },
+    };
+    const t = targets(secure);
+    const byName = (n: RegExp) => t.find((x) => n.test(x.name))!;
+    assert.equal(byName(/single-request generation \(hearth secure/).ratio, 10.8 / 11);
+    assert.ok(met(byName(/single-request generation \(hearth secure/)));
+    assert.equal(byName(/aggregate generation at 8 concurrent \(hearth secure/).ratio, 24 / 25);
+    assert.ok(!met(byName(/aggregate generation at 8 concurrent \(hearth secure/)), '0.96 < 0.97 is a miss');
+    assert.equal(byName(/cold load time \(hearth secure/).ratio, 10 / 9);
+    assert.ok(met(byName(/cold load time/)));
+    const md = markdown(secure, 'bench/aggregate.svg');
+    assert.match(md, /\| metric \| llama-server --rpc \| hearth \| hearth \/ llama-server \| hearth secure \| secure \/ open \|/);
+    assert.match(md, /\| hearth secure \| 10\.0 \(9\.50–11\.0\) \(11\.00, 9\.50, 10\.00\)/);
+    assert.equal((chartSvg(secure).match(/<polyline /g) ?? []).length, 3);
+    assert.equal(targets(results).some((x) => /secure/.test(x.name)), false, 'no secure targets without a secure side');
+  });
 });
