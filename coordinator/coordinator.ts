@@ -424,8 +424,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     };
     const task = this.#queue.add(
       async () => {
+        let patientUntil = 0;
         for (let attempt = 1; ; attempt++) {
-          await this.#whenServing(signal);
+          await this.#whenServing(signal, patientUntil);
           const engine = this.#engine;
           if (!engine) throw new HearthError(ErrorCode.Unavailable, `not serving: ${this.#reason}`);
           const id = randomUUID();
@@ -458,6 +459,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
               // time, not an error. It waits for the re-plan and runs again, within its deadline.
               if (!produced && !signal?.aborted && !this.#stopped && attempt < MAX_ATTEMPTS) {
                 this.#log.info({ attempt, what }, 'a request that had produced no output waits for the re-plan');
+                // A worker whose rpc server was restarted is back within a second or two: a re-plan
+                // that found too few workers is not the end of the wait.
+                patientUntil = Date.now() + RECOVERY_WAIT_MS;
                 continue;
               }
               this.#metrics?.requests.inc({ outcome: 'error' });
@@ -480,13 +484,16 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
   }
 
-  /** Waits until the coordinator serves; fails fast when it cannot, or when the caller gives up. */
-  async #whenServing(signal?: AbortSignal): Promise<void> {
+  /**
+   * Waits until the coordinator serves; fails fast when it cannot (before `patientUntil`, a request
+   * carried over an engine loss keeps waiting for its workers to return), or when the caller gives up.
+   */
+  async #whenServing(signal?: AbortSignal, patientUntil = 0): Promise<void> {
     for (;;) {
       if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
       if (this.#state === 'serving' && this.#engine?.alive) return;
       if (this.#stopped) throw new HearthError(ErrorCode.Unavailable, 'the coordinator is shutting down');
-      if (this.#state === 'degraded' && !this.#replanning && !this.#loss) {
+      if (this.#state === 'degraded' && !this.#replanning && !this.#loss && Date.now() >= patientUntil) {
         throw new HearthError(ErrorCode.Unavailable, `not serving: ${this.#reason}`);
       }
       await new Promise<void>((resolve) => {
@@ -531,6 +538,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
 /** How often a request that produced nothing may be carried over an engine loss before it fails. */
 const MAX_ATTEMPTS = 3;
+/** How long such a request waits for lost workers to return when the re-plan found too few. */
+const RECOVERY_WAIT_MS = 15_000;
 
 /** Two plans put the same layers on the same devices. */
 function samePlacement(a: Plan, b: Plan): boolean {

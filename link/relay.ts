@@ -151,13 +151,8 @@ export class SecureRelay extends EventEmitter<RelayEvents> {
         );
         local.resume();
       },
-      (e: LinkError) => {
-        this.lastError = e;
-        local.destroy();
-      },
+      // The local client sees its connection close; admission classifies such failures with check().
+      () => local.destroy(),
     );
   }
-
-  /** Why the last connection could not be carried, if one could not. */
-  lastError: LinkError | null = null;
 }

@@ -160,6 +160,18 @@ describe('a closed cluster', () => {
     }
   });
 
+  test('a closed coordinator refuses an open worker, saying it does not speak the secure link', async () => {
+    const open = await startWorker(['--name', 'w-open']);
+    const other = await startCoordinator(model, [open.control], [], { token, waitServing: false });
+    try {
+      const s = await other.waitStatus((x) => x.workers.some((w) => w.state === 'refused'), 15_000);
+      assert.match(s.workers[0]!.reason, /does not speak hearth's secure link/);
+    } finally {
+      await other.stop();
+      await open.stop();
+    }
+  });
+
   test('an open coordinator cannot use a closed worker, and says what to do', async () => {
     const open = await startCoordinator(model, [workers[1]!.control], [], { waitServing: false });
     try {
@@ -187,8 +199,9 @@ describe('a closed cluster', () => {
     await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable && /worker w-b \(127\.0\.0\.1:\d+\)/.test(e.message));
     const took = Date.now() - killedAt;
     assert.ok(took < 5000, `the stream ended ${took} ms after the kill (the watchdog is 30 s)`);
-    const s = await coord.waitStatus((x) => x.state === 'serving' && x.load.loads >= 2, 60_000);
-    assert.equal(s.plan.devices.length, 2);
+    // Served again, at first by the other worker alone or by both; the restarted one is taken back.
+    await coord.waitStatus((x) => x.state === 'serving' && x.load.loads >= 2, 60_000);
+    await coord.waitStatus((x) => x.state === 'serving' && x.plan.devices.length === 2, 60_000);
     const again = await coord.client.generate(PROMPTS[1]!, { maxTokens: 24, sampling: GREEDY });
     assert.deepEqual(again.tokens, refs[1]);
   });
@@ -213,6 +226,32 @@ describe('a closed cluster', () => {
     const out = await late[0]!;
     assert.deepEqual(out.tokens, refs[2], 'the waiting request ran after the re-plan, with the same greedy tokens');
     await coord.waitStatus();
+  });
+
+  test("with one worker, a request with no output yet rides out the restart of that worker's rpc server", async () => {
+    const solo = await startWorker(['--name', 'w-solo'], { token });
+    const c = await startCoordinator(model, [solo.control], [], { token });
+    try {
+      const victim = await readyHealth(solo.client);
+      let chunks = 0;
+      const late: ReturnType<typeof c.client.generate>[] = [];
+      const long = c.client.generate(PROMPTS[0]!, {
+        maxTokens: 480,
+        sampling: GREEDY,
+        onChunk: () => {
+          if (++chunks === 5) {
+            late.push(c.client.generate(PROMPTS[1]!, { maxTokens: 24, sampling: GREEDY, timeoutMs: 60_000 }));
+            process.kill(victim.rpc_server_pid, 'SIGKILL');
+          }
+        },
+      });
+      await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable);
+      // The re-plan right after the loss finds no worker; the request waits until the worker is back.
+      assert.deepEqual((await late[0]!).tokens, refs[1]);
+    } finally {
+      await c.stop();
+      await solo.stop();
+    }
   });
 
   test('the token never reaches logs, process titles or status', async () => {

@@ -150,7 +150,7 @@ describe('hearth worker', () => {
         for (const f of readdirSync(join(src, 'native'))) if (f.endsWith('.ts') || f === 'CMakeLists.txt' || f === 'package.json') cpSync(join(src, 'native', f), join(root, 'native', f));
         cpSync(join(src, 'package.json'), join(root, 'package.json'));
         symlinkSync(join(src, 'node_modules'), join(root, 'node_modules'));
-        const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'main.ts'), 'worker', '--no-mdns'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'main.ts'), 'worker', '--host', '127.0.0.1', '--no-mdns'], { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
         child.stderr.on('data', (d: Buffer) => (out += d.toString()));
         const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
