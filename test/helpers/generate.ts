@@ -1,5 +1,5 @@
 // Greedy generation straight on the binding: the reference the distributed paths are compared with.
-import { Batch, type LlamaContext, type LlamaModel } from '../../native/llama.js';
+import { Batch, LlamaModel, type LlamaContext } from '../../native/llama.js';
 
 export interface GreedyRun {
   tokens: number[];
@@ -36,4 +36,18 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
+}
+
+/** Greedy continuations of each prompt, computed in this process on the host CPU: the reference. */
+export async function referenceTokens(modelPath: string, prompts: string[], n: number): Promise<number[][]> {
+  const model = await LlamaModel.load(modelPath, { devices: [], nGpuLayers: 0 });
+  const ctx = await model.createContext({ nCtx: 512, nThreads: 1 });
+  try {
+    const out = [];
+    for (const p of prompts) out.push((await greedy(model, ctx, p, n)).tokens);
+    return out;
+  } finally {
+    ctx.dispose();
+    model.dispose();
+  }
 }

@@ -8,9 +8,8 @@ import { after, before, describe, test } from 'node:test';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { grpc, serviceDefinition } from '../../common/grpc.js';
-import { LlamaModel } from '../../native/llama.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { greedy } from '../helpers/generate.js';
+import { referenceTokens as reference } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { freePort } from '../helpers/rpc-server.js';
 import { readyHealth, runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
@@ -26,20 +25,6 @@ const PROMPTS = [
   'The stock market opened',
   'A hearth is',
 ];
-
-/** Greedy continuations computed in this process on the host CPU: the reference. */
-async function reference(modelPath: string, prompts: string[], n: number): Promise<number[][]> {
-  const model = await LlamaModel.load(modelPath, { devices: [], nGpuLayers: 0 });
-  const ctx = await model.createContext({ nCtx: 512, nThreads: 1 });
-  try {
-    const out = [];
-    for (const p of prompts) out.push((await greedy(model, ctx, p, n)).tokens);
-    return out;
-  } finally {
-    ctx.dispose();
-    model.dispose();
-  }
-}
 
 function assertUnavailable(e: unknown, pattern: RegExp): true {
   assert.ok(e instanceof HearthError, String(e));

@@ -6,9 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { ClusterSecret, newToken } from '../../link/token.js';
-import { LlamaModel } from '../../native/llama.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { greedy } from '../helpers/generate.js';
+import { referenceTokens } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { crashRpcServer, fuzzInputs, fuzzPort } from '../helpers/rpc-fuzz.js';
 import { readyHealth, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
@@ -25,11 +24,7 @@ describe('fuzzing a secured worker', () => {
 
   before(async () => {
     const model = await testModel('tiny');
-    const m = await LlamaModel.load(model, { devices: [], nGpuLayers: 0 });
-    const ctx = await m.createContext({ nCtx: 512, nThreads: 1 });
-    ref = (await greedy(m, ctx, PROMPT, 16)).tokens;
-    ctx.dispose();
-    m.dispose();
+    ref = (await referenceTokens(model, [PROMPT], 16))[0]!;
     // Debug logging shows every connection ggml-rpc-server accepts.
     workers.push(await startWorker(['--name', 'target', '--log-level', 'debug'], { token }), await startWorker(['--name', 'other'], { token }));
     coord = await startCoordinator(model, workers.map((w) => w.control), [], { token });

@@ -12,30 +12,17 @@ import { after, before, describe, test } from 'node:test';
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { LinkError, SecureRelay } from '../../link/relay.js';
 import { ClusterSecret, newToken } from '../../link/token.js';
-import { LlamaModel } from '../../native/llama.js';
+import type { CoordinatorClient, GenerateOutcome } from '../../coordinator/client.js';
 import { encodeHello } from '../../native/rpc-protocol.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
 import { WorkerClient } from '../../worker/client.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { greedy } from '../helpers/generate.js';
+import { referenceTokens } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { CLI, readyHealth, runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
 const GREEDY = { temperature: 0, greedy: true };
 const PROMPTS = ['The quick brown fox jumps over the lazy dog because', 'Once upon a time in a distant land', 'Rain fell on the old stone bridge'];
-
-async function reference(modelPath: string, prompts: string[], n: number): Promise<number[][]> {
-  const model = await LlamaModel.load(modelPath, { devices: [], nGpuLayers: 0 });
-  const ctx = await model.createContext({ nCtx: 512, nThreads: 1 });
-  try {
-    const out = [];
-    for (const p of prompts) out.push((await greedy(model, ctx, p, n)).tokens);
-    return out;
-  } finally {
-    ctx.dispose();
-    model.dispose();
-  }
-}
 
 /** Everything a raw TCP peer gets back from `port` within `ms` after sending `bytes`. */
 async function rawExchange(port: number, bytes: Buffer, ms = 1500): Promise<Buffer> {
@@ -59,6 +46,32 @@ function listeningAddresses(pid: number): string[] {
     .map((l) => l.trim().split(/\s+/)[3]!);
 }
 
+/**
+ * A long generation; at its fifth chunk a second request is sent and the rpc server `victimPid` is
+ * killed in the same moment: the second reaches the engine in its last moments, or waits in the queue.
+ */
+function killWhileAnotherArrives(client: CoordinatorClient, victimPid: number, latePrompt: string) {
+  let chunks = 0;
+  let late!: Promise<GenerateOutcome>;
+  const long = client.generate(PROMPTS[0]!, {
+    maxTokens: 480,
+    sampling: GREEDY,
+    onChunk: () => {
+      if (++chunks === 5) {
+        late = client.generate(latePrompt, { maxTokens: 24, sampling: GREEDY, timeoutMs: 60_000 });
+        process.kill(victimPid, 'SIGKILL');
+      }
+    },
+  });
+  /** The second request, once the first has failed (it is sent during the first). */
+  const second = async (): Promise<GenerateOutcome> => {
+    await long.catch(() => undefined);
+    assert.ok(late, 'the second request was sent');
+    return late;
+  };
+  return { long, second };
+}
+
 function assertNoToken(text: string, token: string, where: string): void {
   assert.ok(!text.includes(token), `the token appears in ${where}`);
   assert.ok(!text.includes(token.slice('hearth1_'.length)), `the token's body appears in ${where}`);
@@ -73,7 +86,7 @@ describe('a closed cluster', () => {
 
   before(async () => {
     model = await testModel('tiny');
-    refs = await reference(model, PROMPTS, 24);
+    refs = await referenceTokens(model, PROMPTS, 24);
     // One worker on every interface (protected mode lets it, since it has the token), one on loopback.
     workers.push(await startWorker(['--name', 'w-a'], { token, host: '0.0.0.0' }), await startWorker(['--name', 'w-b'], { token }));
     coord = await startCoordinator(model, workers.map((w) => w.control), [], { token });
@@ -208,22 +221,9 @@ describe('a closed cluster', () => {
 
   test('a request with no output yet when its worker is lost waits for the re-plan instead of failing', async () => {
     const victim = await readyHealth(workers[0]!.client);
-    let chunks = 0;
-    const late: ReturnType<typeof coord.client.generate>[] = [];
-    const long = coord.client.generate(PROMPTS[0]!, {
-      maxTokens: 480,
-      sampling: GREEDY,
-      onChunk: () => {
-        if (++chunks === 5) {
-          // Sent as the worker dies: it reaches the engine in its last moments, or waits in the queue.
-          late.push(coord.client.generate(PROMPTS[2]!, { maxTokens: 24, sampling: GREEDY, timeoutMs: 60_000 }));
-          process.kill(victim.rpc_server_pid, 'SIGKILL');
-        }
-      },
-    });
+    const { long, second } = killWhileAnotherArrives(coord.client, victim.rpc_server_pid, PROMPTS[2]!);
     await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable);
-    assert.equal(late.length, 1, 'the second request was sent');
-    const out = await late[0]!;
+    const out = await second();
     assert.deepEqual(out.tokens, refs[2], 'the waiting request ran after the re-plan, with the same greedy tokens');
     await coord.waitStatus();
   });
@@ -233,21 +233,10 @@ describe('a closed cluster', () => {
     const c = await startCoordinator(model, [solo.control], [], { token });
     try {
       const victim = await readyHealth(solo.client);
-      let chunks = 0;
-      const late: ReturnType<typeof c.client.generate>[] = [];
-      const long = c.client.generate(PROMPTS[0]!, {
-        maxTokens: 480,
-        sampling: GREEDY,
-        onChunk: () => {
-          if (++chunks === 5) {
-            late.push(c.client.generate(PROMPTS[1]!, { maxTokens: 24, sampling: GREEDY, timeoutMs: 60_000 }));
-            process.kill(victim.rpc_server_pid, 'SIGKILL');
-          }
-        },
-      });
+      const { long, second } = killWhileAnotherArrives(c.client, victim.rpc_server_pid, PROMPTS[1]!);
       await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable);
       // The re-plan right after the loss finds no worker; the request waits until the worker is back.
-      assert.deepEqual((await late[0]!).tokens, refs[1]);
+      assert.deepEqual((await second()).tokens, refs[1]);
     } finally {
       await c.stop();
       await solo.stop();
