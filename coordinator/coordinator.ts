@@ -157,7 +157,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await this.replan('start');
   }
 
-  /** `hearth plan`: discover and probe workers for `waitMs`, then plan without loading anything. */
+  /** `hearth plan`: discover and probe workers for `waitMs`, then plan without loading anything (for display). */
   async preview(waitMs: number): Promise<PlanResult> {
     if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
     this.#model = await readModelFacts(this.config.model);
@@ -167,7 +167,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await new Promise((r) => setTimeout(r, waitMs));
     await this.registry.checkAll();
     try {
-      return this.computePlan();
+      const plan = this.computePlan();
+      if (!plan.fits) return plan;
+      // For people to read: each worker's own address, not the local relay an engine would dial.
+      const remote = (e: string) => this.links.remoteOf(e);
+      return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })) };
     } finally {
       this.#stopped = true;
       this.registry.stop();

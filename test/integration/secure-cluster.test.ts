@@ -185,6 +185,22 @@ describe('a closed cluster', () => {
     }
   });
 
+  test('hearth plan reaches a closed worker with the token and shows its own address', async () => {
+    const fresh = await startWorker(['--name', 'w-plan'], { token });
+    try {
+      const cli = runCli(['plan', '--model', model, '--worker', fresh.control, '--no-mdns', '--local-device', 'off', '--ctx-size', '512', '--json'], { env: { HEARTH_TOKEN: token } });
+      let out = '';
+      cli.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      const code = await new Promise((r) => cli.once('exit', r));
+      assert.equal(code, 0, out);
+      const plan = JSON.parse(out) as { fits: boolean; devices: { endpoint: string; owner: string }[] };
+      assert.equal(plan.fits, true);
+      assert.deepEqual(plan.devices.map((d) => [d.owner, d.endpoint]), [['w-plan', `127.0.0.1:${fresh.rpcPort}`]]);
+    } finally {
+      await fresh.stop();
+    }
+  });
+
   test('an open coordinator cannot use a closed worker, and says what to do', async () => {
     const open = await startCoordinator(model, [workers[1]!.control], [], { waitServing: false });
     try {
