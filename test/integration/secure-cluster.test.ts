@@ -6,11 +6,13 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { LinkError, SecureRelay } from '../../link/relay.js';
+import { afterPskHandshake, clientTlsOptions } from '../../link/tls.js';
 import { ClusterSecret, newToken } from '../../link/token.js';
 import type { CoordinatorClient, GenerateOutcome } from '../../coordinator/client.js';
 import { encodeHello } from '../../native/rpc-protocol.js';
@@ -123,6 +125,25 @@ describe('a closed cluster', () => {
     const info = await a.client.getInfo();
     assert.equal(info.link.secure, true);
     assert.ok(info.link.token_mismatches >= 2, `the worker counted the strangers: ${JSON.stringify(info.link)}`);
+  });
+
+  test('the link is TLS 1.3 with an ephemeral X25519 exchange (forward secrecy) and no certificate', async () => {
+    const a = workers[0]!;
+    const socket = tlsConnect({ host: '127.0.0.1', port: a.controlPort, ...clientTlsOptions(ClusterSecret.fromToken(token, 'flag'), 'control') });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('secureConnect', () => resolve());
+        socket.once('error', reject);
+      });
+      assert.equal(socket.getProtocol(), 'TLSv1.3');
+      assert.equal(socket.alpnProtocol, 'hearth-control/1');
+      assert.match(socket.getCipher().name, /^TLS_(AES_128_GCM|CHACHA20_POLY1305|AES_256_GCM)_SHA(256|384)$/);
+      assert.deepEqual(socket.getEphemeralKeyInfo(), { type: 'ECDH', name: 'X25519', size: 253 });
+      assert.deepEqual(socket.getPeerCertificate(), {});
+      assert.equal(afterPskHandshake(socket, 'control'), null);
+    } finally {
+      socket.end();
+    }
   });
 
   test("ggml-rpc-server listens on 127.0.0.1 only; the public ports are the worker's gateways", async () => {
