@@ -44,9 +44,8 @@ export class SecureRelay extends EventEmitter<RelayEvents> {
   readonly #live = new Set<Socket>();
   #endpoint = '';
   #closed = false;
-  /** Plaintext bytes carried to and from the worker, over every connection so far. */
+  /** Plaintext bytes carried to the worker, over every connection so far. */
   bytesSent = 0;
-  bytesReceived = 0;
 
   private constructor(o: RelayOptions) {
     super();
@@ -75,14 +74,10 @@ export class SecureRelay extends EventEmitter<RelayEvents> {
     return this.#endpoint;
   }
 
-  /** Connections carried right now. */
-  get liveConnections(): number {
-    return this.#live.size;
-  }
-
   /** One handshake with the worker and nothing else: resolves when it proves the key, else a LinkError. */
   async check(timeoutMs = this.#connectTimeoutMs): Promise<void> {
     const tls = await this.#dial(timeoutMs);
+    tls.on('error', () => undefined);
     // end(), not destroy(): our Finished must reach the worker, or it counts a refused handshake.
     tls.end();
     setTimeout(() => tls.destroy(), 1000).unref();
@@ -147,7 +142,7 @@ export class SecureRelay extends EventEmitter<RelayEvents> {
               this.emit('broken', error ? `the link to ${this.remote} failed (${error.message})` : `the worker at ${this.remote} closed the link`);
             }
           },
-          { toOuter: (n) => (this.bytesSent += n), toInner: (n) => (this.bytesReceived += n) },
+          { toOuter: (n) => (this.bytesSent += n) },
         );
         local.resume();
       },
