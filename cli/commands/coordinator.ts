@@ -169,6 +169,7 @@ export function registerCoordinatorCommands(program: Command): void {
           await coordinator.start();
           if (config.secret) {
             process.stdout.write(`To add a machine to this cluster, run on it:\n  ${joinCommand(config.secret, process.stdout.isTTY === true)}\n`);
+            if (!config.mdns) process.stdout.write('  (mDNS is off here: also list it with --worker HOST:50051 or in workers: of cluster.yaml)\n');
           }
         },
         async () => {
