@@ -40,30 +40,31 @@ export class PeerActivity {
   }
 }
 
+/**
+ * `record`: note each peer's traffic (the control gateway). `watch`: cut a link whose peer was silent
+ * there, and on the link itself, for `staleAfterMs` (the rpc gateway).
+ */
+export type GatewayActivity = { record: PeerActivity } | { watch: PeerActivity; staleAfterMs: number };
+
 export class SecureGateway {
   readonly kind: LinkKind;
   readonly #server: Server;
   readonly #log: Logger;
   readonly #target: { host: string; port: number };
   readonly #open = new Map<Socket, { peer: string; lastData: number }>();
-  readonly #activity: { record?: PeerActivity; watch?: PeerActivity; staleAfterMs: number } | null;
+  readonly #activity: GatewayActivity | null;
   #staleTimer: NodeJS.Timeout | null = null;
   readonly stats: GatewayStats = { accepted: 0, refused: 0, tokenMismatches: 0 };
   #refusedSinceLog = 0;
   #lastRefusalLog = 0;
-  #port: number | null = null;
 
-  /**
-   * `activity.record`: note each peer's traffic here (the control gateway). `activity.watch`: cut a
-   * link whose peer was silent there, and on the link itself, for `staleAfterMs` (the rpc gateway).
-   */
   constructor(o: {
     secret: ClusterSecret;
     kind: LinkKind;
     target: { host: string; port: number };
     log: Logger;
     handshakeTimeoutMs?: number;
-    activity?: { record?: PeerActivity; watch?: PeerActivity; staleAfterMs: number };
+    activity?: GatewayActivity;
   }) {
     this.kind = o.kind;
     this.#log = o.log;
@@ -75,10 +76,6 @@ export class SecureGateway {
     this.#server.on('connection', (socket: Socket) => socket.on('error', () => undefined));
   }
 
-  get port(): number | null {
-    return this.#port;
-  }
-
   listen(host: string, port: number): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException) =>
@@ -86,7 +83,7 @@ export class SecureGateway {
           new HearthError(
             ErrorCode.FailedPrecondition,
             e.code === 'EADDRINUSE'
-              ? `${this.kind} port ${port} on ${host} is already in use; choose another with --${this.kind === 'rpc' ? 'rpc' : 'control'}-port`
+              ? `${this.kind} port ${port} on ${host} is already in use; choose another with --${this.kind}-port`
               : `cannot listen on ${host}:${port} for the secure ${this.kind} link: ${e.message}`,
           ),
         );
@@ -94,12 +91,11 @@ export class SecureGateway {
       this.#server.listen({ host, port, exclusive: true }, () => {
         this.#server.off('error', onError);
         const addr = this.#server.address();
-        this.#port = typeof addr === 'object' && addr ? addr.port : port;
-        if (this.#activity?.watch) {
+        if (this.#activity && 'watch' in this.#activity) {
           this.#staleTimer = setInterval(() => this.#cutStale(), 1000);
           this.#staleTimer.unref();
         }
-        resolve(this.#port);
+        resolve(typeof addr === 'object' && addr ? addr.port : port);
       });
     });
   }
@@ -122,7 +118,7 @@ export class SecureGateway {
     tls.setKeepAlive(true, 1000);
     tls.on('data', () => {
       entry.lastData = Date.now();
-      this.#activity?.record?.saw(entry.peer);
+      if (this.#activity && 'record' in this.#activity) this.#activity.record.saw(entry.peer);
     });
     joinSockets(tls, inner, (side, err) => {
       if (err && side === 'inner') this.#log.warn({ peer, err: messageOf(err) }, `the local ${this.kind} service did not take the connection`);
@@ -132,7 +128,7 @@ export class SecureGateway {
 
   #cutStale(): void {
     const a = this.#activity;
-    if (!a?.watch) return;
+    if (!a || !('watch' in a)) return;
     const now = Date.now();
     for (const [tls, entry] of this.#open) {
       const heard = Math.max(entry.lastData, a.watch.lastSeen(entry.peer));

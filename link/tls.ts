@@ -53,7 +53,7 @@ export function describeLinkError(e: NodeJS.ErrnoException): { kind: 'token' | '
   if (/ALERT_(HANDSHAKE_FAILURE|ILLEGAL_PARAMETER|DECRYPT_ERROR|BAD_RECORD_MAC)|BINDER|BAD_DECRYPT/.test(code)) {
     return { kind: 'token', message: 'token mismatch: the worker belongs to another cluster, or was given another token' };
   }
-  if (/NO_APPLICATION_PROTOCOL|ALERT_NO_APPLICATION_PROTOCOL/.test(code)) {
+  if (/NO_APPLICATION_PROTOCOL/.test(code)) {
     return { kind: 'protocol', message: 'the port serves another kind of hearth link (rpc and control ports swapped?)' };
   }
   if (/^ERR_SSL_|WRONG_VERSION|ECONNRESET|EPIPE|ERR_TLS/.test(code) || /socket disconnected before secure TLS connection/i.test(e.message)) {

@@ -102,7 +102,7 @@ export class WorkerDaemon {
         const log = this.#log.child({ part: 'link' });
         const activity = new PeerActivity();
         const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: { host: '127.0.0.1', port: inner.rpcPort }, log, activity: { watch: activity, staleAfterMs: STALE_LINK_MS } });
-        const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log, activity: { record: activity, staleAfterMs: STALE_LINK_MS } });
+        const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log, activity: { record: activity } });
         this.#gateways = [rpc, control];
         await rpc.listen(c.host, c.rpcPort);
         await control.listen(c.host, c.controlPort);

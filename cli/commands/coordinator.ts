@@ -6,7 +6,7 @@ import { ErrorCode, HearthError } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
 import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
-import { isLoopback, type ClusterSecret } from '../../link/token.js';
+import type { ClusterSecret } from '../../link/token.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
@@ -163,7 +163,7 @@ export function registerCoordinatorCommands(program: Command): void {
             { grpc: `${config.host}:${grpcPort}`, http: `http://${config.host}:${httpPort}/v1`, auth: config.apiKeys.length > 0, cluster: config.secret?.clusterId ?? 'open' },
             'APIs listening',
           );
-          if (config.insecure && !isLoopback(config.host) && config.apiKeys.length === 0) {
+          if (config.insecure && protectedModeRefusal({ ...config, insecure: false })) {
             log.warn({ host: config.host }, `--insecure: the APIs on ${config.host} take requests from anyone who can reach them`);
           }
           await coordinator.start();
