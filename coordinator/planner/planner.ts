@@ -7,6 +7,10 @@
 // - a block's KV cache lives with the block; the input embedding stays in the coordinator's host memory;
 // - the local CPU, when it takes part, takes the first slots (llama.cpp keeps non-offloaded layers there),
 //   and the RPC devices get the rest through n_gpu_layers and an integer tensor_split.
+// Two objectives (PlacementObjective): 'memory' shares layers in proportion to free memory; 'speed'
+// minimises the predicted time per token of a single stream, which with layer split is the sum over
+// devices of (bytes of weights it holds ÷ its measured speed) plus a hop per RPC device, since one
+// device computes at a time.
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, paddedContext } from './kv.js';
 import type {
@@ -18,6 +22,7 @@ import type {
   PlannedDevice,
   PlanInput,
   PlanResult,
+  PlacementObjective,
   Refusal,
 } from './types.js';
 
@@ -34,8 +39,18 @@ const SHRINKABLE_FILE_TYPES: ReadonlyMap<number, { name: string; bitsPerWeight: 
 ]);
 const Q4_K_M_BITS_PER_WEIGHT = 4.8;
 
+/** What reaching an RPC device costs per token when nobody measured it: a few LAN round trips. */
+export const DEFAULT_HOP_SECONDS = 0.001;
+/** Speeds this close (10 %) count as equal when ordering devices, so measurement noise does not reorder a plan. */
+const SPEED_TIER = 1.1;
+
 export function formatGiB(bytes: number): string {
   return `${(bytes / GiB).toFixed(2)} GiB`;
+}
+
+/** A measured speed as a person reads it: "12.3 GB/s". */
+export function formatSpeed(bytesPerSecond: number): string {
+  return `${(bytesPerSecond / 1e9).toFixed(1)} GB/s`;
 }
 
 /**
@@ -127,6 +142,8 @@ function validateDevices(devices: CandidateDevice[]): void {
 interface Layout {
   /** Bytes of each slot: blocks 0..n_layer-1 (weights + KV), then the output head. */
   slots: number[];
+  /** Bytes of weights of each slot: what a decode step reads, and so what its time follows. */
+  weights: number[];
   kvPerLayer: number;
   /** Compute buffer of every device that takes part. */
   computeBase: number;
@@ -138,6 +155,10 @@ interface Layout {
 interface Seat {
   device: CandidateDevice;
   usable: number;
+  /** Bytes per second the time model uses: the measured speed, or a stand-in when unknown. */
+  speed: number;
+  /** Position among the candidates, for stable tie-breaks. */
+  index: number;
 }
 
 type Outcome =
@@ -157,6 +178,7 @@ function layoutOf(model: ModelFacts, context: PlanContext): Layout {
   const kvPerLayer = Math.ceil(tokens * kvBytesPerTokenPerLayer(model, context.typeK, context.typeV));
   return {
     slots: [...model.layerBytes.map((b) => b + kvPerLayer), model.outputBytes],
+    weights: [...model.layerBytes, model.outputBytes],
     kvPerLayer,
     computeBase: computeBufferBytes(model, context),
     logits: logitsBufferBytes(model, context),
@@ -180,20 +202,196 @@ function sum(values: readonly number[]): number {
 /** Places the model without suggestions, so the suggestions can call it to try alternatives. */
 function place(input: PlanInput): Outcome {
   const layout = layoutOf(input.model, input.context);
-  const all = input.devices.map((device) => ({ device, usable: usableOf(device, input) }));
-  const { seats, excluded } = selectSeats(all, layout, input);
+  const all = seatsOf(input);
+  if (objectiveOf(input) === 'speed' && all.length > 1) {
+    const fast = placeBySpeed(input, layout, all);
+    if (fast) return fast;
+  }
+  return placeOn(all, layout, input, []);
+}
+
+function objectiveOf(input: PlanInput): PlacementObjective {
+  return input.objective ?? 'memory';
+}
+
+/** Every candidate with its usable memory and the speed the time model uses. */
+function seatsOf(input: PlanInput): Seat[] {
+  const known = input.devices.map((d) => d.bytesPerSecond).filter((v): v is number => typeof v === 'number' && v > 0);
+  // A device nobody measured is taken to be typical of the ones that were (all equal when none was).
+  const stand = known.length > 0 ? [...known].sort((a, b) => a - b)[Math.floor(known.length / 2)]! : 1;
+  return input.devices.map((device, index) => ({
+    device,
+    usable: usableOf(device, input),
+    speed: device.bytesPerSecond && device.bytesPerSecond > 0 ? device.bytesPerSecond : stand,
+    index,
+  }));
+}
+
+/** Places on these devices in this order (after dropping the ones that cannot take part). */
+function placeOn(candidates: Seat[], layout: Layout, input: PlanInput, alreadyExcluded: ExcludedDevice[]): Outcome {
+  const { seats, excluded: dropped } = selectSeats(candidates, layout, input);
+  const excluded = [...alreadyExcluded, ...dropped];
   // With no device at all, count the compute buffer of the one device that would have to be added.
-  const neededBytes = sum(layout.slots) + Math.max(seats.length, 1) * layout.computeBase + layout.logits;
+  const neededBytes = neededFor(layout, Math.max(seats.length, 1));
   const availableBytes = sum(seats.map((s) => Math.max(0, s.usable)));
   if (seats.length === 0 || neededBytes > availableBytes) {
     return { fits: false, neededBytes, availableBytes, shortfallBytes: neededBytes - availableBytes, granular: false, excluded };
   }
-  const capacities = seats.map((s, i) => s.usable - computeOf(layout, i, seats.length));
-  const repaired = repair(initialCounts(capacities, layout.slots.length), seats, layout);
+  const speed = objectiveOf(input) === 'speed';
+  const start = speed ? fastestFirstCounts(seats, layout) : initialCounts(seats.map((s, i) => s.usable - computeOf(layout, i, seats.length)), layout.slots.length);
+  const repaired = repair(start, seats, layout, speed);
   if (!repaired.ok) {
     return { fits: false, neededBytes, availableBytes, shortfallBytes: repaired.overflow, granular: true, excluded };
   }
-  return { fits: true, plan: buildPlan(input, layout, seats, repaired.counts, excluded) };
+  const counts = speed ? quicken(repaired.counts, seats, layout) : repaired.counts;
+  return { fits: true, plan: buildPlan(input, layout, seats, counts, excluded) };
+}
+
+function neededFor(layout: Layout, seatCount: number): number {
+  return sum(layout.slots) + seatCount * layout.computeBase + layout.logits;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The speed objective. Time per token is linear in the bytes each device holds, so the fastest devices
+// should hold as much as fits: the planner takes the k fastest devices for the smallest k that holds the
+// model, fills the fastest first, and then drops any device whose hop costs more than its layers save.
+// llama.cpp order puts the local device first; the RPC devices follow slowest first, so that the fastest
+// one holds the output head (the largest single matrix of most models).
+
+function placeBySpeed(input: PlanInput, layout: Layout, all: Seat[]): Outcome | null {
+  // Devices too small for any slot are out whatever the objective; the rest are candidates by speed.
+  const { seats: usable, excluded: tooSmall } = selectSeats(all, layout, input);
+  const byFastest = [...usable].sort((a, b) => tierOf(b) - tierOf(a) || a.index - b.index);
+  for (let k = 1; k <= byFastest.length; k++) {
+    const chosen = byFastest.slice(0, k);
+    // Cheap test first: these devices together must have the memory at all.
+    if (sum(chosen.map((s) => Math.max(0, s.usable))) < neededFor(layout, k)) continue;
+    const outcome = placeOn(speedOrder(chosen), layout, input, []);
+    if (!outcome.fits) continue;
+    const best = withoutCostlyHops(outcome.plan, input, layout, all);
+    const inPlan = new Set(best.devices.map((d) => d.key));
+    const out = new Set([...inPlan, ...tooSmall.map((e) => e.key)]);
+    best.excluded = [...tooSmall, ...all.filter((s) => !out.has(s.device.key)).map(notNeeded)];
+    return { fits: true, plan: best };
+  }
+  return null;
+}
+
+/** Speeds in tiers 10 % apart, so that two equal machines measured a little differently keep their order. */
+function tierOf(seat: Seat): number {
+  return Math.round(Math.log(seat.speed) / Math.log(SPEED_TIER));
+}
+
+/** The local device first (llama.cpp's rule), then the RPC devices slowest first, so the fastest ends with the output head. */
+function speedOrder(seats: Seat[]): Seat[] {
+  const local = seats.filter((s) => s.device.kind === 'local');
+  const rpc = seats.filter((s) => s.device.kind === 'rpc').sort((a, b) => tierOf(a) - tierOf(b) || a.index - b.index);
+  return [...local, ...rpc];
+}
+
+function notNeeded(seat: Seat): ExcludedDevice {
+  const { key, owner, deviceName } = seat.device;
+  const measured = seat.device.bytesPerSecond ? `at ${formatSpeed(seat.device.bytesPerSecond)} ` : '';
+  return { key, owner, deviceName, reason: `not needed: faster devices hold the whole model, and this one ${measured}would only add time` };
+}
+
+/** A device whose hop costs more than the time its layers save elsewhere is left out, if the rest still hold the model. */
+function withoutCostlyHops(plan: Plan, input: PlanInput, layout: Layout, all: Seat[]): Plan {
+  let best = plan;
+  for (let round = 0; round < plan.devices.length; round++) {
+    const time = best.predictedSecondsPerToken ?? timeOfPlan(best, all);
+    let better: Plan | null = null;
+    for (const leaving of best.devices) {
+      const rest = all.filter((s) => best.devices.some((d) => d.key === s.device.key && d.key !== leaving.key));
+      if (rest.length === 0) continue;
+      const outcome = placeOn(speedOrder(rest), layout, input, []);
+      if (!outcome.fits) continue;
+      const t = outcome.plan.predictedSecondsPerToken ?? timeOfPlan(outcome.plan, all);
+      if (t < time && (!better || t < (better.predictedSecondsPerToken ?? timeOfPlan(better, all)))) better = outcome.plan;
+    }
+    if (!better) return best;
+    best = better;
+  }
+  return best;
+}
+
+/** The time model with stand-in speeds, for comparing plans when some speeds are unknown. */
+function timeOfPlan(plan: Plan, all: Seat[]): number {
+  return sum(
+    plan.devices.map((d) => {
+      const seat = all.find((s) => s.device.key === d.key)!;
+      return d.weightBytes / seat.speed + hopOf(seat.device);
+    }),
+  );
+}
+
+function hopOf(device: CandidateDevice): number {
+  return device.kind === 'rpc' ? (device.hopSeconds ?? DEFAULT_HOP_SECONDS) : 0;
+}
+
+/** Everyone one slot, then the fastest take as many more as their memory holds (by the average block). */
+function fastestFirstCounts(seats: Seat[], layout: Layout): number[] {
+  const slotCount = layout.slots.length;
+  const counts = seats.map(() => 1);
+  let left = slotCount - seats.length;
+  const blocks = layout.slots.slice(0, -1);
+  const average = blocks.length > 0 ? sum(blocks) / blocks.length : 0;
+  const output = layout.slots[slotCount - 1]!;
+  for (const i of byFastest(seats)) {
+    if (left <= 0) break;
+    const own = i === seats.length - 1 ? output : average;
+    const room = seats[i]!.usable - computeOf(layout, i, seats.length) - own;
+    const more = average > 0 ? Math.max(0, Math.floor(room / average)) : left;
+    const take = Math.min(more, left);
+    counts[i]! += take;
+    left -= take;
+  }
+  // What nobody has room for goes to the fastest; the repair loop then finds it a home or refuses.
+  if (left > 0) counts[byFastest(seats)[0]!]! += left;
+  return counts;
+}
+
+/** Positions, fastest tier first; within a tier, candidate order. */
+function byFastest(seats: Seat[]): number[] {
+  return seats.map((_, i) => i).sort((a, b) => tierOf(seats[b]!) - tierOf(seats[a]!) || seats[a]!.index - seats[b]!.index);
+}
+
+/** Seconds per token of each device with these counts: its weights over its speed, plus its hop. */
+function timesOf(counts: number[], seats: Seat[], layout: Layout): number[] {
+  let first = 0;
+  return counts.map((count, i) => {
+    const seconds = sum(layout.weights.slice(first, first + count)) / seats[i]!.speed + hopOf(seats[i]!.device);
+    first += count;
+    return seconds;
+  });
+}
+
+/** Moves single slots from slower to faster devices (a tier apart) while that fits and lowers the time per token. */
+function quicken(start: number[], seats: Seat[], layout: Layout): number[] {
+  let counts = start;
+  let time = sum(timesOf(counts, seats, layout));
+  const order = byFastest(seats);
+  for (let moves = 0; moves < layout.slots.length * seats.length; moves++) {
+    let next: { counts: number[]; time: number } | null = null;
+    for (let a = order.length - 1; a >= 0 && !next; a--) {
+      const donor = order[a]!;
+      if (counts[donor]! <= 1) continue;
+      for (let b = 0; b < a && !next; b++) {
+        const receiver = order[b]!;
+        if (tierOf(seats[receiver]!) <= tierOf(seats[donor]!)) continue;
+        const trial = [...counts];
+        trial[donor]! -= 1;
+        trial[receiver]! += 1;
+        if (overflowOf(loadsOf(trial, layout), seats) > 0) continue;
+        const t = sum(timesOf(trial, seats, layout));
+        if (t < time - 1e-12) next = { counts: trial, time: t };
+      }
+    }
+    if (!next) break;
+    counts = next.counts;
+    time = next.time;
+  }
+  return counts;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -320,14 +518,14 @@ type Repair = { ok: true; counts: number[] } | { ok: false; overflow: number };
  * take it. Moving a slot shifts the ranges in between, so a move only counts if it lowers the total
  * overflow; that also guarantees the loop ends.
  */
-function repair(start: number[], seats: Seat[], layout: Layout): Repair {
+function repair(start: number[], seats: Seat[], layout: Layout, fastestFirst = false): Repair {
   let counts = start;
   const maxMoves = layout.slots.length * seats.length;
   for (let moves = 0; moves <= maxMoves; moves++) {
     const loads = loadsOf(counts, layout);
     const overflow = overflowOf(loads, seats);
     if (overflow === 0) return { ok: true, counts };
-    const next = bestMove(counts, loads, overflow, seats, layout);
+    const next = bestMove(counts, loads, overflow, seats, layout, fastestFirst);
     if (!next) return { ok: false, overflow };
     counts = next;
   }
@@ -338,12 +536,14 @@ function byDescending(values: number[]): number[] {
   return values.map((_, i) => i).sort((a, b) => values[b]! - values[a]! || a - b);
 }
 
-function bestMove(counts: number[], loads: number[], overflow: number, seats: Seat[], layout: Layout): number[] | null {
+/** Receivers are tried by slack, or fastest first under the speed objective. */
+function bestMove(counts: number[], loads: number[], overflow: number, seats: Seat[], layout: Layout, fastestFirst: boolean): number[] | null {
   const over = loads.map((load, i) => load - seats[i]!.usable);
   const slack = over.map((o) => -o);
   const donors = byDescending(over).filter((i) => over[i]! > 0 && counts[i]! > 1);
+  const receivers = fastestFirst ? byFastest(seats) : byDescending(slack);
   for (const donor of donors) {
-    for (const receiver of byDescending(slack)) {
+    for (const receiver of receivers) {
       if (receiver === donor) continue;
       const trial = [...counts];
       trial[donor]! -= 1;
@@ -366,6 +566,7 @@ function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: numb
     first += counts[i]!;
     return planned;
   });
+  const measured = devices.every((d) => d.secondsPerToken !== null);
   const rpc = devices.filter((d) => d.kind === 'rpc');
   const hostBytes = input.model.inputBytes;
   return {
@@ -380,6 +581,8 @@ function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: numb
     // Everything the cluster holds for this model, the coordinator's input embedding included.
     totalBytes: sum(devices.map((d) => d.totalBytes)) + hostBytes,
     context: { ...input.context },
+    objective: objectiveOf(input),
+    predictedSecondsPerToken: measured ? sum(devices.map((d) => d.secondsPerToken!)) : null,
   };
 }
 
@@ -391,6 +594,7 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
   const kvBytes = blocks * layout.kvPerLayer;
   const computeBytes = layout.computeBase + (holdsOutput ? layout.logits : 0);
   const { key, kind, owner, deviceName, endpoint, freeBytes } = seat.device;
+  const bytesPerSecond = seat.device.bytesPerSecond && seat.device.bytesPerSecond > 0 ? seat.device.bytesPerSecond : null;
   return {
     key,
     kind,
@@ -406,6 +610,8 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
     totalBytes: weightBytes + kvBytes + computeBytes,
     freeBytes,
     usableBytes: seat.usable,
+    bytesPerSecond,
+    secondsPerToken: bytesPerSecond ? weightBytes / bytesPerSecond + hopOf(seat.device) : null,
   };
 }
 

@@ -5,6 +5,14 @@ import type { CacheType } from '../../native/binding.js';
 
 export type { ModelFacts, CacheType };
 
+/**
+ * What the planner optimises. 'speed': the least time per generated token, within memory (the fastest
+ * devices take as many layers as fit, a device joins only when the model needs its memory or it saves
+ * time). 'memory': layers in proportion to free memory, every usable device taking part.
+ */
+export type PlacementObjective = 'speed' | 'memory';
+export const PLACEMENT_OBJECTIVES: readonly PlacementObjective[] = ['speed', 'memory'];
+
 /** One device that may take layers. */
 export interface CandidateDevice {
   /** Stable key: `${workerId}/${deviceName}` for worker devices, `local/${deviceName}` for the coordinator's own. */
@@ -19,6 +27,13 @@ export interface CandidateDevice {
   endpoint: string | null;
   freeBytes: number;
   totalBytes: number;
+  /**
+   * Measured decode speed: bytes of weights the device streams through a matrix-vector product per
+   * second (the worker's calibration). Null or absent when unknown.
+   */
+  bytesPerSecond?: number | null;
+  /** Time per generated token that reaching this device adds (RPC round trips); a default when absent. */
+  hopSeconds?: number;
 }
 
 export interface PlanContext {
@@ -43,6 +58,8 @@ export interface PlanInput {
   context: PlanContext;
   /** Bytes kept free on every device for the OS, drivers and fragmentation. */
   reserveBytes: number;
+  /** Default 'memory'. */
+  objective?: PlacementObjective;
 }
 
 export interface PlannedDevice {
@@ -63,6 +80,10 @@ export interface PlannedDevice {
   freeBytes: number;
   /** freeBytes − reserve: what the plan may use. */
   usableBytes: number;
+  /** The measured speed the plan used, or null. */
+  bytesPerSecond: number | null;
+  /** This device's share of the predicted time per token (its layers and its hop); null without a speed. */
+  secondsPerToken: number | null;
 }
 
 export interface ExcludedDevice {
@@ -87,6 +108,9 @@ export interface Plan {
   kvBytesPerToken: number;
   totalBytes: number;
   context: PlanContext;
+  objective: PlacementObjective;
+  /** Predicted single-stream decode time per token; null when a device that takes part has no measured speed. */
+  predictedSecondsPerToken: number | null;
 }
 
 export interface Refusal {

@@ -7,9 +7,15 @@
 //
 // HEARTH_PARENT_PID=<pid>: the kernel sends SIGKILL to this server when that parent dies, however it
 // dies (a supervisor killed with SIGKILL cannot clean up after itself).
+//
+// `--hearth-calibrate [-d DEVICES] [-t THREADS]`: measure each device's decode speed and exit
+// (calibrate.cpp); the worker runs it once at start, with the settings it serves with.
+#include "calibrate.h"
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #ifdef __linux__
 #include <sys/prctl.h>
@@ -19,6 +25,7 @@
 int hearth_upstream_rpc_server_main(int argc, char ** argv);
 
 int main(int argc, char ** argv) {
+    if (argc > 1 && std::strcmp(argv[1], "--hearth-calibrate") == 0) return hearth_calibrate_main(argc - 1, argv + 1);
 #ifndef _WIN32
     std::signal(SIGPIPE, SIG_IGN);
 #endif
