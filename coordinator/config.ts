@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
+import type { PlacementObjective } from './planner/types.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
 const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
@@ -19,6 +20,7 @@ export const clusterFileSchema = z.strictObject({
   workers: z.array(hostPort).optional(),
   mdns: z.boolean().optional(),
   localDevice: z.boolean().optional(),
+  placement: z.enum(['speed', 'memory']).optional(),
   host: z.string().optional(),
   grpcPort: port.optional(),
   httpPort: port.optional(),
@@ -54,6 +56,8 @@ export interface CoordinatorConfig {
   readonly workers: readonly string[];
   readonly mdns: boolean;
   readonly localDevice: boolean;
+  /** What the planner optimises: time per token within memory ('speed'), or shares of memory. */
+  readonly placement: PlacementObjective;
   /** Address the APIs bind to. */
   readonly host: string;
   readonly grpcPort: number;
@@ -127,6 +131,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     workers: Object.freeze([...new Set(m.workers ?? [])]),
     mdns: m.mdns ?? true,
     localDevice: m.localDevice ?? true,
+    placement: m.placement ?? 'speed',
     host,
     grpcPort: m.grpcPort ?? 50050,
     httpPort: m.httpPort ?? 8080,

@@ -20,7 +20,8 @@ import { EngineExitError, EngineProcess, type GenerateHandlers, type GenerateRes
 import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.js';
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import { plan as makePlan } from './planner/planner.js';
-import type { CandidateDevice, Plan, PlanResult } from './planner/types.js';
+import type { CandidateDevice, PlacementObjective, Plan, PlanResult } from './planner/types.js';
+import { calibrateDevices } from '../worker/calibration.js';
 import { OpenLinks, SecureLinks, type WorkerLinks } from './links.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 
@@ -44,19 +45,31 @@ export interface LoadRecord {
 }
 
 /** Candidate devices for the planner: the local host first (llama.cpp puts first layers there), then workers newest first. */
-export function candidateDevices(workers: readonly WorkerRecord[], local: { enabled: boolean; freeBytes: number; totalBytes: number }): CandidateDevice[] {
+export function candidateDevices(
+  workers: readonly WorkerRecord[],
+  local: { enabled: boolean; freeBytes: number; totalBytes: number; bytesPerSecond?: number | null },
+): CandidateDevice[] {
   const out: CandidateDevice[] = [];
   if (local.enabled) {
-    out.push({ key: 'local/CPU', kind: 'local', owner: 'coordinator', deviceName: 'CPU', endpoint: null, freeBytes: local.freeBytes, totalBytes: local.totalBytes });
+    out.push({
+      key: 'local/CPU', kind: 'local', owner: 'coordinator', deviceName: 'CPU', endpoint: null,
+      freeBytes: local.freeBytes, totalBytes: local.totalBytes, bytesPerSecond: local.bytesPerSecond ?? null,
+    });
   }
   for (const w of workers) {
     if (!w.info || !w.rpcEndpoint) continue;
     for (const d of w.info.devices) {
-      out.push({ key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint, freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes) });
+      out.push({
+        key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint,
+        freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes), bytesPerSecond: d.bytes_per_second > 0 ? d.bytes_per_second : null,
+      });
     }
   }
   return out;
 }
+
+/** A plan for `hearth plan`: the chosen one, and what the other objective would predict beside it. */
+export type PlanPreview = PlanResult & { alternative?: { objective: PlacementObjective; predictedSecondsPerToken: number | null; fits: boolean } };
 
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: CoordinatorConfig;
@@ -85,6 +98,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #loss: Promise<string> | null = null;
   #stopped = false;
   #metrics: CoordinatorMetrics | null = null;
+  /** The coordinator's own CPU, measured like a worker's devices (null: not measured or failed). */
+  #localSpeed: number | null = null;
 
   constructor(config: CoordinatorConfig, log: Logger, discoveries: Discovery[], clientVersion: RpcVersion) {
     super();
@@ -149,6 +164,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   async start(): Promise<void> {
     if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
     this.#model = await readModelFacts(this.config.model);
+    await this.#measureLocalDevice();
     this.registry.start();
     for (const d of this.#discoveries) {
       d.start({ found: (c, s) => this.registry.add(c, s), gone: (c) => this.registry.hintGone(c) });
@@ -158,9 +174,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   }
 
   /** `hearth plan`: discover and probe workers for `waitMs`, then plan without loading anything (for display). */
-  async preview(waitMs: number): Promise<PlanResult> {
+  async preview(waitMs: number): Promise<PlanPreview> {
     if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
     this.#model = await readModelFacts(this.config.model);
+    await this.#measureLocalDevice();
     for (const d of this.#discoveries) {
       d.start({ found: (c, s) => this.registry.add(c, s), gone: () => undefined });
     }
@@ -169,9 +186,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     try {
       const plan = this.computePlan();
       if (!plan.fits) return plan;
+      const otherObjective = this.config.placement === 'speed' ? 'memory' : 'speed';
+      const other = this.computePlan(otherObjective);
+      const alternative = { objective: otherObjective, fits: other.fits, predictedSecondsPerToken: other.fits ? other.predictedSecondsPerToken : null } as const;
       // For people to read: each worker's own address, not the local relay an engine would dial.
       const remote = (e: string) => this.links.remoteOf(e);
-      return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })) };
+      return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })), alternative };
     } finally {
       this.#stopped = true;
       this.registry.stop();
@@ -202,12 +222,29 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.#replanning;
   }
 
+  /** Measures the coordinator's own CPU once, as a worker measures its devices, so the planner weighs it like any other. */
+  async #measureLocalDevice(): Promise<void> {
+    if (!this.config.localDevice || this.#localSpeed !== null) return;
+    try {
+      const [speed] = await calibrateDevices(['CPU'], this.config.threads);
+      this.#localSpeed = speed?.bytesPerSecond ?? null;
+      this.#log.info({ speed: speed && `${(speed.bytesPerSecond / 1e9).toFixed(1)} GB/s`, threads: this.config.threads }, 'local device calibrated');
+    } catch (e) {
+      this.#log.warn({ err: messageOf(e) }, "could not measure the coordinator's own CPU; the planner treats it as typical");
+    }
+  }
+
   /** The plan the current workers would give, without loading anything. */
-  computePlan(): PlanResult {
+  computePlan(objective: PlacementObjective = this.config.placement): PlanResult {
     const model = this.#model;
     if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
     const host = hostMemory();
-    const devices = candidateDevices(this.registry.admitted(), { enabled: this.config.localDevice, freeBytes: host.availableBytes, totalBytes: host.totalBytes });
+    const devices = candidateDevices(this.registry.admitted(), {
+      enabled: this.config.localDevice,
+      freeBytes: host.availableBytes,
+      totalBytes: host.totalBytes,
+      bytesPerSecond: this.#localSpeed,
+    });
     // Memory the running engine holds is free again once it is replaced: count it as free.
     const current = this.#engine?.alive && this.#plan?.fits ? this.#plan : null;
     for (const d of devices) {
@@ -219,6 +256,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       devices,
       context: { ctxSize: this.config.ctxSize, parallel: this.config.parallel, typeK: this.config.cacheTypeK, typeV: this.config.cacheTypeV, nUbatch: this.config.ubatchSize },
       reserveBytes: this.config.reserveBytes,
+      objective,
     });
   }
 

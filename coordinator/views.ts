@@ -31,6 +31,8 @@ export interface WirePlan {
     kv_bytes: string;
     compute_bytes: string;
     free_bytes: string;
+    bytes_per_second?: number;
+    seconds_per_token?: number;
   }[];
   refusal: string;
   suggestions: string[];
@@ -38,6 +40,9 @@ export interface WirePlan {
   ctx_size: number;
   parallel: number;
   excluded: string[];
+  /** Absent (proto3 default) before a plan fits. */
+  objective?: string;
+  predicted_seconds_per_token?: number;
 }
 
 /** Free and total bytes over a worker's devices (0 before its first GetInfo). */
@@ -87,7 +92,11 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
       kv_bytes: String(d.kvBytes),
       compute_bytes: String(d.computeBytes),
       free_bytes: String(d.freeBytes),
+      bytes_per_second: d.bytesPerSecond ?? 0,
+      seconds_per_token: d.secondsPerToken ?? 0,
     })),
+    objective: (p as Plan).objective,
+    predicted_seconds_per_token: (p as Plan).predictedSecondsPerToken ?? 0,
     refusal: '',
     suggestions: [],
     host_bytes: String(p.hostBytes),

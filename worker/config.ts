@@ -4,9 +4,11 @@ import { isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 
+import { parseByteSize } from '../common/bytes.js';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
+import { cpuQuota, threadsFor } from './cgroup.js';
 
 const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
 
@@ -18,6 +20,10 @@ export const workerFileSchema = z.strictObject({
   controlPort: port.optional(),
   devices: z.array(z.string().min(1)).optional(),
   threads: z.number().int().min(1).max(1024).optional(),
+  /** The most memory this machine lends the cluster: "8GiB", "512MiB", or bytes. */
+  memory: z.union([z.string(), z.number()]).optional(),
+  /** Measure each device's decode speed at start (for speed-aware placement). */
+  calibrate: z.boolean().optional(),
   cacheDir: z.string().min(1).nullable().optional(),
   mdns: z.boolean().optional(),
   stateDir: z.string().min(1).optional(),
@@ -37,6 +43,9 @@ export interface WorkerConfig {
   readonly controlPort: number;
   readonly devices: readonly string[] | null;
   readonly threads: number;
+  /** Cap on the memory offered to the cluster, over all devices; null for no cap. */
+  readonly memoryBytes: number | null;
+  readonly calibrate: boolean;
   /** Tensor cache directory, or null when the cache is off. */
   readonly cacheDir: string | null;
   readonly mdns: boolean;
@@ -101,7 +110,10 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     rpcPort,
     controlPort,
     devices: merged.devices && merged.devices.length > 0 ? Object.freeze([...merged.devices]) : null,
-    threads: merged.threads ?? Math.max(1, cpus().length),
+    // A CPU quota (a container, a cgroup) makes more threads than its cores only contend.
+    threads: merged.threads ?? threadsFor(cpus().length, cpuQuota()),
+    memoryBytes: memoryOf(merged.memory),
+    calibrate: merged.calibrate ?? true,
     cacheDir: merged.cacheDir === null ? null : resolve(merged.cacheDir ?? join(cacheHome, 'hearth', 'rpc-cache')),
     mdns: merged.mdns ?? true,
     stateDir: resolve(merged.stateDir ?? join(stateHome, 'hearth')),
@@ -109,6 +121,18 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     secret,
     insecure,
   });
+}
+
+const MIN_MEMORY = 64 * 1024 ** 2;
+
+function memoryOf(value: string | number | undefined): number | null {
+  if (value === undefined) return null;
+  const bytes = parseByteSize(value);
+  if (bytes === null) {
+    throw new HearthError(ErrorCode.InvalidArgument, `memory: '${value}' is not a size; write it like 8GiB, 512MiB or a number of bytes`);
+  }
+  if (bytes < MIN_MEMORY) throw new HearthError(ErrorCode.InvalidArgument, `memory: ${value} is less than 64 MiB, too little to hold any layer`);
+  return bytes;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

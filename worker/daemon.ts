@@ -9,7 +9,9 @@ import { PeerActivity, SecureGateway } from '../link/gateway.js';
 import { loadBinding, readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
-import { measureDevices, type ServedDevice } from './devices.js';
+import { calibrateDevices, type DeviceSpeed } from './calibration.js';
+import { cpuQuota } from './cgroup.js';
+import { measureDevices, residentBytes, type ServedDevice } from './devices.js';
 import { hostMemory } from './host-memory.js';
 import { loadOrCreateWorkerId } from './identity.js';
 import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
@@ -42,6 +44,8 @@ export class WorkerDaemon {
   #id: WorkerId | null = null;
   #build: WireBuildInfo | null = null;
   #devices: ServedDevice[] = [];
+  /** Each device's measured decode speed (empty when calibration is off or failed). */
+  #speeds: DeviceSpeed[] = [];
   #supervisor: RpcServerSupervisor | null = null;
   #control: ControlServer | null = null;
   #mdns: MdnsAdvertiser | null = null;
@@ -73,7 +77,7 @@ export class WorkerDaemon {
       rpc_protocol: sys.rpcProtocol,
       backends: sys.backends,
     };
-    this.#devices = measureDevices(c.devices);
+    this.#devices = this.#measure();
     this.#id = loadOrCreateWorkerId(c.stateDir, c.controlPort);
     if (c.cacheDir) prepareCacheDir(c.cacheDir);
     await assertPortFree(c.host, c.rpcPort, 'rpc', '--rpc-port');
@@ -85,6 +89,7 @@ export class WorkerDaemon {
         `the llama.cpp RPC port ${c.host}:${c.rpcPort} has no authentication: anyone who can reach it can use this machine's devices; give the cluster a token (\`hearth token\`), bind --host 127.0.0.1, or firewall it to your cluster`,
       );
     }
+    if (c.calibrate) await this.#calibrate();
     // With a token, llama.cpp's server and the control service listen on loopback only; the public
     // ports are the gateways, which join a connection to them only after the TLS-PSK handshake.
     const inner = c.secret ? { host: '127.0.0.1', rpcPort: await freePortOn('127.0.0.1'), controlPort: 0 } : { host: c.host, rpcPort: c.rpcPort, controlPort: c.controlPort };
@@ -124,7 +129,9 @@ export class WorkerDaemon {
         name: c.name,
         rpc: `${c.host}:${c.rpcPort}`,
         control: `${c.host}:${c.controlPort}`,
-        devices: this.#devices.map((d) => `${d.name} (${d.backend}, ${(d.freeBytes / 2 ** 30).toFixed(1)}/${(d.totalBytes / 2 ** 30).toFixed(1)} GiB free)`),
+        devices: this.#devices.map((d) => `${d.name} (${d.backend}, ${(d.freeBytes / 2 ** 30).toFixed(1)}/${(d.totalBytes / 2 ** 30).toFixed(1)} GiB free${this.#speedText(d.name)})`),
+        threads: c.threads,
+        memoryCap: c.memoryBytes,
         build: this.#build,
         cache: c.cacheDir ? { dir: c.cacheDir, ...cache } : 'off',
         link: c.secret ? { secure: true, clusterId: c.secret.clusterId } : { secure: false, insecure: c.insecure },
@@ -150,6 +157,7 @@ export class WorkerDaemon {
         description: d.description,
         free_bytes: String(d.freeBytes),
         total_bytes: String(d.totalBytes),
+        bytes_per_second: this.#speeds.find((x) => x.device === d.name)?.bytesPerSecond ?? 0,
       })),
       rpc_host: c.host === '0.0.0.0' ? '' : c.host,
       rpc_port: c.rpcPort,
@@ -161,7 +169,36 @@ export class WorkerDaemon {
       rpc_restarts: this.#supervisor?.restarts ?? 0,
       started_at_ms: String(this.#startedAt),
       link: this.#linkView(),
+      limits: {
+        memory_cap_bytes: String(c.memoryBytes ?? 0),
+        cgroup_memory_bytes: String(host.cgroup?.limitBytes ?? 0),
+        cpu_quota_cores: cpuQuota()?.cores ?? 0,
+      },
     };
+  }
+
+  /** Devices with memory as the host, its cgroup and the --memory cap allow; the rpc server's holdings count against the cap. */
+  #measure(): ServedDevice[] {
+    return measureDevices(this.config.devices, { capBytes: this.config.memoryBytes, heldBytes: residentBytes(this.#supervisor?.pid ?? null) });
+  }
+
+  /** Measures each device before the rpc server starts (so nothing competes with it); a failure only loses the figures. */
+  async #calibrate(): Promise<void> {
+    try {
+      const started = Date.now();
+      this.#speeds = await calibrateDevices(this.#devices.map((d) => d.name), this.config.threads);
+      this.#log.info(
+        { speeds: Object.fromEntries(this.#speeds.map((s) => [s.device, `${(s.bytesPerSecond / 1e9).toFixed(1)} GB/s`])), threads: this.config.threads, ms: Date.now() - started },
+        'devices calibrated',
+      );
+    } catch (e) {
+      this.#log.warn({ err: messageOf(e) }, 'device calibration failed; the coordinator will treat these devices as typical');
+    }
+  }
+
+  #speedText(device: string): string {
+    const speed = this.#speeds.find((x) => x.device === device);
+    return speed ? `, ${(speed.bytesPerSecond / 1e9).toFixed(1)} GB/s` : '';
   }
 
   #publicControlPort(): number {
@@ -228,7 +265,7 @@ export class WorkerDaemon {
 
   #refreshMemory(): void {
     try {
-      this.#devices = measureDevices(this.config.devices);
+      this.#devices = this.#measure();
       if (!this.#mdns) return;
       const before = this.#mdns.facts;
       const now = this.#advertFacts();

@@ -1,4 +1,6 @@
 // The devices a worker serves, with memory a planner can trust.
+import { readFileSync } from 'node:fs';
+
 import { ErrorCode, HearthError } from '../common/errors.js';
 import type { DeviceInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
@@ -26,12 +28,42 @@ export function selectDevices(all: readonly DeviceInfo[], requested: readonly st
   return chosen;
 }
 
-/** CPU devices take the host's available memory (capped at their total); others are as ggml reports. */
-export function withRealMemory(devices: readonly DeviceInfo[], host: { availableBytes: number }): ServedDevice[] {
-  return devices.map((d) => (d.type === 'cpu' ? { ...d, freeBytes: Math.min(d.totalBytes, host.availableBytes) } : { ...d }));
+/** CPU devices take the host's available and total memory (both bounded by its cgroup); others are as ggml reports. */
+export function withRealMemory(devices: readonly DeviceInfo[], host: { availableBytes: number; totalBytes: number }): ServedDevice[] {
+  return devices.map((d) =>
+    d.type === 'cpu' ? { ...d, freeBytes: Math.min(d.totalBytes, host.availableBytes), totalBytes: Math.min(d.totalBytes, host.totalBytes) } : { ...d },
+  );
 }
 
-/** The served devices, measured now. */
-export function measureDevices(requested: readonly string[] | null): ServedDevice[] {
-  return withRealMemory(selectDevices(localDevices(), requested), hostMemory());
+/**
+ * A cap on what the machine lends (`--memory`), over all its devices in their order: each device offers
+ * at most what is left of the cap, and what the worker's rpc server already holds counts against it.
+ */
+export function withinCap(devices: readonly ServedDevice[], capBytes: number | null, heldBytes = 0): ServedDevice[] {
+  if (capBytes === null) return devices.map((d) => ({ ...d }));
+  let freeLeft = Math.max(0, capBytes - heldBytes);
+  let totalLeft = capBytes;
+  return devices.map((d) => {
+    const freeBytes = Math.min(d.freeBytes, freeLeft);
+    const totalBytes = Math.min(d.totalBytes, totalLeft);
+    freeLeft -= freeBytes;
+    totalLeft -= totalBytes;
+    return { ...d, freeBytes, totalBytes };
+  });
+}
+
+/** The served devices, measured now, within the worker's cap. */
+export function measureDevices(requested: readonly string[] | null, cap: { capBytes: number | null; heldBytes?: number } = { capBytes: null }): ServedDevice[] {
+  return withinCap(withRealMemory(selectDevices(localDevices(), requested), hostMemory()), cap.capBytes, cap.heldBytes);
+}
+
+/** Resident memory of a process (VmRSS), 0 when it cannot be read: what a CPU rpc server holds. */
+export function residentBytes(pid: number | null): number {
+  if (!pid) return 0;
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }

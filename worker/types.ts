@@ -21,6 +21,15 @@ export interface WireDevice {
   description: string;
   free_bytes: string;
   total_bytes: string;
+  /** Measured decode speed (bytes of weights per second); 0 when not measured. */
+  bytes_per_second: number;
+}
+
+/** What bounds the worker: its --memory cap, its memory cgroup, its CPU quota (0 for none). */
+export interface WireLimits {
+  memory_cap_bytes: string;
+  cgroup_memory_bytes: string;
+  cpu_quota_cores: number;
 }
 
 export interface WireTensorCache {
@@ -58,6 +67,7 @@ export interface WireWorkerInfo {
   rpc_restarts: number;
   started_at_ms: string;
   link: WireLink;
+  limits: WireLimits;
 }
 
 export interface WireHealth {

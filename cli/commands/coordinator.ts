@@ -7,14 +7,14 @@ import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
 import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
-import { Coordinator } from '../../coordinator/coordinator.js';
+import { Coordinator, type PlanPreview } from '../../coordinator/coordinator.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
 import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
 import { CoordinatorMetrics, type MetricsSource } from '../../coordinator/metrics.js';
-import { formatGiB } from '../../coordinator/planner/planner.js';
-import type { PlanResult } from '../../coordinator/planner/types.js';
+import { formatGiB, formatSpeed } from '../../coordinator/planner/planner.js';
+import { PLACEMENT_OBJECTIVES, type PlacementObjective, type PlanResult } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, table } from '../format.js';
 import { runUntilSignal } from '../lifecycle.js';
@@ -31,6 +31,7 @@ interface ClusterFlags {
   ctxSize?: string;
   parallel?: string;
   localDevice?: string;
+  placement?: string;
   threads?: string;
   watchdogSeconds?: string;
   maxWaiting?: string;
@@ -48,6 +49,12 @@ function onOff(v: string | undefined, option: string): boolean | undefined {
   throw new HearthError(ErrorCode.InvalidArgument, `${option}: '${v}' must be on or off`);
 }
 
+function placementOf(v: string | undefined): PlacementObjective | undefined {
+  if (v === undefined) return undefined;
+  if ((PLACEMENT_OBJECTIVES as readonly string[]).includes(v)) return v as PlacementObjective;
+  throw new HearthError(ErrorCode.InvalidArgument, `--placement: '${v}' must be speed (least time per token within memory) or memory (layers in proportion to free memory)`);
+}
+
 function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
   const int = (v: string | undefined, name: string, min: number, max: number) => (v === undefined ? undefined : parseInteger(v, name, { min, max }));
   const settings: ClusterFileSettings = {
@@ -60,6 +67,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     ctxSize: int(flags.ctxSize, '--ctx-size', 256, 1 << 20),
     parallel: int(flags.parallel, '--parallel', 1, 64),
     localDevice: onOff(flags.localDevice, '--local-device'),
+    placement: placementOf(flags.placement),
     threads: int(flags.threads, '--threads', 1, 1024),
     watchdogSeconds: int(flags.watchdogSeconds, '--watchdog-seconds', 1, 3600),
     maxWaiting: int(flags.maxWaiting, '--max-waiting', 0, 100_000),
@@ -100,7 +108,8 @@ function clusterOptions(cmd: Command): Command {
     .option('--no-mdns', 'do not discover workers over mDNS')
     .option('--ctx-size <n>', 'context per request, in tokens (default 4096)')
     .option('--parallel <n>', 'requests decoded side by side (default 4)')
-    .option('--local-device <on|off>', "let the coordinator's own CPU take layers (default on)")
+    .option('--local-device <on|off>', "let the coordinator's own CPU take layers when it helps (default on)")
+    .option('--placement <speed|memory>', 'speed: least time per token within memory, from measured device speeds; memory: layers in proportion to free memory (default speed)')
     .option('--token-file <file>', 'file holding the cluster token: workers are reached only over links keyed by it')
     .option('--token <token>', 'the cluster token itself (HEARTH_TOKEN or --token-file keep it out of the process list)');
 }
@@ -115,21 +124,37 @@ export function joinCommand(secret: ClusterSecret, terminal: boolean): string {
   return 'npx hearth worker --token <this cluster\'s token>   (the full command is printed only on a terminal)';
 }
 
-export function printPlan(plan: PlanResult, out: (s: string) => void = (s) => process.stdout.write(s)): void {
+export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => process.stdout.write(s)): void {
   if (!plan.fits) {
     out(`does not fit: ${plan.reason}\n`);
     for (const s of plan.suggestions) out(`  - ${s}\n`);
     for (const x of plan.excluded) out(`  (left out ${x.owner}/${x.deviceName}: ${x.reason})\n`);
     return;
   }
-  const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free']];
+  const total = plan.predictedSecondsPerToken;
+  const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free', 'speed', 'time/token']];
   for (const d of plan.devices) {
     const range = `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}`;
-    rows.push([d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes), formatBytes(d.freeBytes)]);
+    const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
+    rows.push([
+      d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
+      formatBytes(d.freeBytes), d.bytesPerSecond === null ? 'unmeasured' : formatSpeed(d.bytesPerSecond), share,
+    ]);
   }
   out(table(rows) + '\n');
   out(`coordinator host memory for the input embedding: ${formatBytes(plan.hostBytes)}; total ${formatGiB(plan.totalBytes)}\n`);
+  out(`placement: ${plan.objective}; predicted ${predictedSpeed(total)}\n`);
+  if (plan.alternative) {
+    const alt = plan.alternative;
+    out(`  with --placement ${alt.objective}: ${alt.fits ? predictedSpeed(alt.predictedSecondsPerToken) : 'does not fit'}\n`);
+  }
   for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
+}
+
+/** "41.2 tokens/s (24.3 ms per token)" for a single stream, from the time model; or why there is no figure. */
+export function predictedSpeed(secondsPerToken: number | null): string {
+  if (secondsPerToken === null || secondsPerToken <= 0) return 'speed unknown (a device that takes part has no measured speed)';
+  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker)`;
 }
 
 export function registerCoordinatorCommands(program: Command): void {
@@ -224,11 +249,16 @@ export function registerCoordinatorCommands(program: Command): void {
           out(`  ${s.plan.refusal}\n`);
           for (const x of s.plan.suggestions) out(`  - ${x}\n`);
         } else {
-          const prow = [['device', 'owner', 'layers', 'weights', 'kv cache']];
+          const prow = [['device', 'owner', 'layers', 'weights', 'kv cache', 'speed', 'time/token']];
           for (const d of s.plan.devices) {
-            prow.push([d.device, d.owner, `${d.layers} (${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''})`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes))]);
+            prow.push([
+              d.device, d.owner, `${d.layers} (${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''})`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
+              d.bytes_per_second ? formatSpeed(d.bytes_per_second) : 'unmeasured', d.seconds_per_token ? `${(d.seconds_per_token * 1000).toFixed(2)} ms` : '-',
+            ]);
           }
           out(table(prow) + '\n');
+          out(`placement: ${s.plan.objective || '-'}; predicted ${predictedSpeed(s.plan.predicted_seconds_per_token || null)}\n`);
+          for (const x of s.plan.excluded) out(`left out ${x}\n`);
         }
       } finally {
         client.close();

@@ -14,6 +14,8 @@ interface WorkerFlags {
   controlPort?: string;
   device?: string;
   threads?: string;
+  memory?: string;
+  calibrate: boolean;
   cacheDir?: string;
   cache: boolean;
   mdns: boolean;
@@ -34,7 +36,9 @@ export function registerWorkerCommand(program: Command): void {
     .option('--rpc-port <port>', "llama.cpp RPC server's port (default 50052)")
     .option('--control-port <port>', 'gRPC control port (default 50051)')
     .option('--device <list>', 'devices to serve, comma separated, e.g. CUDA0,CPU (default: every GPU, else the CPU)')
-    .option('--threads <n>', 'CPU threads for the RPC server (default: all cores)')
+    .option('--threads <n>', "CPU threads for the RPC server (default: all cores, or the cgroup's CPU quota)")
+    .option('--memory <size>', 'the most memory this machine lends the cluster, over all its devices, e.g. 8GiB (default: all that is free)')
+    .option('--no-calibrate', "skip measuring the devices' speed at start (speed-aware placement then treats them as typical)")
     .option('--cache-dir <dir>', 'tensor cache directory (default ~/.cache/hearth/rpc-cache)')
     .option('--no-cache', 'do not keep received tensors on disk')
     .option('--no-mdns', 'do not advertise over mDNS (coordinators must list this worker)')
@@ -53,6 +57,8 @@ export function registerWorkerCommand(program: Command): void {
         controlPort: flags.controlPort === undefined ? undefined : parseInteger(flags.controlPort, '--control-port', { min: 1, max: 65535 }),
         devices: flags.device === undefined ? undefined : flags.device.split(/[,/]/).map((s) => s.trim()).filter(Boolean),
         threads: flags.threads === undefined ? undefined : parseInteger(flags.threads, '--threads', { min: 1, max: 1024 }),
+        memory: flags.memory,
+        calibrate: fromCli('calibrate') ? flags.calibrate : undefined,
         cacheDir: fromCli('cache') && !flags.cache ? null : flags.cacheDir,
         mdns: fromCli('mdns') ? flags.mdns : undefined,
         stateDir: flags.stateDir,

@@ -259,22 +259,50 @@ function neededFor(layout: Layout, seatCount: number): number {
 // one holds the output head (the largest single matrix of most models).
 
 function placeBySpeed(input: PlanInput, layout: Layout, all: Seat[]): Outcome | null {
-  // Devices too small for any slot are out whatever the objective; the rest are candidates by speed.
-  const { seats: usable, excluded: tooSmall } = selectSeats(all, layout, input);
+  // Devices too small for any block are out whatever the objective (where each of the others sits,
+  // and so whether it must hold the output head, is decided below); the rest are candidates by speed.
+  const smallestBlock = Math.min(...layout.slots.slice(0, -1), layout.slots.at(-1)!);
+  const usable = all.filter((s) => s.usable >= smallestBlock + layout.computeBase);
+  const tooSmall = all.filter((s) => !usable.includes(s)).map((s) => ({
+    key: s.device.key,
+    owner: s.device.owner,
+    deviceName: s.device.deviceName,
+    reason: tooSmallReason(s, smallestBlock + layout.computeBase, 'a layer', input),
+  }));
   const byFastest = [...usable].sort((a, b) => tierOf(b) - tierOf(a) || a.index - b.index);
   for (let k = 1; k <= byFastest.length; k++) {
     const chosen = byFastest.slice(0, k);
     // Cheap test first: these devices together must have the memory at all.
     if (sum(chosen.map((s) => Math.max(0, s.usable))) < neededFor(layout, k)) continue;
-    const outcome = placeOn(speedOrder(chosen), layout, input, []);
-    if (!outcome.fits) continue;
-    const best = withoutCostlyHops(outcome.plan, input, layout, all);
+    const first = placeAll(chosen, layout, input, all);
+    if (!first) continue;
+    const best = withoutCostlyHops(first, input, layout, all);
     const inPlan = new Set(best.devices.map((d) => d.key));
     const out = new Set([...inPlan, ...tooSmall.map((e) => e.key)]);
     best.excluded = [...tooSmall, ...all.filter((s) => !out.has(s.device.key)).map(notNeeded)];
     return { fits: true, plan: best };
   }
   return null;
+}
+
+/**
+ * The quickest plan that uses every one of these devices, or null. The fastest device should hold the
+ * output head, but it may lack the room for it (the head brings the logits buffer): then each other
+ * device is tried as the last one.
+ */
+function placeAll(chosen: Seat[], layout: Layout, input: PlanInput, all: Seat[]): Plan | null {
+  const natural = speedOrder(chosen);
+  const orders = [natural];
+  const rpc = natural.filter((s) => s.device.kind === 'rpc');
+  for (const last of [...rpc].reverse().slice(1)) orders.push([...natural.filter((s) => s !== last), last]);
+  let best: { plan: Plan; time: number } | null = null;
+  for (const order of orders) {
+    const outcome = placeOn(order, layout, input, []);
+    if (!outcome.fits || outcome.plan.devices.length !== chosen.length) continue;
+    const time = timeOfPlan(outcome.plan, all);
+    if (!best || time < best.time - 1e-12) best = { plan: outcome.plan, time };
+  }
+  return best?.plan ?? null;
 }
 
 /** Speeds in tiers 10 % apart, so that two equal machines measured a little differently keep their order. */
@@ -299,15 +327,15 @@ function notNeeded(seat: Seat): ExcludedDevice {
 function withoutCostlyHops(plan: Plan, input: PlanInput, layout: Layout, all: Seat[]): Plan {
   let best = plan;
   for (let round = 0; round < plan.devices.length; round++) {
-    const time = best.predictedSecondsPerToken ?? timeOfPlan(best, all);
+    const time = timeOfPlan(best, all);
     let better: Plan | null = null;
     for (const leaving of best.devices) {
       const rest = all.filter((s) => best.devices.some((d) => d.key === s.device.key && d.key !== leaving.key));
       if (rest.length === 0) continue;
-      const outcome = placeOn(speedOrder(rest), layout, input, []);
-      if (!outcome.fits) continue;
-      const t = outcome.plan.predictedSecondsPerToken ?? timeOfPlan(outcome.plan, all);
-      if (t < time && (!better || t < (better.predictedSecondsPerToken ?? timeOfPlan(better, all)))) better = outcome.plan;
+      const fewer = placeAll(rest, layout, input, all);
+      if (!fewer) continue;
+      const t = timeOfPlan(fewer, all);
+      if (t < time && (!better || t < timeOfPlan(better, all))) better = fewer;
     }
     if (!better) return best;
     best = better;

@@ -28,7 +28,11 @@ export async function startCoordinator(
   const port = await freePort();
   const httpPort = await freePort();
   const args = ['coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--http-port', String(httpPort), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
-    ...workers.flatMap((w) => ['--worker', w]), ...extra];
+    ...workers.flatMap((w) => ['--worker', w]),
+    // Most tests are about a model split across their workers, which equal workers under the speed
+    // objective would not do; the tests of placement itself pass --placement.
+    ...(extra.includes('--placement') ? [] : ['--placement', 'memory']),
+    ...extra];
   const child = runCli(args, options.token ? { env: { HEARTH_TOKEN: options.token } } : {});
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

@@ -51,10 +51,16 @@ after(() => {
   for (const child of live) child.kill('SIGKILL');
 });
 
-export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
-  const node = [process.execPath, '--import', 'tsx', CLI, ...args];
+/** `cgroups`: control group directories the process joins before it starts (so its children are in them too). */
+export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv; cgroups?: string[] } = {}): ChildProcess {
+  let node = [process.execPath, '--import', 'tsx', CLI, ...args];
+  if (options.cgroups?.length) {
+    const join = options.cgroups.map((d) => `echo $$ > '${d}/cgroup.procs'`).join(' && ');
+    node = ['sh', '-c', `${join} && exec "$@"`, 'sh', ...node];
+  }
   const [cmd, ...rest] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
-  const child = spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  // Calibration is measured, not asserted, in most tests: a short one keeps each worker start quick.
+  const child = spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { HEARTH_CALIBRATE_MS: '200', ...process.env, ...options.env } });
   live.add(child);
   child.once('exit', () => live.delete(child));
   return child;
@@ -66,7 +72,7 @@ export function runCli(args: string[], options: { netns?: string; env?: NodeJS.P
  */
 export async function startWorker(
   extra: string[] = [],
-  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string } = {},
+  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string; threads?: number | null; cgroups?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): Promise<WorkerHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-worker-'));
   const rpcPort = options.rpcPort ?? (await freePort());
@@ -77,9 +83,10 @@ export async function startWorker(
     writeFileSync(join(dir, 'cluster.token'), options.token, { mode: 0o600 });
     tokenArgs.push('--token-file', join(dir, 'cluster.token'));
   }
-  const args = ['worker', '--host', options.host ?? '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', '1',
+  const threads = options.threads === null ? [] : ['--threads', String(options.threads ?? 1)];
+  const args = ['worker', '--host', options.host ?? '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), ...threads,
     '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...tokenArgs, ...extra];
-  const child = runCli(args);
+  const child = runCli(args, { cgroups: options.cgroups, env: options.env });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
