@@ -84,7 +84,9 @@ async function startCoordinator(model: string, workers: LocalWorker[], o: BenchO
   const http = await freePortOn('127.0.0.1');
   const grpcPort = await freePortOn('127.0.0.1');
   const child = spawnHearth(
-    ['coordinator', '--model', model, ...workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--ctx-size', String(o.ctxSize),
+    // --placement memory: the same two-worker split llama-server is given (equal workers under the speed
+    // objective would seat a model this small on one of them; bench/placement.ts measures that).
+    ['coordinator', '--model', model, ...workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--placement', 'memory', '--ctx-size', String(o.ctxSize),
       '--parallel', String(parallel), '--threads', String(o.threads), '--host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(http), '--log-level', 'warn'],
     ['ignore', 'pipe', 'pipe'],
     token ? { HEARTH_TOKEN: token } : {},

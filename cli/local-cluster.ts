@@ -1,6 +1,7 @@
 // Child `hearth` processes on this machine, for the demo and the benchmark: workers on 127.0.0.1 with
 // mDNS off (nothing goes onto the network), and coordinators.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,17 +27,35 @@ export interface LocalWorker {
   stop(): Promise<void>;
 }
 
-/** `token`: the worker joins that closed cluster (its control port then answers only through a relay). */
-export async function startLocalWorker(o: { name: string; threads: number; dir: string; stdio?: StdioOptions; token?: string }): Promise<LocalWorker> {
+/**
+ * `token`: the worker joins that closed cluster (its control port then answers only through a relay).
+ * `memory`: its --memory cap. `cgroup`: a control group directory it joins at once, before it starts
+ * its rpc server or calibrates (a slower or smaller machine, for the benchmarks); `threads: null`
+ * leaves the thread count to the worker (its CPU quota).
+ */
+export async function startLocalWorker(o: {
+  name: string;
+  threads: number | null;
+  dir: string;
+  stdio?: StdioOptions;
+  token?: string;
+  memory?: string;
+  cgroup?: string;
+  env?: NodeJS.ProcessEnv;
+}): Promise<LocalWorker> {
   const rpcPort = await freePortOn('127.0.0.1');
   let controlPort = await freePortOn('127.0.0.1');
   while (controlPort === rpcPort) controlPort = await freePortOn('127.0.0.1');
   const child = spawnHearth(
-    ['worker', '--name', o.name, '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), '--threads', String(o.threads),
+    ['worker', '--name', o.name, '--host', '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort),
+      ...(o.threads === null ? [] : ['--threads', String(o.threads)]), ...(o.memory ? ['--memory', o.memory] : []),
       '--no-mdns', '--state-dir', join(o.dir, 'state'), '--cache-dir', join(o.dir, `cache-${o.name}`), '--log-level', 'warn'],
     o.stdio,
-    o.token ? { HEARTH_TOKEN: o.token } : {},
+    { ...o.env, ...(o.token ? { HEARTH_TOKEN: o.token } : {}) },
   );
+  // Node takes far longer to start than this write: the rpc server and the calibration, spawned
+  // later, are in the group from their first instruction.
+  if (o.cgroup && child.pid) writeFileSync(join(o.cgroup, 'cgroup.procs'), String(child.pid));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const control = `127.0.0.1:${controlPort}`;
   const client = await WorkerClient.open(control, o.token ? ClusterSecret.fromToken(o.token, 'flag') : null);

@@ -13,8 +13,10 @@ import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
 import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
 import { CoordinatorMetrics, type MetricsSource } from '../../coordinator/metrics.js';
-import { formatGiB, formatSpeed } from '../../coordinator/planner/planner.js';
-import { PLACEMENT_OBJECTIVES, type PlacementObjective, type PlanResult } from '../../coordinator/planner/types.js';
+import { formatGiB, formatSpeed, plan as makePlan } from '../../coordinator/planner/planner.js';
+import { readSimulation } from '../../coordinator/planner/simulation.js';
+import { readModelFacts } from '../../models/gguf-info.js';
+import { PLACEMENT_OBJECTIVES, type PlacementObjective, type PlanInput } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, table } from '../format.js';
 import { runUntilSignal } from '../lifecycle.js';
@@ -151,6 +153,15 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
 }
 
+/** The plan for a simulated cluster, with the other objective's prediction beside it. */
+function simulatedPlan(input: PlanInput): PlanPreview {
+  const plan = makePlan(input);
+  if (!plan.fits) return plan;
+  const objective = input.objective === 'memory' ? 'speed' : 'memory';
+  const other = makePlan({ ...input, objective });
+  return { ...plan, alternative: { objective, fits: other.fits, predictedSecondsPerToken: other.fits ? other.predictedSecondsPerToken : null } };
+}
+
 /** "41.2 tokens/s (24.3 ms per token)" for a single stream, from the time model; or why there is no figure. */
 export function predictedSpeed(secondsPerToken: number | null): string {
   if (secondsPerToken === null || secondsPerToken <= 0) return 'speed unknown (a device that takes part has no measured speed)';
@@ -206,8 +217,21 @@ export function registerCoordinatorCommands(program: Command): void {
 
   clusterOptions(program.command('plan').description('print how the model would be split across the workers, without loading anything'))
     .option('--wait <ms>', 'how long to listen for mDNS workers first', '1500')
+    .option('--simulate <file>', 'plan a cluster described in YAML (devices with memory and speed, a model by GGUF or shape) instead of the real one; see examples/home-cluster.yaml')
     .option('--json', 'print the plan as JSON')
-    .action(async (flags: ClusterFlags & { wait: string; json?: boolean }, cmd: Command) => {
+    .action(async (flags: ClusterFlags & { wait: string; json?: boolean; simulate?: string }, cmd: Command) => {
+      if (flags.simulate) {
+        const input = await readSimulation(flags.simulate, readModelFacts);
+        if (flags.placement) input.objective = placementOf(flags.placement);
+        const plan = simulatedPlan(input);
+        if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
+        else {
+          process.stdout.write(`${input.model.name ?? input.model.path}: ${input.model.layerCount} blocks + output head, ${formatGiB(input.model.fileBytes)}; ${input.devices.length} simulated devices\n`);
+          printPlan(plan);
+        }
+        process.exitCode = plan.fits ? 0 : 3;
+        return;
+      }
       const config = clusterConfig(flags, cmd);
       configureLogger({ level: 'warn' });
       const coordinator = new Coordinator(config, logger('plan'), discoveries(config), rpcProtocolVersion());

@@ -102,7 +102,9 @@ export function registerDemoCommand(program: Command): void {
         const httpPort = await pickPort(parseInteger(opts.httpPort, '--http-port', { min: 1, max: 65535 }));
         const config = compileCoordinatorConfig({
           file: null,
-          flags: { model: modelPath, workers: workers.map((w) => w.control), mdns: false, localDevice: false, host: '127.0.0.1', grpcPort: 0, httpPort, ctxSize: 1024, parallel: 2, threads },
+          // The demo shows a model split across machines: with equal workers, the default speed
+          // objective would seat a model this small on one of them (and say so in `hearth plan`).
+          flags: { model: modelPath, workers: workers.map((w) => w.control), mdns: false, localDevice: false, placement: 'memory', host: '127.0.0.1', grpcPort: 0, httpPort, ctxSize: 1024, parallel: 2, threads },
         });
         const log = configureLogger({ level: 'warn', name: 'hearth-demo' }).child({ component: 'coordinator' });
         coordinator = new Coordinator(config, log, [new StaticDiscovery(config.workers)], rpcProtocolVersion());

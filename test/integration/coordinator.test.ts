@@ -276,7 +276,7 @@ describe('admission and planning', () => {
       return { code, out };
     };
     try {
-      const fits = await run(['--local-device', 'off', '--ctx-size', '512']);
+      const fits = await run(['--local-device', 'off', '--ctx-size', '512', '--placement', 'memory']);
       assert.equal(fits.code, 0, fits.out);
       assert.match(fits.out, /w-a\s+127\.0\.0\.1:\d+\s+\d \(/);
       assert.match(fits.out, /w-b\s+127\.0\.0\.1:\d+\s+\d \(/);

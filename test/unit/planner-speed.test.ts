@@ -2,9 +2,14 @@
 // needs its memory or it saves time, and the prediction follows the time model. All in memory.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 
 import { DEFAULT_HOP_SECONDS, plan } from '../../coordinator/planner/planner.js';
+import { readSimulation } from '../../coordinator/planner/simulation.js';
 import type { CandidateDevice, ModelFacts, Plan, PlanInput, PlanResult } from '../../coordinator/planner/types.js';
 
 const MiB = 1024 ** 2;
@@ -162,6 +167,36 @@ describe('speed objective', () => {
       if (!memory.fits) continue;
       assert.ok(speed.fits, `seed ${seed}: memory fits but speed refused`);
       if (speed.fits) assert.ok(speed.predictedSecondsPerToken! <= memory.predictedSecondsPerToken! + 1e-9, `seed ${seed}: ${speed.predictedSecondsPerToken} > ${memory.predictedSecondsPerToken}`);
+    }
+  });
+});
+
+describe('hearth plan --simulate', () => {
+  const example = fileURLToPath(new URL('../../examples/home-cluster.yaml', import.meta.url));
+  const noGguf = () => Promise.reject(new Error('the example describes its model by shape'));
+
+  test('the README example: the GPU and the Mac hold the 70B model; the desktops would only add time', async () => {
+    const input = await readSimulation(example, noGguf);
+    const p = fits(plan(input));
+    assert.deepEqual(p.devices.map((d) => d.owner).sort(), ['gaming-pc', 'macbook']);
+    assert.deepEqual(p.excluded.map((e) => e.owner).sort(), ['desktop-1', 'desktop-2']);
+    const memory = fits(plan({ ...input, objective: 'memory' }));
+    assert.equal(memory.devices.length, 4);
+    assert.ok(memory.predictedSecondsPerToken! > 5 * p.predictedSecondsPerToken!);
+  });
+
+  test('a bad simulation file names the key and what to write', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hearth-sim-'));
+    try {
+      const file = join(dir, 'bad.yaml');
+      writeFileSync(file, 'model: {layers: 4, layerSize: 1GiB, outputSize: 1GiB, embedding: 8, heads: 1, kvHeads: 1, headDim: 8, vocab: 8}\ndevices:\n  - {name: a, memory: lots}\n');
+      await assert.rejects(readSimulation(file, noGguf), /devices\.0 \(a\)\.memory: 'lots' is not a size/);
+      writeFileSync(file, 'model: {layers: 4, layerSize: 1GiB, outputSize: 1GiB, embedding: 8, heads: 1, kvHeads: 1, headDim: 8, vocab: 8}\ndevices:\n  - {name: a, memory: 8GiB, speed: fast}\n');
+      await assert.rejects(readSimulation(file, noGguf), /'fast' is not a speed; write it like 300GB\/s/);
+      writeFileSync(file, 'model: m.gguf\ndevices: []\n');
+      await assert.rejects(readSimulation(file, noGguf), /list at least one device/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,0 +1,163 @@
+// Speed-aware placement against memory-proportional placement on unequal machines: two workers on this
+// machine, one slowed to a quarter of a core with a cgroup CPU quota. The same coordinator build serves
+// the same model with --placement speed and with --placement memory, alternating, and single-request
+// generation speed is compared as a ratio within the run. A second part caps a fast worker's memory
+// (--memory) so the model needs both, and reports where the layers went.
+//
+//   node --import tsx bench/placement.ts [--model FILE] [--reps 3] [--tokens 48]
+//
+// Needs root and the cgroup v1 cpu controller (as on the CI machine).
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
+import { freePortOn } from '../common/ports.js';
+import { CoordinatorClient, type WireStatus } from '../coordinator/client.js';
+import { createTestModel } from '../models/test-models.js';
+import { streamCompletion, uniquePrompt } from './measure.js';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    reps: { type: 'string', default: '3' },
+    tokens: { type: 'string', default: '48' },
+    out: { type: 'string', default: 'bench/placement-results.json' },
+  },
+});
+const reps = Number(values.reps);
+const tokens = Number(values.tokens);
+
+const CPU_ROOT = '/sys/fs/cgroup/cpu';
+
+function slowGroup(): { dir: string; remove(): void } {
+  const dir = join(CPU_ROOT, `hearth-bench-slow-${process.pid}`);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'cpu.cfs_period_us'), '100000');
+  writeFileSync(join(dir, 'cpu.cfs_quota_us'), '25000');
+  return {
+    dir,
+    remove: () => {
+      for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+        try {
+          writeFileSync(join(CPU_ROOT, 'cgroup.procs'), pid);
+        } catch {
+          // gone
+        }
+      }
+      try {
+        rmdirSync(dir);
+      } catch {
+        // still emptying
+      }
+    },
+  };
+}
+
+interface SideRun {
+  placement: 'speed' | 'memory';
+  tokensPerSecond: number;
+  predictedTokensPerSecond: number | null;
+  layers: Record<string, number>;
+}
+
+async function serve(model: string, workers: LocalWorker[], placement: 'speed' | 'memory'): Promise<{ base: string; status: WireStatus; stop(): Promise<void> }> {
+  const grpc = await freePortOn('127.0.0.1');
+  const http = await freePortOn('127.0.0.1');
+  const child = spawnHearth(
+    ['coordinator', '--model', model, ...workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--placement', placement,
+      '--ctx-size', '1024', '--parallel', '1', '--threads', '1', '--host', '127.0.0.1', '--grpc-port', String(grpc), '--http-port', String(http), '--log-level', 'warn'],
+    ['ignore', 'ignore', 'inherit'],
+  );
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  try {
+    await waitHealthy(`http://127.0.0.1:${http}/health`, 180_000, () => child.exitCode === null);
+    const client = new CoordinatorClient(`127.0.0.1:${grpc}`);
+    const status = await client.getStatus();
+    client.close();
+    return { base: `http://127.0.0.1:${http}`, status, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+async function measure(model: string, workers: LocalWorker[], placement: 'speed' | 'memory', tag: number): Promise<SideRun> {
+  const s = await serve(model, workers, placement);
+  try {
+    await streamCompletion(s.base, uniquePrompt(tag, 8), 4); // warm-up
+    const t = await streamCompletion(s.base, uniquePrompt(tag + 1, 8), tokens);
+    const predicted = s.status.plan.predicted_seconds_per_token;
+    return {
+      placement,
+      tokensPerSecond: (t.completionTokens - 1) / (t.decodeMs / 1000),
+      predictedTokensPerSecond: predicted ? 1 / predicted : null,
+      layers: Object.fromEntries(s.status.plan.devices.map((d) => [d.owner, d.layers])),
+    };
+  } finally {
+    await s.stop();
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+async function main(): Promise<void> {
+  const model = values.model ?? join(homedir(), '.cache', 'hearth', 'models', '1b-q8_0-seed1.gguf');
+  if (!existsSync(model)) await createTestModel({ out: model, preset: '1b', quant: 'q8_0', seed: 1 });
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-placement-'));
+  const group = slowGroup();
+  const env = { HEARTH_CALIBRATE_MS: '1000' };
+  const workers: LocalWorker[] = [];
+  try {
+    workers.push(await startLocalWorker({ name: 'fast', threads: 1, dir, env, stdio: ['ignore', 'ignore', 'ignore'] }));
+    workers.push(await startLocalWorker({ name: 'slow', threads: null, dir, env, cgroup: group.dir, stdio: ['ignore', 'ignore', 'ignore'] }));
+    const runs: SideRun[] = [];
+    for (let r = 0; r < reps; r++) {
+      // Alternate which side goes first, so drift of the machine hits both alike.
+      const order: ('speed' | 'memory')[] = r % 2 === 0 ? ['speed', 'memory'] : ['memory', 'speed'];
+      for (const placement of order) {
+        const run = await measure(model, workers, placement, 100 * r + (placement === 'speed' ? 0 : 50));
+        runs.push(run);
+        process.stderr.write(`rep ${r + 1} ${placement}: ${run.tokensPerSecond.toFixed(2)} tok/s (predicted ${run.predictedTokensPerSecond?.toFixed(1) ?? '-'}) layers ${JSON.stringify(run.layers)}\n`);
+      }
+    }
+    const of = (p: 'speed' | 'memory') => runs.filter((x) => x.placement === p).map((x) => x.tokensPerSecond);
+    const ratios = runs.filter((x) => x.placement === 'speed').map((x, i) => x.tokensPerSecond / of('memory')[i]!);
+
+    // Caps that force both workers in: a fast worker lending too little for the whole model.
+    const capped = await startLocalWorker({ name: 'fast-capped', threads: 1, dir, env, memory: '1300MiB', stdio: ['ignore', 'ignore', 'ignore'] });
+    workers.push(capped);
+    const pair = [workers[1]!, capped];
+    const cappedSpeed = await measure(model, pair, 'speed', 900);
+    const cappedMemory = await measure(model, pair, 'memory', 950);
+    process.stderr.write(`capped speed: ${JSON.stringify(cappedSpeed)}\ncapped memory: ${JSON.stringify(cappedMemory)}\n`);
+
+    const result = {
+      date: new Date().toISOString(),
+      model,
+      tokens,
+      reps,
+      speed: { median: median(of('speed')), min: Math.min(...of('speed')), max: Math.max(...of('speed')) },
+      memory: { median: median(of('memory')), min: Math.min(...of('memory')), max: Math.max(...of('memory')) },
+      ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
+      runs,
+      capped: { speed: cappedSpeed, memory: cappedMemory },
+    };
+    writeFileSync(values.out!, JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ speed: result.speed, memory: result.memory, ratio: result.ratio, capped: result.capped }, null, 2) + '\n');
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+    group.remove();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
