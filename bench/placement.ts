@@ -4,10 +4,12 @@
 // generation speed is compared as a ratio within the run. A second part caps a fast worker's memory
 // (--memory) so the model needs both, and reports where the layers went.
 //
-//   node --import tsx bench/placement.ts [--model FILE] [--reps 3] [--tokens 48]
+//   npm run bench:placement -- [--model FILE] [--reps 3] [--tokens 32]
+//
+// Writes bench/placement-results.json and regenerates BENCHMARKS.md (its placement section).
 //
 // Needs root and the cgroup v1 cpu controller (as on the CI machine).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,13 +18,16 @@ import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '..
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient, type WireStatus } from '../coordinator/client.js';
 import { createTestModel } from '../models/test-models.js';
+import { WorkerClient } from '../worker/client.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
+import type { PlacementResults } from './report.js';
+import { writeReport } from './run.js';
 
 const { values } = parseArgs({
   options: {
     model: { type: 'string' },
     reps: { type: 'string', default: '3' },
-    tokens: { type: 'string', default: '48' },
+    tokens: { type: 'string', default: '32' },
     out: { type: 'string', default: 'bench/placement-results.json' },
   },
 });
@@ -55,12 +60,8 @@ function slowGroup(): { dir: string; remove(): void } {
   };
 }
 
-interface SideRun {
-  placement: 'speed' | 'memory';
-  tokensPerSecond: number;
-  predictedTokensPerSecond: number | null;
-  layers: Record<string, number>;
-}
+type SideRun = PlacementResults['runs'][number];
+const CAP = '1300MiB';
 
 async function serve(model: string, workers: LocalWorker[], placement: 'speed' | 'memory'): Promise<{ base: string; status: WireStatus; stop(): Promise<void> }> {
   const grpc = await freePortOn('127.0.0.1');
@@ -133,25 +134,34 @@ async function main(): Promise<void> {
     const ratios = runs.filter((x) => x.placement === 'speed').map((x, i) => x.tokensPerSecond / of('memory')[i]!);
 
     // Caps that force both workers in: a fast worker lending too little for the whole model.
-    const capped = await startLocalWorker({ name: 'fast-capped', threads: 1, dir, env, memory: '1300MiB', stdio: ['ignore', 'ignore', 'ignore'] });
+    const capped = await startLocalWorker({ name: 'fast-capped', threads: 1, dir, env, memory: CAP, stdio: ['ignore', 'ignore', 'ignore'] });
     workers.push(capped);
     const pair = [workers[1]!, capped];
     const cappedSpeed = await measure(model, pair, 'speed', 900);
     const cappedMemory = await measure(model, pair, 'memory', 950);
     process.stderr.write(`capped speed: ${JSON.stringify(cappedSpeed)}\ncapped memory: ${JSON.stringify(cappedMemory)}\n`);
 
-    const result = {
+    const speeds: Record<string, number> = {};
+    for (const w of workers.slice(0, 2)) {
+      const client = await WorkerClient.open(w.control, null);
+      speeds[w.name] = (await client.getInfo()).devices[0]?.bytes_per_second ?? 0;
+      client.close();
+    }
+    const result: PlacementResults = {
       date: new Date().toISOString(),
       model,
+      modelBytes: statSync(model).size,
+      speeds,
       tokens,
       reps,
       speed: { median: median(of('speed')), min: Math.min(...of('speed')), max: Math.max(...of('speed')) },
       memory: { median: median(of('memory')), min: Math.min(...of('memory')), max: Math.max(...of('memory')) },
       ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
       runs,
-      capped: { speed: cappedSpeed, memory: cappedMemory },
+      capped: { memoryCap: CAP, speed: cappedSpeed, memory: cappedMemory },
     };
     writeFileSync(values.out!, JSON.stringify(result, null, 2) + '\n');
+    if (existsSync('bench/results.json')) writeReport('bench/results.json', 'BENCHMARKS.md', 'bench/aggregate.svg');
     process.stdout.write(JSON.stringify({ speed: result.speed, memory: result.memory, ratio: result.ratio, capped: result.capped }, null, 2) + '\n');
   } finally {
     await Promise.all(workers.map((w) => w.stop()));

@@ -1,4 +1,5 @@
 // Pure: turns raw benchmark figures into medians, ratios against targets, BENCHMARKS.md and a chart.
+import { basename } from 'node:path';
 import type { SuiteFigures } from './measure.js';
 
 /** hearth-secure: hearth with a cluster token, its worker links TLS 1.3 PSK through the relays. */
@@ -189,4 +190,61 @@ export function chartSvg(r: BenchResults): string {
   });
   parts.push('</svg>');
   return parts.join('\n') + '\n';
+}
+
+/** What bench/placement.ts measured (bench/placement-results.json). */
+export interface PlacementResults {
+  date: string;
+  model: string;
+  modelBytes: number;
+  tokens: number;
+  reps: number;
+  speeds: Record<string, number>;
+  speed: { median: number; min: number; max: number };
+  memory: { median: number; min: number; max: number };
+  ratio: { median: number; min: number; max: number };
+  runs: { placement: 'speed' | 'memory'; tokensPerSecond: number; predictedTokensPerSecond: number | null; layers: Record<string, number> }[];
+  capped: {
+    memoryCap: string;
+    speed: PlacementResults['runs'][number];
+    memory: PlacementResults['runs'][number];
+  };
+}
+
+function layersText(layers: Record<string, number>): string {
+  return Object.entries(layers).map(([owner, n]) => `${owner} ${n}`).join(' + ');
+}
+
+/** The placement section of BENCHMARKS.md. */
+export function placementMarkdown(p: PlacementResults): string {
+  const fmt = (x: { median: number; min: number; max: number }, digits = 1) => `${x.median.toFixed(digits)} (${x.min.toFixed(digits)}–${x.max.toFixed(digits)})`;
+  const run = (placement: 'speed' | 'memory') => p.runs.find((r) => r.placement === placement)!;
+  const predicted = (placement: 'speed' | 'memory') => {
+    const values = p.runs.filter((r) => r.placement === placement).map((r) => r.predictedTokensPerSecond ?? NaN);
+    return values.some(Number.isNaN) ? '-' : (values.reduce((a, b) => a + b, 0) / values.length).toFixed(1);
+  };
+  const speeds = Object.entries(p.speeds).map(([name, bps]) => `${name} ${(bps / 1e9).toFixed(1)} GB/s`).join(', ');
+  return [
+    '## Placement on unequal machines',
+    '',
+    `Two workers on this machine, one slowed to a quarter of a core by a cgroup CPU quota (\`cpu.cfs_quota_us\` 25000 of 100000), serving \`${basename(p.model)}\` (${(p.modelBytes / 2 ** 30).toFixed(2)} GiB); the same coordinator with \`--placement speed\` and with \`--placement memory\`, alternating, ${p.reps} repetitions each, single-request generation of ${p.tokens} tokens (greedy, streamed over HTTP). Measured speeds (the workers' calibration): ${speeds}.`,
+    '',
+    'Made by:',
+    '',
+    '```sh',
+    'npm run bench:placement      # node --import tsx bench/placement.ts',
+    '```',
+    '',
+    `Date: ${p.date}.`,
+    '',
+    '| placement | layers | generation, tokens/s | predicted by the plan, tokens/s |',
+    '| --- | --- | --- | --- |',
+    `| speed | ${layersText(run('speed').layers)} | ${fmt(p.speed)} | ${predicted('speed')} |`,
+    `| memory | ${layersText(run('memory').layers)} | ${fmt(p.memory)} | ${predicted('memory')} |`,
+    '',
+    `**speed / memory: ${fmt(p.ratio, 2)}** (target ≥ 1.5: ${p.ratio.median >= 1.5 ? 'met' : 'missed'}).`,
+    '',
+    `With a fast worker that lends only \`--memory ${p.capped.memoryCap}\` (too little for the whole model) beside the slow one, the speed objective puts ${layersText(p.capped.speed.layers)} layers (the slow worker gets the fewest that fit) and generates ${p.capped.speed.tokensPerSecond.toFixed(1)} tokens/s (predicted ${p.capped.speed.predictedTokensPerSecond?.toFixed(1) ?? '-'}); the memory objective puts ${layersText(p.capped.memory.layers)} and generates ${p.capped.memory.tokensPerSecond.toFixed(1)} tokens/s (predicted ${p.capped.memory.predictedTokensPerSecond?.toFixed(1) ?? '-'}).`,
+    '',
+  ].join('\n');
 }

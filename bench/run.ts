@@ -15,7 +15,7 @@ import { createTestModel } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaServer } from './llama-server.js';
 import { runSuite, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { chartSvg, markdown, met, targets, type BenchResults, type Side } from './report.js';
+import { chartSvg, markdown, met, placementMarkdown, targets, type BenchResults, type PlacementResults, type Side } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -236,5 +236,7 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   writeFileSync(chartFile, chartSvg(results));
   const analysisFile = join(dirname(jsonFile), 'analysis.md');
   const analysis = existsSync(analysisFile) ? readFileSync(analysisFile, 'utf8') : null;
-  writeFileSync(markdownFile, markdown(results, relative(dirname(markdownFile), chartFile), analysis));
+  const placementFile = join(dirname(jsonFile), 'placement-results.json');
+  const placement = existsSync(placementFile) ? placementMarkdown(JSON.parse(readFileSync(placementFile, 'utf8')) as PlacementResults) : null;
+  writeFileSync(markdownFile, markdown(results, relative(dirname(markdownFile), chartFile), analysis) + (placement ? `\n${placement}` : ''));
 }
