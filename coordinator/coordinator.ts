@@ -9,6 +9,7 @@ import PQueue from 'p-queue';
 
 import { ErrorCode, HearthError, isHearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { modelContentId } from '../models/content-id.js';
 import { readModelFacts, type ModelFacts } from '../models/gguf-info.js';
 import { probeRpcServer } from '../native/rpc-probe.js';
 import type { RpcVersion } from '../native/rpc-protocol.js';
@@ -100,6 +101,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #metrics: CoordinatorMetrics | null = null;
   /** The coordinator's own CPU, measured like a worker's devices (null: not measured or failed). */
   #localSpeed: number | null = null;
+  /** The served model's content id, to tell which workers hold it on their own disks. */
+  #contentId: string | null = null;
 
   constructor(config: CoordinatorConfig, log: Logger, discoveries: Discovery[], clientVersion: RpcVersion) {
     super();
@@ -140,6 +143,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.#model;
   }
 
+  get modelContentId(): string | null {
+    return this.#contentId;
+  }
+
   get currentPlan(): PlanResult | null {
     return this.#plan;
   }
@@ -164,6 +171,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   async start(): Promise<void> {
     if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
     this.#model = await readModelFacts(this.config.model);
+    this.#contentId = modelContentId(this.config.model);
     await this.#measureLocalDevice();
     this.registry.start();
     for (const d of this.#discoveries) {

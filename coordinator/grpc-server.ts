@@ -120,7 +120,7 @@ export class CoordinatorGrpcServer {
 
   #workers() {
     const c = this.#coordinator;
-    return c.registry.all().map((w) => workerView(w, c.links.secure));
+    return c.registry.all().map((w) => workerView(w, c.links.secure, c.modelContentId));
   }
 
   #status() {

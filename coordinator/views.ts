@@ -16,6 +16,8 @@ export interface WireWorkerSummary {
   llama_cpp_release: string;
   source: string;
   link: string;
+  /** Whether the worker holds the served model on its own disk: "ready", "seeding 40%", "failed", or "". */
+  model_local: string;
 }
 
 export interface WirePlan {
@@ -54,7 +56,14 @@ export function workerMemory(w: WorkerRecord): { freeBytes: number; totalBytes: 
   };
 }
 
-export function workerView(w: WorkerRecord, secure: boolean): WireWorkerSummary {
+/** What a worker's own disk holds of the model `contentId` (its --models directory). */
+export function modelLocal(w: WorkerRecord, contentId: string | null): string {
+  const m = contentId ? w.info?.models?.find((x) => x.content_id === contentId) : undefined;
+  if (!m) return '';
+  return m.state === 'seeding' ? `seeding ${Math.floor(m.progress * 100)}%` : m.state;
+}
+
+export function workerView(w: WorkerRecord, secure: boolean, contentId: string | null = null): WireWorkerSummary {
   const devices = w.info?.devices ?? [];
   return {
     worker_id: w.id ?? '',
@@ -70,6 +79,7 @@ export function workerView(w: WorkerRecord, secure: boolean): WireWorkerSummary 
     llama_cpp_release: w.info?.build.llama_cpp_release ?? '',
     source: w.source,
     link: secure ? 'tls-psk' : 'open',
+    model_local: modelLocal(w, contentId),
   };
 }
 

@@ -22,6 +22,11 @@ export const TEST_MODEL_PRESETS = {
   tiny: { nLayer: 4, nEmbd: 256, nHead: 4, nHeadKv: 2, nFf: 512, nCtxTrain: 4096 },
   /** 8 blocks, ~140 MB in F16. */
   small: { nLayer: 8, nEmbd: 512, nHead: 8, nHeadKv: 4, nFf: 1536, nCtxTrain: 4096 },
+  /**
+   * 2 blocks, 1024 wide with a 6144 FFN, ~220 MB in F16: most of its bytes are in tensors over the RPC
+   * tensor cache's 10 MiB threshold, so it shows what the cache saves.
+   */
+  wide: { nLayer: 2, nEmbd: 1024, nHead: 8, nHeadKv: 8, nFf: 6144, nCtxTrain: 4096 },
   /** The shape of a 1B llama (16 blocks, 2048 wide, GQA 32/8, 8192 FFN): ~1.1 B parameters. */
   '1b': { nLayer: 16, nEmbd: 2048, nHead: 32, nHeadKv: 8, nFf: 8192, nCtxTrain: 4096 },
 } as const satisfies Record<string, TestModelShape>;

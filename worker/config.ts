@@ -1,5 +1,6 @@
 // The worker's settings: CLI flags over an optional YAML file over defaults, validated once and frozen.
 import { hostname, cpus, homedir } from 'node:os';
+import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -24,6 +25,8 @@ export const workerFileSchema = z.strictObject({
   memory: z.union([z.string(), z.number()]).optional(),
   /** Measure each device's decode speed at start (for speed-aware placement). */
   calibrate: z.boolean().optional(),
+  /** A directory of GGUF models on this machine: their weights are put in the tensor cache ahead of time. */
+  models: z.string().min(1).optional(),
   cacheDir: z.string().min(1).nullable().optional(),
   mdns: z.boolean().optional(),
   stateDir: z.string().min(1).optional(),
@@ -46,6 +49,8 @@ export interface WorkerConfig {
   /** Cap on the memory offered to the cluster, over all devices; null for no cap. */
   readonly memoryBytes: number | null;
   readonly calibrate: boolean;
+  /** Directory of local GGUF models to seed the tensor cache from, or null. */
+  readonly modelsDir: string | null;
   /** Tensor cache directory, or null when the cache is off. */
   readonly cacheDir: string | null;
   readonly mdns: boolean;
@@ -97,6 +102,14 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     config: { token: fromFile.token, tokenFile: fromFile.tokenFile === undefined ? undefined : resolve(base, fromFile.tokenFile) },
   });
   const insecure = merged.insecure ?? false;
+  // A models directory in the YAML is relative to the file; on the command line, to the shell.
+  const modelsDir = flags.data.models !== undefined ? resolve(flags.data.models) : fromFile.models !== undefined ? resolve(base, fromFile.models) : null;
+  if (modelsDir && merged.cacheDir === null) {
+    throw new HearthError(ErrorCode.InvalidArgument, `models: ${modelsDir} is seeded into the tensor cache, which is off (--no-cache or cacheDir: null); turn the cache on or drop --models`);
+  }
+  if (modelsDir && !isDirectory(modelsDir)) {
+    throw new HearthError(ErrorCode.InvalidArgument, `models: ${modelsDir} is not a directory; give the directory that holds your .gguf files`);
+  }
   if (!secret && !insecure && !isLoopback(host)) {
     throw new HearthError(
       ErrorCode.FailedPrecondition,
@@ -114,6 +127,7 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     threads: merged.threads ?? threadsFor(cpus().length, cpuQuota()),
     memoryBytes: memoryOf(merged.memory),
     calibrate: merged.calibrate ?? true,
+    modelsDir,
     cacheDir: merged.cacheDir === null ? null : resolve(merged.cacheDir ?? join(cacheHome, 'hearth', 'rpc-cache')),
     mdns: merged.mdns ?? true,
     stateDir: resolve(merged.stateDir ?? join(stateHome, 'hearth')),
@@ -121,6 +135,14 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     secret,
     insecure,
   });
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 const MIN_MEMORY = 64 * 1024 ** 2;

@@ -1,6 +1,7 @@
 // The worker daemon: a supervised ggml-rpc-server, a gRPC control service and an mDNS advert, with an
 // explicit lifecycle. Everything it serves comes from the WorkerConfig it was given.
 import { hostname } from 'node:os';
+import { basename, join } from 'node:path';
 
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -11,6 +12,7 @@ import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
 import { calibrateDevices, type DeviceSpeed } from './calibration.js';
 import { cpuQuota } from './cgroup.js';
+import { LocalModels } from './local-models.js';
 import { measureDevices, residentBytes, type ServedDevice } from './devices.js';
 import { hostMemory } from './host-memory.js';
 import { loadOrCreateWorkerId } from './identity.js';
@@ -46,6 +48,7 @@ export class WorkerDaemon {
   #devices: ServedDevice[] = [];
   /** Each device's measured decode speed (empty when calibration is off or failed). */
   #speeds: DeviceSpeed[] = [];
+  #localModels: LocalModels | null = null;
   #supervisor: RpcServerSupervisor | null = null;
   #control: ControlServer | null = null;
   #mdns: MdnsAdvertiser | null = null;
@@ -120,6 +123,10 @@ export class WorkerDaemon {
       await this.stop();
       throw e;
     }
+    if (c.modelsDir && c.cacheDir) {
+      this.#localModels = new LocalModels(c.modelsDir, join(c.cacheDir, 'rpc'), this.#log.child({ part: 'models' }));
+      this.#localModels.start();
+    }
     this.#memoryTimer = setInterval(() => this.#refreshMemory(), MEMORY_POLL_MS);
     this.#memoryTimer.unref();
     const cache = c.cacheDir ? cacheUsage(c.cacheDir) : null;
@@ -174,6 +181,14 @@ export class WorkerDaemon {
         cgroup_memory_bytes: String(host.cgroup?.limitBytes ?? 0),
         cpu_quota_cores: cpuQuota()?.cores ?? 0,
       },
+      models: (this.#localModels?.models ?? []).map((m) => ({
+        content_id: m.contentId,
+        file: basename(m.file),
+        bytes: String(m.bytes),
+        state: m.state,
+        progress: m.progress,
+        error: m.error,
+      })),
     };
   }
 
@@ -231,6 +246,7 @@ export class WorkerDaemon {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
+      this.#localModels?.stop();
       const steps: [string, () => Promise<void>][] = [
         ['mdns', async () => this.#mdns?.stop()],
         ['link', async () => void (await Promise.all(this.#gateways.map((g) => g.close())))],

@@ -68,6 +68,16 @@ export interface WireWorkerInfo {
   started_at_ms: string;
   link: WireLink;
   limits: WireLimits;
+  models: WireLocalModel[];
+}
+
+export interface WireLocalModel {
+  content_id: string;
+  file: string;
+  bytes: string;
+  state: 'queued' | 'seeding' | 'ready' | 'failed';
+  progress: number;
+  error: string;
 }
 
 export interface WireHealth {

@@ -264,9 +264,12 @@ export function registerCoordinatorCommands(program: Command): void {
         out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots\n`);
         out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
         out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
-        const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'note']];
+        const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'note']];
         for (const w of s.workers) {
-          rows.push([w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-', w.reason]);
+          rows.push([
+            w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-',
+            w.model_local || '-', w.reason,
+          ]);
         }
         out(table(rows) + '\n\nplan:\n');
         if (!s.plan.fits) {

@@ -16,6 +16,7 @@ interface WorkerFlags {
   threads?: string;
   memory?: string;
   calibrate: boolean;
+  models?: string;
   cacheDir?: string;
   cache: boolean;
   mdns: boolean;
@@ -38,6 +39,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--device <list>', 'devices to serve, comma separated, e.g. CUDA0,CPU (default: every GPU, else the CPU)')
     .option('--threads <n>', "CPU threads for the RPC server (default: all cores, or the cgroup's CPU quota)")
     .option('--memory <size>', 'the most memory this machine lends the cluster, over all its devices, e.g. 8GiB (default: all that is free)')
+    .option('--models <dir>', "GGUF models on this machine's disk: their weights go into the tensor cache ahead of time, so loads of them send hashes, not weights")
     .option('--no-calibrate', "skip measuring the devices' speed at start (speed-aware placement then treats them as typical)")
     .option('--cache-dir <dir>', 'tensor cache directory (default ~/.cache/hearth/rpc-cache)')
     .option('--no-cache', 'do not keep received tensors on disk')
@@ -58,6 +60,7 @@ export function registerWorkerCommand(program: Command): void {
         devices: flags.device === undefined ? undefined : flags.device.split(/[,/]/).map((s) => s.trim()).filter(Boolean),
         threads: flags.threads === undefined ? undefined : parseInteger(flags.threads, '--threads', { min: 1, max: 1024 }),
         memory: flags.memory,
+        models: flags.models,
         calibrate: fromCli('calibrate') ? flags.calibrate : undefined,
         cacheDir: fromCli('cache') && !flags.cache ? null : flags.cacheDir,
         mdns: fromCli('mdns') ? flags.mdns : undefined,

@@ -84,10 +84,12 @@ describe('device reporting', () => {
   });
 
   test("a CPU device reports the host's available memory, GPUs what their driver says", () => {
-    const real = withRealMemory(all, { availableBytes: 40 });
+    const real = withRealMemory(all, { availableBytes: 40, totalBytes: 1000 });
     assert.equal(real[0]!.freeBytes, 40);
     assert.equal(real[1]!.freeBytes, 20);
-    assert.equal(withRealMemory([dev('CPU', 'cpu', 64, 64)], { availableBytes: 100 })[0]!.freeBytes, 64, 'never above total');
+    assert.equal(withRealMemory([dev('CPU', 'cpu', 64, 64)], { availableBytes: 100, totalBytes: 1000 })[0]!.freeBytes, 64, 'never above total');
+    // A cgroup limit lowers the host total: the CPU device's total follows it.
+    assert.equal(withRealMemory([dev('CPU', 'cpu', 64, 64)], { availableBytes: 10, totalBytes: 32 })[0]!.totalBytes, 32);
   });
 
   test('MemAvailable is read from /proc/meminfo', () => {

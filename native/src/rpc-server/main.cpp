@@ -10,7 +10,9 @@
 //
 // `--hearth-calibrate [-d DEVICES] [-t THREADS]`: measure each device's decode speed and exit
 // (calibrate.cpp); the worker runs it once at start, with the settings it serves with.
+// `--hearth-seed MODEL.gguf CACHE_DIR`: fill the tensor cache from a model on disk (seed.cpp).
 #include "calibrate.h"
+#include "seed.h"
 
 #include <csignal>
 #include <cstdio>
@@ -26,6 +28,7 @@ int hearth_upstream_rpc_server_main(int argc, char ** argv);
 
 int main(int argc, char ** argv) {
     if (argc > 1 && std::strcmp(argv[1], "--hearth-calibrate") == 0) return hearth_calibrate_main(argc - 1, argv + 1);
+    if (argc > 1 && std::strcmp(argv[1], "--hearth-seed") == 0) return hearth_seed_main(argc - 1, argv + 1);
 #ifndef _WIN32
     std::signal(SIGPIPE, SIG_IGN);
 #endif
