@@ -1,7 +1,7 @@
 // What hearth needs to know about a model, from its GGUF header alone (no weights are read).
 // summarizeGguf is pure; readModelFacts reads the header through the addon.
 import { ErrorCode, HearthError } from '../common/errors.js';
-import type { GgufValue, RawGguf } from '../native/binding.js';
+import type { GgufScalar, GgufValue, RawGguf } from '../native/binding.js';
 import { readGguf } from '../native/llama.js';
 
 export interface ModelFacts {
@@ -33,6 +33,27 @@ export interface ModelFacts {
   totalTensorBytes: number;
   /** Tensor count by ggml type name. */
   tensorTypes: Record<string, number>;
+  /** KV heads of each layer, when the model varies them (GQA per layer); otherwise absent or null. */
+  headCountKvPerLayer?: number[] | null;
+  /** Sliding-window attention: the window in tokens, and which layers use it (null: none, or not known). */
+  slidingWindow?: number | null;
+  swaLayers?: boolean[] | null;
+}
+
+/**
+ * The sliding-window pattern an architecture uses when its GGUF gives none (llama.cpp's
+ * load_swa_pattern defaults): every n-th layer attends globally. Architectures not listed here are
+ * planned as if every layer were global, which over- rather than under-counts.
+ */
+const DEFAULT_SWA_PATTERN: Readonly<Record<string, number>> = { gemma3: 6, gemma2: 2 };
+
+/** llama_hparams::set_swa_pattern(n, dense_first = false): layer il slides unless il % n == n - 1. */
+export function swaPattern(layerCount: number, n: number): boolean[] {
+  return Array.from({ length: layerCount }, (_, il) => n === 0 || il % n < n - 1);
+}
+
+function arrayItems(v: GgufValue | undefined): GgufScalar[] | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && 'type' in v && v.type === 'array' ? v.items : null;
 }
 
 function scalar(meta: Record<string, GgufValue>, key: string): GgufValue | undefined {
@@ -71,7 +92,19 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
   const layerCount = requireNum(raw, `${a}.block_count`);
   const embeddingLength = requireNum(raw, `${a}.embedding_length`);
   const headCount = num(raw.metadata, `${a}.attention.head_count`) ?? 0;
-  const headCountKv = num(raw.metadata, `${a}.attention.head_count_kv`) ?? headCount;
+  // head_count_kv is a number, or one per layer (models whose layers differ in GQA).
+  const kvItems = arrayItems(raw.metadata[`${a}.attention.head_count_kv`]);
+  const headCountKvPerLayer = kvItems && kvItems.length === layerCount ? kvItems.map((x) => Number(x)) : null;
+  const headCountKv = headCountKvPerLayer ? Math.max(...headCountKvPerLayer) : (num(raw.metadata, `${a}.attention.head_count_kv`) ?? headCount);
+  const window = num(raw.metadata, `${a}.attention.sliding_window`);
+  const slidingWindow = window !== null && window > 0 ? window : null;
+  let swaLayers: boolean[] | null = null;
+  if (slidingWindow !== null) {
+    const patternItems = arrayItems(raw.metadata[`${a}.attention.sliding_window_pattern`]);
+    const pattern = num(raw.metadata, `${a}.attention.sliding_window_pattern`) ?? DEFAULT_SWA_PATTERN[a] ?? null;
+    if (patternItems && patternItems.length >= layerCount) swaLayers = patternItems.slice(0, layerCount).map((x) => x === true || x === 1);
+    else if (pattern !== null) swaLayers = swaPattern(layerCount, pattern);
+  }
   const defaultHeadDim = headCount > 0 ? embeddingLength / headCount : 0;
 
   const tokens = raw.metadata['tokenizer.ggml.tokens'];
@@ -135,6 +168,9 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
     otherBytes,
     totalTensorBytes: total,
     tensorTypes,
+    headCountKvPerLayer,
+    slidingWindow: swaLayers ? slidingWindow : null,
+    swaLayers,
   };
 }
 

@@ -1,5 +1,5 @@
-// Test models: llama-architecture GGUFs with deterministic random weights and llama.cpp's real SPM
-// tokenizer. The text they produce is gibberish, but the computation is real, so a model split across
+// Test models: GGUFs of the llama, qwen3, qwen3moe and gemma3 architectures with deterministic random
+// weights and llama.cpp's real SPM tokenizer. The text they produce is gibberish, but the computation is real, so a model split across
 // workers must give the same greedy tokens as the same model in one process.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
@@ -15,6 +15,12 @@ export interface TestModelShape {
   nHeadKv: number;
   nFf: number;
   nCtxTrain: number;
+  architecture?: 'llama' | 'qwen3' | 'qwen3moe' | 'gemma3';
+  nExpert?: number;
+  nExpertUsed?: number;
+  nFfExp?: number[];
+  nSwa?: number;
+  swaPattern?: number;
 }
 
 export const TEST_MODEL_PRESETS = {
@@ -27,6 +33,21 @@ export const TEST_MODEL_PRESETS = {
    * tensor cache's 10 MiB threshold, so it shows what the cache saves.
    */
   wide: { nLayer: 2, nEmbd: 1024, nHead: 8, nHeadKv: 8, nFf: 6144, nCtxTrain: 4096 },
+  /** Qwen3-style dense: Q/K norms, GQA 8/2, 6 blocks. */
+  qwen3: { architecture: 'qwen3', nLayer: 6, nEmbd: 256, nHead: 8, nHeadKv: 2, nFf: 768, nCtxTrain: 4096 },
+  /**
+   * Qwen3-MoE-style: 8 experts of 384 wide, 2 used per token, a router per layer, 4 blocks. (llama.cpp's
+   * qwen3moe takes one expert width for all layers.)
+   */
+  'qwen3-moe': {
+    architecture: 'qwen3moe', nLayer: 4, nEmbd: 256, nHead: 8, nHeadKv: 2, nFf: 768, nCtxTrain: 4096,
+    nExpert: 8, nExpertUsed: 2, nFfExp: [384, 384, 384, 384],
+  },
+  /**
+   * Gemma3-style: sliding-window attention (a 128-token window, every 3rd layer global) whose KV cache is
+   * smaller, post-norms, and the output head tied to the token embedding; 6 blocks.
+   */
+  gemma3: { architecture: 'gemma3', nLayer: 6, nEmbd: 256, nHead: 4, nHeadKv: 1, nFf: 768, nCtxTrain: 4096, nSwa: 128, swaPattern: 3 },
   /** The shape of a 1B llama (16 blocks, 2048 wide, GQA 32/8, 8192 FFN): ~1.1 B parameters. */
   '1b': { nLayer: 16, nEmbd: 2048, nHead: 32, nHeadKv: 8, nFf: 8192, nCtxTrain: 4096 },
 } as const satisfies Record<string, TestModelShape>;

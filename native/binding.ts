@@ -134,6 +134,8 @@ export interface NativeContextOptions {
   nThreadsBatch: number;
   kvUnified: boolean;
   offloadKqv: boolean;
+  /** Full-size KV for sliding-window layers (default false: only the window, as llama-server does). */
+  swaFull: boolean;
 }
 
 export interface NativeContextInfo {
@@ -209,6 +211,15 @@ export interface TestModelSpec {
   nCtxTrain: number;
   seed: number;
   stdev: number;
+  /** llama (default), qwen3, qwen3moe or gemma3. */
+  architecture?: 'llama' | 'qwen3' | 'qwen3moe' | 'gemma3';
+  /** qwen3moe: experts per layer, experts used per token, each layer's expert FFN width. */
+  nExpert?: number;
+  nExpertUsed?: number;
+  nFfExp?: number[];
+  /** gemma3: sliding window (tokens) and pattern (every n-th layer attends globally). */
+  nSwa?: number;
+  swaPattern?: number;
 }
 
 export type NativeLogLevel = 'debug' | 'info' | 'warn' | 'error';

@@ -183,6 +183,7 @@ export class LlamaModel {
       nThreadsBatch: 0,
       kvUnified: false,
       offloadKqv: true,
+      swaFull: false,
       ...options,
     };
     // 0 threads: the addon's default (all hardware threads).

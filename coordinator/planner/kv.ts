@@ -1,6 +1,8 @@
 // KV-cache arithmetic as llama.cpp allocates it: one K and one V row per token per layer, for the
-// padded context, up front (src/llama-kv-cache.cpp). Models whose layers differ (sliding-window or
-// recurrent layers) get the full-attention figure for every layer, which over- rather than under-counts.
+// padded context, up front (src/llama-kv-cache.cpp). Layers differ where the model says so: KV heads
+// per layer (GQA per layer), and sliding-window layers, which keep only their window plus a
+// micro-batch, padded to 256 (src/llama-kv-cache-iswa.cpp, with swa_full off as hearth runs it).
+// Recurrent layers get the attention figure, which over- rather than under-counts.
 import type { CacheType, ModelFacts } from './types.js';
 
 /** Quantized cache types store blocks of 32 elements with their scales, so an element is a fraction of bytes. */
@@ -33,7 +35,7 @@ export function cacheTypeBytes(type: CacheType): number {
   return cacheBytes(type, 1);
 }
 
-type KvShape = Pick<ModelFacts, 'headCountKv' | 'headDimK' | 'headDimV'>;
+type KvShape = Pick<ModelFacts, 'headCountKv' | 'headDimK' | 'headDimV'> & Partial<Pick<ModelFacts, 'headCountKvPerLayer'>>;
 
 /** KV bytes one token takes in one layer: n_head_kv × (head_dim_k × bytes(type_k) + head_dim_v × bytes(type_v)). */
 export function kvBytesPerTokenPerLayer(model: KvShape, typeK: CacheType, typeV: CacheType): number {
@@ -48,4 +50,22 @@ export function kvBytesPerToken(model: KvShape & Pick<ModelFacts, 'layerCount'>,
 /** The context llama.cpp actually allocates for one sequence: ctxSize rounded up to a multiple of 256. */
 export function paddedContext(ctxSize: number): number {
   return Math.ceil(ctxSize / CONTEXT_PADDING) * CONTEXT_PADDING;
+}
+
+type LayerShape = KvShape & Pick<ModelFacts, 'layerCount'> & Partial<Pick<ModelFacts, 'swaLayers' | 'slidingWindow'>>;
+
+/** Cells one sequence's cache holds in layer il: the padded context, or a sliding layer's window plus a micro-batch. */
+export function kvCells(model: LayerShape, il: number, context: { ctxSize: number; nUbatch: number }): number {
+  const full = paddedContext(context.ctxSize);
+  if (!model.swaLayers?.[il] || !model.slidingWindow) return full;
+  return paddedContext(Math.min(full, model.slidingWindow + context.nUbatch));
+}
+
+/** KV bytes of each layer for the whole context: every sequence, K and V, as llama.cpp allocates them up front. */
+export function kvLayerBytes(model: LayerShape, context: { ctxSize: number; parallel: number; nUbatch: number; typeK: CacheType; typeV: CacheType }): number[] {
+  return Array.from({ length: model.layerCount }, (_, il) => {
+    const heads = model.headCountKvPerLayer?.[il] ?? model.headCountKv;
+    const perToken = heads * (cacheBytes(context.typeK, model.headDimK) + cacheBytes(context.typeV, model.headDimV));
+    return Math.ceil(kvCells(model, il, context) * context.parallel * perToken);
+  });
 }

@@ -12,7 +12,7 @@
 // devices of (bytes of weights it holds ÷ its measured speed) plus a hop per RPC device, since one
 // device computes at a time.
 import { ErrorCode, HearthError } from '../../common/errors.js';
-import { isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, paddedContext } from './kv.js';
+import { isCacheType, kvBytesPerToken, kvLayerBytes, paddedContext } from './kv.js';
 import type {
   CandidateDevice,
   ExcludedDevice,
@@ -26,7 +26,7 @@ import type {
   Refusal,
 } from './types.js';
 
-export { cacheTypeBytes, isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, paddedContext } from './kv.js';
+export { cacheTypeBytes, isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, kvLayerBytes, paddedContext } from './kv.js';
 
 const GiB = 1024 ** 3;
 /** Suggested worker sizes are rounded up to this step, so they read as numbers a person would type. */
@@ -144,7 +144,8 @@ interface Layout {
   slots: number[];
   /** Bytes of weights of each slot: what a decode step reads, and so what its time follows. */
   weights: number[];
-  kvPerLayer: number;
+  /** KV bytes of each block (sliding-window layers hold less). */
+  kv: number[];
   /** Compute buffer of every device that takes part. */
   computeBase: number;
   /** Extra compute on the device that holds the output head. */
@@ -174,12 +175,11 @@ type Outcome =
     };
 
 function layoutOf(model: ModelFacts, context: PlanContext): Layout {
-  const tokens = paddedContext(context.ctxSize) * context.parallel;
-  const kvPerLayer = Math.ceil(tokens * kvBytesPerTokenPerLayer(model, context.typeK, context.typeV));
+  const kv = kvLayerBytes(model, context);
   return {
-    slots: [...model.layerBytes.map((b) => b + kvPerLayer), model.outputBytes],
+    slots: [...model.layerBytes.map((b, il) => b + kv[il]!), model.outputBytes],
     weights: [...model.layerBytes, model.outputBytes],
-    kvPerLayer,
+    kv,
     computeBase: computeBufferBytes(model, context),
     logits: logitsBufferBytes(model, context),
   };
@@ -619,7 +619,7 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
   const blocks = Math.max(0, Math.min(end, model.layerCount) - firstLayer);
   const holdsOutput = end > model.layerCount;
   const weightBytes = sum(model.layerBytes.slice(firstLayer, firstLayer + blocks)) + (holdsOutput ? model.outputBytes : 0);
-  const kvBytes = blocks * layout.kvPerLayer;
+  const kvBytes = sum(layout.kv.slice(firstLayer, firstLayer + blocks));
   const computeBytes = layout.computeBase + (holdsOutput ? layout.logits : 0);
   const { key, kind, owner, deviceName, endpoint, freeBytes } = seat.device;
   const bytesPerSecond = seat.device.bytesPerSecond && seat.device.bytesPerSecond > 0 ? seat.device.bytesPerSecond : null;
@@ -722,9 +722,8 @@ function suggestedWorker(freeBytes: number): CandidateDevice {
 
 function kvSavings(input: PlanInput, ctxSize: number, parallel: number): string {
   const { model, context } = input;
-  const perToken = kvBytesPerToken(model, context.typeK, context.typeV);
-  const before = paddedContext(context.ctxSize) * context.parallel * perToken;
-  const after = paddedContext(ctxSize) * parallel * perToken;
+  const before = sum(kvLayerBytes(model, context));
+  const after = sum(kvLayerBytes(model, { ...context, ctxSize, parallel }));
   return formatGiB(before - after);
 }
 

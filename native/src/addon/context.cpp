@@ -67,6 +67,9 @@ AddonContext::AddonContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<A
     params_.n_threads = static_cast<int32_t>(GetNumber(o, "nThreads", hw));
     params_.n_threads_batch = static_cast<int32_t>(GetNumber(o, "nThreadsBatch", params_.n_threads));
     params_.kv_unified = GetBool(o, "kvUnified", false);
+    // Sliding-window layers keep only their window (plus a micro-batch) of KV, as llama-server does by
+    // default; the full-size cache would make them cost as much as global layers.
+    params_.swa_full = GetBool(o, "swaFull", false);
     params_.offload_kqv = GetBool(o, "offloadKqv", true);
     params_.no_perf = true;
     params_.type_k = ParseCacheType(env, GetString(o, "typeK", "f16"), "typeK");

@@ -1,5 +1,5 @@
-// Test models: a llama-architecture GGUF with deterministic random weights and a real tokenizer, and
-// quantization through llama.cpp's own quantizer.
+// Test models: GGUFs of the llama, qwen3, qwen3moe and gemma3 architectures with deterministic random
+// weights and a real tokenizer, and quantization through llama.cpp's own quantizer.
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -13,7 +13,14 @@ namespace {
 
 struct TestModelSpec {
     std::string out, vocab, name, chat_template, weight_type;
+    std::string arch = "llama";
     uint32_t n_layer = 4, n_embd = 256, n_head = 4, n_head_kv = 2, n_ff = 512, n_ctx_train = 4096;
+    // qwen3moe: experts per layer, experts used per token, and each layer's expert FFN width (layers
+    // may differ, as llama.cpp allows an array).
+    uint32_t n_expert = 0, n_expert_used = 0;
+    std::vector<uint32_t> n_ff_exp;
+    // gemma3: the sliding window and its pattern (every n-th layer is global).
+    uint32_t n_swa = 0, swa_pattern = 6;
     uint64_t seed = 1;
     float stdev = 0.02f;
 };
@@ -80,27 +87,44 @@ class CreateTestModelWorker : public PromiseWorker {
         gguf_free(vocab);
 
         const ggml_type wtype = spec_.weight_type == "f16" ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        const std::string & a = spec_.arch;
+        const bool qk_norm = a == "qwen3" || a == "qwen3moe" || a == "gemma3";
+        const bool moe = a == "qwen3moe";
+        const bool gemma = a == "gemma3";
         const int64_t E = spec_.n_embd, F = spec_.n_ff, V = n_vocab;
         const int64_t head_dim = E / spec_.n_head, KV = head_dim * spec_.n_head_kv;
-        gguf_set_val_str(g, "general.architecture", "llama");
+        auto key = [&](const char * k) { return a + "." + k; };
+        gguf_set_val_str(g, "general.architecture", a.c_str());
         gguf_set_val_str(g, "general.name", spec_.name.c_str());
         gguf_set_val_u32(g, "general.file_type", wtype == GGML_TYPE_F16 ? 1 : 0);  // LLAMA_FTYPE_MOSTLY_F16 / ALL_F32
-        gguf_set_val_u32(g, "llama.vocab_size", static_cast<uint32_t>(V));
-        gguf_set_val_u32(g, "llama.context_length", spec_.n_ctx_train);
-        gguf_set_val_u32(g, "llama.embedding_length", spec_.n_embd);
-        gguf_set_val_u32(g, "llama.block_count", spec_.n_layer);
-        gguf_set_val_u32(g, "llama.feed_forward_length", spec_.n_ff);
-        gguf_set_val_u32(g, "llama.attention.head_count", spec_.n_head);
-        gguf_set_val_u32(g, "llama.attention.head_count_kv", spec_.n_head_kv);
-        gguf_set_val_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-        gguf_set_val_u32(g, "llama.rope.dimension_count", static_cast<uint32_t>(head_dim));
-        gguf_set_val_f32(g, "llama.rope.freq_base", 10000.0f);
+        gguf_set_val_u32(g, key("vocab_size").c_str(), static_cast<uint32_t>(V));
+        gguf_set_val_u32(g, key("context_length").c_str(), spec_.n_ctx_train);
+        gguf_set_val_u32(g, key("embedding_length").c_str(), spec_.n_embd);
+        gguf_set_val_u32(g, key("block_count").c_str(), spec_.n_layer);
+        gguf_set_val_u32(g, key("feed_forward_length").c_str(), spec_.n_ff);
+        gguf_set_val_u32(g, key("attention.head_count").c_str(), spec_.n_head);
+        gguf_set_val_u32(g, key("attention.head_count_kv").c_str(), spec_.n_head_kv);
+        gguf_set_val_u32(g, key("attention.key_length").c_str(), static_cast<uint32_t>(head_dim));
+        gguf_set_val_u32(g, key("attention.value_length").c_str(), static_cast<uint32_t>(head_dim));
+        gguf_set_val_f32(g, key("attention.layer_norm_rms_epsilon").c_str(), 1e-6f);
+        gguf_set_val_u32(g, key("rope.dimension_count").c_str(), static_cast<uint32_t>(head_dim));
+        gguf_set_val_f32(g, key("rope.freq_base").c_str(), 10000.0f);
+        if (moe) {
+            gguf_set_val_u32(g, key("expert_count").c_str(), spec_.n_expert);
+            gguf_set_val_u32(g, key("expert_used_count").c_str(), spec_.n_expert_used);
+            // One width per layer: layers of different sizes, as llama.cpp reads an array here.
+            gguf_set_arr_data(g, key("expert_feed_forward_length").c_str(), GGUF_TYPE_UINT32, spec_.n_ff_exp.data(), spec_.n_ff_exp.size());
+        }
+        if (gemma && spec_.n_swa > 0) {
+            gguf_set_val_u32(g, key("attention.sliding_window").c_str(), spec_.n_swa);
+            gguf_set_val_u32(g, key("attention.sliding_window_pattern").c_str(), spec_.swa_pattern);
+        }
         if (!spec_.chat_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template", spec_.chat_template.c_str());
 
         struct Shape {
             std::string name;
             ggml_type type;
-            int64_t ne0, ne1;  // ne1 == 0: a vector
+            int64_t ne0, ne1, ne2 = 1;  // ne1 == 0: a vector
         };
         std::vector<Shape> shapes = {{"token_embd.weight", wtype, E, V}};
         for (uint32_t il = 0; il < spec_.n_layer; il++) {
@@ -110,16 +134,31 @@ class CreateTestModelWorker : public PromiseWorker {
             shapes.push_back({p + "attn_k.weight", wtype, E, KV});
             shapes.push_back({p + "attn_v.weight", wtype, E, KV});
             shapes.push_back({p + "attn_output.weight", wtype, E, E});
+            if (qk_norm) {
+                shapes.push_back({p + "attn_q_norm.weight", GGML_TYPE_F32, head_dim, 0});
+                shapes.push_back({p + "attn_k_norm.weight", GGML_TYPE_F32, head_dim, 0});
+            }
+            if (gemma) shapes.push_back({p + "post_attention_norm.weight", GGML_TYPE_F32, E, 0});
             shapes.push_back({p + "ffn_norm.weight", GGML_TYPE_F32, E, 0});
-            shapes.push_back({p + "ffn_gate.weight", wtype, E, F});
-            shapes.push_back({p + "ffn_up.weight", wtype, E, F});
-            shapes.push_back({p + "ffn_down.weight", wtype, F, E});
+            if (moe) {
+                const int64_t FE = spec_.n_ff_exp[il], X = spec_.n_expert;
+                shapes.push_back({p + "ffn_gate_inp.weight", GGML_TYPE_F32, E, X});
+                shapes.push_back({p + "ffn_gate_exps.weight", wtype, E, FE, X});
+                shapes.push_back({p + "ffn_down_exps.weight", wtype, FE, E, X});
+                shapes.push_back({p + "ffn_up_exps.weight", wtype, E, FE, X});
+            } else {
+                shapes.push_back({p + "ffn_gate.weight", wtype, E, F});
+                shapes.push_back({p + "ffn_up.weight", wtype, E, F});
+                shapes.push_back({p + "ffn_down.weight", wtype, F, E});
+            }
+            if (gemma) shapes.push_back({p + "post_ffw_norm.weight", GGML_TYPE_F32, E, 0});
         }
         shapes.push_back({"output_norm.weight", GGML_TYPE_F32, E, 0});
-        shapes.push_back({"output.weight", wtype, E, V});
+        // Gemma ties its output head to the token embedding: no output.weight.
+        if (!gemma) shapes.push_back({"output.weight", wtype, E, V});
 
         size_t bytes = 0;
-        for (const auto & s : shapes) bytes += ggml_row_size(s.type, s.ne0) * static_cast<size_t>(std::max<int64_t>(s.ne1, 1)) + GGML_MEM_ALIGN;
+        for (const auto & s : shapes) bytes += ggml_row_size(s.type, s.ne0) * static_cast<size_t>(std::max<int64_t>(s.ne1, 1) * s.ne2) + GGML_MEM_ALIGN;
         ggml_init_params ip = {bytes + shapes.size() * ggml_tensor_overhead(), nullptr, /*no_alloc =*/false};
         ggml_context * ctx = ggml_init(ip);
         if (ctx == nullptr) {
@@ -127,7 +166,9 @@ class CreateTestModelWorker : public PromiseWorker {
             throw NativeError("MODEL_CREATE_FAILED", "cannot allocate " + std::to_string(bytes >> 20) + " MiB for the test model");
         }
         for (const auto & s : shapes) {
-            ggml_tensor * t = s.ne1 == 0 ? ggml_new_tensor_1d(ctx, s.type, s.ne0) : ggml_new_tensor_2d(ctx, s.type, s.ne0, s.ne1);
+            ggml_tensor * t = s.ne1 == 0 ? ggml_new_tensor_1d(ctx, s.type, s.ne0)
+                              : s.ne2 > 1 ? ggml_new_tensor_3d(ctx, s.type, s.ne0, s.ne1, s.ne2)
+                                          : ggml_new_tensor_2d(ctx, s.type, s.ne0, s.ne1);
             ggml_set_name(t, s.name.c_str());
             FillTensor(t, spec_);
             gguf_add_tensor(g, t);
@@ -160,6 +201,21 @@ Napi::Value CreateTestModel(const Napi::CallbackInfo & info) {
     s.n_head_kv = static_cast<uint32_t>(GetNumber(o, "nHeadKv", s.n_head_kv));
     s.n_ff = static_cast<uint32_t>(GetNumber(o, "nFf", s.n_ff));
     s.n_ctx_train = static_cast<uint32_t>(GetNumber(o, "nCtxTrain", s.n_ctx_train));
+    s.arch = GetString(o, "architecture", "llama");
+    s.n_expert = static_cast<uint32_t>(GetNumber(o, "nExpert", 0));
+    s.n_expert_used = static_cast<uint32_t>(GetNumber(o, "nExpertUsed", 0));
+    s.n_swa = static_cast<uint32_t>(GetNumber(o, "nSwa", 0));
+    s.swa_pattern = static_cast<uint32_t>(GetNumber(o, "swaPattern", 6));
+    if (o.Has("nFfExp") && o.Get("nFfExp").IsArray()) {
+        Napi::Array arr = o.Get("nFfExp").As<Napi::Array>();
+        for (uint32_t i = 0; i < arr.Length(); i++) s.n_ff_exp.push_back(arr.Get(i).As<Napi::Number>().Uint32Value());
+    }
+    if (s.arch != "llama" && s.arch != "qwen3" && s.arch != "qwen3moe" && s.arch != "gemma3") {
+        ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: architecture must be llama, qwen3, qwen3moe or gemma3");
+    }
+    if (s.arch == "qwen3moe" && (s.n_expert == 0 || s.n_expert_used == 0 || s.n_expert_used > s.n_expert || s.n_ff_exp.size() != s.n_layer)) {
+        ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: qwen3moe needs nExpert, nExpertUsed <= nExpert and one nFfExp per layer");
+    }
     s.seed = static_cast<uint64_t>(GetNumber(o, "seed", 1));
     s.stdev = static_cast<float>(GetNumber(o, "stdev", s.stdev));
     if (s.out.empty() || s.vocab.empty()) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: 'out' and 'vocab' are required");
