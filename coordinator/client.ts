@@ -34,8 +34,8 @@ export interface WireStatus {
   plan: WirePlan;
   build: { llama_cpp_release: string; ggml_version: string; rpc_protocol: string; backends: string[] };
   cluster_id: string;
+  last_replan: string;
 }
-
 
 export class CoordinatorClient {
   readonly address: string;

@@ -23,8 +23,12 @@ import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import { plan as makePlan } from './planner/planner.js';
 import type { CandidateDevice, PlacementObjective, Plan, PlanResult } from './planner/types.js';
 import { calibrateDevices } from '../worker/calibration.js';
+import { describeDrift, speedDrift } from './drift.js';
 import { OpenLinks, SecureLinks, type WorkerLinks } from './links.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
+
+/** How often the coordinator compares measured speeds with the ones its plan used. */
+const DRIFT_CHECK_MS = 2000;
 
 export type CoordinatorState = 'starting' | 'planning' | 'loading' | 'serving' | 'draining' | 'degraded' | 'stopping';
 
@@ -103,6 +107,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #localSpeed: number | null = null;
   /** The served model's content id, to tell which workers hold it on their own disks. */
   #contentId: string | null = null;
+  /** Every candidate device's measured speed when the current plan was made. */
+  #planSpeeds = new Map<string, number | null>();
+  #driftTimer: NodeJS.Timeout | null = null;
+  /** Why the last re-plan that was not asked for happened (speed drift), with when; for status. */
+  #lastReplan = '';
 
   constructor(config: CoordinatorConfig, log: Logger, discoveries: Discovery[], clientVersion: RpcVersion) {
     super();
@@ -179,6 +188,24 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     await this.registry.checkAll();
     await this.replan('start');
+    this.#driftTimer = setInterval(() => this.#checkDrift(), DRIFT_CHECK_MS);
+    this.#driftTimer.unref();
+  }
+
+  get lastReplan(): string {
+    return this.#lastReplan;
+  }
+
+  /** Re-plans at an idle moment when a device's measured speed moved far from what the plan used. */
+  #checkDrift(): void {
+    if (this.#stopped || this.#state !== 'serving' || this.#replanning || this.config.placement !== 'speed') return;
+    if (this.inFlight > 0 || this.waiting > 0) return; // the next idle moment
+    const drift = speedDrift(this.#planSpeeds, this.#candidates());
+    if (!drift) return;
+    const why = `${describeDrift(drift)} since the plan was made`;
+    this.#lastReplan = `${new Date().toISOString()}: ${why}`;
+    this.#log.info({ device: drift.key, before: drift.before, now: drift.now }, `re-planning: ${why}`);
+    void this.replan(why);
   }
 
   /** `hearth plan`: discover and probe workers for `waitMs`, then plan without loading anything (for display). */
@@ -242,17 +269,22 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
   }
 
-  /** The plan the current workers would give, without loading anything. */
-  computePlan(objective: PlacementObjective = this.config.placement): PlanResult {
-    const model = this.#model;
-    if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
+  /** The candidate devices now: the admitted workers' and, when enabled, the coordinator's own. */
+  #candidates(): CandidateDevice[] {
     const host = hostMemory();
-    const devices = candidateDevices(this.registry.admitted(), {
+    return candidateDevices(this.registry.admitted(), {
       enabled: this.config.localDevice,
       freeBytes: host.availableBytes,
       totalBytes: host.totalBytes,
       bytesPerSecond: this.#localSpeed,
     });
+  }
+
+  /** The plan the current workers would give, without loading anything. */
+  computePlan(objective: PlacementObjective = this.config.placement): PlanResult {
+    const model = this.#model;
+    if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
+    const devices = this.#candidates();
     // Memory the running engine holds is free again once it is replaced: count it as free.
     const current = this.#engine?.alive && this.#plan?.fits ? this.#plan : null;
     for (const d of devices) {
@@ -271,6 +303,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   async #replanOnce(why: string, force: boolean): Promise<void> {
     if (this.#stopped) return;
     this.#setState('planning', why);
+    this.#planSpeeds = new Map(this.#candidates().map((d) => [d.key, d.bytesPerSecond ?? null]));
     const next = this.computePlan();
     if (!next.fits) {
       this.#plan = next;
@@ -577,6 +610,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.#stopped) return;
     this.#setState('stopping', 'shutting down');
     this.#stopped = true;
+    if (this.#driftTimer) clearInterval(this.#driftTimer);
     this.#queue.clear();
     await this.#drain(graceMs);
     await this.#engine?.shutdown();

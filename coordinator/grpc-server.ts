@@ -145,6 +145,7 @@ export class CoordinatorGrpcServer {
       parallel: c.config.parallel,
       workers: this.#workers(),
       cluster_id: c.links.clusterId ?? '',
+      last_replan: c.lastReplan,
       plan: this.#planView(),
       build: {
         llama_cpp_release: this.#build.llamaCppRelease,

@@ -25,6 +25,8 @@ export const workerFileSchema = z.strictObject({
   memory: z.union([z.string(), z.number()]).optional(),
   /** Measure each device's decode speed at start (for speed-aware placement). */
   calibrate: z.boolean().optional(),
+  /** Measure again this often (seconds) while the rpc server is idle; 0: only at start. */
+  recalibrateSeconds: z.number().min(0).max(86_400).optional(),
   /** A directory of GGUF models on this machine: their weights are put in the tensor cache ahead of time. */
   models: z.string().min(1).optional(),
   cacheDir: z.string().min(1).nullable().optional(),
@@ -49,6 +51,8 @@ export interface WorkerConfig {
   /** Cap on the memory offered to the cluster, over all devices; null for no cap. */
   readonly memoryBytes: number | null;
   readonly calibrate: boolean;
+  /** Re-measure the devices this often while the rpc server is idle (0: never). */
+  readonly recalibrateMs: number;
   /** Directory of local GGUF models to seed the tensor cache from, or null. */
   readonly modelsDir: string | null;
   /** Tensor cache directory, or null when the cache is off. */
@@ -127,6 +131,7 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     threads: merged.threads ?? threadsFor(cpus().length, cpuQuota()),
     memoryBytes: memoryOf(merged.memory),
     calibrate: merged.calibrate ?? true,
+    recalibrateMs: Math.round((merged.recalibrateSeconds ?? 300) * 1000),
     modelsDir,
     cacheDir: merged.cacheDir === null ? null : resolve(merged.cacheDir ?? join(cacheHome, 'hearth', 'rpc-cache')),
     mdns: merged.mdns ?? true,

@@ -1,5 +1,6 @@
 // The worker daemon: a supervised ggml-rpc-server, a gRPC control service and an mDNS advert, with an
 // explicit lifecycle. Everything it serves comes from the WorkerConfig it was given.
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 
@@ -22,6 +23,21 @@ import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
 import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } from './types.js';
 
 const MEMORY_POLL_MS = 5000;
+/** How often the worker looks whether its rpc server is idle and a new calibration is due. */
+const RECALIBRATE_LOOK_MS = 5000;
+
+/** utime + stime of a process, in clock ticks, from /proc/PID/stat; -1 when unknown. */
+export function processCpuTicks(pid: number | null): number {
+  if (!pid) return -1;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name is in parentheses and may hold spaces: the fields start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return -1;
+  }
+}
 /**
  * An rpc link whose coordinator sent nothing on it or on its control link for this long is dead (a
  * coordinator heartbeats every second and its control channel pings every 2 s).
@@ -49,6 +65,11 @@ export class WorkerDaemon {
   /** Each device's measured decode speed (empty when calibration is off or failed). */
   #speeds: DeviceSpeed[] = [];
   #localModels: LocalModels | null = null;
+  #recalibrateTimer: NodeJS.Timeout | null = null;
+  #calibrating = false;
+  #calibratedAt = 0;
+  /** The rpc server's CPU time at the last look: unchanged means nobody is decoding on it. */
+  #serverCpu = -1;
   #supervisor: RpcServerSupervisor | null = null;
   #control: ControlServer | null = null;
   #mdns: MdnsAdvertiser | null = null;
@@ -127,6 +148,10 @@ export class WorkerDaemon {
       this.#localModels = new LocalModels(c.modelsDir, join(c.cacheDir, 'rpc'), this.#log.child({ part: 'models' }));
       this.#localModels.start();
     }
+    if (c.calibrate && c.recalibrateMs > 0) {
+      this.#recalibrateTimer = setInterval(() => void this.#maybeRecalibrate(), Math.min(c.recalibrateMs, RECALIBRATE_LOOK_MS));
+      this.#recalibrateTimer.unref();
+    }
     this.#memoryTimer = setInterval(() => this.#refreshMemory(), MEMORY_POLL_MS);
     this.#memoryTimer.unref();
     const cache = c.cacheDir ? cacheUsage(c.cacheDir) : null;
@@ -199,16 +224,38 @@ export class WorkerDaemon {
 
   /** Measures each device before the rpc server starts (so nothing competes with it); a failure only loses the figures. */
   async #calibrate(): Promise<void> {
+    this.#calibrating = true;
     try {
       const started = Date.now();
+      const before = this.#speeds;
       this.#speeds = await calibrateDevices(this.#devices.map((d) => d.name), this.config.threads);
-      this.#log.info(
-        { speeds: Object.fromEntries(this.#speeds.map((s) => [s.device, `${(s.bytesPerSecond / 1e9).toFixed(1)} GB/s`])), threads: this.config.threads, ms: Date.now() - started },
-        'devices calibrated',
-      );
+      const speeds = Object.fromEntries(this.#speeds.map((s) => [s.device, `${(s.bytesPerSecond / 1e9).toFixed(1)} GB/s`]));
+      const moved = this.#speeds.some((s) => {
+        const then = before.find((b) => b.device === s.device)?.bytesPerSecond;
+        return then !== undefined && Math.abs(s.bytesPerSecond / then - 1) >= 0.1;
+      });
+      if (before.length === 0) this.#log.info({ speeds, threads: this.config.threads, ms: Date.now() - started }, 'devices calibrated');
+      else if (moved) this.#log.info({ speeds, before: Object.fromEntries(before.map((s) => [s.device, `${(s.bytesPerSecond / 1e9).toFixed(1)} GB/s`])) }, 'device speeds changed');
     } catch (e) {
       this.#log.warn({ err: messageOf(e) }, 'device calibration failed; the coordinator will treat these devices as typical');
+    } finally {
+      this.#calibratedAt = Date.now();
+      this.#calibrating = false;
     }
+  }
+
+  /**
+   * Measures again when it is time and the rpc server has been idle since the last look (its CPU time
+   * did not move), so a machine that got busy, or freed up, shows in GetInfo without taking cycles
+   * from a decode in progress.
+   */
+  async #maybeRecalibrate(): Promise<void> {
+    if (this.#calibrating || this.#stopping) return;
+    const cpu = processCpuTicks(this.#supervisor?.pid ?? null);
+    const idle = cpu >= 0 && cpu === this.#serverCpu;
+    this.#serverCpu = cpu;
+    if (!idle || Date.now() - this.#calibratedAt < this.config.recalibrateMs) return;
+    await this.#calibrate();
   }
 
   #speedText(device: string): string {
@@ -246,6 +293,7 @@ export class WorkerDaemon {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
+      if (this.#recalibrateTimer) clearInterval(this.#recalibrateTimer);
       this.#localModels?.stop();
       const steps: [string, () => Promise<void>][] = [
         ['mdns', async () => this.#mdns?.stop()],

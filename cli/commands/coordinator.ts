@@ -285,6 +285,7 @@ export function registerCoordinatorCommands(program: Command): void {
           }
           out(table(prow) + '\n');
           out(`placement: ${s.plan.objective || '-'}; predicted ${predictedSpeed(s.plan.predicted_seconds_per_token || null)}\n`);
+          if (s.last_replan) out(`last re-planned by itself: ${s.last_replan}\n`);
           for (const x of s.plan.excluded) out(`left out ${x}\n`);
         }
       } finally {

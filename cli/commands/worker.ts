@@ -16,6 +16,7 @@ interface WorkerFlags {
   threads?: string;
   memory?: string;
   calibrate: boolean;
+  recalibrate?: string;
   models?: string;
   cacheDir?: string;
   cache: boolean;
@@ -40,6 +41,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--threads <n>', "CPU threads for the RPC server (default: all cores, or the cgroup's CPU quota)")
     .option('--memory <size>', 'the most memory this machine lends the cluster, over all its devices, e.g. 8GiB (default: all that is free)')
     .option('--models <dir>', "GGUF models on this machine's disk: their weights go into the tensor cache ahead of time, so loads of them send hashes, not weights")
+    .option('--recalibrate <seconds>', 'measure the devices again this often while the rpc server is idle, so the coordinator sees a machine that got busy (default 300; 0: only at start)')
     .option('--no-calibrate', "skip measuring the devices' speed at start (speed-aware placement then treats them as typical)")
     .option('--cache-dir <dir>', 'tensor cache directory (default ~/.cache/hearth/rpc-cache)')
     .option('--no-cache', 'do not keep received tensors on disk')
@@ -62,6 +64,7 @@ export function registerWorkerCommand(program: Command): void {
         memory: flags.memory,
         models: flags.models,
         calibrate: fromCli('calibrate') ? flags.calibrate : undefined,
+        recalibrateSeconds: flags.recalibrate === undefined ? undefined : parseInteger(flags.recalibrate, '--recalibrate', { min: 0, max: 86_400 }),
         cacheDir: fromCli('cache') && !flags.cache ? null : flags.cacheDir,
         mdns: fromCli('mdns') ? flags.mdns : undefined,
         stateDir: flags.stateDir,

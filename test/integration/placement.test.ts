@@ -2,6 +2,8 @@
 // workers lending part of their memory. Real workers, real calibration, real `hearth plan` and a real
 // coordinator serving on the plan the speed objective chose.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import type { Plan } from '../../coordinator/planner/types.js';
@@ -128,6 +130,36 @@ describe('unequal machines', { skip: !cgroupsAvailable('cpu') || !cgroupsAvailab
       assert.equal(Number(info.limits.cgroup_memory_bytes), 2 * GiB);
     } finally {
       await boxed.stop();
+      group.remove();
+    }
+  });
+});
+
+describe('speeds that drift', { skip: !cgroupsAvailable('cpu') ? 'needs root and the cgroup v1 cpu controller' : false }, () => {
+  test('a planned worker that gets busy is measured again while idle, and the coordinator re-plans and says why', async () => {
+    const model = await testModel('small');
+    const group = makeCgroup('cpu', { 'cpu.cfs_period_us': 100_000, 'cpu.cfs_quota_us': 20_000 });
+    // Short calibrations, re-measured every second while idle, so the test sees a drift within seconds.
+    const env = { HEARTH_CALIBRATE_MS: '600' };
+    const a = await startWorker(['--name', 'drift-a', '--recalibrate', '1'], { env });
+    const b = await startWorker(['--name', 'drift-b', '--recalibrate', '1'], { env });
+    const c = await startCoordinator(model, [a.control, b.control], ['--placement', 'speed']);
+    try {
+      const first = await c.waitStatus();
+      assert.equal(first.plan.devices.length, 1, 'equal workers: the model sits on one');
+      const chosen = first.plan.devices[0]!.owner;
+      const [busy, other] = chosen === 'drift-a' ? [a, b] : [b, a];
+      // The chosen machine gets busy: its worker and rpc server now run in a fifth of a core.
+      const rpcPid = (await busy.client.health()).rpc_server_pid;
+      for (const pid of [busy.process.pid!, rpcPid]) writeFileSync(join(group.dir, 'cgroup.procs'), String(pid));
+      const moved = await c.waitStatus((s) => s.state === 'serving' && s.plan.devices[0]?.owner !== chosen, 60_000);
+      assert.equal(moved.plan.devices[0]!.owner, other === a ? 'drift-a' : 'drift-b');
+      assert.match(moved.last_replan, new RegExp(`the measured speed of ${chosen}/CPU moved from [\\d.]+ to [\\d.]+ GB/s \\(-\\d+ %\\)`));
+      const r = await fetch(`${c.http}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Hello', max_tokens: 4 }) });
+      assert.equal(r.status, 200);
+    } finally {
+      await c.stop();
+      await Promise.all([a.stop(), b.stop()]);
       group.remove();
     }
   });

@@ -200,3 +200,15 @@ describe('hearth plan --simulate', () => {
     }
   });
 });
+
+describe('speed drift', () => {
+  test('a device that moved 30 % or more from the speed the plan used is named; smaller moves and unknown speeds are not', async () => {
+    const { speedDrift, describeDrift } = await import('../../coordinator/drift.js');
+    const before = new Map<string, number | null>([['a/CPU', 20 * GB], ['b/CPU', 10 * GB], ['c/CPU', null]]);
+    assert.equal(speedDrift(before, [rpc('a', GiB, 16 * GB), rpc('b', GiB, 12 * GB), rpc('c', GiB, 5 * GB)]), null);
+    const d = speedDrift(before, [rpc('a', GiB, 6 * GB), rpc('b', GiB, 14 * GB)])!;
+    assert.equal(d.key, 'a/CPU', 'the largest move wins');
+    assert.equal(describeDrift(d), 'the measured speed of a/CPU moved from 20.0 to 6.0 GB/s (-70 %)');
+    assert.equal(speedDrift(before, [rpc('d', GiB, 1 * GB)]), null, 'a device the plan did not know is no drift');
+  });
+});
