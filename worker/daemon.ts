@@ -8,12 +8,14 @@ import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { freePortOn, portProbe } from '../common/ports.js';
 import { PeerActivity, SecureGateway } from '../link/gateway.js';
-import { loadBinding, readBuildInfo } from '../native/binding.js';
+import type { DeviceInfo } from '../native/binding.js';
+import { readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
 import { calibrateDevices, type DeviceSpeed } from './calibration.js';
 import { cpuQuota } from './cgroup.js';
 import { LocalModels } from './local-models.js';
+import { describeServer, withReport, type MemoryReport } from './server-devices.js';
 import { measureDevices, residentBytes, type ServedDevice } from './devices.js';
 import { hostMemory } from './host-memory.js';
 import { loadOrCreateWorkerId } from './identity.js';
@@ -62,6 +64,10 @@ export class WorkerDaemon {
   #id: WorkerId | null = null;
   #build: WireBuildInfo | null = null;
   #devices: ServedDevice[] = [];
+  /** The machine's devices as the rpc server's executable described them at start. */
+  #machine: DeviceInfo[] = [];
+  /** The newest memory figures of the serving process. */
+  #report: MemoryReport | null = null;
   /** Each device's measured decode speed (empty when calibration is off or failed). */
   #speeds: DeviceSpeed[] = [];
   #localModels: LocalModels | null = null;
@@ -91,16 +97,18 @@ export class WorkerDaemon {
   /** Checks everything that can be checked, then starts the rpc server, the control service and the advert. */
   async start(): Promise<void> {
     const c = this.config;
-    const binding = loadBinding(); // throws the "build it with ..." error when the native build is missing
-    const sys = binding.systemInfo();
+    // The build and the devices come from the rpc server's executable: the daemon never opens a GPU
+    // backend itself (requireNativeBuild, inside, throws the "build it with ..." error when it is missing).
+    const described = await describeServer();
     const buildInfo = readBuildInfo();
     this.#build = {
-      llama_cpp_release: sys.llamaCppRelease,
-      ggml_version: sys.ggmlVersion,
-      ggml_commit: buildInfo.llamaCppCommit ?? sys.ggmlCommit,
-      rpc_protocol: sys.rpcProtocol,
-      backends: sys.backends,
+      llama_cpp_release: buildInfo.llamaCppRelease,
+      ggml_version: described.system.ggmlVersion,
+      ggml_commit: buildInfo.llamaCppCommit ?? described.system.ggmlCommit,
+      rpc_protocol: described.system.rpcProtocol,
+      backends: described.system.backends,
     };
+    this.#machine = described.devices;
     this.#devices = this.#measure();
     this.#id = loadOrCreateWorkerId(c.stateDir, c.controlPort);
     if (c.cacheDir) prepareCacheDir(c.cacheDir);
@@ -122,6 +130,7 @@ export class WorkerDaemon {
       this.#log.child({ part: 'rpc-server' }),
     );
     this.#supervisor.on('state', (state) => this.#log.info({ state }, `worker state ${state}`));
+    this.#supervisor.on('memory', (report) => (this.#report = report));
     await this.#supervisor.start();
 
     try {
@@ -219,7 +228,10 @@ export class WorkerDaemon {
 
   /** Devices with memory as the host, its cgroup and the --memory cap allow; the rpc server's holdings count against the cap. */
   #measure(): ServedDevice[] {
-    return measureDevices(this.config.devices, { capBytes: this.config.memoryBytes, heldBytes: residentBytes(this.#supervisor?.pid ?? null) });
+    return measureDevices(withReport(this.#machine, this.#report), this.config.devices, {
+      capBytes: this.config.memoryBytes,
+      heldBytes: residentBytes(this.#supervisor?.pid ?? null),
+    });
   }
 
   /** Measures each device before the rpc server starts (so nothing competes with it); a failure only loses the figures. */

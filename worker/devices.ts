@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
 import type { DeviceInfo } from '../native/binding.js';
-import { localDevices } from '../native/llama.js';
 import { hostMemory } from './host-memory.js';
 
 export type ServedDevice = DeviceInfo;
@@ -52,9 +51,16 @@ export function withinCap(devices: readonly ServedDevice[], capBytes: number | n
   });
 }
 
-/** The served devices, measured now, within the worker's cap. */
-export function measureDevices(requested: readonly string[] | null, cap: { capBytes: number | null; heldBytes?: number } = { capBytes: null }): ServedDevice[] {
-  return withinCap(withRealMemory(selectDevices(localDevices(), requested), hostMemory()), cap.capBytes, cap.heldBytes);
+/**
+ * The served devices, measured now, within the worker's cap. `all`: the machine's devices as the rpc
+ * server's executable reports them (with the serving process's newest memory figures).
+ */
+export function measureDevices(
+  all: readonly DeviceInfo[],
+  requested: readonly string[] | null,
+  cap: { capBytes: number | null; heldBytes?: number } = { capBytes: null },
+): ServedDevice[] {
+  return withinCap(withRealMemory(selectDevices(all, requested), hostMemory()), cap.capBytes, cap.heldBytes);
 }
 
 /** Resident memory of a process (VmRSS), 0 when it cannot be read: what a CPU rpc server holds. */

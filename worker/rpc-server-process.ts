@@ -2,10 +2,12 @@
 // ready once it answers a HELLO, stopped on request and never outliving this process.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { requireNativeBuild } from '../native/binding.js';
 import { probeRpcServer } from '../native/rpc-probe.js';
+import { parseMemoryReport, type MemoryReport } from './server-devices.js';
 
 export interface RpcServerOptions {
   /** IPv4 address to bind (llama.cpp's server takes literals only). */
@@ -45,17 +47,26 @@ export class RpcServerProcess {
   /** Starts the server and resolves once it answers a HELLO (or rejects with its output). */
   static async start(
     options: RpcServerOptions,
-    hooks: { onLine?: (stream: 'stdout' | 'stderr', line: string) => void; readyTimeoutMs?: number } = {},
+    hooks: { onLine?: (stream: 'stdout' | 'stderr', line: string) => void; onMemory?: (report: MemoryReport) => void; readyTimeoutMs?: number } = {},
   ): Promise<RpcServerProcess> {
     const { rpcServer } = requireNativeBuild();
     const args = ['-H', options.host, '-p', String(options.port), '-t', String(options.threads)];
     if (options.devices) args.push('-d', options.devices.join(','));
-    const env: NodeJS.ProcessEnv = { ...process.env, HEARTH_PARENT_PID: String(process.pid) };
+    // fd 3: the server's own memory reports for its devices (native/src/rpc-server/devices.cpp).
+    const env: NodeJS.ProcessEnv = { ...process.env, HEARTH_PARENT_PID: String(process.pid), HEARTH_MEMORY_FD: '3' };
     if (options.cacheDir) {
       args.push('-c');
       env.LLAMA_CACHE = options.cacheDir;
     }
-    const child = spawn(rpcServer, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(rpcServer, args, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env });
+    const reports = child.stdio[3] as Readable | null;
+    if (reports) {
+      createInterface({ input: reports }).on('line', (line) => {
+        const report = parseMemoryReport(line);
+        if (report) hooks.onMemory?.(report);
+      });
+      reports.on('error', () => undefined); // the server exiting is reported through 'exit'
+    }
     const tail: string[] = [];
     for (const stream of ['stdout', 'stderr'] as const) {
       createInterface({ input: child[stream]! }).on('line', (line) => {

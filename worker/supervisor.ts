@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../common/logger.js';
 import { messageOf } from '../common/errors.js';
 import { RpcServerProcess, type RpcServerOptions } from './rpc-server-process.js';
+import type { MemoryReport } from './server-devices.js';
 import type { WorkerState } from './types.js';
 
 export interface BackoffPolicy {
@@ -23,6 +24,8 @@ export function backoffDelay(policy: BackoffPolicy, attempt: number): number {
 
 export interface SupervisorEvents {
   state: [WorkerState];
+  /** The serving process's memory figures for its devices, every few seconds. */
+  memory: [MemoryReport];
 }
 
 export class RpcServerSupervisor extends EventEmitter<SupervisorEvents> {
@@ -81,6 +84,7 @@ export class RpcServerSupervisor extends EventEmitter<SupervisorEvents> {
         /client connection (accepted|closed)|accepted client connection/i.test(line)
           ? this.#log.debug({ stream, rpcServer: true }, line)
           : this.#log.info({ stream, rpcServer: true }, line),
+      onMemory: (report) => this.emit('memory', report),
     });
   }
 

@@ -42,6 +42,11 @@ describe('hearth worker', () => {
       assert.equal(Number(info.host_total_bytes), Number(cpu.total_bytes));
       assert.equal(info.cache.enabled, true);
       assert.equal(info.cache.files, 0);
+      // The devices and their memory come from the rpc server's executable: the worker daemon never
+      // loads the addon (nor, on a GPU build, a GPU backend of its own).
+      const maps = readFileSync(`/proc/${w.process.pid}/maps`, 'utf8');
+      assert.ok(!maps.includes('hearth.node'), 'the worker process has the addon mapped');
+      assert.ok(!maps.includes('libggml'), 'the worker process has ggml mapped');
 
       // The advertised endpoint serves llama.cpp's own RPC client.
       const devices = await connectRpcServers([`${info.rpc_host}:${info.rpc_port}`]);

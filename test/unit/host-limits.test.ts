@@ -123,3 +123,22 @@ describe('what a worker offers', () => {
     assert.throws(() => parseCalibration('{"device":"CUDA0","bytes_per_second":0,"seconds":0,"iterations":0,"threads":1,"error":"cannot allocate"}'), /calibrating CUDA0 failed: cannot allocate/);
   });
 });
+
+describe("the rpc server's own figures", () => {
+  test('the device description and the memory reports of the serving process', async () => {
+    const { parseDescription, parseMemoryReport, withReport } = await import('../../worker/server-devices.js');
+    const d = parseDescription(
+      'noise\n{"system":{"ggmlVersion":"0.25.1","ggmlCommit":"abc","rpcProtocol":"7.0.0","backends":["RPC","CPU","CUDA"]},"devices":[' +
+        '{"name":"CUDA0","description":"RTX","backend":"CUDA","type":"gpu","freeBytes":20,"totalBytes":24},' +
+        '{"name":"CPU","description":"EPYC","backend":"CPU","type":"cpu","freeBytes":64,"totalBytes":64}]}\n',
+    );
+    assert.equal(d.system.rpcProtocol, '7.0.0');
+    assert.deepEqual(d.devices.map((x) => x.name), ['CUDA0', 'CPU']);
+    const report = parseMemoryReport('{"memory":[{"name":"CUDA0","free":7,"total":24}]}');
+    assert.deepEqual(report, [{ name: 'CUDA0', free: 7, total: 24 }]);
+    assert.equal(parseMemoryReport('ggml_cuda_init: found 1 CUDA devices'), null);
+    const now = withReport(d.devices, report);
+    assert.equal(now[0]!.freeBytes, 7, 'the serving process says the GPU has 7 bytes free now');
+    assert.equal(now[1]!.freeBytes, 64, 'devices it did not report keep their figures');
+  });
+});

@@ -11,7 +11,10 @@
 // `--hearth-calibrate [-d DEVICES] [-t THREADS]`: measure each device's decode speed and exit
 // (calibrate.cpp); the worker runs it once at start, with the settings it serves with.
 // `--hearth-seed MODEL.gguf CACHE_DIR`: fill the tensor cache from a model on disk (seed.cpp).
+// `--hearth-devices`: the build and the local devices with their memory, as JSON (devices.cpp); while
+// serving with HEARTH_MEMORY_FD set, the devices' memory on that descriptor every few seconds.
 #include "calibrate.h"
+#include "devices.h"
 #include "seed.h"
 
 #include <csignal>
@@ -29,6 +32,7 @@ int hearth_upstream_rpc_server_main(int argc, char ** argv);
 int main(int argc, char ** argv) {
     if (argc > 1 && std::strcmp(argv[1], "--hearth-calibrate") == 0) return hearth_calibrate_main(argc - 1, argv + 1);
     if (argc > 1 && std::strcmp(argv[1], "--hearth-seed") == 0) return hearth_seed_main(argc - 1, argv + 1);
+    if (argc > 1 && std::strcmp(argv[1], "--hearth-devices") == 0) return hearth_devices_main();
 #ifndef _WIN32
     std::signal(SIGPIPE, SIG_IGN);
 #endif
@@ -42,5 +46,6 @@ int main(int argc, char ** argv) {
         }
     }
 #endif
+    hearth_start_memory_reporter();
     return hearth_upstream_rpc_server_main(argc, argv);
 }
