@@ -9,7 +9,7 @@
 // Writes bench/placement-results.json and regenerates BENCHMARKS.md (its placement section).
 //
 // Needs root and the cgroup v1 cpu controller (as on the CI machine).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,6 +19,7 @@ import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient, type WireStatus } from '../coordinator/client.js';
 import { createTestModel } from '../models/test-models.js';
 import { WorkerClient } from '../worker/client.js';
+import { makeCgroup } from './cgroup.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
 import type { PlacementResults } from './report.js';
 import { writeReport } from './run.js';
@@ -33,32 +34,6 @@ const { values } = parseArgs({
 });
 const reps = Number(values.reps);
 const tokens = Number(values.tokens);
-
-const CPU_ROOT = '/sys/fs/cgroup/cpu';
-
-function slowGroup(): { dir: string; remove(): void } {
-  const dir = join(CPU_ROOT, `hearth-bench-slow-${process.pid}`);
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'cpu.cfs_period_us'), '100000');
-  writeFileSync(join(dir, 'cpu.cfs_quota_us'), '25000');
-  return {
-    dir,
-    remove: () => {
-      for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
-        try {
-          writeFileSync(join(CPU_ROOT, 'cgroup.procs'), pid);
-        } catch {
-          // gone
-        }
-      }
-      try {
-        rmdirSync(dir);
-      } catch {
-        // still emptying
-      }
-    },
-  };
-}
 
 type SideRun = PlacementResults['runs'][number];
 const CAP = '1300MiB';
@@ -114,7 +89,8 @@ async function main(): Promise<void> {
   const model = values.model ?? join(homedir(), '.cache', 'hearth', 'models', '1b-q8_0-seed1.gguf');
   if (!existsSync(model)) await createTestModel({ out: model, preset: '1b', quant: 'q8_0', seed: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-placement-'));
-  const group = slowGroup();
+  // A quarter of one core: the "old desktop" of the cluster.
+  const group = makeCgroup('cpu', { 'cpu.cfs_period_us': 100_000, 'cpu.cfs_quota_us': 25_000 }, 'hearth-bench-slow');
   const env = { HEARTH_CALIBRATE_MS: '1000' };
   const workers: LocalWorker[] = [];
   try {

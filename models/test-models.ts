@@ -6,22 +6,13 @@ import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
-import { loadBinding, nativeAsync, requireNativeBuild } from '../native/binding.js';
+import { loadBinding, nativeAsync, requireNativeBuild, type TestModelSpec } from '../native/binding.js';
 
-export interface TestModelShape {
-  nLayer: number;
-  nEmbd: number;
-  nHead: number;
-  nHeadKv: number;
-  nFf: number;
-  nCtxTrain: number;
-  architecture?: 'llama' | 'qwen3' | 'qwen3moe' | 'gemma3';
-  nExpert?: number;
-  nExpertUsed?: number;
-  nFfExp?: number[];
-  nSwa?: number;
-  swaPattern?: number;
-}
+/** A test model's shape: the architecture and sizes the native writer takes (native/binding.ts). */
+export type TestModelShape = Pick<
+  TestModelSpec,
+  'nLayer' | 'nEmbd' | 'nHead' | 'nHeadKv' | 'nFf' | 'nCtxTrain' | 'architecture' | 'nExpert' | 'nExpertUsed' | 'nFfExp' | 'nSwa' | 'swaPattern'
+>;
 
 export const TEST_MODEL_PRESETS = {
   /** 4 blocks, 37 MB in F16: loads in well under a second; output.weight is over the RPC cache threshold. */

@@ -12,6 +12,7 @@ import type { TestModelPreset } from '../../models/test-models.js';
 import { connectRpcServers, LlamaModel, type RpcDevice } from '../../native/llama.js';
 import { greedy } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
+import { assertPlanMatchesLlama } from '../helpers/planner.js';
 import { startRpcServer, type RpcServerHandle } from '../helpers/rpc-server.js';
 
 const PROMPT = 'The quick brown fox jumps over the lazy dog because';
@@ -79,15 +80,7 @@ describe('real architectures, split across two rpc servers', () => {
       const model = await LlamaModel.load(path, { devices: devices.map((d) => d.name), tensorSplit: p.tensorSplit, nGpuLayers: p.nGpuLayers });
       const ctx = await model.createContext({ nCtx: CONTEXT.ctxSize * CONTEXT.parallel, nSeqMax: CONTEXT.parallel, nBatch: 512, nUbatch: 512, nThreads: 1 });
       try {
-        const breakdown = ctx.memoryBreakdown();
-        p.devices.forEach((planned, i) => {
-          const actual = breakdown.find((b) => b.device === devices[i]!.name);
-          assert.ok(actual, `llama.cpp reports ${devices[i]!.name}`);
-          assert.equal(model.layersByDevice().get(devices[i]!.name), planned.layers, 'the layer counts llama.cpp applied');
-          assert.ok(Math.abs(actual.modelBytes - planned.weightBytes) <= 64 * 1024, `weights on ${planned.owner}: planned ${planned.weightBytes}, llama.cpp ${actual.modelBytes}`);
-          assert.equal(actual.contextBytes, planned.kvBytes, `kv on ${planned.owner}`);
-          assert.ok(planned.computeBytes >= actual.computeBytes, `compute: planned ${planned.computeBytes} < llama.cpp ${actual.computeBytes} on ${planned.owner}`);
-        });
+        assertPlanMatchesLlama(p, devices, model, ctx);
         const split = await greedy(model, ctx, PROMPT, N_TOKENS);
         assert.deepEqual(split.tokens, reference);
       } finally {

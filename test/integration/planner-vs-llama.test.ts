@@ -8,6 +8,7 @@ import type { CandidateDevice } from '../../coordinator/planner/types.js';
 import { readModelFacts } from '../../models/gguf-info.js';
 import { connectRpcServers, LlamaModel } from '../../native/llama.js';
 import { testModel } from '../helpers/models.js';
+import { assertPlanMatchesLlama } from '../helpers/planner.js';
 import { startRpcServer, type RpcServerHandle } from '../helpers/rpc-server.js';
 
 const servers: RpcServerHandle[] = [];
@@ -35,18 +36,7 @@ test("the plan's weights and KV bytes per device are what llama.cpp allocates, a
   const model = await LlamaModel.load(path, { devices: devices.map((d) => d.name), tensorSplit: p.tensorSplit, nGpuLayers: p.nGpuLayers });
   const ctx = await model.createContext({ nCtx: context.ctxSize * context.parallel, nSeqMax: context.parallel, nBatch: 512, nUbatch: 512, nThreads: 1 });
   try {
-    const breakdown = ctx.memoryBreakdown();
-    p.devices.forEach((planned, i) => {
-      const actual = breakdown.find((b) => b.device === devices[i]!.name);
-      assert.ok(actual, `llama.cpp reports ${devices[i]!.name}`);
-      assert.equal(model.layersByDevice().get(devices[i]!.name), planned.layers, 'the layer counts llama.cpp applied');
-      // Weights: the same bytes, up to buffer alignment.
-      assert.ok(Math.abs(actual.modelBytes - planned.weightBytes) <= 64 * 1024, `weights: planned ${planned.weightBytes}, llama.cpp ${actual.modelBytes}`);
-      // KV: exactly, for the padded context of every sequence.
-      assert.equal(actual.contextBytes, planned.kvBytes, `kv on ${planned.owner}`);
-      // Compute: the planner's estimate is conservative.
-      assert.ok(planned.computeBytes >= actual.computeBytes, `compute: planned ${planned.computeBytes} < llama.cpp ${actual.computeBytes} on ${planned.owner}`);
-    });
+    assertPlanMatchesLlama(p, devices, model, ctx);
   } finally {
     ctx.dispose();
     model.dispose();

@@ -10,41 +10,14 @@ import { fileURLToPath } from 'node:url';
 
 import { DEFAULT_HOP_SECONDS, plan } from '../../coordinator/planner/planner.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
+import { plannerModel } from '../helpers/planner.js';
 import type { CandidateDevice, ModelFacts, Plan, PlanInput, PlanResult } from '../../coordinator/planner/types.js';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const GB = 1e9;
 
-/** 8 blocks of 100 MiB and a 100 MiB output head, like the planner tests' model. */
-function model(overrides: Partial<ModelFacts> = {}): ModelFacts {
-  const layerCount = overrides.layerCount ?? 8;
-  return {
-    path: '/models/m.gguf',
-    fileBytes: 0,
-    architecture: 'llama',
-    name: 'm',
-    layerCount,
-    contextLength: 4096,
-    embeddingLength: 256,
-    feedForwardLength: 1024,
-    headCount: 4,
-    headCountKv: 2,
-    headDimK: 64,
-    headDimV: 64,
-    vocabSize: 1000,
-    fileType: 1,
-    chatTemplate: null,
-    layerBytes: new Array<number>(layerCount).fill(100 * MiB),
-    inputBytes: 20 * MiB,
-    outputBytes: 100 * MiB,
-    outputTied: false,
-    otherBytes: 0,
-    totalTensorBytes: 0,
-    tensorTypes: {},
-    ...overrides,
-  };
-}
+const model = (overrides: Partial<ModelFacts> = {}) => plannerModel({ path: '/models/m.gguf', name: 'm', ...overrides });
 
 function rpc(name: string, freeBytes: number, bytesPerSecond: number | null): CandidateDevice {
   return { key: `${name}/CPU`, kind: 'rpc', owner: name, deviceName: 'CPU', endpoint: `${name}.lan:50052`, freeBytes, totalBytes: freeBytes, bytesPerSecond };

@@ -13,39 +13,12 @@ import {
   plan,
 } from '../../coordinator/planner/planner.js';
 import type { CandidateDevice, ModelFacts, Plan, PlanContext, PlanInput, PlanResult, Refusal } from '../../coordinator/planner/types.js';
+import { plannerModel } from '../helpers/planner.js';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 
-/** A small llama-like model: 8 blocks of 100 MiB, a 100 MiB output head, 512 bytes of f16 KV per token per layer. */
-function model(overrides: Partial<ModelFacts> = {}): ModelFacts {
-  const layerCount = overrides.layerCount ?? 8;
-  return {
-    path: '/models/tiny.gguf',
-    fileBytes: 0,
-    architecture: 'llama',
-    name: 'tiny',
-    layerCount,
-    contextLength: 4096,
-    embeddingLength: 256,
-    feedForwardLength: 1024,
-    headCount: 4,
-    headCountKv: 2,
-    headDimK: 64,
-    headDimV: 64,
-    vocabSize: 1000,
-    fileType: 1,
-    chatTemplate: null,
-    layerBytes: new Array<number>(layerCount).fill(100 * MiB),
-    inputBytes: 20 * MiB,
-    outputBytes: 100 * MiB,
-    outputTied: false,
-    otherBytes: 0,
-    totalTensorBytes: 0,
-    tensorTypes: {},
-    ...overrides,
-  };
-}
+const model = plannerModel;
 
 const context: PlanContext = { ctxSize: 1024, parallel: 1, typeK: 'f16', typeV: 'f16', nUbatch: 512 };
 

@@ -50,6 +50,27 @@ bool is_rpc(ggml_backend_dev_t dev) {
     return reg != nullptr && std::string(ggml_backend_reg_name(reg)) == "RPC";
 }
 
+// The local devices as a JSON array: their memory now, and with `describe` what they are.
+std::string devices_json(bool describe, const char * free_key, const char * total_key) {
+    std::string out = "[";
+    bool first = true;
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        if (is_rpc(dev)) continue;
+        size_t free = 0, total = 0;
+        ggml_backend_dev_memory(dev, &free, &total);
+        out += std::string(first ? "" : ",") + "{\"name\":" + json_string(ggml_backend_dev_name(dev));
+        if (describe) {
+            ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+            out += ",\"description\":" + json_string(ggml_backend_dev_description(dev)) + ",\"backend\":" + json_string(reg ? ggml_backend_reg_name(reg) : "") +
+                   ",\"type\":\"" + type_name(ggml_backend_dev_type(dev)) + "\"";
+        }
+        out += std::string(",\"") + free_key + "\":" + std::to_string(free) + ",\"" + total_key + "\":" + std::to_string(total) + "}";
+        first = false;
+    }
+    return out + "]";
+}
+
 }  // namespace
 
 int hearth_devices_main() {
@@ -59,21 +80,7 @@ int hearth_devices_main() {
     for (size_t i = 0; i < ggml_backend_reg_count(); i++) {
         out += (i ? "," : "") + json_string(ggml_backend_reg_name(ggml_backend_reg_get(i)));
     }
-    out += "]},\"devices\":[";
-    bool first = true;
-    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-        if (is_rpc(dev)) continue;
-        size_t free = 0, total = 0;
-        ggml_backend_dev_memory(dev, &free, &total);
-        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-        out += std::string(first ? "" : ",") + "{\"name\":" + json_string(ggml_backend_dev_name(dev)) +
-               ",\"description\":" + json_string(ggml_backend_dev_description(dev)) +
-               ",\"backend\":" + json_string(reg ? ggml_backend_reg_name(reg) : "") + ",\"type\":\"" + type_name(ggml_backend_dev_type(dev)) +
-               "\",\"freeBytes\":" + std::to_string(free) + ",\"totalBytes\":" + std::to_string(total) + "}";
-        first = false;
-    }
-    out += "]}\n";
+    out += "]},\"devices\":" + devices_json(true, "freeBytes", "totalBytes") + "}\n";
     std::fputs(out.c_str(), stdout);
     std::fflush(stdout);
     return 0;
@@ -88,18 +95,7 @@ void hearth_start_memory_reporter() {
     const int ms = ms_text ? std::max(100, std::atoi(ms_text)) : 2000;
     std::thread([fd, ms]() {
         for (;;) {
-            std::string line = "{\"memory\":[";
-            bool first = true;
-            for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-                ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-                if (is_rpc(dev)) continue;
-                size_t free = 0, total = 0;
-                ggml_backend_dev_memory(dev, &free, &total);
-                line += std::string(first ? "" : ",") + "{\"name\":" + json_string(ggml_backend_dev_name(dev)) + ",\"free\":" + std::to_string(free) +
-                        ",\"total\":" + std::to_string(total) + "}";
-                first = false;
-            }
-            line += "]}\n";
+            const std::string line = "{\"memory\":" + devices_json(false, "free", "total") + "}\n";
             size_t off = 0;
             while (off < line.size()) {
                 const ssize_t n = ::write(fd, line.data() + off, line.size() - off);
