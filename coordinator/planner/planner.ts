@@ -207,7 +207,7 @@ function place(input: PlanInput): Outcome {
     const fast = placeBySpeed(input, layout, all);
     if (fast) return fast;
   }
-  return placeOn(all, layout, input, []);
+  return placeOn(all, layout, input);
 }
 
 function objectiveOf(input: PlanInput): PlacementObjective {
@@ -228,9 +228,8 @@ function seatsOf(input: PlanInput): Seat[] {
 }
 
 /** Places on these devices in this order (after dropping the ones that cannot take part). */
-function placeOn(candidates: Seat[], layout: Layout, input: PlanInput, alreadyExcluded: ExcludedDevice[]): Outcome {
-  const { seats, excluded: dropped } = selectSeats(candidates, layout, input);
-  const excluded = [...alreadyExcluded, ...dropped];
+function placeOn(candidates: Seat[], layout: Layout, input: PlanInput): Outcome {
+  const { seats, excluded } = selectSeats(candidates, layout, input);
   // With no device at all, count the compute buffer of the one device that would have to be added.
   const neededBytes = neededFor(layout, Math.max(seats.length, 1));
   const availableBytes = sum(seats.map((s) => Math.max(0, s.usable)));
@@ -297,7 +296,7 @@ function placeAll(chosen: Seat[], layout: Layout, input: PlanInput, all: Seat[])
   for (const last of [...rpc].reverse().slice(1)) orders.push([...natural.filter((s) => s !== last), last]);
   let best: { plan: Plan; time: number } | null = null;
   for (const order of orders) {
-    const outcome = placeOn(order, layout, input, []);
+    const outcome = placeOn(order, layout, input);
     if (!outcome.fits || outcome.plan.devices.length !== chosen.length) continue;
     const time = timeOfPlan(outcome.plan, all);
     if (!best || time < best.time - 1e-12) best = { plan: outcome.plan, time };
