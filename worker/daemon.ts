@@ -40,6 +40,7 @@ export function processCpuTicks(pid: number | null): number {
     return -1;
   }
 }
+
 /**
  * An rpc link whose coordinator sent nothing on it or on its control link for this long is dead (a
  * coordinator heartbeats every second and its control channel pings every 2 s).
