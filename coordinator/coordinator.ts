@@ -22,7 +22,7 @@ import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import { plan as makePlan } from './planner/planner.js';
 import type { CandidateDevice, PlacementObjective, Plan, PlanResult } from './planner/types.js';
-import { calibrateDevices } from '../worker/calibration.js';
+import { calibrateDevices, calibrationTypeOf, type CalibrationType, type DeviceSpeed } from '../worker/calibration.js';
 import { describeDrift, speedDrift } from './drift.js';
 import { OpenLinks, SecureLinks, type WorkerLinks } from './links.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
@@ -50,15 +50,24 @@ export interface LoadRecord {
 }
 
 /** Candidate devices for the planner: the local host first (llama.cpp puts first layers there), then workers newest first. */
+/**
+ * `weights`: the measured type closest to the model's weights; a device's speed for it, or its F16
+ * speed when it reports no figure per type (an older worker).
+ */
 export function candidateDevices(
   workers: readonly WorkerRecord[],
-  local: { enabled: boolean; freeBytes: number; totalBytes: number; bytesPerSecond?: number | null },
+  local: { enabled: boolean; freeBytes: number; totalBytes: number; speeds?: DeviceSpeed | null },
+  weights: CalibrationType = 'f16',
 ): CandidateDevice[] {
+  const speedOf = (f16: number, byType: Partial<Record<string, number>> | undefined) => {
+    const v = byType?.[weights] ?? f16;
+    return v > 0 ? v : null;
+  };
   const out: CandidateDevice[] = [];
   if (local.enabled) {
     out.push({
       key: 'local/CPU', kind: 'local', owner: 'coordinator', deviceName: 'CPU', endpoint: null,
-      freeBytes: local.freeBytes, totalBytes: local.totalBytes, bytesPerSecond: local.bytesPerSecond ?? null,
+      freeBytes: local.freeBytes, totalBytes: local.totalBytes, bytesPerSecond: local.speeds ? speedOf(local.speeds.bytesPerSecond, local.speeds.byType) : null,
     });
   }
   for (const w of workers) {
@@ -66,7 +75,7 @@ export function candidateDevices(
     for (const d of w.info.devices) {
       out.push({
         key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint,
-        freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes), bytesPerSecond: d.bytes_per_second > 0 ? d.bytes_per_second : null,
+        freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes), bytesPerSecond: speedOf(d.bytes_per_second, d.bytes_per_second_by_type),
       });
     }
   }
@@ -104,7 +113,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #stopped = false;
   #metrics: CoordinatorMetrics | null = null;
   /** The coordinator's own CPU, measured like a worker's devices (null: not measured or failed). */
-  #localSpeed: number | null = null;
+  #localSpeed: DeviceSpeed | null = null;
   /** The served model's content id, to tell which workers hold it on their own disks. */
   #contentId: string | null = null;
   /** Every candidate device's measured speed when the current plan was made. */
@@ -262,7 +271,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (!this.config.localDevice || this.#localSpeed !== null) return;
     try {
       const [speed] = await calibrateDevices(['CPU'], this.config.threads);
-      this.#localSpeed = speed?.bytesPerSecond ?? null;
+      this.#localSpeed = speed ?? null;
       this.#log.info({ speed: speed && `${(speed.bytesPerSecond / 1e9).toFixed(1)} GB/s`, threads: this.config.threads }, 'local device calibrated');
     } catch (e) {
       this.#log.warn({ err: messageOf(e) }, "could not measure the coordinator's own CPU; the planner treats it as typical");
@@ -272,12 +281,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** The candidate devices now: the admitted workers' and, when enabled, the coordinator's own. */
   #candidates(): CandidateDevice[] {
     const host = hostMemory();
-    return candidateDevices(this.registry.admitted(), {
-      enabled: this.config.localDevice,
-      freeBytes: host.availableBytes,
-      totalBytes: host.totalBytes,
-      bytesPerSecond: this.#localSpeed,
-    });
+    return candidateDevices(
+      this.registry.admitted(),
+      { enabled: this.config.localDevice, freeBytes: host.availableBytes, totalBytes: host.totalBytes, speeds: this.#localSpeed },
+      calibrationTypeOf(this.#model?.fileType ?? null),
+    );
   }
 
   /** The plan the current workers would give, without loading anything. */

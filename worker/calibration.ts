@@ -7,12 +7,27 @@ import { createInterface } from 'node:readline';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { requireNativeBuild } from '../native/binding.js';
 
+/** The weight types the calibration measures, as keys of `DeviceSpeed.byType`. */
+export type CalibrationType = 'f16' | 'q8_0' | 'q4_k';
+
 export interface DeviceSpeed {
   device: string;
   /** Bytes of F16 weights streamed through matrix-vector products per second. */
   bytesPerSecond: number;
+  /** The same for each measured type: quantized weights cost compute to unpack, more on a CPU than a GPU. */
+  byType: Partial<Record<CalibrationType, number>>;
   seconds: number;
   threads: number;
+}
+
+/**
+ * The measured type closest to a model's weights, by general.file_type (llama_ftype): F32, F16 and
+ * BF16 read like F16; Q8_0 is its own; every other quantization is block-quantized like Q4_K.
+ */
+export function calibrationTypeOf(fileType: number | null): CalibrationType {
+  if (fileType === null || fileType === 0 || fileType === 1 || fileType === 32) return 'f16';
+  if (fileType === 7) return 'q8_0';
+  return 'q4_k';
 }
 
 const TIMEOUT_MS = 60_000;
@@ -22,9 +37,9 @@ export function parseCalibration(output: string): DeviceSpeed[] {
   const speeds: DeviceSpeed[] = [];
   for (const line of output.split('\n')) {
     if (!line.trim().startsWith('{')) continue;
-    const r = JSON.parse(line) as { device: string; bytes_per_second: number; seconds: number; threads: number; error?: string };
+    const r = JSON.parse(line) as { device: string; bytes_per_second: number; by_type?: Record<string, number>; seconds: number; threads: number; error?: string };
     if (r.error) throw new HearthError(ErrorCode.Internal, `calibrating ${r.device} failed: ${r.error}`);
-    speeds.push({ device: r.device, bytesPerSecond: r.bytes_per_second, seconds: r.seconds, threads: r.threads });
+    speeds.push({ device: r.device, bytesPerSecond: r.bytes_per_second, byType: r.by_type ?? { f16: r.bytes_per_second }, seconds: r.seconds, threads: r.threads });
   }
   return speeds;
 }

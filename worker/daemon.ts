@@ -200,6 +200,7 @@ export class WorkerDaemon {
         free_bytes: String(d.freeBytes),
         total_bytes: String(d.totalBytes),
         bytes_per_second: this.#speeds.find((x) => x.device === d.name)?.bytesPerSecond ?? 0,
+        bytes_per_second_by_type: { ...this.#speeds.find((x) => x.device === d.name)?.byType },
       })),
       rpc_host: c.host === '0.0.0.0' ? '' : c.host,
       rpc_port: c.rpcPort,

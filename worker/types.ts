@@ -21,8 +21,10 @@ export interface WireDevice {
   description: string;
   free_bytes: string;
   total_bytes: string;
-  /** Measured decode speed (bytes of weights per second); 0 when not measured. */
+  /** Measured decode speed (bytes of F16 weights per second); 0 when not measured. */
   bytes_per_second: number;
+  /** The same per weight type ("f16", "q8_0", "q4_k"); empty when not measured. */
+  bytes_per_second_by_type: Record<string, number>;
 }
 
 /** What bounds the worker: its --memory cap, its memory cgroup, its CPU quota (0 for none). */

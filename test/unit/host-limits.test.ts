@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { parseByteSize } from '../../common/bytes.js';
 import { compileWorkerConfig } from '../../worker/config.js';
 import { cpuQuota, memoryLimit, threadsFor, type ReadText } from '../../worker/cgroup.js';
-import { parseCalibration } from '../../worker/calibration.js';
+import { calibrationTypeOf, parseCalibration } from '../../worker/calibration.js';
 import { withinCap } from '../../worker/devices.js';
 import { boundedByCgroup } from '../../worker/host-memory.js';
 import type { DeviceInfo } from '../../native/binding.js';
@@ -116,10 +116,13 @@ describe('what a worker offers', () => {
     assert.equal(compileWorkerConfig({ file: null, flags: { host: '127.0.0.1', memory: '8GiB' }, env: {} }).memoryBytes, 8 * GiB);
   });
 
-  test('calibration output: one JSON line per device; an error line fails it', () => {
-    assert.deepEqual(parseCalibration('noise\n{"device":"CPU","bytes_per_second":3e10,"seconds":1.0,"iterations":9,"threads":2}\n'), [
-      { device: 'CPU', bytesPerSecond: 3e10, seconds: 1, threads: 2 },
-    ]);
+  test('calibration output: one JSON line per device, with a speed per weight type; an error line fails it', () => {
+    assert.deepEqual(
+      parseCalibration('noise\n{"device":"CPU","bytes_per_second":3e10,"by_type":{"f16":3e10,"q8_0":2.5e10,"q4_k":1.5e10},"seconds":1.0,"iterations":9,"threads":2}\n'),
+      [{ device: 'CPU', bytesPerSecond: 3e10, byType: { f16: 3e10, q8_0: 2.5e10, q4_k: 1.5e10 }, seconds: 1, threads: 2 }],
+    );
+    // The model's file type picks the figure: F16 and BF16 read like F16, Q8_0 is its own, the rest like Q4_K.
+    assert.deepEqual([1, 32, 7, 15, 2, 30, null].map(calibrationTypeOf), ['f16', 'f16', 'q8_0', 'q4_k', 'q4_k', 'q4_k', 'f16']);
     assert.throws(() => parseCalibration('{"device":"CUDA0","bytes_per_second":0,"seconds":0,"iterations":0,"threads":1,"error":"cannot allocate"}'), /calibrating CUDA0 failed: cannot allocate/);
   });
 });
