@@ -18,6 +18,8 @@ import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '..
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient, type WireStatus } from '../coordinator/client.js';
 import { createTestModel } from '../models/test-models.js';
+import { readModelFacts } from '../models/gguf-info.js';
+import { calibrationTypeOf } from '../worker/calibration.js';
 import { WorkerClient } from '../worker/client.js';
 import { makeCgroup } from './cgroup.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
@@ -117,10 +119,13 @@ async function main(): Promise<void> {
     const cappedMemory = await measure(model, pair, 'memory', 950);
     process.stderr.write(`capped speed: ${JSON.stringify(cappedSpeed)}\ncapped memory: ${JSON.stringify(cappedMemory)}\n`);
 
+    // The figures the planner used: each worker's speed for the model's weight type.
+    const weightType = calibrationTypeOf((await readModelFacts(model)).fileType);
     const speeds: Record<string, number> = {};
     for (const w of workers.slice(0, 2)) {
       const client = await WorkerClient.open(w.control, null);
-      speeds[w.name] = (await client.getInfo()).devices[0]?.bytes_per_second ?? 0;
+      const device = (await client.getInfo()).devices[0];
+      speeds[w.name] = device?.bytes_per_second_by_type[weightType] ?? device?.bytes_per_second ?? 0;
       client.close();
     }
     const result: PlacementResults = {
@@ -128,6 +133,7 @@ async function main(): Promise<void> {
       model,
       modelBytes: statSync(model).size,
       speeds,
+      weightType,
       tokens,
       reps,
       speed: { median: median(of('speed')), min: Math.min(...of('speed')), max: Math.max(...of('speed')) },

@@ -200,6 +200,8 @@ export interface PlacementResults {
   tokens: number;
   reps: number;
   speeds: Record<string, number>;
+  /** The calibration type the speeds are for (the model's weights). */
+  weightType?: string;
   speed: { median: number; min: number; max: number };
   memory: { median: number; min: number; max: number };
   ratio: { median: number; min: number; max: number };
@@ -227,7 +229,7 @@ export function placementMarkdown(p: PlacementResults): string {
   return [
     '## Placement on unequal machines',
     '',
-    `Two workers on this machine, one slowed to a quarter of a core by a cgroup CPU quota (\`cpu.cfs_quota_us\` 25000 of 100000), serving \`${basename(p.model)}\` (${(p.modelBytes / 2 ** 30).toFixed(2)} GiB); the same coordinator with \`--placement speed\` and with \`--placement memory\`, alternating, ${p.reps} repetitions each, single-request generation of ${p.tokens} tokens (greedy, streamed over HTTP). Measured speeds (the workers' calibration): ${speeds}.`,
+    `Two workers on this machine, one slowed to a quarter of a core by a cgroup CPU quota (\`cpu.cfs_quota_us\` 25000 of 100000), serving \`${basename(p.model)}\` (${(p.modelBytes / 2 ** 30).toFixed(2)} GiB); the same coordinator with \`--placement speed\` and with \`--placement memory\`, alternating, ${p.reps} repetitions each, single-request generation of ${p.tokens} tokens (greedy, streamed over HTTP). Measured speeds (the workers' calibration${p.weightType ? `, for ${p.weightType} weights` : ''}): ${speeds}.`,
     '',
     'Made by:',
     '',

@@ -27,6 +27,25 @@ import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } fr
 const MEMORY_POLL_MS = 5000;
 /** How often the worker looks whether its rpc server is idle and a new calibration is due. */
 const RECALIBRATE_LOOK_MS = 5000;
+/** Speeds reported are the median of this many last measurements: a change shows after two agree. */
+const SPEED_HISTORY = 3;
+
+/**
+ * Per device and type, the median of the measurements (the newest list names the devices). Of two, the
+ * older stands until a third says which of them was the odd one.
+ */
+export function medianSpeeds(history: readonly DeviceSpeed[][]): DeviceSpeed[] {
+  const newest = history.at(-1) ?? [];
+  const median = (xs: number[]) => (xs.length % 2 ? [...xs].sort((a, b) => a - b)[(xs.length - 1) / 2]! : xs[0]!);
+  return newest.map((latest) => {
+    const same = history.map((run) => run.find((d) => d.device === latest.device)).filter((d): d is DeviceSpeed => d !== undefined);
+    const byType: DeviceSpeed['byType'] = {};
+    for (const key of Object.keys(latest.byType) as (keyof DeviceSpeed['byType'])[]) {
+      byType[key] = median(same.map((d) => d.byType[key]).filter((v): v is number => v !== undefined));
+    }
+    return { ...latest, bytesPerSecond: median(same.map((d) => d.bytesPerSecond)), byType };
+  });
+}
 
 /** utime + stime of a process, in clock ticks, from /proc/PID/stat; -1 when unknown. */
 export function processCpuTicks(pid: number | null): number {
@@ -69,8 +88,10 @@ export class WorkerDaemon {
   #machine: DeviceInfo[] = [];
   /** The newest memory figures of the serving process. */
   #report: MemoryReport | null = null;
-  /** Each device's measured decode speed (empty when calibration is off or failed). */
+  /** Each device's measured decode speed (empty when calibration is off or failed): the median of the last measurements. */
   #speeds: DeviceSpeed[] = [];
+  /** The last few measurements, so that one noisy run does not move the figure (nor the coordinator's plan). */
+  #history: DeviceSpeed[][] = [];
   #localModels: LocalModels | null = null;
   #recalibrateTimer: NodeJS.Timeout | null = null;
   #calibrating = false;
@@ -242,7 +263,8 @@ export class WorkerDaemon {
     try {
       const started = Date.now();
       const before = this.#speeds;
-      this.#speeds = await calibrateDevices(this.#devices.map((d) => d.name), this.config.threads);
+      this.#history = [...this.#history, await calibrateDevices(this.#devices.map((d) => d.name), this.config.threads)].slice(-SPEED_HISTORY);
+      this.#speeds = medianSpeeds(this.#history);
       const speeds = Object.fromEntries(this.#speeds.map((s) => [s.device, `${(s.bytesPerSecond / 1e9).toFixed(1)} GB/s`]));
       const moved = this.#speeds.some((s) => {
         const then = before.find((b) => b.device === s.device)?.bytesPerSecond;

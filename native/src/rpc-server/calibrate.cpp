@@ -5,8 +5,8 @@
 // device reads (and, for quantized weights, unpacks) the weights, so the figure is bytes of weights per
 // second, measured for F16, Q8_0 and Q4_K weights: a device's speed differs by type, and differently
 // on a CPU than on a GPU. Each type's matrices total 256 MiB, beyond any cache, and each type runs for
-// at least HEARTH_CALIBRATE_MS / 2 of wall time over several scheduler periods, so a CPU quota (cgroup
-// cfs_quota) shows in the figure as it will in serving.
+// its share of HEARTH_CALIBRATE_MS (default 2000) of wall time, over several scheduler periods, so a
+// CPU quota (cgroup cfs_quota) shows in the figure as it will in serving.
 //
 // Output: one JSON line per device on stdout: {"device","bytes_per_second" (F16),"by_type":{"f16",
 // "q8_0","q4_k"},"seconds","iterations","threads"}.
@@ -215,7 +215,7 @@ int hearth_calibrate_main(int argc, char ** argv) {
             }
         }
     }
-    double min_seconds = 1.0;
+    double min_seconds = 2.0;
     if (const char * ms = std::getenv("HEARTH_CALIBRATE_MS")) min_seconds = std::max(0.05, std::atof(ms) / 1000.0);
     std::vector<ggml_backend_dev_t> devices;
     if (names.empty()) {
