@@ -21,7 +21,9 @@ import { createTestModel } from '../models/test-models.js';
 import { readModelFacts } from '../models/gguf-info.js';
 import { calibrationTypeOf } from '../worker/calibration.js';
 import { WorkerClient } from '../worker/client.js';
-import { makeCgroup } from './cgroup.js';
+import { parseInteger } from '../cli/options.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
+import { cgroupsAvailable, makeCgroup } from './cgroup.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
 import type { PlacementResults } from './report.js';
 import { writeReport } from './run.js';
@@ -34,8 +36,11 @@ const { values } = parseArgs({
     out: { type: 'string', default: 'bench/placement-results.json' },
   },
 });
-const reps = Number(values.reps);
-const tokens = Number(values.tokens);
+const reps = parseInteger(values.reps!, '--reps', { min: 1, max: 100 });
+const tokens = parseInteger(values.tokens!, '--tokens', { min: 2, max: 4096 });
+if (!cgroupsAvailable('cpu')) {
+  throw new HearthError(ErrorCode.FailedPrecondition, 'the placement benchmark slows a worker with a cgroup CPU quota: it needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
+}
 
 type SideRun = PlacementResults['runs'][number];
 const CAP = '1300MiB';
