@@ -22,7 +22,7 @@ import { readModelFacts } from '../models/gguf-info.js';
 import { calibrationTypeOf } from '../worker/calibration.js';
 import { WorkerClient } from '../worker/client.js';
 import { parseInteger } from '../cli/options.js';
-import { ErrorCode, HearthError } from '../common/errors.js';
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import { cgroupsAvailable, makeCgroup } from './cgroup.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
 import type { PlacementResults } from './report.js';
@@ -36,11 +36,8 @@ const { values } = parseArgs({
     out: { type: 'string', default: 'bench/placement-results.json' },
   },
 });
-const reps = parseInteger(values.reps!, '--reps', { min: 1, max: 100 });
-const tokens = parseInteger(values.tokens!, '--tokens', { min: 2, max: 4096 });
-if (!cgroupsAvailable('cpu')) {
-  throw new HearthError(ErrorCode.FailedPrecondition, 'the placement benchmark slows a worker with a cgroup CPU quota: it needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
-}
+let reps = 3;
+let tokens = 32;
 
 type SideRun = PlacementResults['runs'][number];
 const CAP = '1300MiB';
@@ -93,6 +90,11 @@ function median(xs: number[]): number {
 }
 
 async function main(): Promise<void> {
+  reps = parseInteger(values.reps!, '--reps', { min: 1, max: 100 });
+  tokens = parseInteger(values.tokens!, '--tokens', { min: 2, max: 4096 });
+  if (!cgroupsAvailable('cpu')) {
+    throw new HearthError(ErrorCode.FailedPrecondition, 'the placement benchmark slows a worker with a cgroup CPU quota: it needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
+  }
   const model = values.model ?? join(homedir(), '.cache', 'hearth', 'models', '1b-q8_0-seed1.gguf');
   if (!existsSync(model)) await createTestModel({ out: model, preset: '1b', quant: 'q8_0', seed: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-placement-'));
@@ -157,4 +159,7 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await main().catch((e: unknown) => {
+  process.stderr.write(`bench:placement: ${messageOf(e)}\n`);
+  process.exitCode = 1;
+});
