@@ -24,6 +24,7 @@ import { plan as makePlan } from './planner/planner.js';
 import type { CandidateDevice, PlacementObjective, Plan, PlanResult } from './planner/types.js';
 import { calibrateDevices, calibrationTypeOf, type CalibrationType, type DeviceSpeed } from '../worker/calibration.js';
 import { describeDrift, speedDrift } from './drift.js';
+import { minRtts } from './engine/tcp-bytes.js';
 import { OpenLinks, SecureLinks, type WorkerLinks } from './links.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 
@@ -81,6 +82,17 @@ export function candidateDevices(
   }
   return out;
 }
+
+/**
+ * What a hop to a worker costs per generated token, from the round trip to it: llama.cpp's RPC client
+ * waits for about two round trips per device per token (the graph goes out, the activations come back),
+ * and the server takes a fraction of a millisecond to take the graph in.
+ */
+export function hopSecondsFromRtt(rttMs: number): number {
+  return (HOP_ROUND_TRIPS * rttMs + HOP_SERVER_MS) / 1000;
+}
+const HOP_ROUND_TRIPS = 2;
+const HOP_SERVER_MS = 0.3;
 
 /** A plan for `hearth plan`: the chosen one, and what the other objective would predict beside it. */
 export type PlanPreview = PlanResult & { alternative?: { objective: PlacementObjective; predictedSecondsPerToken: number | null; fits: boolean } };
@@ -293,6 +305,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const model = this.#model;
     if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
     const devices = this.#candidates();
+    // Each worker's hop, priced from the kernel's round-trip time on its control connection; the
+    // planner's default where there is none (a worker listed by name, or no `ss`).
+    const rtts = minRtts();
+    for (const d of devices) {
+      const w = this.registry.admitted().find((r) => d.key.startsWith(`${r.id}/`));
+      const rtt = w ? rtts.get(w.control) : undefined;
+      if (rtt !== undefined) d.hopSeconds = hopSecondsFromRtt(rtt);
+    }
     // Memory the running engine holds is free again once it is replaced: count it as free.
     const current = this.#engine?.alive && this.#plan?.fits ? this.#plan : null;
     for (const d of devices) {

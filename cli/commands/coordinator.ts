@@ -134,13 +134,13 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
     return;
   }
   const total = plan.predictedSecondsPerToken;
-  const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free', 'speed', 'time/token']];
+  const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free', 'speed', 'hop', 'time/token']];
   for (const d of plan.devices) {
     const range = `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}`;
     const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
     rows.push([
       d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
-      formatBytes(d.freeBytes), d.bytesPerSecond === null ? 'unmeasured' : formatSpeed(d.bytesPerSecond), share,
+      formatBytes(d.freeBytes), d.bytesPerSecond === null ? 'unmeasured' : formatSpeed(d.bytesPerSecond), d.kind === 'local' ? '-' : `${(d.hopSeconds * 1000).toFixed(2)} ms`, share,
     ]);
   }
   out(table(rows) + '\n');
@@ -165,7 +165,7 @@ function simulatedPlan(input: PlanInput): PlanPreview {
 /** "41.2 tokens/s (24.3 ms per token)" for a single stream, from the time model; or why there is no figure. */
 export function predictedSpeed(secondsPerToken: number | null): string {
   if (secondsPerToken === null || secondsPerToken <= 0) return 'speed unknown (a device that takes part has no measured speed)';
-  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker)`;
+  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker priced from its round-trip time)`;
 }
 
 export function registerCoordinatorCommands(program: Command): void {

@@ -639,6 +639,7 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
     usableBytes: seat.usable,
     bytesPerSecond,
     secondsPerToken: bytesPerSecond ? weightBytes / bytesPerSecond + hopOf(seat.device) : null,
+    hopSeconds: hopOf(seat.device),
   };
 }
 

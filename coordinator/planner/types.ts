@@ -84,6 +84,8 @@ export interface PlannedDevice {
   bytesPerSecond: number | null;
   /** This device's share of the predicted time per token (its layers and its hop); null without a speed. */
   secondsPerToken: number | null;
+  /** What reaching it adds per token (0 for the local device). */
+  hopSeconds: number;
 }
 
 export interface ExcludedDevice {

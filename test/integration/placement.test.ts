@@ -65,6 +65,9 @@ describe('unequal machines', { skip: !cgroupsAvailable('cpu') || !cgroupsAvailab
   test('hearth plan: the speed objective leaves the slow worker out and says why; memory uses both', async () => {
     const speed = await planJson(model, [slow, fast], ['--placement', 'speed']);
     assert.deepEqual(speed.devices.map((d) => d.owner), ['fast']);
+    // The hop is priced from the kernel's round trip on the control connection: on loopback, little
+    // more than the server's fixed 0.3 ms, below the 1 ms default for an unmeasured link.
+    assert.ok(speed.devices[0]!.hopSeconds >= 0.0003 && speed.devices[0]!.hopSeconds < 0.0009, `hop ${speed.devices[0]!.hopSeconds}`);
     assert.equal(speed.objective, 'speed');
     const left = speed.excluded.find((e) => e.owner === 'slow');
     assert.match(left?.reason ?? '', /not needed: faster devices hold the whole model/);

@@ -185,3 +185,23 @@ describe('speed drift', () => {
     assert.equal(speedDrift(before, [rpc('d', GiB, 1 * GB)]), null, 'a device the plan did not know is no drift');
   });
 });
+
+describe('hops priced from round trips', () => {
+  test("the kernel's minrtt per peer, and what a hop costs from it", async () => {
+    const { parseSsMinRtt } = await import('../../coordinator/engine/tcp-bytes.js');
+    const { hopSecondsFromRtt } = await import('../../coordinator/coordinator.js');
+    const ss = [
+      '0      0      10.0.0.1:40000 10.0.0.5:50051 users:(("node",pid=42,fd=21))',
+      '\t bbr rtt:8.504/11.126 ato:40 bytes_acked:5 minrtt:0.310 snd_wnd:65536',
+      '0      0      10.0.0.1:40002 10.0.0.5:50051 users:(("node",pid=42,fd=22))',
+      '\t bbr rtt:0.9/0.1 minrtt:0.250',
+      '0      0      10.0.0.1:40004 10.0.0.6:50051 users:(("node",pid=7,fd=3))',
+      '\t bbr rtt:0.5/0.1 minrtt:0.100',
+    ].join('\n');
+    // srtt (8.5 ms here) is inflated by delayed ACKs on request/response traffic; minrtt is not.
+    assert.deepEqual([...parseSsMinRtt(ss, 42)], [['10.0.0.5:50051', 0.25]]);
+    assert.ok(Math.abs(hopSecondsFromRtt(0.25) - 0.0008) < 1e-12);
+    // A Wi-Fi link (5 ms) makes a hop cost about ten times a wired one.
+    assert.ok(hopSecondsFromRtt(5) > 10 * hopSecondsFromRtt(0.25));
+  });
+});
