@@ -165,7 +165,7 @@ function simulatedPlan(input: PlanInput): PlanPreview {
 /** "41.2 tokens/s (24.3 ms per token)" for a single stream, from the time model; or why there is no figure. */
 export function predictedSpeed(secondsPerToken: number | null): string {
   if (secondsPerToken === null || secondsPerToken <= 0) return 'speed unknown (a device that takes part has no measured speed)';
-  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker priced from its round-trip time)`;
+  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker)`;
 }
 
 export function registerCoordinatorCommands(program: Command): void {
