@@ -25,7 +25,7 @@ import { parseInteger } from '../cli/options.js';
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import { cgroupsAvailable, makeCgroup } from './cgroup.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
-import type { PlacementResults } from './report.js';
+import { stat, type PlacementResults } from './report.js';
 import { writeReport } from './run.js';
 
 const { values } = parseArgs({
@@ -84,11 +84,6 @@ async function measure(model: string, workers: LocalWorker[], placement: 'speed'
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 async function main(): Promise<void> {
   reps = parseInteger(values.reps!, '--reps', { min: 1, max: 100 });
   tokens = parseInteger(values.tokens!, '--tokens', { min: 2, max: 4096 });
@@ -143,9 +138,9 @@ async function main(): Promise<void> {
       weightType,
       tokens,
       reps,
-      speed: { median: median(of('speed')), min: Math.min(...of('speed')), max: Math.max(...of('speed')) },
-      memory: { median: median(of('memory')), min: Math.min(...of('memory')), max: Math.max(...of('memory')) },
-      ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
+      speed: stat(of('speed')),
+      memory: stat(of('memory')),
+      ratio: stat(ratios),
       runs,
       capped: { memoryCap: CAP, speed: cappedSpeed, memory: cappedMemory },
     };

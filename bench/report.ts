@@ -202,9 +202,9 @@ export interface PlacementResults {
   speeds: Record<string, number>;
   /** The calibration type the speeds are for (the model's weights). */
   weightType?: string;
-  speed: { median: number; min: number; max: number };
-  memory: { median: number; min: number; max: number };
-  ratio: { median: number; min: number; max: number };
+  speed: Stat;
+  memory: Stat;
+  ratio: Stat;
   runs: { placement: 'speed' | 'memory'; tokensPerSecond: number; predictedTokensPerSecond: number | null; layers: Record<string, number> }[];
   capped: {
     memoryCap: string;
@@ -219,7 +219,7 @@ function layersText(layers: Record<string, number>): string {
 
 /** The placement section of BENCHMARKS.md. */
 export function placementMarkdown(p: PlacementResults): string {
-  const fmt = (x: { median: number; min: number; max: number }, digits = 1) => `${x.median.toFixed(digits)} (${x.min.toFixed(digits)}–${x.max.toFixed(digits)})`;
+  const fmt = (x: Stat, digits = 1) => `${x.median.toFixed(digits)} (${x.min.toFixed(digits)}–${x.max.toFixed(digits)})`;
   const run = (placement: 'speed' | 'memory') => p.runs.find((r) => r.placement === placement)!;
   const predicted = (placement: 'speed' | 'memory') => {
     const values = p.runs.filter((r) => r.placement === placement).map((r) => r.predictedTokensPerSecond ?? NaN);

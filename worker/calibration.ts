@@ -70,3 +70,20 @@ export async function calibrateDevices(devices: readonly string[], threads: numb
   }
   return parseCalibration(out.join('\n'));
 }
+
+/**
+ * Per device and type, the median of the measurements (the newest list names the devices). Of two, the
+ * older stands until a third says which of them was the odd one.
+ */
+export function medianSpeeds(history: readonly DeviceSpeed[][]): DeviceSpeed[] {
+  const newest = history.at(-1) ?? [];
+  const median = (xs: number[]) => (xs.length % 2 ? [...xs].sort((a, b) => a - b)[(xs.length - 1) / 2]! : xs[0]!);
+  return newest.map((latest) => {
+    const same = history.map((run) => run.find((d) => d.device === latest.device)).filter((d): d is DeviceSpeed => d !== undefined);
+    const byType: DeviceSpeed['byType'] = {};
+    for (const key of Object.keys(latest.byType) as (keyof DeviceSpeed['byType'])[]) {
+      byType[key] = median(same.map((d) => d.byType[key]).filter((v): v is number => v !== undefined));
+    }
+    return { ...latest, bytesPerSecond: median(same.map((d) => d.bytesPerSecond)), byType };
+  });
+}

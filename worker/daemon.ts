@@ -12,7 +12,7 @@ import type { DeviceInfo } from '../native/binding.js';
 import { readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
-import { calibrateDevices, type DeviceSpeed } from './calibration.js';
+import { calibrateDevices, medianSpeeds, type DeviceSpeed } from './calibration.js';
 import { cpuQuota } from './cgroup.js';
 import { LocalModels } from './local-models.js';
 import { describeServer, withReport, type MemoryReport } from './server-devices.js';
@@ -29,23 +29,6 @@ const MEMORY_POLL_MS = 5000;
 const RECALIBRATE_LOOK_MS = 5000;
 /** Speeds reported are the median of this many last measurements: a change shows after two agree. */
 const SPEED_HISTORY = 3;
-
-/**
- * Per device and type, the median of the measurements (the newest list names the devices). Of two, the
- * older stands until a third says which of them was the odd one.
- */
-export function medianSpeeds(history: readonly DeviceSpeed[][]): DeviceSpeed[] {
-  const newest = history.at(-1) ?? [];
-  const median = (xs: number[]) => (xs.length % 2 ? [...xs].sort((a, b) => a - b)[(xs.length - 1) / 2]! : xs[0]!);
-  return newest.map((latest) => {
-    const same = history.map((run) => run.find((d) => d.device === latest.device)).filter((d): d is DeviceSpeed => d !== undefined);
-    const byType: DeviceSpeed['byType'] = {};
-    for (const key of Object.keys(latest.byType) as (keyof DeviceSpeed['byType'])[]) {
-      byType[key] = median(same.map((d) => d.byType[key]).filter((v): v is number => v !== undefined));
-    }
-    return { ...latest, bytesPerSecond: median(same.map((d) => d.bytesPerSecond)), byType };
-  });
-}
 
 /** utime + stime of a process, in clock ticks, from /proc/PID/stat; -1 when unknown. */
 export function processCpuTicks(pid: number | null): number {
