@@ -21,7 +21,7 @@ import { EngineExitError, EngineProcess, type GenerateHandlers, type GenerateRes
 import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.js';
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import { plan as makePlan } from './planner/planner.js';
-import type { CandidateDevice, PlacementObjective, Plan, PlanResult } from './planner/types.js';
+import type { CandidateDevice, PlacementObjective, Plan, PlanInput, PlanResult } from './planner/types.js';
 import { calibrateDevices, calibrationTypeOf, type CalibrationType, type DeviceSpeed } from '../worker/calibration.js';
 import { describeDrift, speedDrift } from './drift.js';
 import { minRtts } from './engine/tcp-bytes.js';
@@ -240,10 +240,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await new Promise((r) => setTimeout(r, waitMs));
     await this.registry.checkAll();
     try {
-      const plan = this.computePlan();
+      // One reading of the cluster (and one `ss` call) for both objectives.
+      const input = this.#planInput(this.config.placement);
+      const plan = makePlan(input);
       if (!plan.fits) return plan;
       const otherObjective = this.config.placement === 'speed' ? 'memory' : 'speed';
-      const other = this.computePlan(otherObjective);
+      const other = makePlan({ ...input, objective: otherObjective });
       const alternative = { objective: otherObjective, fits: other.fits, predictedSecondsPerToken: other.fits ? other.predictedSecondsPerToken : null } as const;
       // For people to read: each worker's own address, not the local relay an engine would dial.
       const remote = (e: string) => this.links.remoteOf(e);
@@ -300,16 +302,17 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     );
   }
 
-  /** The plan the current workers would give, without loading anything. */
-  computePlan(objective: PlacementObjective = this.config.placement): PlanResult {
+  /** The planner's input now: the candidates, their hops priced, the running engine's memory counted free. */
+  #planInput(objective: PlacementObjective): PlanInput {
     const model = this.#model;
     if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
     const devices = this.#candidates();
     // Each worker's hop, priced from the kernel's round-trip time on its control connection; the
     // planner's default where there is none (a worker listed by name, or no `ss`).
     const rtts = minRtts();
+    const admitted = this.registry.admitted();
     for (const d of devices) {
-      const w = this.registry.admitted().find((r) => d.key.startsWith(`${r.id}/`));
+      const w = admitted.find((r) => d.key.startsWith(`${r.id}/`));
       const rtt = w ? rtts.get(w.control) : undefined;
       if (rtt !== undefined) d.hopSeconds = hopSecondsFromRtt(rtt);
     }
@@ -319,20 +322,21 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       const held = current?.devices.find((p) => p.key === d.key);
       if (held) d.freeBytes = Math.min(d.totalBytes, d.freeBytes + held.totalBytes + (d.kind === 'local' ? current!.hostBytes : 0));
     }
-    return makePlan({
+    return {
       model,
       devices,
       context: { ctxSize: this.config.ctxSize, parallel: this.config.parallel, typeK: this.config.cacheTypeK, typeV: this.config.cacheTypeV, nUbatch: this.config.ubatchSize },
       reserveBytes: this.config.reserveBytes,
       objective,
-    });
+    };
   }
 
   async #replanOnce(why: string, force: boolean): Promise<void> {
     if (this.#stopped) return;
     this.#setState('planning', why);
-    this.#planSpeeds = new Map(this.#candidates().map((d) => [d.key, d.bytesPerSecond ?? null]));
-    const next = this.computePlan();
+    const input = this.#planInput(this.config.placement);
+    this.#planSpeeds = new Map(input.devices.map((d) => [d.key, d.bytesPerSecond ?? null]));
+    const next = makePlan(input);
     if (!next.fits) {
       this.#plan = next;
       this.#log.warn({ reason: next.reason, suggestions: next.suggestions }, 'the model does not fit the cluster');
