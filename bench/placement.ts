@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient, type WireStatus } from '../coordinator/client.js';
-import { createTestModel } from '../models/test-models.js';
+import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { readModelFacts } from '../models/gguf-info.js';
 import { calibrationTypeOf } from '../worker/calibration.js';
 import { WorkerClient } from '../worker/client.js';
@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   if (!cgroupsAvailable('cpu')) {
     throw new HearthError(ErrorCode.FailedPrecondition, 'the placement benchmark slows a worker with a cgroup CPU quota: it needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
   }
-  const model = values.model ?? join(homedir(), '.cache', 'hearth', 'models', '1b-q8_0-seed1.gguf');
+  const model = values.model ?? join(homedir(), '.cache', 'hearth', 'models', testModelFileName('1b', 'q8_0'));
   if (!existsSync(model)) await createTestModel({ out: model, preset: '1b', quant: 'q8_0', seed: 1 });
   const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-placement-'));
   // A quarter of one core: the "old desktop" of the cluster.

@@ -47,10 +47,45 @@ export type TestModelPreset = keyof typeof TEST_MODEL_PRESETS;
 export const TEST_MODEL_QUANTS = ['f16', 'q8_0', 'q4_k_m'] as const;
 export type TestModelQuant = (typeof TEST_MODEL_QUANTS)[number];
 
-/** A Llama-2 style template: llama.cpp recognises it ([INST], <<SYS>>) and the SPM vocabulary fits it. */
-export const TEST_CHAT_TEMPLATE =
-  "{% for message in messages %}{% if message['role'] == 'system' %}<<SYS>>\\n{{ message['content'] }}\\n<</SYS>>\\n\\n" +
-  "{% elif message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]{% else %} {{ message['content'] }} </s>{% endif %}{% endfor %}";
+/**
+ * A Qwen3-style ChatML template with tools (Hermes <tool_call> JSON) and <think> reasoning, so llama.cpp's
+ * chat code gives the test models a real tool-call format and reasoning parser. The SPM vocabulary has
+ * no ChatML special tokens: the markers tokenize into ordinary pieces, which is fine for tests.
+ */
+export const TEST_CHAT_TEMPLATE = [
+  "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}",
+  "{{- '# Tools\\n\\nYou may call one or more functions. Their signatures are within <tools></tools>:\\n<tools>' }}",
+  "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}",
+  "{{- '\\n</tools>\\n\\nFor each function call, return a JSON object with the function name and arguments within <tool_call></tool_call> tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}",
+  "{%- elif messages[0].role == 'system' %}{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}{%- endif %}",
+  '{%- for message in messages %}',
+  "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}",
+  "{%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant\\n' }}",
+  "{%- if message.reasoning_content %}{{- '<think>\\n' + message.reasoning_content.strip('\\n') + '\\n</think>\\n\\n' }}{%- endif %}",
+  '{%- if message.content %}{{- message.content }}{%- endif %}',
+  '{%- if message.tool_calls %}{%- for tool_call in message.tool_calls %}',
+  "{%- if (loop.first and message.content) or (not loop.first) %}{{- '\\n' }}{%- endif %}",
+  '{%- if tool_call.function %}{%- set tool_call = tool_call.function %}{%- endif %}',
+  "{{- '<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}",
+  '{%- if tool_call.arguments is string %}{{- tool_call.arguments }}{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}',
+  "{{- '}\\n</tool_call>' }}{%- endfor %}{%- endif %}",
+  "{{- '<|im_end|>\\n' }}",
+  "{%- elif message.role == 'tool' %}",
+  "{%- if loop.first or (messages[loop.index0 - 1].role != 'tool') %}{{- '<|im_start|>user' }}{%- endif %}",
+  "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}",
+  "{%- if loop.last or (messages[loop.index0 + 1].role != 'tool') %}{{- '<|im_end|>\\n' }}{%- endif %}",
+  '{%- endif %}{%- endfor %}',
+  "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}",
+  "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}",
+].join('');
+
+/** Bumped whenever what createTestModel writes changes, so caches keyed by it never serve a stale model. */
+export const TEST_MODEL_REVISION = 2;
+
+/** The file name a cache of test models keeps one under: what it is, and which revision wrote it. */
+export function testModelFileName(preset: TestModelPreset, quant: TestModelQuant = 'f16', seed = 1): string {
+  return `${preset}-${quant}-seed${seed}-r${TEST_MODEL_REVISION}.gguf`;
+}
 
 export interface CreateTestModelOptions {
   out: string;

@@ -145,6 +145,8 @@ export interface NativeContextInfo {
   nUbatch: number;
   nSeqMax: number;
   nVocab: number;
+  /** Positions a sliding-window layer keeps (0: no sliding window, or the full cache). */
+  nSwa: number;
 }
 
 export interface MemoryBreakdownEntry {
@@ -169,7 +171,11 @@ export interface NativeContext {
     samplers: NativeSampler[],
   ): Promise<Int32Array>;
   getLogits(row: number): Float32Array;
+  /** Sample i of the last decode: its token's log-probability and the top alternatives; null when its sampler's nProbs < 0. */
+  lastLogprobs(sampleIndex: number): TokenLogprobs | null;
   seqRemove(seqId: number, p0: number, p1: number): boolean;
+  /** [min, max] positions held for the sequence; [-1, -1] when it holds none. */
+  seqPosRange(seqId: number): [number, number];
   memoryClear(): void;
   memoryBreakdown(): MemoryBreakdownEntry[];
   dispose(): void;
@@ -189,6 +195,99 @@ export interface SamplerSettings {
   greedy: boolean;
   /** End-of-generation tokens are never chosen (benchmarks use this for fixed lengths). */
   ignoreEos: boolean;
+  /** GBNF the output must match (applied before every other sampler); null for none. */
+  grammar: string | null;
+  /** The grammar waits for a trigger (a pattern matching the output so far, or a trigger token). */
+  grammarLazy: boolean;
+  /** Regular expressions (std::regex, ECMAScript) over the generated text that wake a lazy grammar. */
+  grammarTriggerPatterns: string[];
+  grammarTriggerTokens: number[];
+  /** Text the prompt already ends with that a (non-lazy) chat-template grammar starts with: the generation prompt. */
+  grammarPrefill: string | null;
+  /** -1: no logprobs; 0: the chosen token's only; n: also the n most likely tokens. */
+  nProbs: number;
+}
+
+export interface TokenLogprob {
+  token: number;
+  /** Natural log of the probability under the raw logits (<= 0). */
+  logprob: number;
+}
+
+export interface TokenLogprobs extends TokenLogprob {
+  /** The most likely tokens, highest first (nProbs of them). */
+  top: TokenLogprob[];
+}
+
+export type GrammarTriggerType = 'word' | 'token' | 'pattern' | 'pattern_full';
+
+export interface GrammarTrigger {
+  type: GrammarTriggerType;
+  value: string;
+  token: number | null;
+}
+
+export interface ParsedToolCall {
+  name: string;
+  /** JSON text, as the model wrote it. */
+  arguments: string;
+  /** The id the model wrote, '' when none (llama-server then makes one up and keeps it across partial parses). */
+  id: string;
+}
+
+export interface ParsedChatMessage {
+  content: string;
+  reasoningContent: string;
+  toolCalls: ParsedToolCall[];
+  /**
+   * Why the text does not match the template's format. A final parse then returns the whole text as
+   * content (llama-server answers an error); a partial one returns nothing yet.
+   */
+  parseError: string | null;
+}
+
+export interface NativeChatParser {
+  parse(text: string, isPartial: boolean): ParsedChatMessage;
+}
+
+/** What llama.cpp's common_chat_templates_apply made of a request. */
+export interface NativeChatApplyResult {
+  prompt: string;
+  /** common_chat_format_name: 'Content-only', 'peg-simple', 'peg-native', 'peg-gemma4', ... */
+  format: string;
+  /** GBNF for tool calls or the JSON schema ('' for none). */
+  grammar: string;
+  grammarLazy: boolean;
+  grammarTriggers: GrammarTrigger[];
+  /** The triggers as the sampler takes them (word triggers escaped, pattern_full anchored), as llama-server does. */
+  grammarTriggerPatterns: string[];
+  grammarTriggerTokens: number[];
+  preservedTokens: string[];
+  /** The preserved tokens that are single tokens of this vocabulary (render them with special = true). */
+  preservedTokenIds: number[];
+  additionalStops: string[];
+  /** The tail of the prompt the template opens the answer with; parsing and grammars start from it. */
+  generationPrompt: string;
+  supportsThinking: boolean;
+  thinkingStartTag: string;
+  thinkingEndTags: string[];
+  enableThinking: boolean;
+  reasoningFormat: string;
+  parser: NativeChatParser;
+}
+
+export interface ChatTemplatesInfo {
+  source: string;
+  toolUseSource: string | null;
+  /** Thinking is on by default (llama-server: when the template supports it). */
+  supportsThinking: boolean;
+  caps: Record<string, boolean>;
+}
+
+export interface NativeChatTemplates {
+  /** requestJson: OpenAI chat fields (see ChatTemplateRequest in native/llama.ts). */
+  apply(requestJson: string): Promise<NativeChatApplyResult>;
+  info(): ChatTemplatesInfo;
 }
 
 export interface NativeSampler {
@@ -236,6 +335,10 @@ export interface NativeBinding {
   AddonModel: new (path: string, options: NativeModelOptions) => NativeModel;
   AddonContext: new (model: NativeModel, options: NativeContextOptions) => NativeContext;
   AddonSampler: new (model: NativeModel, settings: SamplerSettings) => NativeSampler;
+  /** The model's chat templates, or `template` in their place. */
+  AddonChatTemplates: new (model: NativeModel, template: string | null) => NativeChatTemplates;
+  /** GBNF for a JSON schema, as llama-server converts response_format. */
+  jsonSchemaToGrammar(schemaJson: string): string;
 }
 
 export interface NativeArtifacts {
@@ -327,6 +430,7 @@ const NATIVE_CODES: Record<string, ErrorCode> = {
   RPC_NO_DEVICES: ErrorCode.Unavailable,
   UNSUPPORTED: ErrorCode.Unsupported,
   UNSUPPORTED_TEMPLATE: ErrorCode.Unsupported,
+  GRAMMAR_FAILED: ErrorCode.Internal,
 };
 
 /** The one place native errors become typed hearth errors. */

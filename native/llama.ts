@@ -10,6 +10,12 @@ import {
   type DeviceInfo,
   type LayerPlacement,
   type MemoryBreakdownEntry,
+  type ChatTemplatesInfo,
+  type NativeChatApplyResult,
+  type NativeChatParser,
+  type NativeChatTemplates,
+  type ParsedChatMessage,
+  type TokenLogprobs,
   type NativeContext,
   type NativeContextInfo,
   type NativeContextOptions,
@@ -168,6 +174,15 @@ export class LlamaModel {
     return native(() => this.#live().applyChatTemplate(messages, options.addAssistant ?? true, options.template ?? null));
   }
 
+  /**
+   * The model's chat templates as llama-server --jinja applies them (tools, reasoning, JSON schema), or
+   * `template` (Jinja source) in their place.
+   */
+  chatTemplates(template: string | null = null): ChatTemplates {
+    const b = loadBinding();
+    return new ChatTemplates(native(() => new b.AddonChatTemplates(this.#live(), template)));
+  }
+
   async createContext(options: Partial<NativeContextOptions> = {}): Promise<LlamaContext> {
     const b = loadBinding();
     const nBatch = options.nBatch ?? 512;
@@ -228,7 +243,90 @@ export const GREEDY: SamplerSettings = Object.freeze({
   seed: 0,
   greedy: true,
   ignoreEos: false,
+  grammar: null,
+  grammarLazy: false,
+  grammarTriggerPatterns: [],
+  grammarTriggerTokens: [],
+  grammarPrefill: null,
+  nProbs: -1,
 });
+
+/** GBNF for a JSON schema (INVALID_ARGUMENT naming the problem when llama.cpp's converter rejects it). */
+export function jsonSchemaToGrammar(schema: unknown): string {
+  return native(() => loadBinding().jsonSchemaToGrammar(JSON.stringify(schema)));
+}
+
+/** An OpenAI chat request's fields that shape the prompt, grammar and parser (OpenAI shapes throughout). */
+export interface ChatTemplateRequest {
+  /** {role, content} with role 'tool' (+ tool_call_id) and assistant tool_calls (content null) as OpenAI has them. */
+  messages: readonly unknown[];
+  tools?: readonly unknown[] | null;
+  /** 'none' | 'auto' | 'required' | {type: 'function', function: {name}} (that tool only, a call required). */
+  tool_choice?: unknown;
+  response_format?: unknown;
+  /** A JSON schema, as llama-server's own json_schema field. */
+  json_schema?: unknown;
+  /** GBNF; not with tools or a schema. */
+  grammar?: string | null;
+  parallel_tool_calls?: boolean | null;
+  /** 'none' | 'auto' | 'deepseek' | 'deepseek-legacy'; llama-server's default is 'deepseek'. */
+  reasoning_format?: string | null;
+  /** Default: on when the template supports thinking, as llama-server. */
+  enable_thinking?: boolean | null;
+  chat_template_kwargs?: Record<string, unknown> | null;
+  reasoning_effort?: string | null;
+  add_generation_prompt?: boolean | null;
+}
+
+/** The grammar part of SamplerSettings that a chat prompt asks for. */
+export type ChatGrammarSettings = Pick<SamplerSettings, 'grammar' | 'grammarLazy' | 'grammarTriggerPatterns' | 'grammarTriggerTokens' | 'grammarPrefill'>;
+
+export interface ChatPrompt extends Omit<NativeChatApplyResult, 'parser'> {
+  parser: ChatParser;
+  /** Sampler settings that constrain the answer as llama-server would (grammar, triggers, prefill). */
+  sampling: ChatGrammarSettings;
+}
+
+export class ChatTemplates {
+  readonly #native: NativeChatTemplates;
+
+  constructor(nativeTemplates: NativeChatTemplates) {
+    this.#native = nativeTemplates;
+  }
+
+  info(): ChatTemplatesInfo {
+    return native(() => this.#native.info());
+  }
+
+  /** Renders the prompt; bad input is an INVALID_ARGUMENT error naming the request field. */
+  async apply(request: ChatTemplateRequest): Promise<ChatPrompt> {
+    const r = await nativeAsync(() => this.#native.apply(JSON.stringify(request)));
+    // llama-server advances template and schema grammars past the generation prompt; a user's own
+    // grammar, and a lazy one, start from the first generated token.
+    const userGrammar = typeof request.grammar === 'string' && request.grammar !== '';
+    const sampling: ChatGrammarSettings = {
+      grammar: r.grammar === '' ? null : r.grammar,
+      grammarLazy: r.grammarLazy,
+      grammarTriggerPatterns: r.grammarTriggerPatterns,
+      grammarTriggerTokens: r.grammarTriggerTokens,
+      grammarPrefill: r.grammar !== '' && !r.grammarLazy && !userGrammar && r.generationPrompt !== '' ? r.generationPrompt : null,
+    };
+    return { ...r, parser: new ChatParser(r.parser), sampling };
+  }
+}
+
+export class ChatParser {
+  readonly #native: NativeChatParser;
+
+  constructor(nativeParser: NativeChatParser) {
+    this.#native = nativeParser;
+  }
+
+  /** Reads the answer generated so far (partial) or in full into content, reasoning and tool calls. */
+  parse(text: string, options: { partial?: boolean } = {}): ParsedChatMessage {
+    return native(() => this.#native.parse(text, options.partial ?? false));
+  }
+}
 
 export class Sampler {
   readonly native: NativeSampler;
@@ -318,9 +416,27 @@ export class LlamaContext {
     return l;
   }
 
+  /**
+   * The log-probabilities of sample `sampleIndex` (the order of batch.sample() calls) of the last decode,
+   * from the raw logits; null when that sampler's nProbs < 0. Token text and bytes: model.tokenToPiece().
+   */
+  logprobs(sampleIndex: number): TokenLogprobs | null {
+    return native(() => this.#live().lastLogprobs(sampleIndex));
+  }
+
   /** Frees a sequence's KV cells (positions [p0, p1), -1 for open ends). */
   removeSequence(seqId: number, p0 = -1, p1 = -1): boolean {
     return native(() => this.#live().seqRemove(seqId, p0, p1));
+  }
+
+  /**
+   * Whether the sequence still holds what tokens from position `n` on attend to. A sliding-window
+   * cache drops positions older than its window, so an old prefix may be partly gone.
+   */
+  holdsPrefixFor(seqId: number, n: number): boolean {
+    if (this.info.nSwa === 0) return true;
+    const [min] = native(() => this.#live().seqPosRange(seqId));
+    return min >= 0 && min <= Math.max(0, n - this.info.nSwa);
   }
 
   clear(): void {

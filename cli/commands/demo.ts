@@ -18,7 +18,7 @@ import { HttpApi } from '../../coordinator/http/server.js';
 import { CoordinatorMetrics } from '../../coordinator/metrics.js';
 import { loadBinding } from '../../native/binding.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
-import { createTestModel } from '../../models/test-models.js';
+import { createTestModel, testModelFileName } from '../../models/test-models.js';
 import { startLocalWorker, type LocalWorker } from '../local-cluster.js';
 import { parseInteger } from '../options.js';
 import { httpOptions, metricsSource, printPlan } from './coordinator.js';
@@ -72,7 +72,7 @@ export function registerDemoCommand(program: Command): void {
       const threads = parseInteger(opts.threads, '--threads', { min: 1, max: 256 });
       const say = (s: string) => process.stderr.write(s);
       const dir = join(homedir(), '.cache', 'hearth', 'demo');
-      const modelPath = opts.model ? resolve(opts.model) : join(homedir(), '.cache', 'hearth', 'models', 'tiny-f16-seed1.gguf');
+      const modelPath = opts.model ? resolve(opts.model) : join(homedir(), '.cache', 'hearth', 'models', testModelFileName('tiny'));
       if (!opts.model && !existsSync(modelPath)) {
         say(`creating the tiny test model at ${modelPath} ...\n`);
         await createTestModel({ out: modelPath, preset: 'tiny', quant: 'f16', seed: 1 });

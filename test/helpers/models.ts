@@ -3,12 +3,12 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { createTestModel, type TestModelPreset, type TestModelQuant } from '../../models/test-models.js';
+import { createTestModel, testModelFileName, type TestModelPreset, type TestModelQuant } from '../../models/test-models.js';
 
 export const TEST_MODEL_DIR = join(tmpdir(), 'hearth-test-models');
 
 export async function testModel(preset: TestModelPreset = 'tiny', quant: TestModelQuant = 'f16', seed = 1): Promise<string> {
-  const path = join(TEST_MODEL_DIR, `${preset}-${quant}-seed${seed}.gguf`);
+  const path = join(TEST_MODEL_DIR, testModelFileName(preset, quant, seed));
   if (!existsSync(path)) await createTestModel({ out: path, preset, quant, seed });
   return path;
 }

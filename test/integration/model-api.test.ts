@@ -29,7 +29,7 @@ describe('model API on the tiny test model', () => {
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'What is a hearth?' },
     ]);
-    assert.match(prompt, /\[INST\]/);
+    assert.match(prompt, /<\|im_start\|>system\nBe brief\.<\|im_end\|>/);
     assert.match(prompt, /What is a hearth\?/);
     assert.match(prompt, /Be brief\./);
     assert.match(model.applyChatTemplate([{ role: 'user', content: 'hi' }], { template: 'chatml' }), /<\|im_start\|>user\nhi<\|im_end\|>/);

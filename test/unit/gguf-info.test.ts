@@ -31,7 +31,7 @@ describe('a generated tiny model', () => {
     assert.equal(f.headDimK, s.nEmbd / s.nHead);
     assert.equal(f.vocabSize, 32000, "llama.cpp's SPM vocabulary");
     assert.equal(f.fileType, 1, 'mostly F16');
-    assert.match(f.chatTemplate ?? '', /\[INST\]/);
+    assert.match(f.chatTemplate ?? '', /<tool_call>/, 'the ChatML template with tools and thinking');
 
     // Per-layer bytes from first principles: F16 matrices, F32 norms.
     const kv = (s.nEmbd / s.nHead) * s.nHeadKv;

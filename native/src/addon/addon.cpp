@@ -173,6 +173,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     hearth::InitContext(env, exports);
     hearth::InitSampler(env, exports);
     hearth::InitTestModel(env, exports);
+    hearth::InitChat(env, exports);
     exports.Set("setLogger", Napi::Function::New(env, hearth::SetLogger, "setLogger"));
     napi_add_env_cleanup_hook(env, Cleanup, nullptr);
     return exports;

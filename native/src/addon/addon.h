@@ -89,5 +89,6 @@ void InitContext(Napi::Env env, Napi::Object exports);
 void InitSampler(Napi::Env env, Napi::Object exports);
 void InitBackend(Napi::Env env, Napi::Object exports);
 void InitTestModel(Napi::Env env, Napi::Object exports);
+void InitChat(Napi::Env env, Napi::Object exports);
 
 }  // namespace hearth

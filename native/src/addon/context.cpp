@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "llama-ext.h"
@@ -27,8 +28,10 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
     Napi::Value Info(const Napi::CallbackInfo & info);
     Napi::Value Decode(const Napi::CallbackInfo & info);
     Napi::Value GetLogits(const Napi::CallbackInfo & info);
+    Napi::Value LastLogprobs(const Napi::CallbackInfo & info);
     Napi::Value SeqRemove(const Napi::CallbackInfo & info);
     Napi::Value MemoryClear(const Napi::CallbackInfo & info);
+    Napi::Value SeqPosRange(const Napi::CallbackInfo & info);
     Napi::Value MemoryBreakdown(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 
@@ -42,6 +45,7 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
     std::atomic<bool> busy_{false};
     int32_t n_outputs_ = 0;  // rows of logits the last decode produced
     std::vector<int32_t> output_rows_;  // batch index -> logits flag of the last decode
+    std::vector<std::optional<TokenLogprobs>> last_logprobs_;  // per sample of the last decode
 };
 
 Napi::FunctionReference AddonContext::constructor;
@@ -164,6 +168,8 @@ Napi::Value AddonContext::Info(const Napi::CallbackInfo & info) {
     o.Set("nUbatch", llama_n_ubatch(ctx_));
     o.Set("nSeqMax", llama_n_seq_max(ctx_));
     o.Set("nVocab", llama_vocab_n_tokens(model_->vocab()));
+    // Sliding-window layers keep only this many positions (0: the whole context is kept).
+    o.Set("nSwa", params_.swa_full ? 0 : llama_model_n_swa(model_->model()));
     return o;
 }
 
@@ -194,18 +200,23 @@ class DecodeWorker : public PromiseWorker {
             }
         }
         sampled_.resize(sample_rows_.size());
+        logprobs_.resize(sample_rows_.size());
         for (size_t i = 0; i < sample_rows_.size(); i++) {
-            sampled_[i] = llama_sampler_sample(samplers_[i]->chain(), ctx_->ctx_, sample_rows_[i]);
+            sampled_[i] = samplers_[i]->Sample(ctx_->ctx_, sample_rows_[i]);
+            // From the raw logits, as OpenAI's logprobs are: what the model thought, not the sampler.
+            if (samplers_[i]->wants_logprobs()) logprobs_[i] = samplers_[i]->Logprobs(ctx_->ctx_, sample_rows_[i], sampled_[i]);
         }
     }
     Napi::Value Result(Napi::Env env) override {
         ctx_->busy_ = false;
+        ctx_->last_logprobs_ = std::move(logprobs_);
         Napi::Int32Array out = Napi::Int32Array::New(env, sampled_.size());
         std::copy(sampled_.begin(), sampled_.end(), out.Data());
         return out;
     }
     void OnError(const Napi::Error & e) override {
         ctx_->busy_ = false;
+        ctx_->last_logprobs_.clear();
         PromiseWorker::OnError(e);
     }
 
@@ -213,6 +224,7 @@ class DecodeWorker : public PromiseWorker {
     AddonContext * ctx_;
     Napi::ObjectReference ref_;
     std::vector<llama_token> sampled_;
+    std::vector<std::optional<TokenLogprobs>> logprobs_;
 };
 
 template <typename T>
@@ -263,7 +275,7 @@ Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
             ThrowJs(env, "INVALID_ARGUMENT", "decode: samplers[" + std::to_string(i) + "] is not an AddonSampler");
         }
         AddonSampler * s = AddonSampler::Unwrap(v.As<Napi::Object>());
-        if (row < 0 || static_cast<size_t>(row) >= n || logits[row] == 0 || s->chain() == nullptr || s->in_use.load()) {
+        if (row < 0 || static_cast<size_t>(row) >= n || logits[row] == 0 || !s->live() || s->in_use.load()) {
             delete worker;
             ThrowJs(env, "INVALID_ARGUMENT", "decode: sample " + std::to_string(i) + " needs a row with logits and a live sampler not used twice");
         }
@@ -282,6 +294,7 @@ Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
     }
     worker->batch_.n_tokens = static_cast<int32_t>(n);
     output_rows_.assign(logits.Data(), logits.Data() + n);
+    last_logprobs_.clear();
     busy_ = true;
     worker->Queue();
     return worker->Promise();
@@ -303,6 +316,31 @@ Napi::Value AddonContext::GetLogits(const Napi::CallbackInfo & info) {
     return out;
 }
 
+// lastLogprobs(i): {token, logprob, top: [{token, logprob}]} for sample i of the last decode, or null
+// when its sampler did not ask for logprobs (nProbs < 0).
+Napi::Value AddonContext::LastLogprobs(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    int32_t i = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1;
+    if (i < 0 || static_cast<size_t>(i) >= last_logprobs_.size()) {
+        ThrowJs(env, "INVALID_ARGUMENT", "lastLogprobs: the last decode had no sample " + std::to_string(i));
+    }
+    const auto & lp = last_logprobs_[static_cast<size_t>(i)];
+    if (!lp) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("token", Napi::Number::New(env, lp->token));
+    o.Set("logprob", Napi::Number::New(env, lp->logprob));
+    Napi::Array top = Napi::Array::New(env, lp->top.size());
+    for (size_t k = 0; k < lp->top.size(); k++) {
+        Napi::Object e = Napi::Object::New(env);
+        e.Set("token", Napi::Number::New(env, lp->top[k].first));
+        e.Set("logprob", Napi::Number::New(env, lp->top[k].second));
+        top.Set(static_cast<uint32_t>(k), e);
+    }
+    o.Set("top", top);
+    return o;
+}
+
 // seqRemove(seqId, p0 = -1, p1 = -1): boolean. Frees a sequence's KV cells.
 Napi::Value AddonContext::SeqRemove(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -312,6 +350,20 @@ Napi::Value AddonContext::SeqRemove(const Napi::CallbackInfo & info) {
     int32_t p1 = info.Length() > 2 ? info[2].ToNumber().Int32Value() : -1;
     if (seq_id >= static_cast<int32_t>(llama_n_seq_max(ctx_))) ThrowJs(env, "INVALID_ARGUMENT", "seqRemove: no sequence " + std::to_string(seq_id));
     return Napi::Boolean::New(env, llama_memory_seq_rm(llama_get_memory(ctx_), seq_id, p0, p1));
+}
+
+// seqPosRange(seqId): [min, max] positions held for a sequence ([-1, -1] when empty). With a
+// sliding-window cache, min says how much of an old prefix is still there.
+Napi::Value AddonContext::SeqPosRange(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    int32_t seq_id = info.Length() > 0 ? info[0].ToNumber().Int32Value() : -1;
+    if (seq_id < 0 || seq_id >= static_cast<int32_t>(llama_n_seq_max(ctx_))) ThrowJs(env, "INVALID_ARGUMENT", "seqPosRange: no sequence " + std::to_string(seq_id));
+    llama_memory_t mem = llama_get_memory(ctx_);
+    Napi::Array out = Napi::Array::New(env, 2);
+    out.Set(0u, Napi::Number::New(env, llama_memory_seq_pos_min(mem, seq_id)));
+    out.Set(1u, Napi::Number::New(env, llama_memory_seq_pos_max(mem, seq_id)));
+    return out;
 }
 
 Napi::Value AddonContext::MemoryClear(const Napi::CallbackInfo & info) {
@@ -355,8 +407,10 @@ void AddonContext::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod("info", &AddonContext::Info),
                                         InstanceMethod("decode", &AddonContext::Decode),
                                         InstanceMethod("getLogits", &AddonContext::GetLogits),
+                                        InstanceMethod("lastLogprobs", &AddonContext::LastLogprobs),
                                         InstanceMethod("seqRemove", &AddonContext::SeqRemove),
                                         InstanceMethod("memoryClear", &AddonContext::MemoryClear),
+                                        InstanceMethod("seqPosRange", &AddonContext::SeqPosRange),
                                         InstanceMethod("memoryBreakdown", &AddonContext::MemoryBreakdown),
                                         InstanceMethod("dispose", &AddonContext::Dispose),
                                     });
