@@ -9,6 +9,8 @@ export interface GenerateOptions {
   maxTokens?: number;
   sampling?: { temperature?: number; top_k?: number; top_p?: number; min_p?: number; repeat_penalty?: number; seed?: number; greedy?: boolean; ignore_eos?: boolean };
   stop?: string[];
+  /** false: process the whole prompt even when a prefix of it is cached. */
+  cachePrompt?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
   onChunk?: (text: string, tokens: number[]) => void;
@@ -18,7 +20,7 @@ export interface GenerateOutcome {
   text: string;
   tokens: number[];
   finishReason: string;
-  usage: { prompt_tokens: number; completion_tokens: number };
+  usage: { prompt_tokens: number; completion_tokens: number; cached_prompt_tokens?: number };
 }
 
 export interface WireStatus {
@@ -85,7 +87,7 @@ export class CoordinatorClient {
 
   #stream(method: string, body: object, o: GenerateOptions): Promise<GenerateOutcome> {
     const fn = (this.#client as unknown as Record<string, (req: object, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>)[method]!.bind(this.#client);
-    const request = { ...body, ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}), sampling: o.sampling ?? {}, stop: o.stop ?? [] };
+    const request = { ...body, ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}), sampling: o.sampling ?? {}, stop: o.stop ?? [], ...(o.cachePrompt !== undefined ? { cache_prompt: o.cachePrompt } : {}) };
     return new Promise<GenerateOutcome>((resolve, reject) => {
       const call = fn(request, this.#metadata, { deadline: deadline(o.timeoutMs ?? 120_000) });
       const out: GenerateOutcome = { text: '', tokens: [], finishReason: '', usage: { prompt_tokens: 0, completion_tokens: 0 } };

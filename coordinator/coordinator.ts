@@ -529,12 +529,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     let firstAt = 0;
     const handlers: GenerateHandlers = {
       ...options.handlers,
-      onToken: (text, token) => {
+      onToken: (text, token, extra) => {
         if (firstAt === 0 && token >= 0) {
           firstAt = performance.now();
           this.#metrics?.timeToFirstToken.observe((firstAt - arrived) / 1000);
         }
-        options.handlers?.onToken?.(text, token);
+        options.handlers?.onToken?.(text, token, extra);
       },
     };
     const task = this.#queue.add(
@@ -551,14 +551,16 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           try {
             const result = await engine.generate(id, prompt, params, {
               ...handlers,
-              onToken: (text, token) => {
+              onToken: (text, token, extra) => {
                 produced = true;
-                handlers.onToken?.(text, token);
+                handlers.onToken?.(text, token, extra);
               },
             });
             const m = this.#metrics;
             if (m) {
               m.promptTokens.inc(result.usage.promptTokens);
+              m.promptTokensCached.inc(result.usage.cachedTokens);
+              m.promptTokensProcessed.inc(result.usage.promptTokens - result.usage.cachedTokens);
               m.generatedTokens.inc(result.usage.completionTokens);
               m.requests.inc({ outcome: result.finishReason });
               if (firstAt > 0 && result.usage.completionTokens > 1) {

@@ -24,6 +24,7 @@ interface WireGenerate {
   max_tokens?: number;
   sampling?: WireSampling | null;
   stop?: string[];
+  cache_prompt?: boolean;
 }
 
 function settings(r: WireGenerate): RequestSettings {
@@ -39,6 +40,7 @@ function settings(r: WireGenerate): RequestSettings {
     greedy: s.greedy,
     ignoreEos: s.ignore_eos,
     stop: r.stop ?? [],
+    cachePrompt: r.cache_prompt,
   };
 }
 
@@ -105,7 +107,7 @@ export class CoordinatorGrpcServer {
         },
       });
       if (call.cancelled) return;
-      call.write({ final: { finish_reason: result.finishReason, usage: { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens } } });
+      call.write({ final: { finish_reason: result.finishReason, usage: { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens, cached_prompt_tokens: result.usage.cachedTokens } } });
       call.end();
     } catch (e) {
       if (call.cancelled) return;

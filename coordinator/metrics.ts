@@ -17,7 +17,17 @@ const STATES = ['starting', 'planning', 'loading', 'serving', 'draining', 'degra
 
 export class CoordinatorMetrics {
   readonly registry = new Registry();
-  readonly promptTokens = new Counter({ name: 'hearth_prompt_tokens_total', help: 'Prompt tokens processed', registers: [this.registry] });
+  readonly promptTokens = new Counter({ name: 'hearth_prompt_tokens_total', help: 'Prompt tokens of finished requests, cached or processed', registers: [this.registry] });
+  readonly promptTokensCached = new Counter({
+    name: 'hearth_prompt_tokens_cached_total',
+    help: 'Prompt tokens whose KV was reused from the prompt cache',
+    registers: [this.registry],
+  });
+  readonly promptTokensProcessed = new Counter({
+    name: 'hearth_prompt_tokens_processed_total',
+    help: 'Prompt tokens the engine computed (not found in the prompt cache)',
+    registers: [this.registry],
+  });
   readonly generatedTokens = new Counter({ name: 'hearth_generated_tokens_total', help: 'Tokens generated', registers: [this.registry] });
   readonly requests = new Counter({
     name: 'hearth_requests_total',

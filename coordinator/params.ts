@@ -1,8 +1,7 @@
 // Request settings checked at the edge, before anything reaches native code. Errors name the field as
 // clients send it (max_tokens, temperature, ...).
 import { ErrorCode, HearthError } from '../common/errors.js';
-import type { ChatMessage } from '../native/binding.js';
-import type { GenerateParams, PromptInput, SamplingSettings } from './engine/protocol.js';
+import type { ChatMessage, Constraint, GenerateParams, PromptInput, SamplingSettings } from './engine/protocol.js';
 
 export interface RequestSettings {
   maxTokens?: number | null | undefined;
@@ -17,7 +16,18 @@ export interface RequestSettings {
   greedy?: boolean | null | undefined;
   ignoreEos?: boolean | null | undefined;
   stop?: readonly string[] | null | undefined;
+  /** llama-server's cache_prompt: reuse a cached prefix of the prompt (default true). */
+  cachePrompt?: boolean | null | undefined;
+  /** A grammar or JSON schema the output must follow. */
+  constraint?: Constraint | null | undefined;
+  /** Alternatives to report with each chosen token's log-probability; null or absent: no logprobs. */
+  logprobs?: number | null | undefined;
+  /** The field `logprobs` came from, for errors (top_logprobs on chat, logprobs on completions). */
+  logprobsField?: string;
 }
+
+/** The most alternatives a request may ask for per token (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
 
 export const MAX_STOP_STRINGS = 16;
 export const MAX_STOP_LENGTH = 256;
@@ -59,7 +69,14 @@ export function resolveParams(s: RequestSettings, defaults: { maxTokens: number;
     if (typeof x !== 'string') throw bad(`stop[${i}]`, 'must be a string');
     if (x.length > MAX_STOP_LENGTH) throw bad(`stop[${i}]`, `at most ${MAX_STOP_LENGTH} characters`);
   });
-  return { maxTokens, sampling, stop: stop.filter((x) => x.length > 0) };
+  if (s.cachePrompt !== undefined && s.cachePrompt !== null && typeof s.cachePrompt !== 'boolean') throw bad('cache_prompt', 'must be true or false');
+  const logprobs = s.logprobs === null || s.logprobs === undefined ? null : inRange(s.logprobsField ?? 'logprobs', s.logprobs, 0, MAX_TOP_LOGPROBS, 0, true);
+  const constraint = s.constraint ?? null;
+  if (constraint?.kind === 'grammar' && (typeof constraint.grammar !== 'string' || constraint.grammar.trim() === '')) throw bad(constraint.field, 'must be a non-empty GBNF grammar');
+  if (constraint?.kind === 'json_schema' && (typeof constraint.schema !== 'object' || constraint.schema === null || Array.isArray(constraint.schema))) {
+    throw bad(constraint.field, 'must be a JSON schema object');
+  }
+  return { maxTokens, sampling, stop: stop.filter((x) => x.length > 0), cachePrompt: s.cachePrompt !== false, constraint, logprobs };
 }
 
 export function checkPrompt(prompt: PromptInput): PromptInput {
@@ -73,7 +90,9 @@ export function checkPrompt(prompt: PromptInput): PromptInput {
     if (typeof m.role !== 'string' || !['system', 'user', 'assistant', 'tool', 'developer'].includes(m.role)) {
       throw bad(`messages[${i}].role`, `must be one of system, user, assistant, tool, developer; got ${JSON.stringify(m.role)}`);
     }
-    if (typeof m.content !== 'string') throw bad(`messages[${i}].content`, 'must be a string');
+    // An assistant message that only calls tools has no content.
+    const callsTools = m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0;
+    if (typeof m.content !== 'string' && !(callsTools && (m.content === null || m.content === undefined))) throw bad(`messages[${i}].content`, 'must be a string');
   });
   return prompt;
 }

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { EngineLoadSpec, FinishReason, FromEngine, GenerateParams, LoadedInfo, PromptInput, ToEngine, Usage } from './protocol.js';
+import type { ChatDelta, ChatReply, EngineLoadSpec, FinishReason, FromEngine, GenerateParams, LoadedInfo, PromptInput, ToEngine, TokenLogprob, Usage } from './protocol.js';
 
 export type EngineExitReason = 'crash' | 'watchdog' | 'shutdown';
 
@@ -36,14 +36,23 @@ export class EngineExitError extends HearthError {
 }
 
 export interface GenerateHandlers {
-  onStarted?: (promptTokens: number) => void;
-  onToken?: (text: string, token: number) => void;
+  onStarted?: (promptTokens: number, cachedTokens: number) => void;
+  /** `token` is -1 for text released at the end (held back for a possible stop string). */
+  onToken?: (text: string, token: number, extra: TokenExtra) => void;
+}
+
+/** A chat reply's parsed change, and the token's log-probability when asked for. */
+export interface TokenExtra {
+  delta?: ChatDelta | undefined;
+  logprob?: TokenLogprob | undefined;
 }
 
 export interface GenerateResult {
   finishReason: FinishReason;
   usage: Usage;
   text: string;
+  /** A chat reply's content, reasoning and tool calls, as the template's format reads the text. */
+  reply?: ChatReply | undefined;
 }
 
 interface PendingRequest {
@@ -213,15 +222,15 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
       case 'tick':
         return;
       case 'started':
-        this.#pending.get(m.id)?.handlers.onStarted?.(m.promptTokens);
+        this.#pending.get(m.id)?.handlers.onStarted?.(m.promptTokens, m.cachedTokens);
         return;
       case 'token':
-        this.#pending.get(m.id)?.handlers.onToken?.(m.text, m.token);
+        this.#pending.get(m.id)?.handlers.onToken?.(m.text, m.token, { delta: m.delta, logprob: m.logprob });
         return;
       case 'done': {
         const p = this.#pending.get(m.id);
         this.#pending.delete(m.id);
-        p?.resolve({ finishReason: m.finishReason, usage: m.usage, text: m.text });
+        p?.resolve({ finishReason: m.finishReason, usage: m.usage, text: m.text, reply: m.reply });
         return;
       }
       case 'request-error': {

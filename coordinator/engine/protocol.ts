@@ -1,5 +1,5 @@
 // Messages between the coordinator and its engine child process (Node IPC, JSON).
-import type { ChatMessage, CacheType } from '../../native/binding.js';
+import type { CacheType } from '../../native/binding.js';
 
 export interface SamplingSettings {
   temperature: number;
@@ -14,13 +14,74 @@ export interface SamplingSettings {
   ignoreEos: boolean;
 }
 
+/**
+ * Output constrained by a grammar: GBNF text (llama-server's `grammar`), or a JSON schema that
+ * llama.cpp's converter turns into one. `field` is where the request gave it, for error messages.
+ */
+export type Constraint = { kind: 'grammar'; grammar: string; field: string } | { kind: 'json_schema'; schema: Record<string, unknown>; field: string };
+
 export interface GenerateParams {
   maxTokens: number;
   sampling: SamplingSettings;
   stop: string[];
+  constraint: Constraint | null;
+  /** Log-probabilities of each chosen token with this many alternatives; null: none. */
+  logprobs: number | null;
+  /** Reuse the KV of a finished request that shares the prompt's prefix (llama-server's cache_prompt). */
+  cachePrompt: boolean;
 }
 
-export type PromptInput = { kind: 'text'; text: string } | { kind: 'chat'; messages: ChatMessage[] };
+/** A chat message in OpenAI's shape: assistant messages may carry tool calls, tool messages answer one. */
+export interface ChatMessage {
+  role: string;
+  content: string | null;
+  name?: string;
+  tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: string } }[];
+  tool_call_id?: string;
+  reasoning_content?: string;
+}
+
+export interface ChatTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean };
+}
+
+export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
+
+export interface ChatOptions {
+  tools: ChatTool[];
+  toolChoice: ToolChoice;
+  /** null: as the template's capabilities say (llama-server's default). */
+  parallelToolCalls: boolean | null;
+  /** llama-server's reasoning_format: where text inside thinking markers goes. */
+  reasoningFormat: 'none' | 'auto' | 'deepseek' | 'deepseek-legacy';
+  /** chat_template_kwargs.enable_thinking, when given. */
+  enableThinking: boolean | null;
+}
+
+export type PromptInput = { kind: 'text'; text: string } | { kind: 'chat'; messages: ChatMessage[]; options?: ChatOptions };
+
+/** A chosen token's log-probability and its most likely alternatives (OpenAI's logprobs content entry). */
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top: { token: string; logprob: number; bytes: number[] }[];
+}
+
+/** What a chat reply's text means under its template: content, reasoning and tool calls. */
+export interface ChatReply {
+  content: string;
+  reasoningContent: string;
+  toolCalls: { id: string; name: string; arguments: string }[];
+}
+
+/** A change to a streamed chat reply, as OpenAI streams it. */
+export interface ChatDelta {
+  content?: string;
+  reasoningContent?: string;
+  toolCalls?: { index: number; id?: string; name?: string; arguments: string }[];
+}
 
 export interface EngineLoadSpec {
   modelPath: string;
@@ -52,11 +113,13 @@ export interface LoadedInfo {
   chatTemplate: boolean;
 }
 
-export type FinishReason = 'stop' | 'length' | 'cancelled';
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'tool_calls';
 
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
+  /** Prompt tokens whose KV was already in the sequence (not processed again). */
+  cachedTokens: number;
 }
 
 export type ToEngine =
@@ -72,8 +135,8 @@ export type FromEngine =
   | { type: 'load-failed'; code: string; message: string }
   /** Sent after every decode step: the watchdog's sign of progress. */
   | { type: 'tick' }
-  | { type: 'started'; id: string; promptTokens: number }
-  | { type: 'token'; id: string; text: string; token: number }
-  | { type: 'done'; id: string; finishReason: FinishReason; usage: Usage; text: string }
+  | { type: 'started'; id: string; promptTokens: number; cachedTokens: number }
+  | { type: 'token'; id: string; text: string; token: number; delta?: ChatDelta; logprob?: TokenLogprob }
+  | { type: 'done'; id: string; finishReason: FinishReason; usage: Usage; text: string; reply?: ChatReply }
   | { type: 'request-error'; id: string; code: string; message: string }
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string };

@@ -1,21 +1,39 @@
 // Continuous batching inside the engine process: up to nSeqMax requests decode in the same batches,
 // new requests join between steps, each with its own sampler, token budget, stop strings and
 // cancellation. One decode runs at a time (a llama context is not thread-safe).
+//
+// Prompt cache: a finished request's KV stays in its sequence. A new request takes the free sequence
+// whose cached tokens share the longest prefix with its prompt (ties: the least recently used) and
+// only the rest of its prompt is processed; the cached tail that differs is dropped then, not before.
+//
+// A reused prefix must give the greedy tokens a fresh run gives. llama.cpp computes a micro-batch of a
+// single token by another path than a larger one, and the results differ in the last bits (enough to
+// flip a near tie). So every prompt token is computed in chunks of two or more, only prompt tokens are
+// kept for reuse (generated ones were computed one at a time), and at least the prompt's last two
+// tokens are always computed again.
 import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
-import { Batch, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
-import type { FinishReason, FromEngine, GenerateParams, PromptInput } from './protocol.js';
+import type { SamplerSettings } from '../../native/binding.js';
+import { Batch, jsonSchemaToGrammar, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
+import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
+import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
+import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
+
+/** The fewest prompt tokens of a sequence computed together (see the note on the prompt cache). */
+const MIN_CHUNK = 2;
 
 interface Slot {
   id: string;
   seq: number;
   sampler: Sampler;
   prompt: Int32Array;
+  /** Prompt tokens whose KV was reused from the sequence's cache. */
+  cached: number;
   /** Prompt tokens already decoded. */
   fed: number;
   /** Position of the next token in this sequence. */
@@ -28,41 +46,138 @@ interface Slot {
   stops: StopStringFilter;
   text: string;
   cancelled: boolean;
+  /** A chat reply's parser (its template's format), and what it read so far. */
+  parser: ChatParser | null;
+  reply: ChatReply;
+  logprobs: boolean;
 }
 
+/** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
 interface Waiting {
   id: string;
   prompt: Int32Array;
   params: GenerateParams;
+  grammar: Partial<SamplerSettings>;
+  stops: string[];
+  parser: ChatParser | null;
+}
+
+/** Where a constraint's error belongs: the field the request gave it in. */
+function namedFor(e: unknown, constraint: Constraint | null): unknown {
+  if (!constraint || !(e instanceof HearthError) || e.code !== ErrorCode.InvalidArgument) return e;
+  const m = /^(json_schema|response_format(?:\.json_schema)?|schema|grammar): (.*)$/s.exec(e.message);
+  return m ? new HearthError(ErrorCode.InvalidArgument, `${constraint.field}: ${m[2]}`) : e;
+}
+
+/** What a sequence's KV cells hold between requests. */
+interface CachedSequence {
+  /** Tokens at positions 0..n-1 of the sequence. */
+  tokens: ArrayLike<number>;
+  /** When a request last used the sequence (a counter, for least-recently-used ties). */
+  lastUsed: number;
+}
+
+/** How many leading tokens two sequences share. */
+export function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
+/**
+ * The free sequence for a prompt: the longest cached prefix, ties to the least recently used. Without
+ * prefix reuse, the least recently used (its cache is the least likely to be wanted again).
+ */
+export function pickSequence(free: readonly number[], cache: readonly CachedSequence[], prompt: ArrayLike<number>, reuse: boolean): { seq: number; prefix: number } {
+  let best = { seq: free[0]!, prefix: -1, lastUsed: Infinity };
+  for (const seq of free) {
+    const c = cache[seq]!;
+    const prefix = reuse ? commonPrefix(c.tokens, prompt) : 0;
+    if (prefix > best.prefix || (prefix === best.prefix && c.lastUsed < best.lastUsed)) best = { seq, prefix, lastUsed: c.lastUsed };
+  }
+  return { seq: best.seq, prefix: Math.max(0, best.prefix) };
 }
 
 export class Scheduler {
   readonly #model: LlamaModel;
   readonly #ctx: LlamaContext;
+  readonly #templates: ChatTemplates;
   readonly #send: (m: FromEngine) => void;
   readonly #nBatch: number;
+  readonly #nUbatch: number;
+  readonly #minChunk: number;
   readonly #freeSeqs: number[];
   readonly #slots = new Map<string, Slot>();
   readonly #waiting: Waiting[] = [];
+  readonly #cache: CachedSequence[];
+  #uses = 0;
   #running = false;
 
   constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void) {
     this.#model = model;
     this.#ctx = ctx;
+    this.#templates = model.chatTemplates();
     this.#send = send;
     this.#nBatch = ctx.info.nBatch;
+    this.#nUbatch = ctx.info.nUbatch;
+    // Tiny (micro-)batches cannot keep the rule; they only ever come from a user's own settings.
+    this.#minChunk = Math.min(ctx.info.nBatch, ctx.info.nUbatch) >= 2 * MIN_CHUNK - 1 ? MIN_CHUNK : 1;
     this.#freeSeqs = Array.from({ length: ctx.info.nSeqMax }, (_, i) => i);
+    this.#cache = Array.from({ length: ctx.info.nSeqMax }, () => ({ tokens: [], lastUsed: 0 }));
   }
 
-  /** Tokenizes and queues a request; a prompt that cannot fit is refused at once. */
+  /** Renders, tokenizes and queues a request; a prompt that cannot fit is refused at once. */
   submit(id: string, prompt: PromptInput, params: GenerateParams): void {
-    let tokens: Int32Array;
-    try {
-      tokens = this.#tokenize(prompt);
-    } catch (e) {
-      this.#fail(id, e);
-      return;
+    this.#preparing.add(id);
+    this.#prepare(id, prompt, params).then(
+      (w) => {
+        if (this.#preparing.delete(id)) this.#enqueue(w);
+        else this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0 }, text: '' });
+      },
+      (e: unknown) => {
+        this.#preparing.delete(id);
+        this.#fail(id, namedFor(e, params.constraint));
+      },
+    );
+  }
+
+  readonly #preparing = new Set<string>();
+
+  async #prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
+    const c = params.constraint;
+    if (prompt.kind === 'text') {
+      const tokens = this.#model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
+      const grammar = c === null ? null : c.kind === 'grammar' ? c.grammar : jsonSchemaToGrammar(c.schema);
+      return { id, prompt: tokens, params, grammar: { grammar }, stops: params.stop, parser: null };
     }
+    const o = prompt.options;
+    const request: ChatTemplateRequest = { messages: prompt.messages, add_generation_prompt: true };
+    if (o) {
+      if (o.tools.length > 0) {
+        request.tools = o.tools;
+        request.tool_choice = o.toolChoice;
+        if (o.parallelToolCalls !== null) request.parallel_tool_calls = o.parallelToolCalls;
+      }
+      request.reasoning_format = o.reasoningFormat;
+      if (o.enableThinking !== null) request.enable_thinking = o.enableThinking;
+    }
+    if (c?.kind === 'json_schema') request.json_schema = c.schema;
+    if (c?.kind === 'grammar') request.grammar = c.grammar;
+    const chat = await this.#templates.apply(request);
+    const grammar = { ...chat.sampling };
+    // The template leaves a request's own grammar alone, as llama-server does: it applies as given.
+    if (c?.kind === 'grammar' && !grammar.grammar) grammar.grammar = c.grammar;
+    const required = o !== undefined && o.tools.length > 0 && o.toolChoice !== 'auto' && o.toolChoice !== 'none';
+    if (required && grammar.grammar && !grammar.grammarLazy) grammar.grammar = toolCallsOnly(grammar.grammar);
+    if (o?.parallelToolCalls === false && grammar.grammar) grammar.grammar = singleToolCall(grammar.grammar);
+    const tokens = this.#model.tokenize(chat.prompt, { addSpecial: true, parseSpecial: true });
+    return { id, prompt: tokens, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser };
+  }
+
+  #enqueue(w: Waiting): void {
+    const { id } = w;
+    const tokens = w.prompt;
     const limit = this.#ctx.info.nCtxSeq;
     if (tokens.length === 0) {
       this.#fail(id, new HearthError(ErrorCode.InvalidArgument, 'the prompt is empty'));
@@ -75,15 +190,17 @@ export class Scheduler {
       );
       return;
     }
-    this.#waiting.push({ id, prompt: tokens, params });
+    this.#waiting.push(w);
     this.#kick();
   }
 
   cancel(id: string): void {
+    // Still rendering: answered as cancelled when the rendering ends.
+    if (this.#preparing.delete(id)) return;
     const waiting = this.#waiting.findIndex((w) => w.id === id);
     if (waiting >= 0) {
       const [w] = this.#waiting.splice(waiting, 1);
-      this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w!.prompt.length, completionTokens: 0 }, text: '' });
+      this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w!.prompt.length, completionTokens: 0, cachedTokens: 0 }, text: '' });
       return;
     }
     const slot = this.#slots.get(id);
@@ -92,13 +209,7 @@ export class Scheduler {
   }
 
   get active(): number {
-    return this.#slots.size + this.#waiting.length;
-  }
-
-  #tokenize(prompt: PromptInput): Int32Array {
-    if (prompt.kind === 'text') return this.#model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
-    const text = this.#model.applyChatTemplate(prompt.messages, { addAssistant: true });
-    return this.#model.tokenize(text, { addSpecial: true, parseSpecial: true });
+    return this.#slots.size + this.#waiting.length + this.#preparing.size;
   }
 
   #kick(): void {
@@ -125,10 +236,12 @@ export class Scheduler {
       } catch (e) {
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
         for (const slot of new Set(rows)) this.#finishWithError(slot, e);
+        // Sequences with only prompt chunks in the failed batch have lost them too.
+        for (const slot of [...this.#slots.values()]) if (batch.seqIds.includes(slot.seq)) this.#finishWithError(slot, e);
         this.#send({ type: 'tick' });
         continue;
       }
-      rows.forEach((slot, i) => this.#accept(slot, sampled[i]!));
+      rows.forEach((slot, i) => this.#accept(slot, sampled[i]!, slot.logprobs ? this.#logprob(i) : undefined));
       this.#send({ type: 'tick' });
     }
   }
@@ -136,34 +249,59 @@ export class Scheduler {
   #admit(): void {
     while (this.#waiting.length > 0 && this.#freeSeqs.length > 0) {
       const w = this.#waiting.shift()!;
-      const seq = this.#freeSeqs.shift()!;
       let sampler: Sampler;
       try {
-        sampler = this.#model.createSampler(w.params.sampling);
+        sampler = this.#model.createSampler({ ...w.params.sampling, ...w.grammar, nProbs: w.params.logprobs ?? -1 });
         const { repeatPenalty, frequencyPenalty, presencePenalty } = w.params.sampling;
         if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(w.prompt.slice(-64));
       } catch (e) {
-        this.#freeSeqs.push(seq);
-        this.#fail(w.id, e);
+        this.#fail(w.id, namedFor(e, w.params.constraint));
         continue;
       }
+      const { seq, cached } = this.#claimSequence(w.prompt, w.params.cachePrompt);
       this.#slots.set(w.id, {
         id: w.id,
         seq,
         sampler,
         prompt: w.prompt,
-        fed: 0,
-        pos: 0,
+        cached,
+        fed: cached,
+        pos: cached,
         pending: null,
         generated: 0,
         maxTokens: w.params.maxTokens,
         decoder: new TextDecoder('utf-8'),
-        stops: new StopStringFilter(w.params.stop),
+        stops: new StopStringFilter(w.stops),
         text: '',
         cancelled: false,
+        parser: w.parser,
+        reply: EMPTY_REPLY,
+        logprobs: w.params.logprobs !== null,
       });
-      this.#send({ type: 'started', id: w.id, promptTokens: w.prompt.length });
+      this.#send({ type: 'started', id: w.id, promptTokens: w.prompt.length, cachedTokens: cached });
     }
+  }
+
+  /**
+   * Takes a free sequence for `prompt` and drops the part of its cache the prompt does not share.
+   * At least the prompt's last token is processed again: its logits start the generation.
+   */
+  #claimSequence(prompt: Int32Array, reuse: boolean): { seq: number; cached: number } {
+    const { seq, prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, reuse);
+    this.#freeSeqs.splice(this.#freeSeqs.indexOf(seq), 1);
+    const entry = this.#cache[seq]!;
+    entry.lastUsed = ++this.#uses;
+    let cached = Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
+    // Everything after the prefix goes, the cells of generated tokens included. A sliding-window cache
+    // keeps only its window: the cells before the prefix that the new tokens attend to may be gone, and
+    // then the sequence starts over (as llama-server does).
+    const kept = cached > 0 && this.#ctx.removeSequence(seq, cached, -1) && this.#ctx.holdsPrefixFor(seq, cached);
+    if (!kept) {
+      this.#ctx.removeSequence(seq);
+      cached = 0;
+    }
+    entry.tokens = prompt.subarray(0, cached);
+    return { seq, cached };
   }
 
   /** One token per generating sequence first (they are latency-bound), then prompt chunks. */
@@ -180,7 +318,12 @@ export class Scheduler {
       const left = slot.prompt.length - slot.fed;
       const room = this.#nBatch - batch.size;
       if (left === 0 || room <= 0) continue;
-      const take = Math.min(left, room);
+      // Within one micro-batch, and never a lone token (here, or left over for the next step) unless
+      // the whole prompt is one token.
+      let take = Math.min(left, room, this.#nUbatch);
+      const min = this.#minChunk;
+      if (left - take > 0 && left - take < min) take -= min - (left - take);
+      if (take < Math.min(min, left)) continue;
       const last = batch.addSequence(slot.prompt.subarray(slot.fed, slot.fed + take), slot.pos, slot.seq, false);
       slot.fed += take;
       slot.pos += take;
@@ -192,7 +335,28 @@ export class Scheduler {
     return { batch, rows };
   }
 
-  #accept(slot: Slot, token: number): void {
+  /** Sample `i`'s log-probabilities in OpenAI's terms: token text, bytes, alternatives. */
+  #logprob(i: number): TokenLogprob | undefined {
+    const l = this.#ctx.logprobs(i);
+    if (!l) return undefined;
+    const piece = (token: number) => {
+      const bytes = this.#model.tokenToPiece(token);
+      return { token: bytes.toString('utf8'), bytes: [...bytes] };
+    };
+    return { ...piece(l.token), logprob: l.logprob, top: l.top.map((t) => ({ ...piece(t.token), logprob: t.logprob })) };
+  }
+
+  /** Reads the reply so far with its template's parser; returns what changed for the stream. */
+  #parse(slot: Slot, partial: boolean) {
+    if (!slot.parser) return undefined;
+    const parsed = slot.parser.parse(slot.text, { partial });
+    const next = withToolCallIds({ content: parsed.content, reasoningContent: parsed.reasoningContent, toolCalls: parsed.toolCalls }, slot.reply);
+    const delta = replyDelta(slot.reply, next);
+    slot.reply = next;
+    return delta ?? {};
+  }
+
+  #accept(slot: Slot, token: number, logprob: TokenLogprob | undefined): void {
     if (slot.cancelled) return; // reaped before the next step
     if (this.#model.isEndOfGeneration(token)) {
       this.#finish(slot, 'stop');
@@ -202,7 +366,8 @@ export class Scheduler {
     const piece = slot.decoder.decode(this.#model.tokenToPiece(token), { stream: true });
     const scan = slot.stops.push(piece);
     slot.text += scan.emit;
-    this.#send({ type: 'token', id: slot.id, text: scan.emit, token });
+    const delta = scan.emit ? this.#parse(slot, true) : slot.parser ? {} : undefined;
+    this.#send({ type: 'token', id: slot.id, text: scan.emit, token, ...(delta ? { delta } : {}), ...(logprob ? { logprob } : {}) });
     if (scan.stopped) {
       this.#finish(slot, 'stop', false);
     } else if (slot.generated >= slot.maxTokens || slot.pos + 1 >= this.#ctx.info.nCtxSeq) {
@@ -217,26 +382,43 @@ export class Scheduler {
   }
 
   #finish(slot: Slot, reason: FinishReason, flush = true): void {
+    let rest = '';
     if (flush) {
-      const rest = slot.stops.push(slot.decoder.decode()).emit + slot.stops.flush();
-      if (rest) {
-        slot.text += rest;
-        this.#send({ type: 'token', id: slot.id, text: rest, token: -1 });
-      }
+      rest = slot.stops.push(slot.decoder.decode()).emit + slot.stops.flush();
+      slot.text += rest;
     }
-    this.#release(slot);
-    this.#send({ type: 'done', id: slot.id, finishReason: reason, usage: { promptTokens: slot.prompt.length, completionTokens: slot.generated }, text: slot.text });
+    // The final reading: text held back as a possible marker is settled now.
+    const delta = this.#parse(slot, false);
+    if (rest || (delta && Object.keys(delta).length > 0)) this.#send({ type: 'token', id: slot.id, text: rest, token: -1, ...(delta ? { delta } : {}) });
+    this.#release(slot, true);
+    const reply = slot.parser ? slot.reply : undefined;
+    this.#send({
+      type: 'done',
+      id: slot.id,
+      finishReason: reason === 'stop' && reply && reply.toolCalls.length > 0 ? 'tool_calls' : reason,
+      usage: { promptTokens: slot.prompt.length, completionTokens: slot.generated, cachedTokens: slot.cached },
+      text: slot.text,
+      ...(reply ? { reply } : {}),
+    });
   }
 
   #finishWithError(slot: Slot, e: unknown): void {
-    this.#release(slot);
+    this.#release(slot, false);
     this.#fail(slot.id, e);
   }
 
-  #release(slot: Slot): void {
+  /** Frees the slot's sequence; its KV stays as a cache of what was fed, unless the request failed. */
+  #release(slot: Slot, keepCache: boolean): void {
     this.#slots.delete(slot.id);
+    const entry = this.#cache[slot.seq]!;
     try {
-      this.#ctx.removeSequence(slot.seq);
+      if (keepCache) {
+        // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
+        entry.tokens = slot.prompt.subarray(0, slot.fed);
+      } else {
+        entry.tokens = [];
+        this.#ctx.removeSequence(slot.seq);
+      }
     } finally {
       slot.sampler.dispose();
       this.#freeSeqs.push(slot.seq);

@@ -22,7 +22,7 @@ const MAPPING: Record<ErrorCode, { status: number; type: string }> = {
 
 /** The field an error names ("max_tokens: must be ..." → max_tokens). */
 function paramOf(message: string): string | null {
-  const m = /^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?): /.exec(message);
+  const m = /^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): /.exec(message);
   return m ? m[1]! : null;
 }
 

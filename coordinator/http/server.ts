@@ -8,6 +8,8 @@ import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { keyRefusal, presentedKey } from '../api-keys.js';
 import type { Coordinator, GenerationRequest } from '../coordinator.js';
+import type { GenerateResult } from '../engine/engine-process.js';
+import type { ChatDelta, TokenLogprob } from '../engine/protocol.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
 import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
@@ -127,22 +129,33 @@ export class HttpApi {
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) abort.abort();
     });
-    if (parsed.stream.stream) return this.#stream(kind, parsed.request, parsed.stream, reply, abort);
-    const result = await this.#coordinator.generate(parsed.request, { signal: abort.signal });
+    if (parsed.stream.stream) return this.#stream(kind, parsed.request, parsed.stream, parsed.logprobs, reply, abort);
+    const logprobs: TokenLogprob[] = [];
+    const result = await this.#coordinator.generate(parsed.request, {
+      signal: abort.signal,
+      handlers: parsed.logprobs ? { onToken: (_text, _token, extra) => extra.logprob && logprobs.push(extra.logprob) } : {},
+    });
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
-    const finish = result.finishReason === 'length' ? 'length' : 'stop';
+    const finish = finishReason(result.finishReason);
     if (kind === 'chat') {
       return {
         id,
         object: 'chat.completion',
         created,
         model: this.modelId,
-        choices: [{ index: 0, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finish }],
+        choices: [{ index: 0, message: chatMessageOf(result), logprobs: parsed.logprobs ? { content: logprobs.map(chatLogprob), refusal: null } : null, finish_reason: finish }],
         usage: usage(result.usage),
       };
     }
-    return { id, object: 'text_completion', created, model: this.modelId, choices: [{ index: 0, text: result.text, logprobs: null, finish_reason: finish }], usage: usage(result.usage) };
+    return {
+      id,
+      object: 'text_completion',
+      created,
+      model: this.modelId,
+      choices: [{ index: 0, text: result.text, logprobs: parsed.logprobs ? completionLogprobs(logprobs, 0) : null, finish_reason: finish }],
+      usage: usage(result.usage),
+    };
   }
 
   /**
@@ -150,7 +163,7 @@ export class HttpApi {
    * still gets its proper status), or until `headersAfterMs`; after that, a failure is an error chunk
    * followed by [DONE], since the status is already sent.
    */
-  async #stream(kind: Kind, request: GenerationRequest, so: StreamOptions, reply: FastifyReply, abort: AbortController) {
+  async #stream(kind: Kind, request: GenerationRequest, so: StreamOptions, wantLogprobs: boolean, reply: FastifyReply, abort: AbortController) {
     reply.hijack();
     const res = reply.raw;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
@@ -160,10 +173,16 @@ export class HttpApi {
     const write = (data: unknown) => {
       if (!res.destroyed) res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
     };
-    const chunk = (delta: { role?: string; content?: string }, finish: string | null) =>
-      kind === 'chat'
-        ? { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] }
-        : { id, object: 'text_completion', created, model, choices: [{ index: 0, text: delta.content ?? '', logprobs: null, finish_reason: finish }] };
+    let textOffset = 0;
+    const chunk = (delta: Record<string, unknown>, finish: string | null, lp: TokenLogprob[] = []) => {
+      if (kind === 'chat') {
+        const logprobs = wantLogprobs && lp.length > 0 ? { content: lp.map(chatLogprob), refusal: null } : null;
+        return { id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, logprobs, finish_reason: finish }] };
+      }
+      const logprobs = wantLogprobs && lp.length > 0 ? completionLogprobs(lp, textOffset) : null;
+      textOffset += typeof delta.content === 'string' ? delta.content.length : 0;
+      return { id, object: 'text_completion', created, model, choices: [{ index: 0, text: delta.content ?? '', logprobs, finish_reason: finish }] };
+    };
     const open = () => {
       if (opened || res.destroyed) return;
       opened = true;
@@ -179,14 +198,16 @@ export class HttpApi {
         signal: abort.signal,
         handlers: {
           onStarted: open,
-          onToken: (text) => {
+          onToken: (text, _token, extra) => {
             open();
-            if (text) write(chunk({ content: text }, null));
+            const lp = extra.logprob ? [extra.logprob] : [];
+            const delta = kind === 'chat' && extra.delta ? wireDelta(extra.delta) : text ? { content: text } : null;
+            if (delta || lp.length > 0) write(chunk(delta ?? {}, null, lp));
           },
         },
       });
       open();
-      write(chunk({}, result.finishReason === 'length' ? 'length' : 'stop'));
+      write(chunk({}, finishReason(result.finishReason)));
       if (so.includeUsage) write({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(result.usage) });
       write('[DONE]');
       res.end();
@@ -207,6 +228,59 @@ export class HttpApi {
       clearInterval(ping);
     }
   }
+}
+
+function finishReason(r: GenerateResult['finishReason']): string {
+  return r === 'length' ? 'length' : r === 'tool_calls' ? 'tool_calls' : 'stop';
+}
+
+/** The assistant message of a chat completion: its content, reasoning and tool calls. */
+function chatMessageOf(result: GenerateResult) {
+  const r = result.reply;
+  if (!r) return { role: 'assistant', content: result.text };
+  const calls = r.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } }));
+  return {
+    role: 'assistant',
+    // OpenAI's content is null when the reply is only tool calls.
+    content: r.content === '' && calls.length > 0 ? null : r.content,
+    ...(r.reasoningContent ? { reasoning_content: r.reasoningContent } : {}),
+    ...(calls.length > 0 ? { tool_calls: calls } : {}),
+  };
+}
+
+/** A streamed change to a chat reply in OpenAI's delta shape; null when nothing changed. */
+function wireDelta(d: ChatDelta): Record<string, unknown> | null {
+  const out: Record<string, unknown> = {};
+  if (d.content) out.content = d.content;
+  if (d.reasoningContent) out.reasoning_content = d.reasoningContent;
+  if (d.toolCalls && d.toolCalls.length > 0) {
+    out.tool_calls = d.toolCalls.map((c) => ({
+      index: c.index,
+      ...(c.id ? { id: c.id, type: 'function' } : {}),
+      function: { ...(c.name ? { name: c.name } : {}), arguments: c.arguments },
+    }));
+  }
+  return Object.keys(out).length > 0 ? out : null;
+}
+
+function chatLogprob(l: TokenLogprob) {
+  return { token: l.token, logprob: l.logprob, bytes: l.bytes, top_logprobs: l.top.map((t) => ({ token: t.token, logprob: t.logprob, bytes: t.bytes })) };
+}
+
+/** Legacy completions' logprobs: parallel arrays, alternatives as {token: logprob} maps. */
+function completionLogprobs(lps: TokenLogprob[], offset: number) {
+  const textOffset: number[] = [];
+  let at = offset;
+  for (const l of lps) {
+    textOffset.push(at);
+    at += l.token.length;
+  }
+  return {
+    tokens: lps.map((l) => l.token),
+    token_logprobs: lps.map((l) => l.logprob),
+    top_logprobs: lps.map((l) => Object.fromEntries(l.top.map((t) => [t.token, t.logprob]))),
+    text_offset: textOffset,
+  };
 }
 
 function errorBody(message: string, type: string, code: string | null = null): OpenAiErrorBody {

@@ -1,4 +1,6 @@
 // Greedy generation straight on the binding: the reference the distributed paths are compared with.
+import assert from 'node:assert/strict';
+
 import { Batch, LlamaModel, type LlamaContext } from '../../native/llama.js';
 
 export interface GreedyRun {
@@ -40,14 +42,57 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 
 /** Greedy continuations of each prompt, computed in this process on the host CPU: the reference. */
 export async function referenceTokens(modelPath: string, prompts: string[], n: number): Promise<number[][]> {
+  return (await referenceRuns(modelPath, prompts, n)).map((r) => r.tokens);
+}
+
+/** As referenceTokens, with the logits each token was chosen from. */
+export async function referenceRuns(modelPath: string, prompts: string[], n: number): Promise<GreedyRun[]> {
   const model = await LlamaModel.load(modelPath, { devices: [], nGpuLayers: 0 });
   const ctx = await model.createContext({ nCtx: 512, nThreads: 1 });
   try {
     const out = [];
-    for (const p of prompts) out.push((await greedy(model, ctx, p, n)).tokens);
+    for (const p of prompts) out.push(await greedy(model, ctx, p, n));
     return out;
   } finally {
     ctx.dispose();
     model.dispose();
   }
+}
+
+/**
+ * How close the two best logits must be for rounding to flip a greedy choice. llama.cpp computes a
+ * micro-batch of one token by another kernel path than a larger one (measured here: logits apart by up
+ * to 3.5e-4), so a request decoded among others may part from the one-request reference at a near tie.
+ */
+export const NEAR_TIE = 2e-3;
+
+/** The best and second-best tokens of a logits row, and how far apart they are. */
+function topTwo(logits: Float32Array): { best: number; second: number; gap: number } {
+  let best = -1;
+  let second = -1;
+  for (let i = 0; i < logits.length; i++) {
+    if (best < 0 || logits[i]! > logits[best]!) {
+      second = best;
+      best = i;
+    } else if (second < 0 || logits[i]! > logits[second]!) {
+      second = i;
+    }
+  }
+  return { best, second, gap: logits[best]! - logits[second]! };
+}
+
+/**
+ * Greedy tokens decoded in batches with other requests equal the reference's, up to a point where the
+ * reference itself was at a near tie and the other run took the runner-up; after that the texts part
+ * and are not compared. A wrong computation parts at a clear choice, and fails.
+ */
+export function assertGreedyMatches(actual: readonly number[], ref: GreedyRun, what: string): void {
+  assert.equal(actual.length, ref.tokens.length, `${what}: ${actual.length} tokens, the reference has ${ref.tokens.length}`);
+  const i = actual.findIndex((t, k) => t !== ref.tokens[k]);
+  if (i < 0) return;
+  const { second, gap } = topTwo(ref.logits[i]!);
+  assert.ok(
+    gap < NEAR_TIE && actual[i] === second,
+    `${what}: token ${i} is ${actual[i]}, the reference chose ${ref.tokens[i]} with a margin of ${gap.toExponential(2)} over ${second} (a flip is only allowed at a near tie, < ${NEAR_TIE})`,
+  );
 }

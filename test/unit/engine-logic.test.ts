@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
+import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
+import { commonPrefix, pickSequence } from '../../coordinator/engine/scheduler.js';
 import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
+import { singleToolCall, toolCallsOnly } from '../../coordinator/engine/tool-grammar.js';
 import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';
 
 describe('stop strings', () => {
@@ -125,5 +128,113 @@ describe('benchmark report', () => {
     assert.match(md, /\| hearth secure \| 10\.0 \(9\.50–11\.0\) \(11\.00, 9\.50, 10\.00\)/);
     assert.equal((chartSvg(secure).match(/<polyline /g) ?? []).length, 3);
     assert.equal(targets(results).some((x) => /secure/.test(x.name)), false, 'no secure targets without a secure side');
+  });
+
+  test('the multi-turn chat adds its section and a later-turn target; results without it have neither', () => {
+    // Per repetition: turn 1's TTFT, the later turns' median, the cached tokens reported by turn.
+    const chat = (first: number, later: number, cached: (number | null)[]) => ({
+      promptTokens: [1505, 1553, 1599, 1647],
+      cachedTokens: cached,
+      ttftMs: [first, later - 10, later, later + 10],
+      firstTtftMs: first,
+      laterTtftMs: later,
+    });
+    const hearthLater = [440, 450, 445];
+    const withChat: BenchResults = {
+      ...results,
+      settings: { ...results.settings, ctxSize: 4096, chat: { turns: 4, firstPromptWords: 1200, replyTokens: 32 } },
+      runs: results.runs.map((x) => ({
+        ...x,
+        figures: { ...x.figures, chat: x.side === 'hearth' ? chat(26_000, hearthLater[x.rep]!, [0, 1537, 1585, 1631]) : chat(25_000, 400, [0, 1505, 1553, null]) },
+      })),
+    };
+    const t = targets(withChat);
+    assert.deepEqual(t.slice(0, 4), targets(results), 'the existing targets keep their order');
+    const later = t.find((x) => /later-turn time to first token/.test(x.name))!;
+    assert.equal(later.ratio, 445 / 400);
+    assert.ok(!met(later), '1.1125 > 1.1 is a miss');
+    const md = markdown(withChat, 'bench/aggregate.svg');
+    assert.match(md, /## Multi-turn chat \(prompt cache\)/);
+    assert.match(md, /\| turn 1 time to first token, ms \| 25000 \(25000–25000\) \| 26000 \(26000–26000\) \| 1\.040 \|/);
+    assert.match(md, /\| turns 2–4 time to first token \(median\), ms \| 400 \(400–400\) \| 445 \(440–450\) \| 1\.113 \|/);
+    assert.match(md, /\| later turns \/ turn 1, time to first token \| 0\.016 \(0\.016–0\.016\) \| 0\.017 \(0\.017–0\.017\) \|/);
+    assert.match(md, /llama-server 0 \/ 1505 \/ 1553 \/ not reported; hearth 0 \/ 1537 \/ 1585 \/ 1631\./);
+    assert.doesNotMatch(markdown(results, 'bench/aggregate.svg'), /Multi-turn chat/);
+    assert.equal(targets(results).some((x) => /later-turn/.test(x.name)), false);
+  });
+});
+
+describe('prompt cache: choosing a sequence', () => {
+  const cache = [
+    { tokens: [1, 2, 3, 4], lastUsed: 5 },
+    { tokens: [1, 2, 9], lastUsed: 1 },
+    { tokens: [], lastUsed: 0 },
+    { tokens: [1, 2, 3], lastUsed: 2 },
+  ];
+
+  test('the longest shared prefix wins', () => {
+    assert.equal(commonPrefix([1, 2, 3], [1, 2, 4, 5]), 2);
+    assert.equal(commonPrefix([], [1]), 0);
+    assert.deepEqual(pickSequence([0, 1, 2, 3], cache, [1, 2, 3, 4, 7], true), { seq: 0, prefix: 4 });
+  });
+
+  test('ties go to the least recently used; a busy sequence is not a candidate', () => {
+    assert.deepEqual(pickSequence([0, 1, 2, 3], cache, [1, 2, 3], true), { seq: 3, prefix: 3 }, 'seq 0 and 3 share 3 tokens; 3 is older');
+    assert.deepEqual(pickSequence([1, 2], cache, [1, 2, 3], true), { seq: 1, prefix: 2 });
+    assert.deepEqual(pickSequence([0, 1, 2, 3], cache, [8, 8], true), { seq: 2, prefix: 0 }, 'nothing shared: the LRU one');
+  });
+
+  test('without reuse, the least recently used sequence and no prefix', () => {
+    assert.deepEqual(pickSequence([0, 1, 3], cache, [1, 2, 3, 4], false), { seq: 1, prefix: 0 });
+  });
+});
+
+describe('chat replies streamed as deltas', () => {
+  const reply = (content: string, reasoningContent = '', toolCalls: { id: string; name: string; arguments: string }[] = []) => ({ content, reasoningContent, toolCalls });
+
+  test('content and reasoning grow by their new text', () => {
+    assert.deepEqual(replyDelta(EMPTY_REPLY, reply('Hel', 'hm')), { content: 'Hel', reasoningContent: 'hm' });
+    assert.deepEqual(replyDelta(reply('Hel', 'hm'), reply('Hello', 'hm')), { content: 'lo' });
+    assert.equal(replyDelta(reply('Hello'), reply('Hello')), null, 'nothing new');
+  });
+
+  test('a tool call appears with its id and name once, then argument fragments', () => {
+    const a = reply('', '', [{ id: 'call_1', name: 'get_weather', arguments: '{"ci' }]);
+    const b = reply('', '', [{ id: 'call_1', name: 'get_weather', arguments: '{"city": "Paris"}' }, { id: 'call_2', name: 'now', arguments: '' }]);
+    assert.deepEqual(replyDelta(EMPTY_REPLY, a), { toolCalls: [{ index: 0, id: 'call_1', name: 'get_weather', arguments: '{"ci' }] });
+    assert.deepEqual(replyDelta(a, b), { toolCalls: [{ index: 0, arguments: 'ty": "Paris"}' }, { index: 1, id: 'call_2', name: 'now', arguments: '' }] });
+  });
+
+  test('tool call ids stay the same from one reading to the next', () => {
+    const first = withToolCallIds(reply('', '', [{ id: '', name: 'f', arguments: '{' }]), EMPTY_REPLY);
+    assert.match(first.toolCalls[0]!.id, /^call_[0-9a-f]{24}$/);
+    const second = withToolCallIds(reply('', '', [{ id: '', name: 'f', arguments: '{}' }]), first);
+    assert.equal(second.toolCalls[0]!.id, first.toolCalls[0]!.id);
+    assert.equal(withToolCallIds(reply('', '', [{ id: 'theirs', name: 'f', arguments: '' }]), first).toolCalls[0]!.id, 'theirs');
+  });
+});
+
+describe("tool grammars keep OpenAI's rules", () => {
+  const grammar = [
+    'root ::= "<|im_start|>assistant\\n" space ("<think>" until-13 "</think>")? until-243? tool-calls',
+    'tool-call ::= "<tool_call>\\n" space (tool-a | tool-b) space "</tool_call>"',
+    'tool-calls ::= (tool-call space)+',
+    'until-243 ::= | [<] until-243',
+  ].join('\n');
+
+  test('required: no free text before the calls', () => {
+    const g = toolCallsOnly(grammar);
+    assert.match(g, /^root ::= "<\|im_start\|>assistant\\n" space \("<think>" until-13 "<\/think>"\)\? tool-calls$/m);
+    assert.match(g, /^tool-calls ::= \(tool-call space\)\+$/m, 'other rules untouched');
+  });
+
+  test('parallel_tool_calls false: one call', () => {
+    assert.match(singleToolCall(grammar), /^tool-calls ::= tool-call space$/m);
+  });
+
+  test('a grammar of another shape is left alone', () => {
+    const other = 'root ::= "{" space "}"';
+    assert.equal(toolCallsOnly(other), other);
+    assert.equal(singleToolCall(other), other);
   });
 });
