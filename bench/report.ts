@@ -1,6 +1,6 @@
 // Pure: turns raw benchmark figures into medians, ratios against targets, BENCHMARKS.md and a chart.
 import { basename } from 'node:path';
-import type { SuiteFigures } from './measure.js';
+import type { ChatFigures, ChatSettings, SuiteFigures } from './measure.js';
 
 /** hearth-secure: hearth with a cluster token, its worker links TLS 1.3 PSK through the relays. */
 export type Side = 'llama-server' | 'hearth' | 'hearth-secure';
@@ -17,7 +17,19 @@ export interface BenchResults {
   command: string;
   machine: { cpu: string; cores: number; memoryGiB: number; os: string; node: string };
   build: { llamaCpp: string; ggml: string; rpcProtocol: string };
-  settings: { model: string; modelBytes: number; threadsPerWorker: number; genTokens: number; concurrency: number[]; reps: number; split: number[] };
+  settings: {
+    model: string;
+    modelBytes: number;
+    threadsPerWorker: number;
+    genTokens: number;
+    concurrency: number[];
+    reps: number;
+    split: number[];
+    /** Context per request on both sides; absent in runs before the multi-turn chat. */
+    ctxSize?: number;
+    /** The multi-turn chat's settings; absent in runs before it. */
+    chat?: ChatSettings;
+  };
   runs: { side: Side; rep: number; figures: SuiteFigures }[];
   local: SuiteFigures | null;
   load: { coldSeconds: number; coldBytes: number; warmSeconds: number; warmBytes: number; coldPhases: LoadPhases; warmPhases: LoadPhases } | null;
@@ -50,6 +62,16 @@ function metric(r: BenchResults, side: Side, pick: (f: SuiteFigures) => number):
   return stat(r.runs.filter((x) => x.side === side).map((x) => pick(x.figures)));
 }
 
+/** A multi-turn chat figure across a side's runs; runs without the chat count as missing. */
+function chatMetric(r: BenchResults, side: Side, pick: (c: ChatFigures) => number): Stat {
+  return metric(r, side, (f) => (f.chat ? pick(f.chat) : NaN));
+}
+
+/** Whether both sides measured the multi-turn chat (results from before the prompt cache did not). */
+function hasChat(r: BenchResults): boolean {
+  return (['llama-server', 'hearth'] as const).every((side) => r.runs.some((x) => x.side === side && x.figures.chat));
+}
+
 export function targets(r: BenchResults): Target[] {
   const ratio = (pick: (f: SuiteFigures) => number) => metric(r, 'hearth', pick).median / metric(r, 'llama-server', pick).median;
   const top = String(Math.max(...r.settings.concurrency));
@@ -68,6 +90,10 @@ export function targets(r: BenchResults): Target[] {
   }
   if (r.secureLoad) {
     out.push({ name: 'cold load time (hearth secure / hearth open)', ratio: stat(r.secureLoad.secureColdSeconds).median / stat(r.secureLoad.openColdSeconds).median, kind: 'max', bound: 1.15 });
+  }
+  if (hasChat(r)) {
+    const later = (side: Side) => chatMetric(r, side, (c) => c.laterTtftMs).median;
+    out.push({ name: 'multi-turn chat, later-turn time to first token (hearth / llama-server)', ratio: later('hearth') / later('llama-server'), kind: 'max', bound: 1.1 });
   }
   return out;
 }
@@ -147,11 +173,52 @@ export function markdown(r: BenchResults, chartFile: string, analysis: string | 
       `| hearth secure | ${secs(l.secureColdSeconds)} | ${mib(l.secureBytes)} |`,
     );
   }
+  if (hasChat(r)) lines.push('', ...chatMarkdown(r, secure));
   lines.push('', '## Targets', '', '| target | ratio | bound | met |', '| --- | --- | --- | --- |');
   for (const t of targets(r)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
   lines.push('', `![aggregate tokens/s against concurrency](${chartFile})`, '');
   if (analysis) lines.push(analysis.trim(), '');
   return lines.join('\n');
+}
+
+/** The multi-turn chat section: time to first token of the first turn against the later, cached ones. */
+function chatMarkdown(r: BenchResults, secure: boolean): string[] {
+  const runs = r.runs.flatMap((x) => (x.figures.chat ? [x.figures.chat] : []));
+  const turns = r.settings.chat?.turns ?? runs[0]!.ttftMs.length;
+  const later = turns > 2 ? `turns 2–${turns}` : 'turn 2';
+  const firstPrompt = stat(runs.map((c) => c.promptTokens[0] ?? NaN)).median;
+  const lastPrompt = stat(runs.map((c) => c.promptTokens.at(-1) ?? NaN)).median;
+  const sides: Side[] = secure && r.runs.some((x) => x.side === 'hearth-secure' && x.figures.chat) ? ['llama-server', 'hearth', 'hearth-secure'] : ['llama-server', 'hearth'];
+  const row = (name: string, pick: (c: ChatFigures) => number, digits?: number) => {
+    const s = Object.fromEntries(sides.map((side) => [side, chatMetric(r, side, pick)])) as Record<Side, Stat>;
+    const show = (x: Stat) => (digits === undefined ? range(x) : `${x.median.toFixed(digits)} (${x.min.toFixed(digits)}–${x.max.toFixed(digits)})`);
+    const sec = sides.includes('hearth-secure') ? ` ${show(s['hearth-secure'])} | ${(s['hearth-secure'].median / s.hearth.median).toFixed(3)} |` : '';
+    return `| ${name} | ${show(s['llama-server'])} | ${show(s.hearth)} | ${(s.hearth.median / s['llama-server'].median).toFixed(3)} |${sec}`;
+  };
+  // Each turn's cached tokens as the median over the repetitions; null is a server that reported none.
+  const cached = (side: Side) => {
+    const mine = r.runs.filter((x) => x.side === side && x.figures.chat).map((x) => x.figures.chat!.cachedTokens);
+    return Array.from({ length: turns }, (_, t) => {
+      const v = mine.map((c) => c[t]).filter((x): x is number => typeof x === 'number');
+      return v.length === 0 ? 'not reported' : String(Math.round(stat(v).median));
+    }).join(' / ');
+  };
+  const settings = r.settings.chat;
+  return [
+    '## Multi-turn chat (prompt cache)',
+    '',
+    `A ${turns}-turn conversation over \`/v1/chat/completions\`, streamed, greedy, ${settings?.replyTokens ?? '?'} tokens per reply (ignore_eos), each server's prompt cache at its default (\`cache_prompt\` true), ${r.settings.ctxSize ?? '?'} tokens of context per request on both sides. The first user message is ${f1(firstPrompt)} tokens of prose (chat template included) that no earlier request shares; each later turn appends the reply and a short new message (${f1(lastPrompt)} tokens by the last turn), so it can take all but the new part from the cache. Time to first token is to the first reply text; the later turns' figure is each repetition's median over ${later}. Cached tokens are what each server reports (\`usage.prompt_tokens_details.cached_tokens\`; llama-server's \`timings.cache_n\` is the same count).`,
+    '',
+    sides.length === 3
+      ? '| metric | llama-server --rpc | hearth | hearth / llama-server | hearth secure | secure / open |'
+      : '| metric | llama-server --rpc | hearth | hearth / llama-server |',
+    sides.length === 3 ? '| --- | --- | --- | --- | --- | --- |' : '| --- | --- | --- | --- |',
+    row('turn 1 time to first token, ms', (c) => c.firstTtftMs),
+    row(`${later} time to first token (median), ms`, (c) => c.laterTtftMs),
+    row('later turns / turn 1, time to first token', (c) => c.laterTtftMs / c.firstTtftMs, 3),
+    '',
+    `Cached tokens by turn (median): llama-server ${cached('llama-server')}; hearth ${cached('hearth')}${sides.length === 3 ? `; hearth secure ${cached('hearth-secure')}` : ''}.`,
+  ];
 }
 
 /** A small line chart of aggregate tokens/s against concurrency, both sides. */

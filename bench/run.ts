@@ -11,13 +11,22 @@ import { newToken } from '../link/token.js';
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient } from '../coordinator/client.js';
 import { loadBinding } from '../native/binding.js';
-import { createTestModel } from '../models/test-models.js';
+import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaServer } from './llama-server.js';
-import { runSuite, type SuiteFigures, type SuiteSettings } from './measure.js';
+import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
 import { chartSvg, markdown, met, placementMarkdown, targets, type BenchResults, type PlacementResults, type Side } from './report.js';
 
 const COLD_LOAD_REPS = 3;
+
+/** The multi-turn chat: a first message of about 1,500 tokens, then three short turns. */
+const CHAT: ChatSettings = { turns: 4, firstPromptWords: 1200, replyTokens: 32 };
+/**
+ * Context per request (hearth's --ctx-size; llama-server's -c over -np) the chat needs at least: with the
+ * llama SPM vocabulary its turns' prompts are about 1,505, 1,553, 1,599 and 1,647 tokens (template and
+ * replies included); 4096 leaves room for a vocabulary that takes more tokens per word.
+ */
+const CHAT_CONTEXT = 4096;
 
 /** Removes the tensors a worker's rpc server cached, so the next load sends every weight again. */
 function emptyTensorCache(cacheDir: string): void {
@@ -96,8 +105,10 @@ async function startCoordinator(model: string, workers: LocalWorker[], o: BenchO
 
 export async function runBenchmark(o: BenchOptions, say: (line: string) => void): Promise<BenchResults> {
   const started = Date.now();
+  const chat = o.ctxSize >= CHAT_CONTEXT ? CHAT : null;
+  if (!chat) say(`the multi-turn chat needs --ctx-size ${CHAT_CONTEXT} or more; skipping it`);
   const llamaServer = await ensureLlamaServer(say);
-  const model = o.model ? resolve(o.model) : join(homedir(), '.cache', 'hearth', 'models', '1b-q8_0-seed1.gguf');
+  const model = o.model ? resolve(o.model) : join(homedir(), '.cache', 'hearth', 'models', testModelFileName('1b', 'q8_0'));
   if (!o.model && !existsSync(model)) {
     say(`creating the 1b test model (Q8_0) at ${model} ...`);
     await createTestModel({ out: model, preset: '1b', quant: 'q8_0', seed: 1 });
@@ -107,7 +118,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
   const logFile = join(dir, 'servers.log');
   say(`servers' output goes to ${logFile}`);
   const parallel = Math.max(...o.concurrency);
-  const suite: SuiteSettings = { genTokens: o.genTokens, longPromptWords: o.promptWords, concurrency: o.concurrency };
+  const suite: SuiteSettings = { genTokens: o.genTokens, longPromptWords: o.promptWords, concurrency: o.concurrency, chat };
   const workers: LocalWorker[] = [];
   // A worker with a token serves only over the secure link, so the secure side has a pair of its own,
   // started exactly like the open pair (same threads, same machine), idle while the others run.
@@ -180,14 +191,24 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
               ? await startCoordinator(model, secureWorkers, o, parallel, logFile, token)
               : await startLlamaServer(
                   llamaServer,
+                  // -c is shared by the -np slots (no unified KV cache when -np is given), so each slot gets
+                  // o.ctxSize, as hearth's every sequence does. --jinja renders the GGUF's chat template, as hearth does
+                  // (this release's default; named so an older build behaves alike); cache_prompt defaults to true.
                   ['-m', model, '--rpc', split!.endpoints.join(','), '-ngl', '99', '-ts', split!.layers.join(','), '-c', String(o.ctxSize * parallel), '-np', String(parallel),
-                    '-t', String(o.threads), '-tb', String(o.threads), '-b', '512', '-ub', '512'],
+                    '-t', String(o.threads), '-tb', String(o.threads), '-b', '512', '-ub', '512', '--jinja'],
                   logFile,
                 );
         try {
           const figures = await runSuite(server.base, suite);
           runs.push({ side, rep, figures });
           say(`rep ${rep + 1}/${o.reps} ${side.padEnd(13)}: gen ${figures.genTps.toFixed(2)} t/s, pp ${figures.ppTps.toFixed(1)} t/s, ttft ${figures.ttftMs.toFixed(0)} ms, aggregate ${Object.entries(figures.aggregateTps).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ')}`);
+          const chat = figures.chat;
+          if (chat) {
+            say(
+              `rep ${rep + 1}/${o.reps} ${side.padEnd(13)}: chat ttft ${chat.ttftMs.map((x) => x.toFixed(0)).join(' / ')} ms, prompt ${chat.promptTokens.join(' / ')} tokens, ` +
+                `cached ${chat.cachedTokens.map((x) => x ?? '?').join(' / ')}`,
+            );
+          }
         } finally {
           await server.stop();
         }
@@ -197,7 +218,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
     if (o.local) {
       const server = await startLlamaServer(llamaServer, ['-m', model, '-ngl', '0', '-c', String(o.ctxSize), '-np', '1', '-t', String(o.threads), '-tb', String(o.threads)], logFile);
       try {
-        local = await runSuite(server.base, { ...suite, concurrency: [1] });
+        local = await runSuite(server.base, { ...suite, concurrency: [1], chat: null });
         say(`one process, ${o.threads} thread: gen ${local.genTps.toFixed(2)} t/s, pp ${local.ppTps.toFixed(1)} t/s, ttft ${local.ttftMs.toFixed(0)} ms`);
       } finally {
         await server.stop();
@@ -214,7 +235,10 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
     command: o.command,
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), os: `${process.platform} ${release()}`, node: process.version },
     build: { llamaCpp: sys.llamaCppRelease, ggml: sys.ggmlVersion, rpcProtocol: sys.rpcProtocol },
-    settings: { model: basename(model), modelBytes: statSync(model).size, threadsPerWorker: o.threads, genTokens: o.genTokens, concurrency: o.concurrency, reps: o.reps, split: split?.layers ?? [] },
+    settings: {
+      model: basename(model), modelBytes: statSync(model).size, threadsPerWorker: o.threads, genTokens: o.genTokens, concurrency: o.concurrency, reps: o.reps, split: split?.layers ?? [],
+      ctxSize: o.ctxSize, ...(chat ? { chat } : {}),
+    },
     runs,
     local,
     load,

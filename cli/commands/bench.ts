@@ -17,7 +17,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--reps <n>', 'repetitions of each side', '4')
     .option('--tokens <n>', 'tokens generated per request', '32')
     .option('--prompt-words <n>', 'words in the long prompt (447 words are about 512 tokens of the llama SPM vocabulary)', '447')
-    .option('--ctx-size <n>', 'context per request', '1024')
+    .option('--ctx-size <n>', 'context per request (the multi-turn chat needs 4096; it is skipped below that)', '4096')
     .option('--no-local', 'skip the one-process reference')
     .option('--no-secure', 'skip hearth over secure links (a cluster token) beside hearth open')
     .option('--out <file>', 'the JSON of all figures', 'bench/results.json')
