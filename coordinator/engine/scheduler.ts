@@ -284,7 +284,8 @@ export class Scheduler {
 
   /**
    * Takes a free sequence for `prompt` and drops the part of its cache the prompt does not share.
-   * At least the prompt's last token is processed again: its logits start the generation.
+   * At least the prompt's last two tokens are processed again: the last one's logits start the
+   * generation, and a lone token would be computed by another kernel path than a fresh run's.
    */
   #claimSequence(prompt: Int32Array, reuse: boolean): { seq: number; cached: number } {
     const { seq, prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, reuse);
@@ -304,26 +305,39 @@ export class Scheduler {
     return { seq, cached };
   }
 
-  /** One token per generating sequence first (they are latency-bound), then prompt chunks. */
+  /**
+   * One token per generating sequence first (they are latency-bound), then prompt chunks, room given
+   * in admission order. The batch lists its sequences in id order: llama.cpp splits a batch for a
+   * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
+   * split one step's tokens into several micro-batches, each reading all the weights.
+   */
   #buildBatch(): { batch: Batch; rows: Slot[] } {
-    const batch = new Batch();
-    const rows: Slot[] = [];
-    for (const slot of this.#slots.values()) {
-      if (slot.pending === null) continue;
-      batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
-      rows.push(slot);
-      slot.pending = null;
-    }
+    const generating = [...this.#slots.values()].filter((s) => s.pending !== null).length;
+    let room = this.#nBatch - generating;
+    const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
       const left = slot.prompt.length - slot.fed;
-      const room = this.#nBatch - batch.size;
-      if (left === 0 || room <= 0) continue;
+      if (slot.pending !== null || left === 0 || room <= 0) continue;
       // Within one micro-batch, and never a lone token (here, or left over for the next step) unless
       // the whole prompt is one token.
       let take = Math.min(left, room, this.#nUbatch);
       const min = this.#minChunk;
       if (left - take > 0 && left - take < min) take -= min - (left - take);
       if (take < Math.min(min, left)) continue;
+      chunks.set(slot, take);
+      room -= take;
+    }
+    const batch = new Batch();
+    const rows: Slot[] = [];
+    for (const slot of [...this.#slots.values()].sort((a, b) => a.seq - b.seq)) {
+      if (slot.pending !== null) {
+        batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
+        rows.push(slot);
+        slot.pending = null;
+        continue;
+      }
+      const take = chunks.get(slot);
+      if (!take) continue;
       const last = batch.addSequence(slot.prompt.subarray(slot.fed, slot.fed + take), slot.pos, slot.seq, false);
       slot.fed += take;
       slot.pos += take;
