@@ -6,11 +6,19 @@
 // whose cached tokens share the longest prefix with its prompt (ties: the least recently used) and
 // only the rest of its prompt is processed; the cached tail that differs is dropped then, not before.
 //
-// A reused prefix must give the greedy tokens a fresh run gives. llama.cpp computes a micro-batch of a
-// single token by another path than a larger one, and the results differ in the last bits (enough to
-// flip a near tie). So every prompt token is computed in chunks of two or more, only prompt tokens are
-// kept for reuse (generated ones were computed one at a time), and at least the prompt's last two
-// tokens are always computed again.
+// A reused prefix must give the greedy tokens a fresh run gives. llama.cpp's CPU kernels take another
+// path for small micro-batches, and the results differ in the last bits (enough to flip a near tie): a
+// matrix-vector product for one token instead of sgemm, and flash attention row by row for fewer than
+// 64 query rows of a sequence instead of in tiles (GGML_FA_TILE_Q). So a sequence's prompt tokens are
+// computed in chunks of 64 or more (a shorter prompt whole), only prompt tokens are kept for reuse
+// (generated ones were computed one at a time), and the prompt's last 64 tokens are always computed
+// again. (With other sequences in the same batch, llama.cpp may still cut a chunk into smaller
+// micro-batches, one per sequence set; exactness holds for a request decoded alone, as a fresh run is.)
+//
+// After a chat reply, while its sequence is idle, the conversation so far is rendered as the next turn
+// will render it (the reply as an assistant message) and its new part computed, in prompt chunks, into
+// the sequence (a "warm-up"): the next turn then finds all of it cached and computes only its own new
+// message. A request that claims the sequence first stops the warm-up and keeps what it computed.
 import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
@@ -24,8 +32,11 @@ import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
 
+/** Stands for the next user message when a conversation is rendered for a warm-up. */
+const NEXT_TURN_MARKER = 'hearth-next-turn-7f3a9c';
+
 /** The fewest prompt tokens of a sequence computed together (see the note on the prompt cache). */
-const MIN_CHUNK = 2;
+const MIN_CHUNK = 64;
 
 interface Slot {
   id: string;
@@ -48,6 +59,8 @@ interface Slot {
   cancelled: boolean;
   /** A chat reply's parser (its template's format), and what it read so far. */
   parser: ChatParser | null;
+  /** The rendering request of a chat whose reply is worth a warm-up afterwards; null otherwise. */
+  chat: ChatTemplateRequest | null;
   reply: ChatReply;
   logprobs: boolean;
 }
@@ -60,6 +73,13 @@ interface Waiting {
   grammar: Partial<SamplerSettings>;
   stops: string[];
   parser: ChatParser | null;
+  chat: ChatTemplateRequest | null;
+}
+
+/** A sequence's warm-up: the conversation re-rendered with its reply, computed from `fed` on. */
+interface Warmup {
+  tokens: Int32Array;
+  fed: number;
 }
 
 /** Where a constraint's error belongs: the field the request gave it in. */
@@ -111,6 +131,9 @@ export class Scheduler {
   readonly #slots = new Map<string, Slot>();
   readonly #waiting: Waiting[] = [];
   readonly #cache: CachedSequence[];
+  readonly #warmups = new Map<number, Warmup>();
+  /** Rendered warm-ups waiting for the loop (the context is touched only between decodes). */
+  readonly #renderedWarmups: { seq: number; tokens: Int32Array; claimed: number }[] = [];
   #uses = 0;
   #running = false;
 
@@ -149,7 +172,7 @@ export class Scheduler {
     if (prompt.kind === 'text') {
       const tokens = this.#model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
       const grammar = c === null ? null : c.kind === 'grammar' ? c.grammar : jsonSchemaToGrammar(c.schema);
-      return { id, prompt: tokens, params, grammar: { grammar }, stops: params.stop, parser: null };
+      return { id, prompt: tokens, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
     }
     const o = prompt.options;
     const request: ChatTemplateRequest = { messages: prompt.messages, add_generation_prompt: true };
@@ -172,7 +195,7 @@ export class Scheduler {
     if (required && grammar.grammar && !grammar.grammarLazy) grammar.grammar = toolCallsOnly(grammar.grammar);
     if (o?.parallelToolCalls === false && grammar.grammar) grammar.grammar = singleToolCall(grammar.grammar);
     const tokens = this.#model.tokenize(chat.prompt, { addSpecial: true, parseSpecial: true });
-    return { id, prompt: tokens, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser };
+    return { id, prompt: tokens, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
   }
 
   #enqueue(w: Waiting): void {
@@ -220,7 +243,7 @@ export class Scheduler {
     const idle = this.#slots.size === 0;
     void (idle ? new Promise((r) => setTimeout(r, GATHER_MS)) : Promise.resolve()).then(() => this.#loop()).finally(() => {
       this.#running = false;
-      if (this.#waiting.length > 0 || this.#slots.size > 0) this.#kick();
+      if (this.#waiting.length > 0 || this.#slots.size > 0 || this.#warmups.size > 0 || this.#renderedWarmups.length > 0) this.#kick();
     });
   }
 
@@ -228,12 +251,19 @@ export class Scheduler {
     for (;;) {
       this.#reapCancelled();
       this.#admit();
-      if (this.#slots.size === 0) return;
-      const { batch, rows } = this.#buildBatch();
+      this.#startWarmups();
+      if (this.#slots.size === 0 && this.#warmups.size === 0) return;
+      const { batch, rows, warmed } = this.#buildBatch();
+      if (batch.size === 0) {
+        // Nothing fits (never expected): give the warm-ups up rather than spin.
+        this.#warmups.clear();
+        return;
+      }
       let sampled: Int32Array;
       try {
         sampled = await this.#ctx.decode(batch);
       } catch (e) {
+        for (const seq of warmed.keys()) this.#dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
         for (const slot of new Set(rows)) this.#finishWithError(slot, e);
         // Sequences with only prompt chunks in the failed batch have lost them too.
@@ -241,6 +271,7 @@ export class Scheduler {
         this.#send({ type: 'tick' });
         continue;
       }
+      for (const [seq, n] of warmed) this.#warmed(seq, n);
       rows.forEach((slot, i) => this.#accept(slot, sampled[i]!, slot.logprobs ? this.#logprob(i) : undefined));
       this.#send({ type: 'tick' });
     }
@@ -275,6 +306,7 @@ export class Scheduler {
         text: '',
         cancelled: false,
         parser: w.parser,
+        chat: w.chat,
         reply: EMPTY_REPLY,
         logprobs: w.params.logprobs !== null,
       });
@@ -284,12 +316,14 @@ export class Scheduler {
 
   /**
    * Takes a free sequence for `prompt` and drops the part of its cache the prompt does not share.
-   * At least the prompt's last two tokens are processed again: the last one's logits start the
-   * generation, and a lone token would be computed by another kernel path than a fresh run's.
+   * At least the prompt's last MIN_CHUNK tokens are processed again: the last one's logits start the
+   * generation, and a smaller chunk would be computed by other kernel paths than a fresh run's.
    */
   #claimSequence(prompt: Int32Array, reuse: boolean): { seq: number; cached: number } {
     const { seq, prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, reuse);
     this.#freeSeqs.splice(this.#freeSeqs.indexOf(seq), 1);
+    // A warm-up in progress stops here; what it computed is in the cache entry already.
+    this.#warmups.delete(seq);
     const entry = this.#cache[seq]!;
     entry.lastUsed = ++this.#uses;
     let cached = Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
@@ -311,25 +345,35 @@ export class Scheduler {
    * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
    * split one step's tokens into several micro-batches, each reading all the weights.
    */
-  #buildBatch(): { batch: Batch; rows: Slot[] } {
+  #buildBatch(): { batch: Batch; rows: Slot[]; warmed: Map<number, number> } {
     const generating = [...this.#slots.values()].filter((s) => s.pending !== null).length;
     let room = this.#nBatch - generating;
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
-      const left = slot.prompt.length - slot.fed;
-      if (slot.pending !== null || left === 0 || room <= 0) continue;
-      // Within one micro-batch, and never a lone token (here, or left over for the next step) unless
-      // the whole prompt is one token.
-      let take = Math.min(left, room, this.#nUbatch);
-      const min = this.#minChunk;
-      if (left - take > 0 && left - take < min) take -= min - (left - take);
-      if (take < Math.min(min, left)) continue;
+      if (slot.pending !== null || room <= 0) continue;
+      const take = this.#chunk(slot.prompt.length - slot.fed, room);
+      if (take === 0) continue;
       chunks.set(slot, take);
+      room -= take;
+    }
+    // Warm-ups take what room the requests leave.
+    const warmed = new Map<number, number>();
+    for (const [seq, w] of this.#warmups) {
+      if (room <= 0) break;
+      const take = this.#chunk(w.tokens.length - w.fed, room);
+      if (take === 0) continue;
+      warmed.set(seq, take);
       room -= take;
     }
     const batch = new Batch();
     const rows: Slot[] = [];
-    for (const slot of [...this.#slots.values()].sort((a, b) => a.seq - b.seq)) {
+    const order = [...[...this.#slots.values()].map((slot) => ({ seq: slot.seq, slot })), ...[...warmed.keys()].map((seq) => ({ seq, slot: null }))];
+    for (const { seq, slot } of order.sort((a, b) => a.seq - b.seq)) {
+      if (!slot) {
+        const w = this.#warmups.get(seq)!;
+        batch.addSequence(w.tokens.subarray(w.fed, w.fed + warmed.get(seq)!), w.fed, seq, false);
+        continue;
+      }
       if (slot.pending !== null) {
         batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
         rows.push(slot);
@@ -346,7 +390,77 @@ export class Scheduler {
         rows.push(slot);
       }
     }
-    return { batch, rows };
+    return { batch, rows, warmed };
+  }
+
+  /**
+   * How many of `left` prompt tokens to compute now, with `room` left in the batch: within one
+   * micro-batch, and never a lone token (here, or left over for the next step) unless the whole prompt
+   * is one token. 0: not this step.
+   */
+  #chunk(left: number, room: number): number {
+    if (left <= 0 || room <= 0) return 0;
+    let take = Math.min(left, room, this.#nUbatch);
+    const min = this.#minChunk;
+    if (left - take > 0 && left - take < min) take -= min - (left - take);
+    return take < Math.min(min, left) ? 0 : take;
+  }
+
+  /**
+   * Starts a warm-up of a finished chat's sequence: the conversation with its reply, rendered as the
+   * next turn will render it. Does nothing when a request has claimed the sequence meanwhile.
+   */
+  async #warmUp(seq: number, request: ChatTemplateRequest, reply: ChatReply): Promise<void> {
+    const entry = this.#cache[seq]!;
+    const claimed = entry.lastUsed;
+    const assistant: Record<string, unknown> = { role: 'assistant', content: reply.content };
+    if (reply.reasoningContent) assistant.reasoning_content = reply.reasoningContent;
+    if (reply.toolCalls.length > 0) {
+      assistant.tool_calls = reply.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } }));
+    }
+    // Rendered with a next user message whose text is a marker, cut where the marker begins: a template
+    // renders a final assistant message as one to continue, not as a past turn.
+    const { json_schema: _schema, grammar: _grammar, ...rest } = request;
+    const next = await this.#templates.apply({ ...rest, messages: [...request.messages, assistant, { role: 'user', content: NEXT_TURN_MARKER }], add_generation_prompt: false });
+    const cut = next.prompt.indexOf(NEXT_TURN_MARKER);
+    if (cut <= 0) return;
+    const tokens = this.#model.tokenize(next.prompt.slice(0, cut), { addSpecial: true, parseSpecial: true });
+    this.#renderedWarmups.push({ seq, tokens, claimed });
+    this.#kick();
+  }
+
+  /** Begins the rendered warm-ups whose sequences are still as their requests left them. */
+  #startWarmups(): void {
+    for (const { seq, tokens, claimed } of this.#renderedWarmups.splice(0)) {
+      const entry = this.#cache[seq]!;
+      if (entry.lastUsed !== claimed || !this.#freeSeqs.includes(seq)) continue;
+      // From the shared prefix on, in one chunk of at least MIN_CHUNK tokens (so, like every prompt chunk,
+      // by the kernels a fresh run uses).
+      const start = Math.min(commonPrefix(entry.tokens, tokens), tokens.length - this.#minChunk);
+      if (start <= 0 || tokens.length >= this.#ctx.info.nCtxSeq) continue;
+      // The cells after it (the generated tokens' among them) give way to the re-rendered reply.
+      if (!this.#ctx.removeSequence(seq, start, -1) || !this.#ctx.holdsPrefixFor(seq, start)) {
+        this.#dropWarmup(seq);
+        continue;
+      }
+      entry.tokens = tokens.subarray(0, start);
+      this.#warmups.set(seq, { tokens, fed: start });
+    }
+  }
+
+  /** A warm-up's chunk is in the sequence: the cache now holds it. */
+  #warmed(seq: number, n: number): void {
+    const w = this.#warmups.get(seq);
+    if (!w) return;
+    w.fed += n;
+    this.#cache[seq]!.tokens = w.tokens.subarray(0, w.fed);
+    if (w.fed >= w.tokens.length) this.#warmups.delete(seq);
+  }
+
+  #dropWarmup(seq: number): void {
+    this.#warmups.delete(seq);
+    this.#cache[seq]!.tokens = [];
+    this.#ctx.removeSequence(seq);
   }
 
   /** Sample `i`'s log-probabilities in OpenAI's terms: token text, bytes, alternatives. */
@@ -406,6 +520,9 @@ export class Scheduler {
     if (rest || (delta && Object.keys(delta).length > 0)) this.#send({ type: 'token', id: slot.id, text: rest, token: -1, ...(delta ? { delta } : {}) });
     this.#release(slot, true);
     const reply = slot.parser ? slot.reply : undefined;
+    if (reply && slot.chat && reason !== 'cancelled') {
+      void this.#warmUp(slot.seq, slot.chat, reply).catch((e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }));
+    }
     this.#send({
       type: 'done',
       id: slot.id,
