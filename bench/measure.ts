@@ -166,6 +166,8 @@ export interface ChatSettings {
   firstPromptWords: number;
   /** Tokens generated per turn (ignore_eos). */
   replyTokens: number;
+  /** Milliseconds between a reply and the next turn: the time a person reads and types (0: none). */
+  pauseMs?: number;
 }
 
 /** A multi-turn chat whose later turns can take their prompt's prefix from the cache. */
@@ -215,6 +217,7 @@ export async function runChat(base: string, c: ChatSettings): Promise<ChatFigure
   const turns: ChatTurnTiming[] = [];
   for (let t = 0; t < c.turns; t++) {
     if (t > 0) messages.push({ role: 'assistant', content: turns[t - 1]!.reply }, { role: 'user', content: FOLLOW_UPS[(t - 1) % FOLLOW_UPS.length]! });
+    if (t > 0 && c.pauseMs) await new Promise((r) => setTimeout(r, c.pauseMs));
     turns.push(await streamChat(base, messages, c.replyTokens));
   }
   const ttft = turns.map((x) => x.ttftMs);

@@ -43,6 +43,8 @@ export interface BenchOptions {
   genTokens: number;
   promptWords: number;
   ctxSize: number;
+  /** Reading time between the chat's turns, ms (the same for every side). */
+  chatPauseMs: number;
   local: boolean;
   /** Also measure hearth with a cluster token (TLS 1.3 PSK links) against hearth open. */
   secure: boolean;
@@ -105,7 +107,7 @@ async function startCoordinator(model: string, workers: LocalWorker[], o: BenchO
 
 export async function runBenchmark(o: BenchOptions, say: (line: string) => void): Promise<BenchResults> {
   const started = Date.now();
-  const chat = o.ctxSize >= CHAT_CONTEXT ? CHAT : null;
+  const chat = o.ctxSize >= CHAT_CONTEXT ? { ...CHAT, ...(o.chatPauseMs > 0 ? { pauseMs: o.chatPauseMs } : {}) } : null;
   if (!chat) say(`the multi-turn chat needs --ctx-size ${CHAT_CONTEXT} or more; skipping it`);
   const llamaServer = await ensureLlamaServer(say);
   const model = o.model ? resolve(o.model) : join(homedir(), '.cache', 'hearth', 'models', testModelFileName('1b', 'q8_0'));

@@ -31,7 +31,7 @@ export class CoordinatorMetrics {
   readonly generatedTokens = new Counter({ name: 'hearth_generated_tokens_total', help: 'Tokens generated', registers: [this.registry] });
   readonly requests = new Counter({
     name: 'hearth_requests_total',
-    help: 'Finished generation requests by outcome (stop, length, cancelled, error)',
+    help: 'Finished generation requests by outcome (stop, length, tool_calls, cancelled, error)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
