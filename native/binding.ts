@@ -319,6 +319,10 @@ export interface TestModelSpec {
   /** gemma3: sliding window (tokens) and pattern (every n-th layer attends globally). */
   nSwa?: number;
   swaPattern?: number;
+  /** Blocks after the first write this much of their output into the residual stream (default 1). */
+  residualScale?: number;
+  /** The output head's weight spread (default: stdev). */
+  outputStdev?: number;
 }
 
 export type NativeLogLevel = 'debug' | 'info' | 'warn' | 'error';

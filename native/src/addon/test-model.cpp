@@ -1,6 +1,7 @@
 // Test models: GGUFs of the llama, qwen3, qwen3moe and gemma3 architectures with deterministic random
 // weights and a real tokenizer, and quantization through llama.cpp's own quantizer.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -23,7 +24,18 @@ struct TestModelSpec {
     uint32_t n_swa = 0, swa_pattern = 6;
     uint64_t seed = 1;
     float stdev = 0.02f;
+    // Speculative decoding pairs: the blocks after the first write this much of their usual output into
+    // the residual stream (1: all of it), so a model with more blocks stays close to one with only the
+    // first; and the output head's spread (< 0: stdev), larger so the top token is not a near tie.
+    float residual_scale = 1.0f;
+    float output_stdev = -1.0f;
 };
+
+// The layer a tensor belongs to ("blk.N."), or -1.
+int LayerOf(const char * name) {
+    if (std::strncmp(name, "blk.", 4) != 0) return -1;
+    return std::atoi(name + 4);
+}
 
 // FNV-1a and splitmix64: portable, so the same seed gives the same bytes on every machine
 // (std::hash and std::normal_distribution differ between standard libraries).
@@ -55,7 +67,11 @@ void FillTensor(ggml_tensor * tensor, const TestModelSpec & spec) {
         std::fill(values.begin(), values.end(), 1.0f);  // RMS norm weights: identity
     } else {
         SplitMix64 rng{spec.seed ^ Fnv1a(tensor->name)};
-        const float scale = spec.stdev * 1.7320508f;  // uniform on [-a, a] has stdev a / sqrt(3)
+        float stdev = spec.stdev;
+        if (std::strcmp(tensor->name, "output.weight") == 0 && spec.output_stdev >= 0.0f) stdev = spec.output_stdev;
+        const bool writes_residual = std::strstr(tensor->name, ".attn_output.") != nullptr || std::strstr(tensor->name, ".ffn_down") != nullptr;
+        if (writes_residual && LayerOf(tensor->name) >= 1) stdev *= spec.residual_scale;
+        const float scale = stdev * 1.7320508f;  // uniform on [-a, a] has stdev a / sqrt(3)
         for (auto & v : values) v = rng.NextSigned() * scale;
     }
     if (tensor->type == GGML_TYPE_F16) {
@@ -218,6 +234,9 @@ Napi::Value CreateTestModel(const Napi::CallbackInfo & info) {
     }
     s.seed = static_cast<uint64_t>(GetNumber(o, "seed", 1));
     s.stdev = static_cast<float>(GetNumber(o, "stdev", s.stdev));
+    s.residual_scale = static_cast<float>(GetNumber(o, "residualScale", 1.0));
+    s.output_stdev = static_cast<float>(GetNumber(o, "outputStdev", -1.0));
+    if (!(s.residual_scale >= 0.0f) || s.residual_scale > 1.0f) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: residualScale must be between 0 and 1");
     if (s.out.empty() || s.vocab.empty()) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: 'out' and 'vocab' are required");
     if (s.weight_type != "f16" && s.weight_type != "f32") ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: weightType must be f16 or f32");
     if (s.n_layer == 0 || s.n_head == 0 || s.n_head_kv == 0 || s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0) {
