@@ -8,26 +8,12 @@ import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
+import { expectApiError, metric } from '../helpers/http-api.js';
 import { testModel } from '../helpers/models.js';
 import { freePort } from '../helpers/rpc-server.js';
 import { readyHealth, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
 const GREEDY = { temperature: 0 } as const;
-
-function metric(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `) || (labels === '' && l.startsWith(`${name} `)));
-  return line ? Number(line.split(' ').at(-1)) : NaN;
-}
-
-async function expectApiError(p: Promise<unknown>, status: number, type: string, pattern: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof OpenAI.APIError, String(e));
-    assert.equal(e.status, status, e.message);
-    assert.equal((e.error as { type?: string } | undefined)?.type, type, JSON.stringify(e.error));
-    assert.match(e.message, pattern);
-    return true;
-  });
-}
 
 describe('OpenAI-compatible HTTP API', () => {
   const workers: WorkerHandle[] = [];

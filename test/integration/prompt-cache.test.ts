@@ -8,6 +8,7 @@ import OpenAI from 'openai';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
+import { metric } from '../helpers/http-api.js';
 import { testModel } from '../helpers/models.js';
 import { startWorker, type WorkerHandle } from '../helpers/worker.js';
 
@@ -66,11 +67,6 @@ async function converse(openai: OpenAI, opening: string, turns: number, salt: nu
     messages.push({ role: 'assistant', content: t.text }, { role: 'user', content: `Now turn ${i + 2}: ${prose(6, salt + i)}?` });
   }
   return out;
-}
-
-function metric(text: string, name: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(' ').at(-1)) : NaN;
 }
 
 describe('prompt cache', () => {
