@@ -154,26 +154,20 @@ describe('tools, structured output and logprobs', () => {
   });
 
   test('text inside the thinking markers is reasoning_content', async () => {
-    const r = await openai.chat.completions.create({
+    const body = {
       model: 'any',
-      messages: [{ role: 'user', content: 'Think, then greet.' }],
+      messages: [{ role: 'user' as const, content: 'Think, then greet.' }],
       max_tokens: 40,
       // llama-server's grammar field forces the model's text; the template's parser reads it.
       grammar: 'root ::= "<think>" "hmm, a greeting" "</think>" "Hello there"',
       ...GREEDY,
-    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    };
+    const r = await openai.chat.completions.create(body as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
     const m = r.choices[0]!.message as { content: string | null; reasoning_content?: string };
     assert.equal(m.reasoning_content, 'hmm, a greeting');
     assert.equal(m.content, 'Hello there');
 
-    const stream = await openai.chat.completions.create({
-      model: 'any',
-      messages: [{ role: 'user', content: 'Think, then greet.' }],
-      max_tokens: 40,
-      grammar: 'root ::= "<think>" "hmm, a greeting" "</think>" "Hello there"',
-      ...GREEDY,
-      stream: true,
-    } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
+    const stream = await openai.chat.completions.create({ ...body, stream: true } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
     let reasoning = '';
     let content = '';
     for await (const chunk of stream) {
