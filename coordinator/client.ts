@@ -20,7 +20,7 @@ export interface GenerateOutcome {
   text: string;
   tokens: number[];
   finishReason: string;
-  usage: { prompt_tokens: number; completion_tokens: number; cached_prompt_tokens?: number };
+  usage: { prompt_tokens: number; completion_tokens: number; cached_prompt_tokens?: number; draft_tokens?: number; draft_accepted_tokens?: number };
 }
 
 export interface WireStatus {

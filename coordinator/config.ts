@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
+import type { SpeculationSettings } from './engine/speculative.js';
 import type { PlacementObjective } from './planner/types.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
@@ -45,6 +46,12 @@ export const clusterFileSchema = z.strictObject({
   token: z.string().min(1).optional(),
   tokenFile: z.string().min(1).optional(),
   insecure: z.boolean().optional(),
+  draftModel: z.string().min(1).optional(),
+  draftMax: z.number().int().min(1, 'must be at least 1 token').max(256, 'must be at most 256 tokens').optional(),
+  draftMin: z.number().int().min(0).max(256, 'must be at most 256 tokens').optional(),
+  draftPMin: z.number().min(0, 'must be a probability from 0 to 1').max(1, 'must be a probability from 0 to 1').optional(),
+  draftNgram: z.number().int().min(0).max(64, 'must be at most 64 tokens').optional(),
+  draftMaxSequences: z.number().int().min(1).max(64).optional(),
 });
 
 export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
@@ -85,7 +92,12 @@ export interface CoordinatorConfig {
   readonly secret: ClusterSecret | null;
   /** Serve the APIs on the network without API keys (protected mode overridden). */
   readonly insecure: boolean;
+  /** Speculative decoding (a draft model and/or n-gram lookup); null: off. */
+  readonly speculation: SpeculationSettings | null;
 }
+
+/** Defaults of speculative decoding; the draft's are llama.cpp's own but the length (3 there). */
+export const SPECULATION_DEFAULTS = { draftMax: 8, draftMin: 0, pMin: 0, maxSequences: 2 } as const;
 
 /** Protected mode: why APIs on this address may not start, or null. */
 export function protectedModeRefusal(c: CoordinatorConfig): string | null {
@@ -126,6 +138,15 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     env: sources.env?.HEARTH_TOKEN,
     config: { token: fromFile.token, tokenFile: fromFile.tokenFile === undefined ? undefined : resolve(base, fromFile.tokenFile) },
   });
+  const draftModel = f.draftModel !== undefined ? resolve(f.draftModel) : fromFile.draftModel !== undefined ? resolve(base, fromFile.draftModel) : null;
+  const draftMax = m.draftMax ?? SPECULATION_DEFAULTS.draftMax;
+  const draftMin = m.draftMin ?? SPECULATION_DEFAULTS.draftMin;
+  if (draftMin > draftMax) throw new HearthError(ErrorCode.InvalidArgument, `draftMin: ${draftMin} is more than draftMax ${draftMax}; a draft can never be that long`);
+  const ngram = m.draftNgram ?? 0;
+  const speculation: SpeculationSettings | null =
+    draftModel !== null || ngram > 0
+      ? { draftModel, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences }
+      : null;
   return Object.freeze({
     model,
     workers: Object.freeze([...new Set(m.workers ?? [])]),
@@ -155,5 +176,6 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     logLevel: m.logLevel ?? 'info',
     secret,
     insecure: m.insecure ?? false,
+    speculation,
   });
 }

@@ -390,6 +390,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       typeK: this.config.cacheTypeK,
       typeV: this.config.cacheTypeV,
       threads: this.config.threads,
+      speculation: this.config.speculation,
     };
     this.#pidsAtLoad = new Map(
       await Promise.all(
@@ -562,6 +563,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
               m.promptTokensCached.inc(result.usage.cachedTokens);
               m.promptTokensProcessed.inc(result.usage.promptTokens - result.usage.cachedTokens);
               m.generatedTokens.inc(result.usage.completionTokens);
+              m.draftTokens.inc(result.usage.draftTokens);
+              m.draftTokensAccepted.inc(result.usage.draftAcceptedTokens);
               m.requests.inc({ outcome: result.finishReason });
               if (firstAt > 0 && result.usage.completionTokens > 1) {
                 const seconds = (performance.now() - firstAt) / 1000;

@@ -28,6 +28,12 @@ export class CoordinatorMetrics {
     help: 'Prompt tokens the engine computed (not found in the prompt cache)',
     registers: [this.registry],
   });
+  readonly draftTokens = new Counter({ name: 'hearth_draft_tokens_total', help: 'Speculative decoding: tokens drafted and verified', registers: [this.registry] });
+  readonly draftTokensAccepted = new Counter({
+    name: 'hearth_draft_tokens_accepted_total',
+    help: 'Speculative decoding: drafted tokens the model accepted (each one a decode step saved)',
+    registers: [this.registry],
+  });
   readonly generatedTokens = new Counter({ name: 'hearth_generated_tokens_total', help: 'Tokens generated', registers: [this.registry] });
   readonly requests = new Counter({
     name: 'hearth_requests_total',

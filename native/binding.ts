@@ -77,6 +77,8 @@ export interface NativeModelOptions {
   nGpuLayers: number;
   mainGpu: number;
   loadMode: LoadMode;
+  /** Load the tokenizer alone, no tensors (for comparing vocabularies). */
+  vocabOnly?: boolean;
 }
 
 export interface LayerPlacement {
@@ -107,6 +109,13 @@ export interface ChatMessage {
   content: string;
 }
 
+export interface VocabularyDifference {
+  reason: string;
+  /** "SPM tokenizer with 32000 tokens" */
+  vocabulary: string;
+  otherVocabulary: string;
+}
+
 export interface NativeModel {
   load(onProgress: ((progress: number) => void) | null): Promise<NativeLoadResult>;
   abortLoad(): void;
@@ -116,6 +125,8 @@ export interface NativeModel {
   tokenToPiece(token: number, special: boolean): Buffer;
   isEog(token: number): boolean;
   applyChatTemplate(messages: ChatMessage[], addAssistant: boolean, template: string | null): string;
+  /** null when `other` may draft for this model (llama.cpp's compatibility rules); otherwise what differs and both vocabularies. */
+  vocabDifference(other: NativeModel): VocabularyDifference | null;
   dispose(): void;
 }
 
@@ -170,8 +181,18 @@ export interface NativeContext {
     sampleRows: Int32Array,
     samplers: NativeSampler[],
   ): Promise<Int32Array>;
+  /** With draftLens: sample i verifies the draftLens[i] drafted tokens in the rows after its own; per sample, the tokens it emitted. */
+  decode(
+    tokens: Int32Array,
+    positions: Int32Array,
+    seqIds: Int32Array,
+    logits: Uint8Array,
+    sampleRows: Int32Array,
+    samplers: NativeSampler[],
+    draftLens: Int32Array,
+  ): Promise<Int32Array[]>;
   getLogits(row: number): Float32Array;
-  /** Sample i of the last decode: its token's log-probability and the top alternatives; null when its sampler's nProbs < 0. */
+  /** Emitted token i of the last decode (one per sample, or each sample's emitted tokens in turn): its log-probability and the top alternatives; null when its sampler's nProbs < 0. */
   lastLogprobs(sampleIndex: number): TokenLogprobs | null;
   seqRemove(seqId: number, p0: number, p1: number): boolean;
   /** [min, max] positions held for the sequence; [-1, -1] when it holds none. */

@@ -1,5 +1,7 @@
 // The binding made pleasant and safe: typed errors, AbortSignal for loads, endpoints probed before
 // llama.cpp sees them, and deterministic disposal. No planning or retries here.
+import { basename } from 'node:path';
+
 import type { Logger } from '../common/logger.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import {
@@ -164,6 +166,15 @@ export class LlamaModel {
   /** The raw bytes of one token: a piece may be part of a UTF-8 sequence. */
   tokenToPiece(token: number, special = false): Buffer {
     return native(() => this.#live().tokenToPiece(token, special));
+  }
+
+  /**
+   * Why `draft` cannot draft tokens for this model, by llama.cpp's own rules (the same tokenizer, BOS and
+   * EOS, vocabulary sizes within 128, the same token texts), naming both vocabularies; null when it can.
+   */
+  vocabularyDifference(draft: LlamaModel): string | null {
+    const d = native(() => this.#live().vocabDifference(draft.#live()));
+    return d && `${d.reason}: ${basename(this.path)} has a ${d.vocabulary}, ${basename(draft.path)} a ${d.otherVocabulary}`;
   }
 
   isEndOfGeneration(token: number): boolean {
@@ -353,7 +364,7 @@ export class Batch {
   readonly positions: number[] = [];
   readonly seqIds: number[] = [];
   readonly logits: boolean[] = [];
-  readonly samples: { row: number; sampler: Sampler }[] = [];
+  readonly samples: { row: number; sampler: Sampler; draft: number }[] = [];
 
   /** Adds a token; returns its row. */
   add(token: number, position: number, seqId: number, wantLogits = false): number {
@@ -374,7 +385,18 @@ export class Batch {
   /** Samples `row` with `sampler` right after the decode, on the decoding thread. */
   sample(row: number, sampler: Sampler): void {
     this.logits[row] = true;
-    this.samples.push({ row, sampler });
+    this.samples.push({ row, sampler, draft: 0 });
+  }
+
+  /**
+   * Adds `token` (the sequence's next, already sampled) and the tokens drafted after it, and verifies
+   * the draft with `sampler` (LlamaContext.decodeSpeculative): the target samples each position in turn
+   * and stops at the first sample that differs from the draft.
+   */
+  verify(token: number, draft: ArrayLike<number>, position: number, seqId: number, sampler: Sampler): void {
+    const row = this.add(token, position, seqId, true);
+    for (let i = 0; i < draft.length; i++) this.add(draft[i]!, position + 1 + i, seqId, true);
+    this.samples.push({ row, sampler, draft: draft.length });
   }
 
   get size(): number {
@@ -409,6 +431,25 @@ export class LlamaContext {
     );
   }
 
+  /**
+   * Decodes the batch and verifies its drafts (Batch.verify); per sample, the tokens it emitted: the
+   * accepted drafted tokens, then the target's own next token (at least that one).
+   */
+  async decodeSpeculative(batch: Batch): Promise<Int32Array[]> {
+    const c = this.#live();
+    return nativeAsync(() =>
+      c.decode(
+        Int32Array.from(batch.tokens),
+        Int32Array.from(batch.positions),
+        Int32Array.from(batch.seqIds),
+        Uint8Array.from(batch.logits, (l) => (l ? 1 : 0)),
+        Int32Array.from(batch.samples, (s) => s.row),
+        batch.samples.map((s) => s.sampler.native),
+        Int32Array.from(batch.samples, (s) => s.draft),
+      ),
+    );
+  }
+
   /** A copy of the last decode's logits for `row` (nVocab floats). */
   logits(row: number): Float32Array {
     const l = native(() => this.#live().getLogits(row));
@@ -417,8 +458,9 @@ export class LlamaContext {
   }
 
   /**
-   * The log-probabilities of sample `sampleIndex` (the order of batch.sample() calls) of the last decode,
-   * from the raw logits; null when that sampler's nProbs < 0. Token text and bytes: model.tokenToPiece().
+   * The log-probabilities of emitted token `sampleIndex` of the last decode (one per batch.sample() call
+   * in order; after decodeSpeculative, each sample's emitted tokens in turn), from the raw logits; null
+   * when that sampler's nProbs < 0. Token text and bytes: model.tokenToPiece().
    */
   logprobs(sampleIndex: number): TokenLogprobs | null {
     return native(() => this.#live().lastLogprobs(sampleIndex));

@@ -5,6 +5,7 @@ import { configureLogger, logger, type LogLevel } from '../../common/logger.js';
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
+import { checkDraftModel } from '../../coordinator/draft-check.js';
 import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
 import { Coordinator, type PlanPreview } from '../../coordinator/coordinator.js';
@@ -42,6 +43,19 @@ interface ClusterFlags {
   token?: string;
   tokenFile?: string;
   insecure?: boolean;
+  draftModel?: string;
+  draftMax?: string;
+  draftMin?: string;
+  draftPMin?: string;
+  draftNgram?: string;
+  draftMaxSeqs?: string;
+}
+
+function probability(v: string | undefined, option: string): number | undefined {
+  if (v === undefined) return undefined;
+  const p = /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(v) ? Number(v) : NaN;
+  if (!(p >= 0 && p <= 1)) throw new HearthError(ErrorCode.InvalidArgument, `${option}: '${v}' is not a probability from 0 to 1`);
+  return p;
 }
 
 function onOff(v: string | undefined, option: string): boolean | undefined {
@@ -78,6 +92,12 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     token: flags.token,
     tokenFile: flags.tokenFile,
     insecure: flags.insecure,
+    draftModel: flags.draftModel,
+    draftMax: int(flags.draftMax, '--draft-max', 1, 256),
+    draftMin: int(flags.draftMin, '--draft-min', 0, 256),
+    draftPMin: probability(flags.draftPMin, '--draft-p-min'),
+    draftNgram: int(flags.draftNgram, '--draft-ngram', 0, 64),
+    draftMaxSequences: int(flags.draftMaxSeqs, '--draft-max-seqs', 1, 64),
   };
   return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings, env: process.env });
 }
@@ -179,11 +199,18 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--api-key <key...>', 'require this API key on the HTTP and gRPC APIs (repeatable)')
     .option('--insecure', 'serve the APIs on a non-loopback address without API keys (protected mode off)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
+    .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch (runs on this machine)')
+    .option('--draft-max <n>', 'most tokens drafted per step (default 8)')
+    .option('--draft-min <n>', 'a shorter draft is not verified (default 0)')
+    .option('--draft-p-min <p>', "the draft stops at a token it gives less than this probability (default 0: greedy)")
+    .option('--draft-ngram <n>', 'speculative decoding without a draft model: look the last n tokens up in the prompt and reply, and draft what followed them (0: off)')
+    .option('--draft-max-seqs <n>', 'speculate only while at most this many requests generate; more make the batch compute-bound (default 2)')
     .action(async (flags: ClusterFlags, cmd: Command) => {
-      const config = clusterConfig(flags, cmd);
+      let config = clusterConfig(flags, cmd);
       const refusal = protectedModeRefusal(config);
       if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
+      config = await checkDraftModel(config, log);
       const sys = loadBinding().systemInfo();
       const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
       const metrics = new CoordinatorMetrics(metricsSource(coordinator));

@@ -8,6 +8,7 @@ import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
 import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
+import { DraftModel, type SpeculationSettings } from './speculative.js';
 import { bytesSentTo } from './tcp-bytes.js';
 
 function send(message: FromEngine): void {
@@ -55,7 +56,8 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     typeV: spec.typeV,
     nThreads: spec.threads,
   });
-  scheduler = new Scheduler(model, ctx, send);
+  const draft = spec.speculation ? await loadDraft(spec, model) : null;
+  scheduler = new Scheduler(model, ctx, send, spec.speculation ? { settings: spec.speculation, draft: draft?.model ?? null } : null);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
@@ -71,8 +73,40 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     nSeqMax: ctx.info.nSeqMax,
     nVocab: model.info.nVocab,
     chatTemplate: model.info.chatTemplate !== null,
+    speculation: spec.speculation
+      ? { draftModel: draft?.model ? spec.speculation.draftModel : null, ngram: spec.speculation.ngram, draftBytes: draft?.model?.bytes ?? 0, note: draft?.note ?? null }
+      : null,
   };
   send({ type: 'loaded', info });
+}
+
+/**
+ * The draft model, on this process's CPU beside the engine's own work, with a context like the
+ * target's (one sequence per slot). A draft that fails to load (or does not fit the target's
+ * vocabulary) leaves the engine serving without it, and says why.
+ */
+async function loadDraft(spec: EngineLoadSpec, target: LlamaModel): Promise<{ model: DraftModel | null; note: string | null } | null> {
+  const settings: SpeculationSettings = spec.speculation!;
+  if (!settings.draftModel) return null;
+  let draftModel: LlamaModel | null = null;
+  try {
+    draftModel = await LlamaModel.load(settings.draftModel, { devices: [], nGpuLayers: 0 });
+    const difference = target.vocabularyDifference(draftModel);
+    if (difference) throw new HearthError(ErrorCode.InvalidArgument, `its vocabulary does not match the model's: ${difference}`);
+    const draftCtx = await draftModel.createContext({
+      nCtx: spec.ctxSize * spec.parallel,
+      nSeqMax: spec.parallel,
+      nBatch: spec.nBatch,
+      nUbatch: spec.nUbatch,
+      nThreads: spec.threads,
+    });
+    return { model: new DraftModel(draftModel, draftCtx), note: null };
+  } catch (e) {
+    draftModel?.dispose();
+    const note = `the draft model ${settings.draftModel} is not used: ${messageOf(e)}`;
+    send({ type: 'log', level: 'warn', msg: `${note}; serving without it${settings.ngram > 0 ? ' (n-gram lookup only)' : ''}` });
+    return { model: null, note };
+  }
 }
 
 function onMessage(message: ToEngine): void {

@@ -1,5 +1,6 @@
 // Messages between the coordinator and its engine child process (Node IPC, JSON).
 import type { CacheType } from '../../native/binding.js';
+import type { SpeculationSettings } from './speculative.js';
 
 export interface SamplingSettings {
   temperature: number;
@@ -95,6 +96,8 @@ export interface EngineLoadSpec {
   typeK: CacheType;
   typeV: CacheType;
   threads: number;
+  /** Speculative decoding; null: none. */
+  speculation: SpeculationSettings | null;
 }
 
 export interface LoadedInfo {
@@ -111,6 +114,8 @@ export interface LoadedInfo {
   nSeqMax: number;
   nVocab: number;
   chatTemplate: boolean;
+  /** How this engine speculates: 'draft model', 'n-gram', both, or null; and why a draft model is not used when one was asked for. */
+  speculation: { draftModel: string | null; ngram: number; draftBytes: number; note: string | null } | null;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'tool_calls';
@@ -120,6 +125,9 @@ export interface Usage {
   completionTokens: number;
   /** Prompt tokens whose KV was already in the sequence (not processed again). */
   cachedTokens: number;
+  /** Speculative decoding: tokens drafted and verified, and how many of them the target accepted. */
+  draftTokens: number;
+  draftAcceptedTokens: number;
 }
 
 export type ToEngine =

@@ -19,12 +19,19 @@
 // will render it (the reply as an assistant message) and its new part computed, in prompt chunks, into
 // the sequence (a "warm-up"): the next turn then finds all of it cached and computes only its own new
 // message. A request that claims the sequence first stops the warm-up and keeps what it computed.
+//
+// Speculative decoding (speculative.ts): before a step, each generating sequence may get a draft of its
+// next tokens; the step then decodes its pending token and the draft together and keeps what the
+// target's own sampling confirms. The rejected tail's cells are dropped at once. Speculation steps
+// aside while more sequences generate than it is set for: their batch is compute-bound already.
 import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import type { SamplerSettings } from '../../native/binding.js';
 import { Batch, jsonSchemaToGrammar, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
+import { commonPrefix } from './prefix.js';
+import { ngramDraft, type DraftModel, type DraftRequest, type SpeculationSettings } from './speculative.js';
 import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
 import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
@@ -63,6 +70,11 @@ interface Slot {
   chat: ChatTemplateRequest | null;
   reply: ChatReply;
   logprobs: boolean;
+  /** Tokens emitted so far (the pending one last); with the prompt, what a draft continues. */
+  emitted: number[];
+  /** Speculation: tokens drafted for this request and verified, and how many the target accepted. */
+  drafted: number;
+  accepted: number;
 }
 
 /** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
@@ -97,13 +109,6 @@ interface CachedSequence {
   lastUsed: number;
 }
 
-/** How many leading tokens two sequences share. */
-export function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  const n = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < n && a[i] === b[i]) i++;
-  return i;
-}
 
 /**
  * The free sequence for a prompt: the longest cached prefix, ties to the least recently used. Without
@@ -136,9 +141,13 @@ export class Scheduler {
   readonly #renderedWarmups: { seq: number; tokens: Int32Array; claimed: number }[] = [];
   #uses = 0;
   #running = false;
+  readonly #speculation: SpeculationSettings | null;
+  readonly #draft: DraftModel | null;
 
-  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void) {
+  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void, speculation: { settings: SpeculationSettings; draft: DraftModel | null } | null = null) {
     this.#model = model;
+    this.#speculation = speculation && (speculation.draft || speculation.settings.ngram > 0) ? speculation.settings : null;
+    this.#draft = speculation?.draft ?? null;
     this.#ctx = ctx;
     this.#templates = model.chatTemplates();
     this.#send = send;
@@ -156,7 +165,7 @@ export class Scheduler {
     this.#prepare(id, prompt, params).then(
       (w) => {
         if (this.#preparing.delete(id)) this.#enqueue(w);
-        else this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0 }, text: '' });
+        else this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
       },
       (e: unknown) => {
         this.#preparing.delete(id);
@@ -223,7 +232,7 @@ export class Scheduler {
     const waiting = this.#waiting.findIndex((w) => w.id === id);
     if (waiting >= 0) {
       const [w] = this.#waiting.splice(waiting, 1);
-      this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w!.prompt.length, completionTokens: 0, cachedTokens: 0 }, text: '' });
+      this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w!.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
       return;
     }
     const slot = this.#slots.get(id);
@@ -253,15 +262,16 @@ export class Scheduler {
       this.#admit();
       this.#startWarmups();
       if (this.#slots.size === 0 && this.#warmups.size === 0) return;
-      const { batch, rows, warmed } = this.#buildBatch();
+      const drafts = await this.#drafts();
+      const { batch, rows, warmed } = this.#buildBatch(drafts);
       if (batch.size === 0) {
         // Nothing fits (never expected): give the warm-ups up rather than spin.
         this.#warmups.clear();
         return;
       }
-      let sampled: Int32Array;
+      let emitted: ArrayLike<number>[];
       try {
-        sampled = await this.#ctx.decode(batch);
+        emitted = drafts.size > 0 ? await this.#ctx.decodeSpeculative(batch) : Array.from(await this.#ctx.decode(batch), (t) => [t]);
       } catch (e) {
         for (const seq of warmed.keys()) this.#dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
@@ -272,9 +282,61 @@ export class Scheduler {
         continue;
       }
       for (const [seq, n] of warmed) this.#warmed(seq, n);
-      rows.forEach((slot, i) => this.#accept(slot, sampled[i]!, slot.logprobs ? this.#logprob(i) : undefined));
+      let logprobIndex = 0;
+      rows.forEach((slot, i) => {
+        const tokens = emitted[i]!;
+        const first = logprobIndex;
+        logprobIndex += tokens.length;
+        const draft = drafts.get(slot);
+        if (draft) {
+          slot.drafted += draft.length;
+          slot.accepted += tokens.length - 1;
+        }
+        for (let k = 0; k < tokens.length; k++) {
+          this.#accept(slot, tokens[k]!, slot.logprobs ? this.#logprob(first + k) : undefined);
+          if (slot.pending === null) return; // finished, or cancelled
+          // An accepted draft token is in the sequence's cells already; the last emitted one is not.
+          if (k < tokens.length - 1) {
+            slot.pending = null;
+            slot.pos++;
+          }
+        }
+        // The rejected part of the draft leaves the cache.
+        if (draft && tokens.length - 1 < draft.length) this.#ctx.removeSequence(slot.seq, slot.pos, -1);
+      });
       this.#send({ type: 'tick' });
     }
+  }
+
+  /**
+   * This step's drafts, for the generating sequences (none while more of them generate than speculation
+   * is set for). A draft shorter than draftMin is dropped: that sequence decodes one token as usual.
+   */
+  async #drafts(): Promise<Map<Slot, number[]>> {
+    const out = new Map<Slot, number[]>();
+    const spec = this.#speculation;
+    if (!spec) return out;
+    const generating = [...this.#slots.values()].filter((s) => s.pending !== null && !s.cancelled);
+    if (generating.length === 0 || generating.length > spec.maxSequences) return out;
+    const nCtxSeq = this.#ctx.info.nCtxSeq;
+    const wanted: { slot: Slot; request: DraftRequest }[] = [];
+    for (const slot of generating) {
+      // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
+      const max = Math.min(spec.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
+      if (max < Math.max(1, spec.draftMin)) continue;
+      const tokens = [...slot.prompt, ...slot.emitted];
+      const looked = spec.ngram > 0 ? ngramDraft(tokens, spec.ngram, max) : [];
+      if (looked.length >= Math.max(1, spec.draftMin)) out.set(slot, looked);
+      else if (this.#draft) wanted.push({ slot, request: { seq: slot.seq, tokens, max } });
+    }
+    if (wanted.length > 0 && this.#draft) {
+      const drafted = await this.#draft.draft(wanted.map((w) => w.request), spec.pMin);
+      for (const { slot } of wanted) {
+        const d = drafted.get(slot.seq) ?? [];
+        if (d.length >= Math.max(1, spec.draftMin) && slot.pending !== null && !slot.cancelled) out.set(slot, d);
+      }
+    }
+    return out;
   }
 
   #admit(): void {
@@ -309,6 +371,9 @@ export class Scheduler {
         chat: w.chat,
         reply: EMPTY_REPLY,
         logprobs: w.params.logprobs !== null,
+        emitted: [],
+        drafted: 0,
+        accepted: 0,
       });
       this.#send({ type: 'started', id: w.id, promptTokens: w.prompt.length, cachedTokens: cached });
     }
@@ -345,9 +410,9 @@ export class Scheduler {
    * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
    * split one step's tokens into several micro-batches, each reading all the weights.
    */
-  #buildBatch(): { batch: Batch; rows: Slot[]; warmed: Map<number, number> } {
-    const generating = [...this.#slots.values()].filter((s) => s.pending !== null).length;
-    let room = this.#nBatch - generating;
+  #buildBatch(drafts: ReadonlyMap<Slot, number[]>): { batch: Batch; rows: Slot[]; warmed: Map<number, number> } {
+    let room = this.#nBatch;
+    for (const s of this.#slots.values()) if (s.pending !== null) room -= 1 + (drafts.get(s)?.length ?? 0);
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
       if (slot.pending !== null || room <= 0) continue;
@@ -375,7 +440,9 @@ export class Scheduler {
         continue;
       }
       if (slot.pending !== null) {
-        batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
+        const draft = drafts.get(slot);
+        if (draft) batch.verify(slot.pending, draft, slot.pos++, slot.seq, slot.sampler);
+        else batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
         rows.push(slot);
         slot.pending = null;
         continue;
@@ -502,6 +569,7 @@ export class Scheduler {
       this.#finish(slot, 'length');
     } else {
       slot.pending = token;
+      slot.emitted.push(token);
     }
   }
 
@@ -527,7 +595,7 @@ export class Scheduler {
       type: 'done',
       id: slot.id,
       finishReason: reason === 'stop' && reply && reply.toolCalls.length > 0 ? 'tool_calls' : reason,
-      usage: { promptTokens: slot.prompt.length, completionTokens: slot.generated, cachedTokens: slot.cached },
+      usage: { promptTokens: slot.prompt.length, completionTokens: slot.generated, cachedTokens: slot.cached, draftTokens: slot.drafted, draftAcceptedTokens: slot.accepted },
       text: slot.text,
       ...(reply ? { reply } : {}),
     });

@@ -276,5 +276,10 @@ export function usage(u: Usage) {
     total_tokens: u.promptTokens + u.completionTokens,
     // As OpenAI reports its own prompt cache.
     prompt_tokens_details: { cached_tokens: u.cachedTokens },
+    // Speculative decoding, in OpenAI's terms for predicted outputs: drafted tokens the model accepted
+    // and those it did not.
+    ...(u.draftTokens > 0
+      ? { completion_tokens_details: { accepted_prediction_tokens: u.draftAcceptedTokens, rejected_prediction_tokens: u.draftTokens - u.draftAcceptedTokens } }
+      : {}),
   };
 }

@@ -4,7 +4,8 @@ import { describe, test } from 'node:test';
 
 import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
-import { commonPrefix, pickSequence } from '../../coordinator/engine/scheduler.js';
+import { commonPrefix } from '../../coordinator/engine/prefix.js';
+import { pickSequence } from '../../coordinator/engine/scheduler.js';
 import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
 import { singleToolCall, toolCallsOnly } from '../../coordinator/engine/tool-grammar.js';
 import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';

@@ -187,6 +187,11 @@ class DecodeWorker : public PromiseWorker {
     std::vector<int32_t> sample_rows_;
     std::vector<AddonSampler *> samplers_;
     std::vector<Napi::ObjectReference> sampler_refs_;
+    // Speculative verification: sample i's drafted tokens follow its row (rows row+1..row+k). Empty:
+    // one token per sample, as a plain decode.
+    bool verify_ = false;
+    std::vector<int32_t> draft_lens_;
+    std::vector<llama_token> draft_tokens_;
 
   protected:
     void Run() override {
@@ -199,19 +204,46 @@ class DecodeWorker : public PromiseWorker {
                 default: throw NativeError("DECODE_FAILED", "llama_decode failed with code " + std::to_string(rc));
             }
         }
-        sampled_.resize(sample_rows_.size());
-        logprobs_.resize(sample_rows_.size());
+        sampled_.clear();
+        logprobs_.clear();
+        counts_.assign(sample_rows_.size(), 0);
+        size_t draft_at = 0;
         for (size_t i = 0; i < sample_rows_.size(); i++) {
-            sampled_[i] = samplers_[i]->Sample(ctx_->ctx_, sample_rows_[i]);
-            // From the raw logits, as OpenAI's logprobs are: what the model thought, not the sampler.
-            if (samplers_[i]->wants_logprobs()) logprobs_[i] = samplers_[i]->Logprobs(ctx_->ctx_, sample_rows_[i], sampled_[i]);
+            // A sample with a draft is verified as llama.cpp's common_sampler_sample_and_accept_n does:
+            // the target samples each drafted position with the request's own sampler, in order, and
+            // stops at the first sample that differs from the draft (that sample is kept). Every emitted
+            // token is the target's own sample given the ones before it, so the output distribution is the
+            // target's, and the sampler accepts exactly the emitted tokens (grammar, penalties, RNG).
+            const int32_t k = verify_ ? draft_lens_[i] : 0;
+            for (int32_t j = 0; j <= k; j++) {
+                const int32_t row = sample_rows_[i] + j;
+                const llama_token t = samplers_[i]->Sample(ctx_->ctx_, row);
+                sampled_.push_back(t);
+                // From the raw logits, as OpenAI's logprobs are: what the model thought, not the sampler.
+                logprobs_.push_back(samplers_[i]->wants_logprobs() ? std::optional<TokenLogprobs>(samplers_[i]->Logprobs(ctx_->ctx_, row, t)) : std::nullopt);
+                counts_[i]++;
+                if (j == k || t != draft_tokens_[draft_at + j]) break;
+            }
+            draft_at += k;
         }
     }
     Napi::Value Result(Napi::Env env) override {
         ctx_->busy_ = false;
         ctx_->last_logprobs_ = std::move(logprobs_);
-        Napi::Int32Array out = Napi::Int32Array::New(env, sampled_.size());
-        std::copy(sampled_.begin(), sampled_.end(), out.Data());
+        if (!verify_) {
+            Napi::Int32Array out = Napi::Int32Array::New(env, sampled_.size());
+            std::copy(sampled_.begin(), sampled_.end(), out.Data());
+            return out;
+        }
+        // One array of emitted tokens per sample.
+        Napi::Array out = Napi::Array::New(env, counts_.size());
+        size_t at = 0;
+        for (size_t i = 0; i < counts_.size(); i++) {
+            Napi::Int32Array tokens = Napi::Int32Array::New(env, static_cast<size_t>(counts_[i]));
+            std::copy(sampled_.begin() + at, sampled_.begin() + at + counts_[i], tokens.Data());
+            at += counts_[i];
+            out.Set(static_cast<uint32_t>(i), tokens);
+        }
         return out;
     }
     void OnError(const Napi::Error & e) override {
@@ -224,6 +256,7 @@ class DecodeWorker : public PromiseWorker {
     AddonContext * ctx_;
     Napi::ObjectReference ref_;
     std::vector<llama_token> sampled_;
+    std::vector<int32_t> counts_;
     std::vector<std::optional<TokenLogprobs>> logprobs_;
 };
 
@@ -236,8 +269,12 @@ static T TypedArg(Napi::Env env, const Napi::CallbackInfo & info, size_t i, napi
 }
 
 // decode(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, logits: Uint8Array,
-//        sampleRows: Int32Array, samplers: AddonSampler[]): Promise<Int32Array>
-// Decodes one batch and, on the same native thread, samples row sampleRows[i] with samplers[i].
+//        sampleRows: Int32Array, samplers: AddonSampler[], draftLens?: Int32Array)
+//   : Promise<Int32Array | Int32Array[]>
+// Decodes one batch and, on the same native thread, samples row sampleRows[i] with samplers[i]: one
+// token per sample. With draftLens, sample i verifies the draftLens[i] drafted tokens in the rows after its
+// own (consecutive positions of its sequence) and the result is, per sample, the tokens it emitted: the
+// accepted draft tokens and the target's own next one.
 Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     RequireReady(env);
@@ -283,6 +320,30 @@ Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
         worker->samplers_.push_back(s);
         worker->sampler_refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
         worker->sample_rows_.push_back(row);
+    }
+    if (info.Length() > 6 && !info[6].IsUndefined()) {
+        auto lens = TypedArg<Napi::Int32Array>(env, info, 6, napi_int32_array, "draftLens must be an Int32Array");
+        if (lens.ElementLength() != rows.ElementLength()) {
+            delete worker;
+            ThrowJs(env, "INVALID_ARGUMENT", "decode: draftLens must have one entry per sample");
+        }
+        for (size_t i = 0; i < lens.ElementLength(); i++) {
+            const int32_t k = lens[i];
+            const int32_t row = rows[i];
+            bool ok = k >= 0 && static_cast<size_t>(row) + static_cast<size_t>(k) < n;
+            for (int32_t j = 1; ok && j <= k; j++) {
+                const size_t r = static_cast<size_t>(row + j);
+                ok = logits[r] != 0 && seq[r] == seq[static_cast<size_t>(row)] && pos[r] == pos[static_cast<size_t>(row)] + j;
+            }
+            if (!ok) {
+                delete worker;
+                ThrowJs(env, "INVALID_ARGUMENT", "decode: sample " + std::to_string(i) + "'s draft must follow its row: consecutive positions of its sequence, with logits");
+            }
+            // The drafted tokens are the batch's own tokens in those rows.
+            for (int32_t j = 1; j <= k; j++) worker->draft_tokens_.push_back(tokens[static_cast<size_t>(row + j)]);
+        }
+        worker->verify_ = true;
+        worker->draft_lens_.assign(lens.Data(), lens.Data() + lens.ElementLength());
     }
     worker->batch_ = llama_batch_init(static_cast<int32_t>(n), 0, 1);
     for (size_t i = 0; i < n; i++) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 namespace hearth {
@@ -87,6 +88,8 @@ AddonModel::AddonModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Addon
     std::string load_mode = GetString(opts, "loadMode", "auto");
     params_.load_mode = llama_load_mode_from_str(load_mode.c_str());
     params_.check_tensors = GetBool(opts, "checkTensors", false);
+    // The tokenizer alone (no tensors): enough to compare vocabularies.
+    params_.vocab_only = GetBool(opts, "vocabOnly", false);
 }
 
 AddonModel::~AddonModel() { Free(); }
@@ -198,6 +201,58 @@ Napi::Value AddonModel::Load(const Napi::CallbackInfo & info) {
 Napi::Value AddonModel::AbortLoad(const Napi::CallbackInfo & info) {
     abort_ = true;
     return info.Env().Undefined();
+}
+
+static const char * VocabTypeName(enum llama_vocab_type t) {
+    switch (t) {
+        case LLAMA_VOCAB_TYPE_NONE: return "no";
+        case LLAMA_VOCAB_TYPE_SPM: return "SPM";
+        case LLAMA_VOCAB_TYPE_BPE: return "BPE";
+        case LLAMA_VOCAB_TYPE_WPM: return "WPM";
+        case LLAMA_VOCAB_TYPE_UGM: return "UGM";
+        case LLAMA_VOCAB_TYPE_RWKV: return "RWKV";
+        default: return "another";
+    }
+}
+
+// vocabDifference(other): null when a draft `other` may speculate for this model, by llama.cpp's own
+// rules (common_speculative_are_compatible): the same tokenizer type, the same BOS/EOS use and ids, at
+// most 128 tokens more or fewer, and the same text for every token from id 5 on; otherwise
+// {reason, vocabulary, otherVocabulary}: what differs, and both vocabularies in words.
+Napi::Value AddonModel::VocabDifference(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireLoaded(env);
+    if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(constructor.Value())) {
+        ThrowJs(env, "INVALID_ARGUMENT", "vocabDifference(other): other must be an AddonModel");
+    }
+    AddonModel * other = Unwrap(info[0].As<Napi::Object>());
+    other->RequireLoaded(env);
+    const llama_vocab * a = vocab_;
+    const llama_vocab * b = other->vocab_;
+    const int na = llama_vocab_n_tokens(a);
+    const int nb = llama_vocab_n_tokens(b);
+    auto describe = [](const llama_vocab * v, int n) {
+        return std::string(VocabTypeName(llama_vocab_type(v))) + " tokenizer with " + std::to_string(n) + " tokens";
+    };
+    std::string why;
+    if (llama_vocab_type(a) != llama_vocab_type(b)) why = "the tokenizers differ";
+    else if (llama_vocab_get_add_bos(a) != llama_vocab_get_add_bos(b) || (llama_vocab_get_add_bos(a) && llama_vocab_bos(a) != llama_vocab_bos(b))) why = "the BOS tokens differ";
+    else if (llama_vocab_get_add_eos(a) != llama_vocab_get_add_eos(b) || (llama_vocab_get_add_eos(a) && llama_vocab_eos(a) != llama_vocab_eos(b))) why = "the EOS tokens differ";
+    else if (std::abs(na - nb) > 128) why = "the vocabulary sizes differ by more than 128";
+    else {
+        for (int i = 5; i < std::min(na, nb); i++) {
+            if (std::strcmp(llama_vocab_get_text(a, i), llama_vocab_get_text(b, i)) != 0) {
+                why = "token " + std::to_string(i) + " is '" + llama_vocab_get_text(a, i) + "' in one and '" + llama_vocab_get_text(b, i) + "' in the other";
+                break;
+            }
+        }
+    }
+    if (why.empty()) return env.Null();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("reason", why);
+    out.Set("vocabulary", describe(a, na));
+    out.Set("otherVocabulary", describe(b, nb));
+    return out;
 }
 
 Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
@@ -360,6 +415,7 @@ void AddonModel::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod("isEog", &AddonModel::IsEog),
                                         InstanceMethod("applyChatTemplate", &AddonModel::ApplyChatTemplate),
                                         InstanceMethod("dispose", &AddonModel::Dispose),
+                                        InstanceMethod("vocabDifference", &AddonModel::VocabDifference),
                                     });
     constructor = Napi::Persistent(fn);
     constructor.SuppressDestruct();

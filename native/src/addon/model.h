@@ -28,6 +28,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     Napi::Value IsEog(const Napi::CallbackInfo & info);
     Napi::Value ApplyChatTemplate(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
+    Napi::Value VocabDifference(const Napi::CallbackInfo & info);
 
     void RequireLoaded(Napi::Env env) const;
     void Free();
