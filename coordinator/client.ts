@@ -37,6 +37,7 @@ export interface WireStatus {
   build: { llama_cpp_release: string; ggml_version: string; rpc_protocol: string; backends: string[] };
   cluster_id: string;
   last_replan: string;
+  speculation: string;
 }
 
 export class CoordinatorClient {

@@ -94,6 +94,8 @@ export interface CoordinatorConfig {
   readonly insecure: boolean;
   /** Speculative decoding (a draft model and/or n-gram lookup); null: off. */
   readonly speculation: SpeculationSettings | null;
+  /** Why a draft model that was asked for is not used (it could not be loaded), or null. */
+  readonly speculationNote?: string | null;
 }
 
 /** Defaults of speculative decoding; the draft's are llama.cpp's own but the length (3 there). */

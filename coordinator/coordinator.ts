@@ -4,6 +4,7 @@
 // the worker, and the coordinator re-plans with the workers still healthy.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { basename } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import PQueue from 'p-queue';
 
@@ -213,6 +214,19 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#driftTimer.unref();
   }
 
+  /** Speculative decoding as it runs: with what, how far; or off, and why when a draft was asked for. */
+  get speculation(): string {
+    const spec = this.config.speculation;
+    const loaded = this.#loaded?.speculation;
+    const note = loaded?.note ?? this.config.speculationNote ?? null;
+    const ways: string[] = [];
+    if (spec && (loaded ? loaded.draftModel : spec.draftModel)) ways.push(`draft model ${basename(spec.draftModel!)}`);
+    if (spec && spec.ngram > 0) ways.push(`n-gram lookup (${spec.ngram} tokens)`);
+    if (!spec || ways.length === 0) return note ? `off (${note})` : 'off';
+    const how = `${ways.join(' and ')}: up to ${spec.draftMax} tokens per step, while at most ${spec.maxSequences} request(s) generate`;
+    return note ? `${how}; ${note}` : how;
+  }
+
   get lastReplan(): string {
     return this.#lastReplan;
   }
@@ -416,6 +430,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         { seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`) },
         'model loaded; serving',
       );
+      if (this.config.speculation) {
+        this.#log.info({ speculation: this.speculation, draftBytes: info.speculation?.draftBytes ?? 0 }, 'speculative decoding');
+      }
       this.#losses = 0;
       this.#setState('serving', '');
     } catch (e) {

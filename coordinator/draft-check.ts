@@ -20,8 +20,9 @@ export async function checkDraftModel(config: CoordinatorConfig, log: Logger): P
     try {
       draft = await LlamaModel.load(spec.draftModel, { devices: [], nGpuLayers: 0, vocabOnly: true });
     } catch (e) {
-      log.warn({ draftModel: spec.draftModel }, `the draft model cannot be loaded (${messageOf(e)}); serving without it${spec.ngram > 0 ? ', with n-gram lookup only' : ', without speculation'}`);
-      return { ...config, speculation: spec.ngram > 0 ? { ...spec, draftModel: null } : null };
+      const note = `the draft model ${spec.draftModel} cannot be loaded: ${messageOf(e)}`;
+      log.warn({ draftModel: spec.draftModel }, `${note}; serving without it${spec.ngram > 0 ? ', with n-gram lookup only' : ', without speculative decoding'}`);
+      return Object.freeze({ ...config, speculation: spec.ngram > 0 ? { ...spec, draftModel: null } : null, speculationNote: note });
     }
     const difference = target.vocabularyDifference(draft);
     draft.dispose();

@@ -148,6 +148,7 @@ export class CoordinatorGrpcServer {
       workers: this.#workers(),
       cluster_id: c.links.clusterId ?? '',
       last_replan: c.lastReplan,
+      speculation: c.speculation,
       plan: this.#planView(),
       build: {
         llama_cpp_release: this.#build.llamaCppRelease,

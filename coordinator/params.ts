@@ -24,7 +24,14 @@ export interface RequestSettings {
   logprobs?: number | null | undefined;
   /** The field `logprobs` came from, for errors (top_logprobs on chat, logprobs on completions). */
   logprobsField?: string;
+  /** llama-server's speculative.n_max, speculative.n_min and speculative.p_min: this request's drafts. */
+  draftMax?: number | null | undefined;
+  draftMin?: number | null | undefined;
+  draftPMin?: number | null | undefined;
 }
+
+/** The longest draft a request may ask for (speculative.n_max). */
+export const MAX_DRAFT = 256;
 
 /** The most alternatives a request may ask for per token (OpenAI's top_logprobs limit). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -76,7 +83,16 @@ export function resolveParams(s: RequestSettings, defaults: { maxTokens: number;
   if (constraint?.kind === 'json_schema' && (typeof constraint.schema !== 'object' || constraint.schema === null || Array.isArray(constraint.schema))) {
     throw bad(constraint.field, 'must be a JSON schema object');
   }
-  return { maxTokens, sampling, stop: stop.filter((x) => x.length > 0), cachePrompt: s.cachePrompt !== false, constraint, logprobs };
+  const optional = (field: string, v: number | null | undefined, max: number, integer: boolean) => (v === null || v === undefined ? null : inRange(field, v, 0, max, 0, integer));
+  const speculative = {
+    nMax: optional('speculative.n_max', s.draftMax, MAX_DRAFT, true),
+    nMin: optional('speculative.n_min', s.draftMin, MAX_DRAFT, true),
+    pMin: optional('speculative.p_min', s.draftPMin, 1, false),
+  };
+  if (speculative.nMin !== null && speculative.nMax !== null && speculative.nMin > speculative.nMax) {
+    throw bad('speculative.n_min', `must not exceed speculative.n_max (${speculative.nMax}), got ${speculative.nMin}`);
+  }
+  return { maxTokens, sampling, stop: stop.filter((x) => x.length > 0), cachePrompt: s.cachePrompt !== false, constraint, logprobs, speculative };
 }
 
 export function checkPrompt(prompt: PromptInput): PromptInput {

@@ -290,6 +290,7 @@ export function registerCoordinatorCommands(program: Command): void {
         out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
         out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots\n`);
         out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
+        out(`speculative decoding: ${s.speculation || 'off'}\n`);
         out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
         const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'note']];
         for (const w of s.workers) {

@@ -30,6 +30,8 @@ export interface GenerateParams {
   logprobs: number | null;
   /** Reuse the KV of a finished request that shares the prompt's prefix (llama-server's cache_prompt). */
   cachePrompt: boolean;
+  /** This request's speculative decoding, over the engine's settings (null: theirs); nMax 0 turns it off. */
+  speculative?: { nMax: number | null; nMin: number | null; pMin: number | null };
 }
 
 /** A chat message in OpenAI's shape: assistant messages may carry tool calls, tool messages answer one. */

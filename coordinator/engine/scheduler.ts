@@ -75,6 +75,10 @@ interface Slot {
   /** Speculation: tokens drafted for this request and verified, and how many the target accepted. */
   drafted: number;
   accepted: number;
+  /** This request's draft settings (the engine's, or the request's own). */
+  draftMax: number;
+  draftMin: number;
+  draftPMin: number;
 }
 
 /** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
@@ -322,18 +326,28 @@ export class Scheduler {
     const wanted: { slot: Slot; request: DraftRequest }[] = [];
     for (const slot of generating) {
       // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
-      const max = Math.min(spec.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
-      if (max < Math.max(1, spec.draftMin)) continue;
+      const max = Math.min(slot.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
+      const min = Math.max(1, slot.draftMin);
+      if (max < min) continue;
       const tokens = [...slot.prompt, ...slot.emitted];
       const looked = spec.ngram > 0 ? ngramDraft(tokens, spec.ngram, max) : [];
-      if (looked.length >= Math.max(1, spec.draftMin)) out.set(slot, looked);
-      else if (this.#draft) wanted.push({ slot, request: { seq: slot.seq, tokens, max } });
+      if (looked.length >= min) out.set(slot, looked);
+      else if (this.#draft) wanted.push({ slot, request: { seq: slot.seq, tokens, max, pMin: slot.draftPMin } });
     }
     if (wanted.length > 0 && this.#draft) {
-      const drafted = await this.#draft.draft(wanted.map((w) => w.request), spec.pMin);
+      let drafted: Map<number, number[]>;
+      try {
+        drafted = await this.#draft.draft(wanted.map((w) => w.request));
+      } catch (e) {
+        // A failed draft costs only its speed-up: these sequences decode one token this step, and their
+        // draft cells start over.
+        for (const { slot } of wanted) this.#draft.forget(slot.seq);
+        this.#send({ type: 'log', level: 'warn', msg: `drafting failed, this step decodes without a draft: ${messageOf(e)}` });
+        return out;
+      }
       for (const { slot } of wanted) {
         const d = drafted.get(slot.seq) ?? [];
-        if (d.length >= Math.max(1, spec.draftMin) && slot.pending !== null && !slot.cancelled) out.set(slot, d);
+        if (d.length >= Math.max(1, slot.draftMin) && slot.pending !== null && !slot.cancelled) out.set(slot, d);
       }
     }
     return out;
@@ -374,6 +388,9 @@ export class Scheduler {
         emitted: [],
         drafted: 0,
         accepted: 0,
+        draftMax: w.params.speculative?.nMax ?? this.#speculation?.draftMax ?? 0,
+        draftMin: w.params.speculative?.nMin ?? this.#speculation?.draftMin ?? 0,
+        draftPMin: w.params.speculative?.pMin ?? this.#speculation?.pMin ?? 0,
       });
       this.#send({ type: 'started', id: w.id, promptTokens: w.prompt.length, cachedTokens: cached });
     }

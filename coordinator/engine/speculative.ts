@@ -23,11 +23,15 @@ export interface SpeculationSettings {
   maxSequences: number;
 }
 
-/** What a sequence needs drafted: all its tokens so far (the last one not yet decoded) and a budget. */
+/**
+ * What a sequence needs drafted: all its tokens so far (the last one not yet decoded), a budget, and
+ * the probability below which the draft model stops.
+ */
 export interface DraftRequest {
   seq: number;
   tokens: ArrayLike<number>;
   max: number;
+  pMin: number;
 }
 
 /**
@@ -73,8 +77,8 @@ export class DraftModel {
     this.#held = Array.from({ length: ctx.info.nSeqMax }, () => []);
   }
 
-  /** Drafts for each request (in seq order); a sequence's draft stops early below pMin. */
-  async draft(requests: readonly DraftRequest[], pMin: number): Promise<Map<number, number[]>> {
+  /** Drafts for each request; a sequence's draft stops early below its pMin. */
+  async draft(requests: readonly DraftRequest[]): Promise<Map<number, number[]>> {
     const out = new Map<number, number[]>();
     const live = [...requests].filter((r) => r.max > 0 && r.tokens.length > 0).sort((a, b) => a.seq - b.seq);
     // Catch up: each sequence keeps its longest valid prefix and decodes the rest, its last token last.
@@ -112,7 +116,7 @@ export class DraftModel {
         }
       }
       const tokens = await this.#ctx.decode(batch);
-      sampled.forEach((r, i) => this.#take(out.get(r.seq)!, tokens[i]!, i, pMin));
+      sampled.forEach((r, i) => this.#take(out.get(r.seq)!, tokens[i]!, i, r.pMin));
     }
     // Then one token per step for each sequence still drafting.
     for (;;) {
@@ -129,13 +133,23 @@ export class DraftModel {
         held.push(d[d.length - 1]!);
       }
       const tokens = await this.#ctx.decode(batch);
-      active.forEach((r, i) => this.#take(out.get(r.seq)!, tokens[i]!, i, pMin));
+      active.forEach((r, i) => this.#take(out.get(r.seq)!, tokens[i]!, i, r.pMin));
     }
     for (const [seq, d] of out) {
       if (d[d.length - 1] === STOP) d.pop();
       out.set(seq, d.slice(0, requests.find((r) => r.seq === seq)!.max));
     }
     return out;
+  }
+
+  /** Drops what a sequence's cells hold; its next draft catches up from the start. */
+  forget(seq: number): void {
+    this.#held[seq]!.length = 0;
+    try {
+      this.#ctx.removeSequence(seq);
+    } catch {
+      // the context is busy or gone: the next catch-up's own removal covers it
+    }
   }
 
   /** Appends a drafted token, or the STOP mark when the draft is no longer sure enough. */

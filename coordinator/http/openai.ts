@@ -77,6 +77,10 @@ function settings(b: Body): RequestSettings {
     ignoreEos: optionalBoolean(b, 'ignore_eos'),
     cachePrompt: optionalBoolean(b, 'cache_prompt'),
     stop: stops,
+    // llama-server's per-request speculative decoding fields, keyed with the dot.
+    draftMax: optionalNumber(b, 'speculative.n_max'),
+    draftMin: optionalNumber(b, 'speculative.n_min'),
+    draftPMin: optionalNumber(b, 'speculative.p_min'),
   };
 }
 

@@ -4,12 +4,16 @@
 // /metrics report the drafted and accepted tokens. Bad drafts: another vocabulary is refused at
 // start, naming both; a draft that cannot be loaded leaves the coordinator serving without it.
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
+import { readBuildInfo } from '../../native/binding.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { assertGreedyMatches, referenceRuns, type GreedyRun } from '../helpers/generate.js';
-import { metric } from '../helpers/http-api.js';
+import { expectApiError, metric } from '../helpers/http-api.js';
 import { testModel } from '../helpers/models.js';
 import { startWorker, type WorkerHandle } from '../helpers/worker.js';
 
@@ -21,6 +25,13 @@ const PROMPTS = [
 const TOKENS = 40;
 
 const GREEDY = { temperature: 0, greedy: true };
+
+/** A passage, then a request to repeat it: the reply can be drafted from the prompt itself. */
+const REPEAT =
+  'Read this passage. The river ran past the mill and under the stone bridge, where the miller kept his boats, and on past the orchard ' +
+  'where the apples ripened late in the year. Now repeat the passage word for word. The river ran past the mill and under';
+
+type Details = { accepted_prediction_tokens: number; rejected_prediction_tokens: number } | undefined;
 
 describe('speculative decoding', () => {
   const workers: WorkerHandle[] = [];
@@ -67,5 +78,70 @@ describe('speculative decoding', () => {
     const m = await (await fetch(`${coord!.http}/metrics`)).text();
     assert.equal(metric(m, 'hearth_draft_tokens_total'), drafted);
     assert.equal(metric(m, 'hearth_draft_tokens_accepted_total'), accepted);
+  });
+
+  test('seeded sampling gives the same text with and without speculation; speculative.n_max 0 turns it off per request', async () => {
+    const openai = new OpenAI({ baseURL: `${coord!.http}/v1`, apiKey: 'unused', maxRetries: 0 });
+    for (const [i, prompt] of PROMPTS.entries()) {
+      const body = { model: 'any', prompt, max_tokens: TOKENS, temperature: 0.9, seed: 7 + i };
+      const spec = await openai.completions.create(body);
+      const plain = await openai.completions.create({ ...body, 'speculative.n_max': 0 } as OpenAI.CompletionCreateParamsNonStreaming);
+      assert.equal(spec.choices[0]!.text, plain.choices[0]!.text, `prompt ${i}: sampled text`);
+      assert.ok(((spec.usage as { completion_tokens_details?: Details }).completion_tokens_details?.accepted_prediction_tokens ?? 0) > 0, `prompt ${i}: drafts were accepted while sampling`);
+      assert.equal((plain.usage as { completion_tokens_details?: Details }).completion_tokens_details, undefined, `prompt ${i}: no drafts with speculative.n_max 0`);
+    }
+  });
+
+  test("llama-server's per-request speculative fields out of range are 400s naming the field", async () => {
+    const openai = new OpenAI({ baseURL: `${coord!.http}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const ask = (extra: Record<string, unknown>) => openai.completions.create({ model: 'any', prompt: 'x', max_tokens: 2, ...extra } as OpenAI.CompletionCreateParamsNonStreaming);
+    await expectApiError(ask({ 'speculative.n_max': -1 }), 400, 'invalid_request_error', /speculative\.n_max: must be between 0 and 256, got -1/);
+    await expectApiError(ask({ 'speculative.n_max': 100_000 }), 400, 'invalid_request_error', /speculative\.n_max: must be between 0 and 256/);
+    await expectApiError(ask({ 'speculative.n_max': 2.5 }), 400, 'invalid_request_error', /speculative\.n_max: must be a whole number/);
+    await expectApiError(ask({ 'speculative.n_min': 9, 'speculative.n_max': 4 }), 400, 'invalid_request_error', /speculative\.n_min: must not exceed speculative\.n_max \(4\)/);
+    await expectApiError(ask({ 'speculative.p_min': 1.5 }), 400, 'invalid_request_error', /speculative\.p_min: must be between 0 and 1/);
+    await expectApiError(ask({ 'speculative.n_max': 'many' }), 400, 'invalid_request_error', /speculative\.n_max: must be a number/);
+  });
+
+  test("n-gram lookup drafts from the prompt and the reply; greedy output is still the model's own", async (t) => {
+    // The small model's greedy text soon repeats itself (random weights), which is what lookup drafts
+    // from; the target's seldom does.
+    const small = await testModel('small');
+    await coord?.stop();
+    coord = await startCoordinator(small, workers.map((w) => w.control), ['--parallel', '2', '--draft-ngram', '3']);
+    const [ref] = await referenceRuns(small, [REPEAT], 64);
+    const out = await coord.client.generate(REPEAT, { maxTokens: 64, sampling: GREEDY });
+    assertGreedyMatches(out.tokens, ref!, 'the repeat prompt');
+    t.diagnostic(`n-gram: drafted ${out.usage.draft_tokens}, accepted ${out.usage.draft_accepted_tokens}`);
+    assert.ok(out.usage.draft_accepted_tokens! > 0, `n-gram lookup drafted tokens the model accepted: ${JSON.stringify(out.usage)}`);
+    assert.match((await coord.client.getStatus()).speculation, /^n-gram lookup \(3 tokens\): up to 8 tokens per step/);
+  });
+
+  test('a draft model with another vocabulary is refused at start, naming both vocabularies', async (t) => {
+    const llamaCpp = readBuildInfo().llamaCppDir;
+    const gpt2 = llamaCpp ? join(llamaCpp, 'models', 'ggml-vocab-gpt-2.gguf') : null;
+    if (!gpt2 || !existsSync(gpt2)) {
+      t.skip(`llama.cpp's GPT-2 vocabulary file is not at ${gpt2 ?? '(no llama.cpp source recorded in the build)'}`);
+      return;
+    }
+    await coord?.stop();
+    coord = await startCoordinator(target, workers.map((w) => w.control), ['--draft-model', gpt2], { waitServing: false });
+    const code = await coord.exited;
+    const logs = coord.logs();
+    coord = null;
+    assert.notEqual(code, 0, 'the coordinator does not start');
+    assert.match(logs, /--draft-model: .*ggml-vocab-gpt-2\.gguf cannot draft for .*target-f16-seed1-r2\.gguf: the tokenizers differ: target-f16-seed1-r2\.gguf has a SPM tokenizer with 32000 tokens, ggml-vocab-gpt-2\.gguf a BPE tokenizer with 50257 tokens/);
+  });
+
+  test('a draft model that cannot be loaded leaves the coordinator serving without speculation, and it says so', async () => {
+    const broken = join(mkdtempSync(join(tmpdir(), 'hearth-draft-')), 'broken.gguf');
+    writeFileSync(broken, 'not a model at all');
+    await start(['--draft-model', broken]);
+    const status = await coord!.client.getStatus();
+    assert.match(status.speculation, /^off \(the draft model .*broken\.gguf cannot be loaded: /);
+    assert.match(coord!.logs(), /broken\.gguf cannot be loaded.*serving without it, without speculative decoding/);
+    const out = await coord!.client.generate(PROMPTS[0]!, { maxTokens: 8, sampling: GREEDY });
+    assert.equal(out.usage.completion_tokens, 8);
+    assert.ok(!out.usage.draft_tokens, 'nothing was drafted');
   });
 });

@@ -6,6 +6,7 @@ import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../..
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
 import { commonPrefix } from '../../coordinator/engine/prefix.js';
 import { pickSequence } from '../../coordinator/engine/scheduler.js';
+import { ngramDraft } from '../../coordinator/engine/speculative.js';
 import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
 import { singleToolCall, toolCallsOnly } from '../../coordinator/engine/tool-grammar.js';
 import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';
@@ -237,5 +238,22 @@ describe("tool grammars keep OpenAI's rules", () => {
     const other = 'root ::= "{" space "}"';
     assert.equal(toolCallsOnly(other), other);
     assert.equal(singleToolCall(other), other);
+  });
+});
+
+describe('n-gram lookup drafts', () => {
+  test('proposes what followed the most recent earlier occurrence of the last n tokens', () => {
+    //              0  1  2  3  4  5  6  7  8  9
+    const tokens = [1, 2, 3, 9, 1, 2, 3, 7, 8, 1, 2, 3];
+    assert.deepEqual(ngramDraft(tokens, 3, 8), [7, 8, 1, 2, 3], 'the latest match (at 4), up to the end');
+    assert.deepEqual(ngramDraft(tokens, 3, 2), [7, 8], 'at most max tokens');
+    assert.deepEqual(ngramDraft([5, 6, 5, 6], 2, 4), [5, 6], 'overlapping history');
+  });
+
+  test('nothing without an earlier match, or with nothing to look up', () => {
+    assert.deepEqual(ngramDraft([1, 2, 3, 4], 2, 8), []);
+    assert.deepEqual(ngramDraft([1, 2], 3, 8), []);
+    assert.deepEqual(ngramDraft([1, 1, 1], 0, 8), []);
+    assert.deepEqual(ngramDraft([1, 1, 1], 1, 0), []);
   });
 });
