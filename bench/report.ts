@@ -317,3 +317,151 @@ export function placementMarkdown(p: PlacementResults): string {
     '',
   ].join('\n');
 }
+
+/** bench/speculative.ts's sides: each program plain, with the draft model, and with n-gram lookup. */
+export type SpeculativeSide = 'hearth' | 'hearth-draft' | 'hearth-ngram' | 'llama-server' | 'llama-server-draft' | 'llama-server-ngram';
+/** prose: a short prompt of English prose; repeat: a long passage and a request to repeat it. */
+export type SpeculativePrompt = 'prose' | 'repeat';
+
+export interface SpeculativeRun {
+  side: SpeculativeSide;
+  prompt: SpeculativePrompt;
+  rep: number;
+  /** Single-request generation, first token → last: the median of the start's requests. */
+  tokensPerSecond: number;
+  /** Each timed request's, in order. */
+  requests: number[];
+  /** Drafted and accepted tokens as the server reported them, the start's requests together; null where it reported none. */
+  drafted: number | null;
+  accepted: number | null;
+  /** A speculative run's text against its program's plain run of the same prompt and repetition; null for a plain run. */
+  sameTextAsPlain: boolean | null;
+}
+
+/** What bench/speculative.ts measured (bench/speculative-results.json). */
+export interface SpeculativeResults {
+  date: string;
+  command: string;
+  target: string;
+  targetBytes: number;
+  draft: string;
+  draftBytes: number;
+  tokens: number;
+  reps: number;
+  draftMax: number;
+  ngram: number;
+  ctxSize: number;
+  /** Words of the passage the repeat prompt asks to be repeated. */
+  passageWords: number;
+  /** Timed requests per prompt each time a side started (one after a warm-up request). */
+  requestsPerStart: number;
+  promptTokens: Record<SpeculativePrompt, number>;
+  /** hearth's own account of its speculation, by side (its status). */
+  speculation: Record<string, string>;
+  runs: SpeculativeRun[];
+}
+
+export interface SpeculativeFigure {
+  side: SpeculativeSide;
+  prompt: SpeculativePrompt;
+  tokensPerSecond: Stat;
+  /** Accepted over drafted tokens, all repetitions together; null where nothing was drafted. */
+  acceptance: number | null;
+  drafted: number;
+  accepted: number;
+  /** Runs whose text differed from the plain run's (greedy speculation should leave it unchanged). */
+  textMismatches: number;
+}
+
+export interface SpeculativeRatio {
+  name: string;
+  /** Per repetition, the two sides measured in the same repetition. */
+  ratio: Stat;
+  bound: number | null;
+}
+
+function speculativeFigure(p: SpeculativeResults, side: SpeculativeSide, prompt: SpeculativePrompt): SpeculativeFigure | null {
+  const runs = p.runs.filter((r) => r.side === side && r.prompt === prompt);
+  if (runs.length === 0) return null;
+  const drafted = runs.reduce((n, r) => n + (r.drafted ?? 0), 0);
+  const accepted = runs.reduce((n, r) => n + (r.accepted ?? 0), 0);
+  return {
+    side,
+    prompt,
+    tokensPerSecond: stat(runs.map((r) => r.tokensPerSecond)),
+    acceptance: drafted > 0 ? accepted / drafted : null,
+    drafted,
+    accepted,
+    textMismatches: runs.filter((r) => r.sameTextAsPlain === false).length,
+  };
+}
+
+/** The figures of every side and the ratios issue 12 asks for, each ratio paired within a repetition. */
+export function speculativeSummary(p: SpeculativeResults): { figures: SpeculativeFigure[]; ratios: SpeculativeRatio[] } {
+  const figures = (['hearth', 'hearth-draft', 'llama-server', 'llama-server-draft'] as const).map((s) => speculativeFigure(p, s, 'prose'))
+    .concat((['hearth', 'hearth-ngram', 'llama-server', 'llama-server-ngram'] as const).map((s) => speculativeFigure(p, s, 'repeat')))
+    .filter((f): f is SpeculativeFigure => f !== null);
+  const ratio = (name: string, prompt: SpeculativePrompt, top: SpeculativeSide, bottom: SpeculativeSide, bound: number | null): SpeculativeRatio => {
+    const per = Array.from({ length: p.reps }, (_, rep) => {
+      const at = (side: SpeculativeSide) => p.runs.find((r) => r.side === side && r.prompt === prompt && r.rep === rep)?.tokensPerSecond ?? NaN;
+      return at(top) / at(bottom);
+    });
+    return { name, ratio: stat(per), bound };
+  };
+  return {
+    figures,
+    ratios: [
+      ratio('hearth + draft / hearth', 'prose', 'hearth-draft', 'hearth', 1.5),
+      ratio('hearth + draft / llama-server + draft', 'prose', 'hearth-draft', 'llama-server-draft', 1.0),
+      ratio('llama-server + draft / llama-server', 'prose', 'llama-server-draft', 'llama-server', null),
+      ratio('hearth / llama-server (no speculation)', 'prose', 'hearth', 'llama-server', null),
+      ratio('hearth n-gram / hearth (repeat prompt)', 'repeat', 'hearth-ngram', 'hearth', null),
+      ratio('llama-server n-gram / llama-server (repeat prompt)', 'repeat', 'llama-server-ngram', 'llama-server', null),
+      ratio('hearth n-gram / llama-server n-gram (repeat prompt)', 'repeat', 'hearth-ngram', 'llama-server-ngram', null),
+    ],
+  };
+}
+
+const SPECULATIVE_SIDE_NAMES: Record<SpeculativeSide, string> = {
+  hearth: 'hearth',
+  'hearth-draft': 'hearth + draft model',
+  'hearth-ngram': 'hearth + n-gram lookup',
+  'llama-server': 'llama-server --rpc',
+  'llama-server-draft': 'llama-server --rpc + draft model',
+  'llama-server-ngram': 'llama-server --rpc + ngram-simple',
+};
+
+/** The speculative decoding section of BENCHMARKS.md. */
+export function speculativeMarkdown(p: SpeculativeResults): string {
+  const { figures, ratios } = speculativeSummary(p);
+  const fmt = (x: Stat, digits = 1) => `${x.median.toFixed(digits)} (${x.min.toFixed(digits)}–${x.max.toFixed(digits)})`;
+  const row = (f: SpeculativeFigure) =>
+    `| ${SPECULATIVE_SIDE_NAMES[f.side]} | ${f.prompt} | ${fmt(f.tokensPerSecond)} | ${f.side === 'hearth' || f.side === 'llama-server' ? '–' : f.acceptance === null ? 'nothing drafted' : `${(100 * f.acceptance).toFixed(0)} % (${f.accepted}/${f.drafted})`} | ${f.side === 'hearth' || f.side === 'llama-server' ? '–' : f.textMismatches === 0 ? 'yes' : `**no** (${f.textMismatches} of ${p.reps})`} |`;
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  return [
+    '## Speculative decoding (single request)',
+    '',
+    `The \`target\`/\`draft\` test pair (\`${p.target}\`, ${mib(p.targetBytes)}; \`${p.draft}\`, ${mib(p.draftBytes)}: the draft is the target's first block with the same embeddings and output head), split over two 1-thread workers on this machine as \`--placement memory\` puts it, the same split given to llama-server with \`-ts\`. One request at a time, greedy, ${p.tokens} tokens (\`ignore_eos\`), streamed over HTTP; generation tokens/s is first token → last, each start's figure the median of ${p.requestsPerStart} requests after a warm-up one. hearth's coordinator \`--threads 1 --parallel 1\`, llama-server \`-t 1 -tb 1 -np 1\`, ${p.ctxSize} tokens of context on both. The draft runs on each program's own CPU (hearth's coordinator; llama-server \`-devd none\`), drafting up to ${p.draftMax} tokens per step (\`--draft-max\` / \`--spec-draft-n-max\`). The n-gram sides look up the last ${p.ngram} tokens (\`--draft-ngram ${p.ngram}\` / \`--spec-type ngram-simple --spec-ngram-simple-size-n ${p.ngram} --spec-ngram-simple-size-m ${p.draftMax}\`). Every repetition starts each side afresh, in an order rotated each time; ${p.reps} repetitions, median (min–max).`,
+    '',
+    `Prompts: *prose* is ${p.promptTokens.prose} tokens of English prose; *repeat* is a ${p.passageWords}-word passage followed by "Repeat the passage above word for word:" and its first words (${p.promptTokens.repeat} tokens). The models have random weights and were never taught to copy, so the reply is not the passage: whatever the n-gram lookup gets accepted comes from stretches where the reply happens to repeat the prompt or itself.`,
+    '',
+    'Made by:',
+    '',
+    '```sh',
+    `${p.command}      # node --import tsx bench/speculative.ts`,
+    '```',
+    '',
+    `Date: ${p.date}.`,
+    '',
+    '| side | prompt | generation, tokens/s | accepted / drafted | same greedy text as plain |',
+    '| --- | --- | --- | --- | --- |',
+    ...figures.map(row),
+    '',
+    '| ratio (per repetition) | median (min–max) | target |',
+    '| --- | --- | --- |',
+    ...ratios.map((r) => `| ${r.name} | ${fmt(r.ratio, 2)} | ${r.bound === null ? '–' : `≥ ${r.bound}: ${r.ratio.median >= r.bound ? 'met' : '**missed**'}`} |`),
+    '',
+    ...Object.entries(p.speculation).map(([side, how]) => `- ${side}, as hearth reported it: ${how}`),
+    '',
+  ].join('\n');
+}

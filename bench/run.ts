@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaServer } from './llama-server.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { chartSvg, markdown, met, placementMarkdown, targets, type BenchResults, type PlacementResults, type Side } from './report.js';
+import { chartSvg, markdown, met, placementMarkdown, speculativeMarkdown, targets, type BenchResults, type PlacementResults, type Side, type SpeculativeResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -264,5 +264,7 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const analysis = existsSync(analysisFile) ? readFileSync(analysisFile, 'utf8') : null;
   const placementFile = join(dirname(jsonFile), 'placement-results.json');
   const placement = existsSync(placementFile) ? placementMarkdown(JSON.parse(readFileSync(placementFile, 'utf8')) as PlacementResults) : null;
-  writeFileSync(markdownFile, markdown(results, relative(dirname(markdownFile), chartFile), analysis) + (placement ? `\n${placement}` : ''));
+  const speculativeFile = join(dirname(jsonFile), 'speculative-results.json');
+  const speculative = existsSync(speculativeFile) ? speculativeMarkdown(JSON.parse(readFileSync(speculativeFile, 'utf8')) as SpeculativeResults) : null;
+  writeFileSync(markdownFile, markdown(results, relative(dirname(markdownFile), chartFile), analysis) + (placement ? `\n${placement}` : '') + (speculative ? `\n${speculative}` : ''));
 }
