@@ -47,6 +47,7 @@ export const clusterFileSchema = z.strictObject({
   tokenFile: z.string().min(1).optional(),
   insecure: z.boolean().optional(),
   draftModel: z.string().min(1).optional(),
+  draftWorker: z.string().min(1).optional(),
   draftMax: z.number().int().min(1, 'must be at least 1 token').max(256, 'must be at most 256 tokens').optional(),
   draftMin: z.number().int().min(0).max(256, 'must be at most 256 tokens').optional(),
   draftPMin: z.number().min(0, 'must be a probability from 0 to 1').max(1, 'must be a probability from 0 to 1').optional(),
@@ -143,11 +144,12 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   const draftModel = f.draftModel !== undefined ? resolve(f.draftModel) : fromFile.draftModel !== undefined ? resolve(base, fromFile.draftModel) : null;
   const draftMax = m.draftMax ?? SPECULATION_DEFAULTS.draftMax;
   const draftMin = m.draftMin ?? SPECULATION_DEFAULTS.draftMin;
+  if (m.draftWorker !== undefined && draftModel === null) throw new HearthError(ErrorCode.InvalidArgument, `draftWorker: '${m.draftWorker}' names where the draft model runs, but no draftModel is given`);
   if (draftMin > draftMax) throw new HearthError(ErrorCode.InvalidArgument, `draftMin: ${draftMin} is more than draftMax ${draftMax}; a draft can never be that long`);
   const ngram = m.draftNgram ?? 0;
   const speculation: SpeculationSettings | null =
     draftModel !== null || ngram > 0
-      ? { draftModel, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences }
+      ? { draftModel, draftWorker: m.draftWorker ?? null, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences }
       : null;
   return Object.freeze({
     model,

@@ -21,7 +21,8 @@ import type { Discovery } from './discovery/discovery.js';
 import { EngineExitError, EngineProcess, type GenerateHandlers, type GenerateResult } from './engine/engine-process.js';
 import type { EngineLoadSpec, LoadedInfo, PromptInput } from './engine/protocol.js';
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
-import { plan as makePlan } from './planner/planner.js';
+import { kvLayerBytes } from './planner/kv.js';
+import { computeBufferBytes, logitsBufferBytes, plan as makePlan } from './planner/planner.js';
 import type { CandidateDevice, PlacementObjective, Plan, PlanInput, PlanResult } from './planner/types.js';
 import { calibrateDevices, calibrationTypeOf, type CalibrationType, type DeviceSpeed } from '../worker/calibration.js';
 import { describeDrift, speedDrift } from './drift.js';
@@ -127,6 +128,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #metrics: CoordinatorMetrics | null = null;
   /** The coordinator's own CPU, measured like a worker's devices (null: not measured or failed). */
   #localSpeed: DeviceSpeed | null = null;
+  /** What the draft model will hold where it runs (weights, KV, compute); 0 without one. */
+  #draftBytes = 0;
+  /** The worker endpoint the running engine's draft model is on (it holds that connection too), or null. */
+  #draftEndpoint: string | null = null;
   /** The served model's content id, to tell which workers hold it on their own disks. */
   #contentId: string | null = null;
   /** Every candidate device's measured speed when the current plan was made. */
@@ -150,7 +155,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       clientVersion,
       heartbeatMs: config.heartbeatMs,
       workerTimeoutMs: config.workerTimeoutMs,
-      busyEndpoints: () => new Set(this.#engine?.alive && this.#plan?.fits ? this.#plan.rpcEndpoints : []),
+      busyEndpoints: () => new Set(this.#engine?.alive && this.#plan?.fits ? this.#engineEndpoints(this.#plan) : []),
     });
     this.registry.on('admitted', (w) => this.#onAdmitted(w));
     this.registry.on('lost', (w) => this.#onWorkerGone(w, `was lost: ${w.reason}`));
@@ -203,6 +208,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
     this.#model = await readModelFacts(this.config.model);
     this.#contentId = modelContentId(this.config.model);
+    await this.#readDraft();
     await this.#measureLocalDevice();
     this.registry.start();
     for (const d of this.#discoveries) {
@@ -218,9 +224,16 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   get speculation(): string {
     const spec = this.config.speculation;
     const loaded = this.#loaded?.speculation;
-    const note = loaded?.note ?? this.config.speculationNote ?? null;
+    const host = this.#draftHost();
+    const note = loaded?.note ?? this.config.speculationNote ?? host?.note ?? null;
     const ways: string[] = [];
-    if (spec && (loaded ? loaded.draftModel : spec.draftModel)) ways.push(`draft model ${basename(spec.draftModel!)}`);
+    if (loaded?.draftModel) {
+      const w = loaded.draftEndpoint ? this.registry.byEndpoint(loaded.draftEndpoint) : undefined;
+      const where = loaded.draftEndpoint ? `worker ${w?.name ?? '?'} (${loaded.draftDevice} at ${this.links.remoteOf(loaded.draftEndpoint)})` : 'this machine';
+      ways.push(`draft model ${basename(loaded.draftModel)} on ${where}`);
+    } else if (!loaded && spec?.draftModel) {
+      ways.push(`draft model ${basename(spec.draftModel)} on ${host?.where ?? 'this machine'}`);
+    }
     if (spec && spec.ngram > 0) ways.push(`n-gram lookup (${spec.ngram} tokens)`);
     if (!spec || ways.length === 0) return note ? `off (${note})` : 'off';
     const how = `${ways.join(' and ')}: up to ${spec.draftMax} tokens per step, while at most ${spec.maxSequences} request(s) generate`;
@@ -247,6 +260,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   async preview(waitMs: number): Promise<PlanPreview> {
     if (!this.config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
     this.#model = await readModelFacts(this.config.model);
+    await this.#readDraft();
     await this.#measureLocalDevice();
     for (const d of this.#discoveries) {
       d.start({ found: (c, s) => this.registry.add(c, s), gone: () => undefined });
@@ -306,6 +320,39 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
   }
 
+  /** The RPC endpoints the engine of `plan` holds connections to: its layers', and the draft model's. */
+  #engineEndpoints(plan: Plan): string[] {
+    return [...new Set([...plan.rpcEndpoints, ...(this.#draftEndpoint ? [this.#draftEndpoint] : [])])];
+  }
+
+  /** Sizes the draft model from its header: its weights, its KV for every slot, a compute buffer. */
+  async #readDraft(): Promise<void> {
+    const path = this.config.speculation?.draftModel;
+    if (!path) return;
+    try {
+      const draft = await readModelFacts(path);
+      const context = { ctxSize: this.config.ctxSize, parallel: this.config.parallel, typeK: 'f16' as const, typeV: 'f16' as const, nUbatch: this.config.ubatchSize };
+      this.#draftBytes = draft.totalTensorBytes + kvLayerBytes(draft, context).reduce((a, b) => a + b, 0) + computeBufferBytes(draft, context) + logitsBufferBytes(draft, context);
+    } catch {
+      this.#draftBytes = 0; // the engine's load says what is wrong with it
+    }
+  }
+
+  /**
+   * Where the draft model runs: the named worker's first device, or this machine (also when that worker
+   * is not in the cluster now, with a note saying so).
+   */
+  #draftHost(): { key: string; endpoint: string | null; where: string; note: string | null } | null {
+    const spec = this.config.speculation;
+    if (!spec?.draftModel) return null;
+    if (spec.draftWorker) {
+      const w = this.registry.admitted().find((r) => r.name === spec.draftWorker && r.rpcEndpoint && r.info && r.info.devices.length > 0);
+      if (w) return { key: `${w.id}/${w.info!.devices[0]!.name}`, endpoint: w.rpcEndpoint, where: `worker ${w.name} (${w.info!.devices[0]!.name})`, note: null };
+      return { key: 'local/CPU', endpoint: null, where: 'this machine', note: `worker ${spec.draftWorker} is not in the cluster now, so the draft runs on this machine` };
+    }
+    return { key: 'local/CPU', endpoint: null, where: 'this machine', note: null };
+  }
+
   /** The candidate devices now: the admitted workers' and, when enabled, the coordinator's own. */
   #candidates(): CandidateDevice[] {
     const host = hostMemory();
@@ -336,6 +383,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       const held = current?.devices.find((p) => p.key === d.key);
       if (held) d.freeBytes = Math.min(d.totalBytes, d.freeBytes + held.totalBytes + (d.kind === 'local' ? current!.hostBytes : 0));
     }
+    // The draft model's memory is not the layers' to take.
+    const draft = this.#draftHost();
+    const host = draft && devices.find((d) => d.key === draft.key);
+    if (host) host.freeBytes = Math.max(0, host.freeBytes - this.#draftBytes);
     return {
       model,
       devices,
@@ -404,18 +455,19 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       typeK: this.config.cacheTypeK,
       typeV: this.config.cacheTypeV,
       threads: this.config.threads,
-      speculation: this.config.speculation,
+      speculation: this.config.speculation && { ...this.config.speculation, draftEndpoint: this.#draftHost()?.endpoint ?? null },
     };
+    this.#draftEndpoint = spec.speculation?.draftEndpoint ?? null;
     this.#pidsAtLoad = new Map(
       await Promise.all(
-        [...new Set(plan.rpcEndpoints)].map(async (endpoint): Promise<[string, number]> => {
+        this.#engineEndpoints(plan).map(async (endpoint): Promise<[string, number]> => {
           const w = this.registry.byEndpoint(endpoint);
           const pid = w ? await this.registry.health(w.control).then((h) => h.rpc_server_pid, () => 0) : 0;
           return [endpoint, pid];
         }),
       ),
     );
-    const sentBefore = new Map(plan.rpcEndpoints.map((e) => [e, this.links.bytesSent(e)]));
+    const sentBefore = new Map(this.#engineEndpoints(plan).map((e) => [e, this.links.bytesSent(e)]));
     try {
       const info = await engine.load(spec);
       if (this.links.secure) {
@@ -475,7 +527,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   /** Finds which worker of the plan failed, marks it, and says so in one sentence. */
   async #diagnose(plan: Plan | null, reason: string): Promise<string> {
-    const endpoints = plan ? [...new Set(plan.rpcEndpoints)] : [];
+    const endpoints = plan ? this.#engineEndpoints(plan) : [];
     const verdicts = await Promise.all(
       endpoints.map(async (endpoint) => {
         const w = this.registry.byEndpoint(endpoint);
@@ -520,7 +572,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   #onLinkBroken(endpoint: string, reason: string): void {
     const plan = this.#plan?.fits ? this.#plan : null;
-    if (!plan || !plan.rpcEndpoints.includes(endpoint) || !this.#engine?.alive) return;
+    if (!plan || !this.#engineEndpoints(plan).includes(endpoint) || !this.#engine?.alive) return;
     const w = this.registry.byEndpoint(endpoint);
     this.#log.warn({ worker: w?.name ?? endpoint }, `link to worker ${w?.name ?? endpoint} broke (${reason}); stopping the engine`);
     this.#engine.kill('crash');
@@ -528,7 +580,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   #onWorkerGone(w: WorkerRecord, what: string): void {
     const plan = this.#plan?.fits ? this.#plan : null;
-    if (!plan || !w.rpcEndpoint || !plan.rpcEndpoints.includes(w.rpcEndpoint)) return;
+    if (!plan || !w.rpcEndpoint || !this.#engineEndpoints(plan).includes(w.rpcEndpoint)) return;
     this.#log.warn({ worker: w.name }, `worker in the plan ${what}; stopping the engine`);
     this.#engine?.kill('crash');
   }

@@ -44,6 +44,7 @@ interface ClusterFlags {
   tokenFile?: string;
   insecure?: boolean;
   draftModel?: string;
+  draftWorker?: string;
   draftMax?: string;
   draftMin?: string;
   draftPMin?: string;
@@ -93,6 +94,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     tokenFile: flags.tokenFile,
     insecure: flags.insecure,
     draftModel: flags.draftModel,
+    draftWorker: flags.draftWorker,
     draftMax: int(flags.draftMax, '--draft-max', 1, 256),
     draftMin: int(flags.draftMin, '--draft-min', 0, 256),
     draftPMin: probability(flags.draftPMin, '--draft-p-min'),
@@ -199,7 +201,8 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--api-key <key...>', 'require this API key on the HTTP and gRPC APIs (repeatable)')
     .option('--insecure', 'serve the APIs on a non-loopback address without API keys (protected mode off)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
-    .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch (runs on this machine)')
+    .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch')
+    .option('--draft-worker <name>', "run the draft model on this worker's first device instead of on this machine")
     .option('--draft-max <n>', 'most tokens drafted per step (default 8)')
     .option('--draft-min <n>', 'a shorter draft is not verified (default 0)')
     .option('--draft-p-min <p>', "the draft stops at a token it gives less than this probability (default 0: greedy)")

@@ -21,7 +21,9 @@ let scheduler: Scheduler | null = null;
 
 async function load(spec: EngineLoadSpec): Promise<void> {
   const started = performance.now();
-  const devices = spec.rpcEndpoints.length > 0 ? await connectRpcServers([...new Set(spec.rpcEndpoints)], { timeoutMs: 5000 }) : [];
+  // A worker that runs only the draft model is connected too.
+  const endpoints = [...new Set([...spec.rpcEndpoints, ...(spec.speculation?.draftEndpoint ? [spec.speculation.draftEndpoint] : [])])];
+  const devices = endpoints.length > 0 ? await connectRpcServers(endpoints, { timeoutMs: 5000 }) : [];
   const connected = performance.now();
   // A worker with several devices appears once per device in the plan, in its server's device order.
   const used = new Map<string, number>();
@@ -56,13 +58,14 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     typeV: spec.typeV,
     nThreads: spec.threads,
   });
-  const draft = spec.speculation ? await loadDraft(spec, model) : null;
+  const draftDevice = spec.speculation?.draftEndpoint ? (devices.find((d) => d.endpoint === spec.speculation!.draftEndpoint)?.name ?? null) : null;
+  const draft = spec.speculation ? await loadDraft(spec, model, draftDevice) : null;
   scheduler = new Scheduler(model, ctx, send, spec.speculation ? { settings: spec.speculation, draft: draft?.model ?? null } : null);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
     memory: ctx.memoryBreakdown(),
-    bytesSent: bytesSentTo([...new Set(spec.rpcEndpoints)]),
+    bytesSent: bytesSentTo(endpoints),
     loadSeconds: (performance.now() - started) / 1000,
     phases: {
       connectSeconds: (connected - started) / 1000,
@@ -74,23 +77,27 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     nVocab: model.info.nVocab,
     chatTemplate: model.info.chatTemplate !== null,
     speculation: spec.speculation
-      ? { draftModel: draft?.model ? spec.speculation.draftModel : null, ngram: spec.speculation.ngram, draftBytes: draft?.model?.bytes ?? 0, note: draft?.note ?? null }
+      ? {
+          draftModel: draft?.model ? spec.speculation.draftModel : null,
+          draftDevice: draft?.model ? (draftDevice ?? 'CPU') : null,
+          draftEndpoint: draft?.model && draftDevice ? spec.speculation.draftEndpoint! : null,
+          ngram: spec.speculation.ngram, draftBytes: draft?.model?.bytes ?? 0, note: draft?.note ?? null }
       : null,
   };
   send({ type: 'loaded', info });
 }
 
 /**
- * The draft model, on this process's CPU beside the engine's own work, with a context like the
- * target's (one sequence per slot). A draft that fails to load (or does not fit the target's
- * vocabulary) leaves the engine serving without it, and says why.
+ * The draft model, on a worker's device (`device`, an RPC device) or on this process's CPU, with a
+ * context like the target's (one sequence per slot). A draft that fails to load (or does not fit the
+ * target's vocabulary) leaves the engine serving without it, and says why.
  */
-async function loadDraft(spec: EngineLoadSpec, target: LlamaModel): Promise<{ model: DraftModel | null; note: string | null } | null> {
+async function loadDraft(spec: EngineLoadSpec, target: LlamaModel, device: string | null): Promise<{ model: DraftModel | null; note: string | null } | null> {
   const settings: SpeculationSettings = spec.speculation!;
   if (!settings.draftModel) return null;
   let draftModel: LlamaModel | null = null;
   try {
-    draftModel = await LlamaModel.load(settings.draftModel, { devices: [], nGpuLayers: 0 });
+    draftModel = await LlamaModel.load(settings.draftModel, device ? { devices: [device], nGpuLayers: -1 } : { devices: [], nGpuLayers: 0 });
     const difference = target.vocabularyDifference(draftModel);
     if (difference) throw new HearthError(ErrorCode.InvalidArgument, `its vocabulary does not match the model's: ${difference}`);
     const draftCtx = await draftModel.createContext({

@@ -117,7 +117,7 @@ export interface LoadedInfo {
   nVocab: number;
   chatTemplate: boolean;
   /** How this engine speculates: 'draft model', 'n-gram', both, or null; and why a draft model is not used when one was asked for. */
-  speculation: { draftModel: string | null; ngram: number; draftBytes: number; note: string | null } | null;
+  speculation: { draftModel: string | null; draftDevice: string | null; draftEndpoint: string | null; ngram: number; draftBytes: number; note: string | null } | null;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'tool_calls';

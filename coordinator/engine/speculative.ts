@@ -11,6 +11,10 @@ import { commonPrefix } from './prefix.js';
 export interface SpeculationSettings {
   /** The draft model's GGUF, or null (n-gram lookup only). */
   draftModel: string | null;
+  /** The worker (by name) whose first device runs the draft; null: the coordinator's own CPU. */
+  draftWorker: string | null;
+  /** Set per load: that worker's RPC endpoint as the engine reaches it; null: the CPU. */
+  draftEndpoint?: string | null;
   /** Length of the n-gram looked up in the sequence's own tokens; 0: no lookup. */
   ngram: number;
   /** Most tokens drafted per step. */

@@ -47,7 +47,7 @@ describe('speculative decoding', () => {
 
   before(async () => {
     [target, draft] = [await testModel('target'), await testModel('draft')];
-    workers.push(await startWorker(), await startWorker());
+    workers.push(await startWorker(['--name', 'spec-1']), await startWorker(['--name', 'spec-2']));
     refs = await referenceRuns(target, PROMPTS, TOKENS);
   });
   after(async () => {
@@ -90,6 +90,18 @@ describe('speculative decoding', () => {
       assert.ok(((spec.usage as { completion_tokens_details?: Details }).completion_tokens_details?.accepted_prediction_tokens ?? 0) > 0, `prompt ${i}: drafts were accepted while sampling`);
       assert.equal((plain.usage as { completion_tokens_details?: Details }).completion_tokens_details, undefined, `prompt ${i}: no drafts with speculative.n_max 0`);
     }
+  });
+
+  test("the draft model on a worker the user names: the worker's device runs it, greedy output is unchanged", async () => {
+    await start(['--draft-model', draft, '--draft-worker', 'spec-2']);
+    const status = await coord!.client.getStatus();
+    // The engine says where it loaded the draft: an RPC device of spec-2's server.
+    const where = /^draft model draft-f16-seed1-r2\.gguf on worker spec-2 \((RPC\S*) at ([^)]+)\): up to 8 tokens per step/.exec(status.speculation);
+    assert.ok(where, status.speculation);
+    assert.equal(where[2], status.workers.find((w) => w.name === 'spec-2')!.rpc_endpoint);
+    const out = await coord!.client.generate(PROMPTS[1]!, { maxTokens: TOKENS, sampling: GREEDY });
+    assertGreedyMatches(out.tokens, refs[1]!, 'prompt 1');
+    assert.ok(out.usage.draft_accepted_tokens! > 0, JSON.stringify(out.usage));
   });
 
   test("llama-server's per-request speculative fields out of range are 400s naming the field", async () => {
