@@ -38,6 +38,13 @@ test('flags win, and bad values are errors naming the key', () => {
     bad('parallel: "four"\n', /parallel: .*number/);
     bad('modle: x.gguf\n', /modle/);
     bad('host: example.com\n', /host: 'example.com' is not an IP address/);
+    bad('draftModel: d.gguf\ndraftMin: 9\ndraftMax: 4\n', /draftMin: 9 is more than draftMax 4/);
+    bad('draftWorker: pc\n', /draftWorker: 'pc' names where the draft model runs, but no draftModel is given/);
+    bad('draftPMin: 1.5\n', /draftPMin: must be a probability from 0 to 1/);
+    bad('draftMax: 0\n', /draftMax: must be at least 1 token/);
+    writeFileSync(file, 'model: m.gguf\ndraftModel: small/d.gguf\ndraftNgram: 3\n');
+    const spec = compileCoordinatorConfig({ file, flags: {} }).speculation;
+    assert.deepEqual(spec, { draftModel: join(dir, 'small', 'd.gguf'), draftWorker: null, ngram: 3, draftMax: 8, draftMin: 0, pMin: 0, maxSequences: 2 }, 'a draft path is relative to the file');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
