@@ -97,7 +97,11 @@ const HOP_ROUND_TRIPS = 2;
 const HOP_SERVER_MS = 0.3;
 
 /** A plan for `hearth plan`: the chosen one, and what the other objective would predict beside it. */
-export type PlanPreview = PlanResult & { alternative?: { objective: PlacementObjective; predictedSecondsPerToken: number | null; fits: boolean } };
+export type PlanPreview = PlanResult & {
+  alternative?: { objective: PlacementObjective; predictedSecondsPerToken: number | null; fits: boolean };
+  /** The draft model for speculative decoding: where it runs and what it holds there (taken off that device's free memory). */
+  draft?: { where: string; bytes: number; note: string | null };
+};
 
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: CoordinatorConfig;
@@ -277,7 +281,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       const alternative = { objective: otherObjective, fits: other.fits, predictedSecondsPerToken: other.fits ? other.predictedSecondsPerToken : null } as const;
       // For people to read: each worker's own address, not the local relay an engine would dial.
       const remote = (e: string) => this.links.remoteOf(e);
-      return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })), alternative };
+      const host = this.#draftHost();
+      const draft = host && this.#draftBytes > 0 ? { where: host.where, bytes: this.#draftBytes, note: host.note } : undefined;
+      return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })), alternative, ...(draft ? { draft } : {}) };
     } finally {
       this.#stopped = true;
       this.registry.stop();

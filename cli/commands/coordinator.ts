@@ -134,6 +134,8 @@ function clusterOptions(cmd: Command): Command {
     .option('--parallel <n>', 'requests decoded side by side (default 4)')
     .option('--local-device <on|off>', "let the coordinator's own CPU take layers when it helps (default on)")
     .option('--placement <speed|memory>', 'speed: least time per token within memory, from measured device speeds; memory: layers in proportion to free memory (default speed)')
+    .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch')
+    .option('--draft-worker <name>', "run the draft model on this worker's first device instead of on this machine")
     .option('--token-file <file>', 'file holding the cluster token: workers are reached only over links keyed by it')
     .option('--token <token>', 'the cluster token itself (HEARTH_TOKEN or --token-file keep it out of the process list)');
 }
@@ -173,6 +175,9 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
     out(`  with --placement ${alt.objective}: ${alt.fits ? predictedSpeed(alt.predictedSecondsPerToken) : 'does not fit'}\n`);
   }
   for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
+  if (plan.draft) {
+    out(`draft model (speculative decoding) on ${plan.draft.where}: ${formatBytes(plan.draft.bytes)} of weights, KV cache and compute buffer, which the layers do not count on${plan.draft.note ? ` (${plan.draft.note})` : ''}\n`);
+  }
 }
 
 /** The plan for a simulated cluster, with the other objective's prediction beside it. */
@@ -201,8 +206,6 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--api-key <key...>', 'require this API key on the HTTP and gRPC APIs (repeatable)')
     .option('--insecure', 'serve the APIs on a non-loopback address without API keys (protected mode off)')
     .option('--log-level <level>', 'trace, debug, info, warn or error')
-    .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch')
-    .option('--draft-worker <name>', "run the draft model on this worker's first device instead of on this machine")
     .option('--draft-max <n>', 'most tokens drafted per step (default 8)')
     .option('--draft-min <n>', 'a shorter draft is not verified (default 0)')
     .option('--draft-p-min <p>', "the draft stops at a token it gives less than this probability (default 0: greedy)")
