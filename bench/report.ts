@@ -431,6 +431,24 @@ const SPECULATIVE_SIDE_NAMES: Record<SpeculativeSide, string> = {
   'llama-server-ngram': 'llama-server --rpc + ngram-simple',
 };
 
+/**
+ * What a "no" in the greedy-text column means: verifying a draft computes a position's logits in a
+ * batch of another shape than one-token decoding, so where two tokens nearly tie the choice can flip.
+ * Said only when llama-server's speculation flipped in the same runs as hearth's.
+ */
+function mismatchNote(p: SpeculativeResults): string[] {
+  const flipped = p.runs.filter((r) => r.sameTextAsPlain === false);
+  if (flipped.length === 0) return [];
+  const counterpart: Partial<Record<SpeculativeSide, SpeculativeSide>> = { 'hearth-draft': 'llama-server-draft', 'hearth-ngram': 'llama-server-ngram' };
+  const hearthFlips = flipped.filter((r) => counterpart[r.side]);
+  const both = hearthFlips.every((r) => flipped.some((l) => l.side === counterpart[r.side] && l.prompt === r.prompt && l.rep === r.rep));
+  const where = flipped.map((r) => `${SPECULATIVE_SIDE_NAMES[r.side]}, ${r.prompt}, repetition ${r.rep + 1}`).join('; ');
+  return [
+    '',
+    `Greedy text that speculation changed: ${where}. A drafted position's logits are computed in a batch of another shape than one-token decoding, so where two tokens nearly tie the choice can go the other way.${both && hearthFlips.length > 0 ? " llama-server's speculation changed the text in the same runs as hearth's." : ''}`,
+  ];
+}
+
 /** The speculative decoding section of BENCHMARKS.md. */
 export function speculativeMarkdown(p: SpeculativeResults): string {
   const { figures, ratios } = speculativeSummary(p);
@@ -456,6 +474,7 @@ export function speculativeMarkdown(p: SpeculativeResults): string {
     '| side | prompt | generation, tokens/s | accepted / drafted | same greedy text as plain |',
     '| --- | --- | --- | --- | --- |',
     ...figures.map(row),
+    ...mismatchNote(p),
     '',
     '| ratio (per repetition) | median (min–max) | target |',
     '| --- | --- | --- |',

@@ -113,7 +113,6 @@ interface CachedSequence {
   lastUsed: number;
 }
 
-
 /**
  * The free sequence for a prompt: the longest cached prefix, ties to the least recently used. Without
  * prefix reuse, the least recently used (its cache is the least likely to be wanted again).
