@@ -53,6 +53,7 @@ export const clusterFileSchema = z.strictObject({
   draftPMin: z.number().min(0, 'must be a probability from 0 to 1').max(1, 'must be a probability from 0 to 1').optional(),
   draftNgram: z.number().int().min(0).max(64, 'must be at most 64 tokens').optional(),
   draftMaxSequences: z.number().int().min(1).max(64).optional(),
+  draftTune: z.boolean().optional(),
 });
 
 export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
@@ -149,7 +150,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   const ngram = m.draftNgram ?? 0;
   const speculation: SpeculationSettings | null =
     draftModel !== null || ngram > 0
-      ? { draftModel, draftWorker: m.draftWorker ?? null, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences }
+      ? { draftModel, draftWorker: m.draftWorker ?? null, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences, tune: m.draftTune ?? true }
       : null;
   return Object.freeze({
     model,

@@ -50,6 +50,7 @@ interface ClusterFlags {
   draftPMin?: string;
   draftNgram?: string;
   draftMaxSeqs?: string;
+  draftTune?: string;
 }
 
 function probability(v: string | undefined, option: string): number | undefined {
@@ -100,6 +101,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     draftPMin: probability(flags.draftPMin, '--draft-p-min'),
     draftNgram: int(flags.draftNgram, '--draft-ngram', 0, 64),
     draftMaxSequences: int(flags.draftMaxSeqs, '--draft-max-seqs', 1, 64),
+    draftTune: onOff(flags.draftTune, '--draft-tune'),
   };
   return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings, env: process.env });
 }
@@ -210,6 +212,7 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--draft-min <n>', 'a shorter draft is not verified (default 0)')
     .option('--draft-p-min <p>', "the draft stops at a token it gives less than this probability (default 0: greedy)")
     .option('--draft-ngram <n>', 'speculative decoding without a draft model: look the last n tokens up in the prompt and reply, and draft what followed them (0: off)')
+    .option('--draft-tune <on|off>', 'draft as many tokens per step as pays on this cluster (measured verification cost and acceptance), up to --draft-max; off: always --draft-max (default on)')
     .option('--draft-max-seqs <n>', 'speculate only while at most this many requests generate; more make the batch compute-bound (default 2)')
     .action(async (flags: ClusterFlags, cmd: Command) => {
       let config = clusterConfig(flags, cmd);

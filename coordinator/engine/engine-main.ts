@@ -8,7 +8,7 @@ import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
 import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
-import { DraftModel, type SpeculationSettings } from './speculative.js';
+import { calibrationRows, DraftModel, DraftTuner, measureDecodeSeconds, type SpeculationSettings } from './speculative.js';
 import { bytesSentTo } from './tcp-bytes.js';
 
 function send(message: FromEngine): void {
@@ -60,7 +60,9 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   });
   const draftDevice = spec.speculation?.draftEndpoint ? (devices.find((d) => d.endpoint === spec.speculation!.draftEndpoint)?.name ?? null) : null;
   const draft = spec.speculation ? await loadDraft(spec, model, draftDevice) : null;
-  scheduler = new Scheduler(model, ctx, send, spec.speculation ? { settings: spec.speculation, draft: draft?.model ?? null } : null);
+  const speculating = spec.speculation !== null && (draft?.model != null || spec.speculation.ngram > 0);
+  const tuner = speculating && spec.speculation!.tune ? await tuneDrafts(ctx, spec.speculation!, draft?.model ?? null) : null;
+  scheduler = new Scheduler(model, ctx, send, spec.speculation ? { settings: spec.speculation, draft: draft?.model ?? null, tuner } : null);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
@@ -114,6 +116,22 @@ async function loadDraft(spec: EngineLoadSpec, target: LlamaModel, device: strin
     send({ type: 'log', level: 'warn', msg: `${note}; serving without it${settings.ngram > 0 ? ' (n-gram lookup only)' : ''}` });
     return { model: null, note };
   }
+}
+
+/**
+ * Times verifications of 1.. rows on the loaded model and a draft step, so that the tuner drafts only as
+ * far as pays on this cluster. Sequence 0 is empty now; its cells are freed again.
+ */
+async function tuneDrafts(ctx: LlamaContext, settings: SpeculationSettings, draft: DraftModel | null): Promise<DraftTuner> {
+  const verify = await measureDecodeSeconds(ctx, 0, calibrationRows(settings.draftMax, settings.maxSequences));
+  await draft?.calibrate();
+  const ms = (s: number) => `${(s * 1000).toFixed(1)} ms`;
+  send({
+    type: 'log',
+    level: 'info',
+    msg: `speculative decoding: a verification of n rows takes ${verify.map(([n, s]) => `${n}: ${ms(s)}`).join(', ')}${draft ? `; a draft step ${ms(draft.stepSeconds)}` : ''}`,
+  });
+  return new DraftTuner(verify);
 }
 
 function onMessage(message: ToEngine): void {

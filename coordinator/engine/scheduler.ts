@@ -24,6 +24,7 @@
 // next tokens; the step then decodes its pending token and the draft together and keeps what the
 // target's own sampling confirms. The rejected tail's cells are dropped at once. Speculation steps
 // aside while more sequences generate than it is set for: their batch is compute-bound already.
+import { performance } from 'node:perf_hooks';
 import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
@@ -31,7 +32,7 @@ import type { SamplerSettings } from '../../native/binding.js';
 import { Batch, jsonSchemaToGrammar, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
 import { commonPrefix } from './prefix.js';
-import { ngramDraft, type DraftModel, type DraftRequest, type SpeculationSettings } from './speculative.js';
+import { ngramDraft, type DraftModel, type DraftRequest, type DraftTuner, type SpeculationSettings } from './speculative.js';
 import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
 import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
@@ -146,11 +147,18 @@ export class Scheduler {
   #running = false;
   readonly #speculation: SpeculationSettings | null;
   readonly #draft: DraftModel | null;
+  readonly #tuner: DraftTuner | null;
 
-  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void, speculation: { settings: SpeculationSettings; draft: DraftModel | null } | null = null) {
+  constructor(
+    model: LlamaModel,
+    ctx: LlamaContext,
+    send: (m: FromEngine) => void,
+    speculation: { settings: SpeculationSettings; draft: DraftModel | null; tuner: DraftTuner | null } | null = null,
+  ) {
     this.#model = model;
     this.#speculation = speculation && (speculation.draft || speculation.settings.ngram > 0) ? speculation.settings : null;
     this.#draft = speculation?.draft ?? null;
+    this.#tuner = speculation?.tuner ?? null;
     this.#ctx = ctx;
     this.#templates = model.chatTemplates();
     this.#send = send;
@@ -266,15 +274,18 @@ export class Scheduler {
       this.#startWarmups();
       if (this.#slots.size === 0 && this.#warmups.size === 0) return;
       const drafts = await this.#drafts();
-      const { batch, rows, warmed } = this.#buildBatch(drafts);
+      const { batch, rows, warmed, generatingRows } = this.#buildBatch(drafts);
       if (batch.size === 0) {
         // Nothing fits (never expected): give the warm-ups up rather than spin.
         this.#warmups.clear();
         return;
       }
       let emitted: ArrayLike<number>[];
+      const started = performance.now();
       try {
         emitted = drafts.size > 0 ? await this.#ctx.decodeSpeculative(batch) : Array.from(await this.#ctx.decode(batch), (t) => [t]);
+        // A step of generating rows only is what the tuner prices drafts by.
+        if (batch.size === generatingRows) this.#tuner?.recordVerify(batch.size, (performance.now() - started) / 1000);
       } catch (e) {
         for (const seq of warmed.keys()) this.#dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
@@ -294,6 +305,7 @@ export class Scheduler {
         if (draft) {
           slot.drafted += draft.length;
           slot.accepted += tokens.length - 1;
+          this.#tuner?.recordAcceptance(draft.length, tokens.length - 1);
         }
         for (let k = 0; k < tokens.length; k++) {
           this.#accept(slot, tokens[k]!, slot.logprobs ? this.#logprob(first + k) : undefined);
@@ -322,10 +334,15 @@ export class Scheduler {
     const generating = [...this.#slots.values()].filter((s) => s.pending !== null && !s.cancelled);
     if (generating.length === 0 || generating.length > spec.maxSequences) return out;
     const nCtxSeq = this.#ctx.info.nCtxSeq;
+    // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
+    const room = (slot: Slot) => Math.min(slot.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
+    // As long as pays on this cluster now (the tuner's choice), within each request's own maximum.
+    const longest = Math.max(...generating.map(room));
+    const chosen = this.#tuner ? this.#tuner.choose(generating.length, longest, this.#draft?.stepSeconds ?? 0) : longest;
+    if (chosen <= 0) return out;
     const wanted: { slot: Slot; request: DraftRequest }[] = [];
     for (const slot of generating) {
-      // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
-      const max = Math.min(slot.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
+      const max = Math.min(room(slot), chosen);
       const min = Math.max(1, slot.draftMin);
       if (max < min) continue;
       const tokens = [...slot.prompt, ...slot.emitted];
@@ -426,9 +443,10 @@ export class Scheduler {
    * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
    * split one step's tokens into several micro-batches, each reading all the weights.
    */
-  #buildBatch(drafts: ReadonlyMap<Slot, number[]>): { batch: Batch; rows: Slot[]; warmed: Map<number, number> } {
-    let room = this.#nBatch;
-    for (const s of this.#slots.values()) if (s.pending !== null) room -= 1 + (drafts.get(s)?.length ?? 0);
+  #buildBatch(drafts: ReadonlyMap<Slot, number[]>): { batch: Batch; rows: Slot[]; warmed: Map<number, number>; generatingRows: number } {
+    let generatingRows = 0;
+    for (const s of this.#slots.values()) if (s.pending !== null) generatingRows += 1 + (drafts.get(s)?.length ?? 0);
+    let room = this.#nBatch - generatingRows;
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
       if (slot.pending !== null || room <= 0) continue;
@@ -473,7 +491,7 @@ export class Scheduler {
         rows.push(slot);
       }
     }
-    return { batch, rows, warmed };
+    return { batch, rows, warmed, generatingRows };
   }
 
   /**

@@ -4,6 +4,8 @@
 // request's own sampler and keeps the draft up to the first token it would not have chosen. Every
 // emitted token is the target's own choice, so the output is the target's (token for token when
 // greedy), only sooner.
+import { performance } from 'node:perf_hooks';
+
 import { Batch, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { commonPrefix } from './prefix.js';
 
@@ -25,6 +27,8 @@ export interface SpeculationSettings {
   pMin: number;
   /** Speculation steps aside while more sequences than this generate (the batch is compute-bound then). */
   maxSequences: number;
+  /** Draft as many tokens per step as pays on this cluster (DraftTuner), up to draftMax; false: always draftMax. */
+  tune: boolean;
 }
 
 /**
@@ -71,6 +75,8 @@ export class DraftModel {
   readonly #samplers: Sampler[];
   /** The tokens each sequence's cells hold, positions 0..n-1. */
   readonly #held: number[][];
+  /** Seconds per drafting step (one token for each drafting sequence), as recently measured. */
+  #stepSeconds = 0;
 
   constructor(model: LlamaModel, ctx: LlamaContext) {
     this.model = model;
@@ -79,6 +85,17 @@ export class DraftModel {
     // Greedy, with the chosen token's log-probability (for pMin).
     this.#samplers = Array.from({ length: ctx.info.nSeqMax }, () => model.createSampler({ greedy: true, nProbs: 0 }));
     this.#held = Array.from({ length: ctx.info.nSeqMax }, () => []);
+  }
+
+  get stepSeconds(): number {
+    return this.#stepSeconds;
+  }
+
+  /** Times a few one-token steps (on sequence 0, empty at load) for the tuner's first choices. */
+  async calibrate(): Promise<void> {
+    const [[, seconds]] = (await measureDecodeSeconds(this.#ctx, 0, [1])) as [[number, number]];
+    this.#stepSeconds = seconds;
+    this.#held[0]!.length = 0;
   }
 
   /** Drafts for each request; a sequence's draft stops early below its pMin. */
@@ -136,7 +153,9 @@ export class DraftModel {
         batch.sample(batch.add(d[d.length - 1]!, held.length, r.seq, true), this.#samplers[r.seq]!);
         held.push(d[d.length - 1]!);
       }
+      const started = performance.now();
       const tokens = await this.#ctx.decode(batch);
+      this.#stepSeconds = 0.8 * this.#stepSeconds + 0.2 * ((performance.now() - started) / 1000);
       active.forEach((r, i) => this.#take(out.get(r.seq)!, tokens[i]!, i, r.pMin));
     }
     for (const [seq, d] of out) {
@@ -177,3 +196,138 @@ export class DraftModel {
 
 /** Marks a draft that ended (not a token id). */
 const STOP = -1;
+
+/**
+ * How long a decode of n rows (all with logits, as a verification has) takes on this engine, for each n
+ * in `rows`: the median of a few timed decodes, after one to warm up. Run at load, on sequence `seq`
+ * (empty then), whose cells are freed again.
+ */
+export async function measureDecodeSeconds(ctx: LlamaContext, seq: number, rows: readonly number[], reps = 3): Promise<[number, number][]> {
+  const timed = async (n: number) => {
+    const batch = new Batch();
+    for (let i = 0; i < n; i++) batch.add(CALIBRATION_TOKEN, i, seq, true);
+    const started = performance.now();
+    await ctx.decode(batch);
+    ctx.removeSequence(seq);
+    return (performance.now() - started) / 1000;
+  };
+  await timed(1);
+  const out: [number, number][] = [];
+  for (const n of rows) {
+    const times: number[] = [];
+    for (let r = 0; r < reps; r++) times.push(await timed(n));
+    out.push([n, times.sort((a, b) => a - b)[Math.floor(reps / 2)]!]);
+  }
+  return out;
+}
+
+/** The row counts to time at load: every one up to a draft and a little, then a few more sparsely. */
+export function calibrationRows(draftMax: number, maxSequences: number): number[] {
+  const most = Math.min(maxSequences * (draftMax + 1), 64);
+  const dense = Math.min(most, draftMax + 2, 12);
+  const rows = Array.from({ length: dense }, (_, i) => i + 1);
+  for (const n of [16, 24, 32, 48, 64]) if (n > dense && n <= most) rows.push(n);
+  if (rows[rows.length - 1]! < most) rows.push(most);
+  return rows;
+}
+
+/** A token id every vocabulary has, for timing decodes. */
+const CALIBRATION_TOKEN = 1;
+
+/**
+ * Chooses how many tokens to draft per step, for the most tokens per second: each drafted position's
+ * chance of being accepted (measured, given the ones before it were), what a draft step costs, and what
+ * a verification of n rows costs on this cluster (measured at load, refined by every step). Checking
+ * more rows is not free: on CPUs a batch of 8 or more rows can take twice as long as one of 5, and
+ * llama-server's fixed draft length pays that whether the draft is good or not. Drafting nothing is a
+ * choice too, taken when the batch is already busy enough.
+ */
+export class DraftTuner {
+  /** Measured seconds per decode of n rows, by n; interpolated between, extrapolated past the end. */
+  readonly #verify = new Map<number, number>();
+  /** Per drafted position j (0-based): how often it was reached, and accepted. */
+  readonly #reached: number[] = [];
+  readonly #accepted: number[] = [];
+  #choices = 0;
+
+  constructor(verifySeconds: readonly [number, number][]) {
+    if (!verifySeconds.some(([n]) => n === 1)) throw new Error('DraftTuner needs at least the one-row decode time');
+    for (const [n, t] of verifySeconds) this.#verify.set(n, t);
+  }
+
+  /** Verification time for n rows. */
+  verifySeconds(n: number): number {
+    const exact = this.#verify.get(n);
+    if (exact !== undefined) return exact;
+    const known = [...this.#verify.keys()].sort((a, b) => a - b);
+    const below = known.filter((k) => k < n).pop() ?? known[0]!;
+    const above = known.find((k) => k > n);
+    const tb = this.#verify.get(below)!;
+    if (above !== undefined) return tb + ((this.#verify.get(above)! - tb) * (n - below)) / (above - below);
+    // Past the last measurement: as many rows again cost as much again, at worst.
+    return (tb * n) / below;
+  }
+
+  /** The chance that drafted position j is accepted when the ones before it were (a prior of 0.6, weighing 4 drafts). */
+  acceptance(j: number): number {
+    return ((this.#accepted[j] ?? 0) + 0.6 * PRIOR) / ((this.#reached[j] ?? 0) + PRIOR);
+  }
+
+  /**
+   * The draft length for this step with `sequences` sequences generating, at most `max`, when a draft
+   * step costs `draftStepSeconds`: the k with the most expected tokens per second; 0 when drafting would
+   * not pay. Every EXPLORE_EVERY-th choice is a neighbour of the best instead (one longer, then one
+   * shorter), so that the costs of lengths next to it are measured again and a noisy figure from load
+   * time cannot keep the tuner away from a length for good.
+   */
+  choose(sequences: number, max: number, draftStepSeconds: number): number {
+    const best = this.#best(sequences, max, draftStepSeconds);
+    const turn = ++this.#choices % EXPLORE_EVERY;
+    if (turn !== 0) return best;
+    const neighbour = (this.#choices / EXPLORE_EVERY) % 2 === 1 ? best + 1 : best - 1;
+    return Math.max(0, Math.min(max, neighbour));
+  }
+
+  #best(sequences: number, max: number, draftStepSeconds: number): number {
+    let best = 0;
+    let bestRate = sequences / this.verifySeconds(sequences);
+    let expected = 1;
+    let chain = 1;
+    for (let k = 1; k <= max; k++) {
+      chain *= this.acceptance(k - 1);
+      expected += chain;
+      const rate = (sequences * expected) / (k * draftStepSeconds + this.verifySeconds(sequences * (k + 1)));
+      if (rate > bestRate) {
+        best = k;
+        bestRate = rate;
+      }
+    }
+    return best;
+  }
+
+  /** A verified draft of `drafted` tokens, of which the first `accepted` were kept. */
+  recordAcceptance(drafted: number, accepted: number): void {
+    for (let j = 0; j < drafted && j <= accepted; j++) {
+      this.#reached[j] = (this.#reached[j] ?? 0) + 1;
+      if (j < accepted) this.#accepted[j] = (this.#accepted[j] ?? 0) + 1;
+      // Recent drafts count most: the text a model writes changes, and with it how well the draft guesses.
+      if (this.#reached[j]! > WINDOW) {
+        this.#reached[j]! /= 2;
+        this.#accepted[j] = (this.#accepted[j] ?? 0) / 2;
+      }
+    }
+  }
+
+  /** A step that decoded only generating rows (no prompt chunks): its time refines the cost of n rows. */
+  recordVerify(rows: number, seconds: number): void {
+    const t = this.#verify.get(rows);
+    this.#verify.set(rows, t === undefined ? seconds : 0.8 * t + 0.2 * seconds);
+  }
+}
+
+/** One choice in this many tries a neighbouring draft length. */
+const EXPLORE_EVERY = 16;
+/** Weight of the acceptance prior, in drafts. */
+const PRIOR = 4;
+/** Drafts per position after which older ones count half. */
+const WINDOW = 256;

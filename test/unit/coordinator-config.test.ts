@@ -44,7 +44,7 @@ test('flags win, and bad values are errors naming the key', () => {
     bad('draftMax: 0\n', /draftMax: must be at least 1 token/);
     writeFileSync(file, 'model: m.gguf\ndraftModel: small/d.gguf\ndraftNgram: 3\n');
     const spec = compileCoordinatorConfig({ file, flags: {} }).speculation;
-    assert.deepEqual(spec, { draftModel: join(dir, 'small', 'd.gguf'), draftWorker: null, ngram: 3, draftMax: 8, draftMin: 0, pMin: 0, maxSequences: 2 }, 'a draft path is relative to the file');
+    assert.deepEqual(spec, { draftModel: join(dir, 'small', 'd.gguf'), draftWorker: null, ngram: 3, draftMax: 8, draftMin: 0, pMin: 0, maxSequences: 2, tune: true }, 'a draft path is relative to the file');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -6,7 +6,7 @@ import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../..
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
 import { commonPrefix } from '../../coordinator/engine/prefix.js';
 import { pickSequence } from '../../coordinator/engine/scheduler.js';
-import { ngramDraft } from '../../coordinator/engine/speculative.js';
+import { calibrationRows, DraftTuner, ngramDraft } from '../../coordinator/engine/speculative.js';
 import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
 import { singleToolCall, toolCallsOnly } from '../../coordinator/engine/tool-grammar.js';
 import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';
@@ -255,5 +255,42 @@ describe('n-gram lookup drafts', () => {
     assert.deepEqual(ngramDraft([1, 2], 3, 8), []);
     assert.deepEqual(ngramDraft([1, 1, 1], 0, 8), []);
     assert.deepEqual(ngramDraft([1, 1, 1], 1, 0), []);
+  });
+});
+
+describe('the draft tuner', () => {
+  // Verification times shaped as measured here over two CPU workers: 8 rows and more cost twice as much.
+  const verify: [number, number][] = [[1, 0.010], [2, 0.016], [3, 0.018], [4, 0.021], [5, 0.023], [6, 0.03], [7, 0.031], [8, 0.059], [9, 0.052]];
+
+  test('drafts as far as pays: short of the row count where verification doubles', () => {
+    const tuner = new DraftTuner(verify);
+    for (let i = 0; i < 200; i++) tuner.recordAcceptance(8, i % 5 === 0 ? 8 : 4); // positions 0-3 always accepted, later ones a fifth of the time
+    const k = tuner.choose(1, 8, 0.0012);
+    assert.ok(k >= 4 && k <= 6, `chose ${k}`);
+    assert.equal(tuner.choose(1, 2, 0.0012), 2, 'within the maximum given');
+  });
+
+  test('drafts nothing when drafts are rarely accepted, or the batch is already large', () => {
+    const poor = new DraftTuner(verify);
+    for (let i = 0; i < 200; i++) poor.recordAcceptance(4, 0);
+    assert.equal(poor.choose(1, 8, 0.0012), 0);
+    const good = new DraftTuner([[1, 0.01], [2, 0.02], [4, 0.04], [8, 0.08], [16, 0.16]]); // compute-bound: every row costs the same
+    for (let i = 0; i < 200; i++) good.recordAcceptance(4, 3);
+    assert.equal(good.choose(4, 8, 0.0012), 0, 'four sequences on compute-bound devices: checking drafts only adds work');
+  });
+
+  test('verification time is interpolated between measurements, extrapolated past them, and refined by steps', () => {
+    const tuner = new DraftTuner([[1, 0.01], [4, 0.04], [8, 0.1]]);
+    assert.ok(Math.abs(tuner.verifySeconds(2) - 0.02) < 1e-12);
+    assert.ok(Math.abs(tuner.verifySeconds(16) - 0.2) < 1e-12);
+    tuner.recordVerify(4, 0.09);
+    assert.ok(Math.abs(tuner.verifySeconds(4) - 0.05) < 1e-12);
+    assert.throws(() => new DraftTuner([[2, 0.01]]), /one-row decode time/);
+  });
+
+  test('calibration times every row count up to a draft, then a few sparsely', () => {
+    assert.deepEqual(calibrationRows(8, 1), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.deepEqual(calibrationRows(8, 2), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 18]);
+    assert.deepEqual(calibrationRows(3, 1), [1, 2, 3, 4]);
   });
 });
