@@ -268,9 +268,15 @@ export class DraftTuner {
     return (tb * n) / below;
   }
 
-  /** The chance that drafted position j is accepted when the ones before it were (a prior of 0.6, weighing 4 drafts). */
+  /**
+   * The chance that drafted position j is accepted when the ones before it were. Few observations lean on
+   * a prior: the position before's figure (a draft that is on track tends to stay on it), and 0.7 for
+   * the first. Without that, positions a short draft never reaches would keep a pessimistic guess, and
+   * the tuner would never learn that longer drafts pay.
+   */
   acceptance(j: number): number {
-    return ((this.#accepted[j] ?? 0) + 0.6 * PRIOR) / ((this.#reached[j] ?? 0) + PRIOR);
+    const prior = j === 0 ? FIRST_PRIOR : this.acceptance(j - 1);
+    return ((this.#accepted[j] ?? 0) + prior * PRIOR) / ((this.#reached[j] ?? 0) + PRIOR);
   }
 
   /**
@@ -327,6 +333,8 @@ export class DraftTuner {
 
 /** One choice in this many tries a neighbouring draft length. */
 const EXPLORE_EVERY = 16;
+/** The first drafted token's acceptance before any is seen. */
+const FIRST_PRIOR = 0.7;
 /** Weight of the acceptance prior, in drafts. */
 const PRIOR = 4;
 /** Drafts per position after which older ones count half. */
