@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
+import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
 import type { PlacementObjective } from './planner/types.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
@@ -26,6 +27,7 @@ export const clusterFileSchema = z.strictObject({
   httpPort: port.optional(),
   ctxSize: z.number().int().min(256, 'must be at least 256 tokens').max(1 << 20).optional(),
   parallel: z.number().int().min(1).max(64).optional(),
+  pipeline: z.union([z.enum(['auto', 'off']), z.number().int().min(1).max(64)], { error: `must be ${PIPELINE_HELP} from 1 to 64` }).optional(),
   batchSize: z.number().int().min(16).max(8192).optional(),
   ubatchSize: z.number().int().min(16).max(8192).optional(),
   cacheTypeK: cacheType.optional(),
@@ -64,6 +66,8 @@ export interface CoordinatorConfig {
   readonly httpPort: number;
   readonly ctxSize: number;
   readonly parallel: number;
+  /** Pipelined decode: how many contexts the sequences are split into (see planner/pipeline.ts). */
+  readonly pipeline: PipelineSetting;
   readonly batchSize: number;
   readonly ubatchSize: number;
   readonly cacheTypeK: z.infer<typeof cacheType>;
@@ -137,6 +141,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     httpPort: m.httpPort ?? 8080,
     ctxSize: m.ctxSize ?? 4096,
     parallel: m.parallel ?? 4,
+    pipeline: m.pipeline === 1 ? 'off' : (m.pipeline ?? 'auto'),
     batchSize,
     ubatchSize,
     cacheTypeK: m.cacheTypeK ?? 'f16',

@@ -14,6 +14,7 @@ import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
 import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
 import { CoordinatorMetrics, type MetricsSource } from '../../coordinator/metrics.js';
 import { formatGiB, formatSpeed, plan as makePlan } from '../../coordinator/planner/planner.js';
+import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { readModelFacts } from '../../models/gguf-info.js';
 import { PLACEMENT_OBJECTIVES, type PlacementObjective, type PlanInput } from '../../coordinator/planner/types.js';
@@ -32,6 +33,7 @@ interface ClusterFlags {
   httpPort?: string;
   ctxSize?: string;
   parallel?: string;
+  pipeline?: string;
   localDevice?: string;
   placement?: string;
   threads?: string;
@@ -68,6 +70,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     httpPort: int(flags.httpPort, '--http-port', 0, 65535),
     ctxSize: int(flags.ctxSize, '--ctx-size', 256, 1 << 20),
     parallel: int(flags.parallel, '--parallel', 1, 64),
+    pipeline: flags.pipeline === undefined ? undefined : parsePipelineSetting(flags.pipeline, '--pipeline'),
     localDevice: onOff(flags.localDevice, '--local-device'),
     placement: placementOf(flags.placement),
     threads: int(flags.threads, '--threads', 1, 1024),
@@ -110,6 +113,7 @@ function clusterOptions(cmd: Command): Command {
     .option('--no-mdns', 'do not discover workers over mDNS')
     .option('--ctx-size <n>', 'context per request, in tokens (default 4096)')
     .option('--parallel <n>', 'requests decoded side by side (default 4)')
+    .option('--pipeline <auto|off|n>', `pipelined decode: the requests in flight split over several contexts, so that each worker computes one group's batch while the next worker computes another's; ${PIPELINE_HELP} (default auto)`)
     .option('--local-device <on|off>', "let the coordinator's own CPU take layers when it helps (default on)")
     .option('--placement <speed|memory>', 'speed: least time per token within memory, from measured device speeds; memory: layers in proportion to free memory (default speed)')
     .option('--token-file <file>', 'file holding the cluster token: workers are reached only over links keyed by it')

@@ -6,6 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
+import { groupShares } from '../planner/pipeline.js';
+import { SchedulerGroups, type RequestSink } from './groups.js';
 import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { bytesSentTo } from './tcp-bytes.js';
@@ -15,8 +17,8 @@ function send(message: FromEngine): void {
 }
 
 let model: LlamaModel | null = null;
-let ctx: LlamaContext | null = null;
-let scheduler: Scheduler | null = null;
+let contexts: LlamaContext[] = [];
+let scheduler: RequestSink | null = null;
 
 async function load(spec: EngineLoadSpec): Promise<void> {
   const started = performance.now();
@@ -46,20 +48,14 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     },
   });
   const weightsLoaded = performance.now();
-  ctx = await model.createContext({
-    nCtx: spec.ctxSize * spec.parallel,
-    nSeqMax: spec.parallel,
-    nBatch: spec.nBatch,
-    nUbatch: spec.nUbatch,
-    typeK: spec.typeK,
-    typeV: spec.typeV,
-    nThreads: spec.threads,
-  });
-  scheduler = new Scheduler(model, ctx, send);
+  contexts = await createContexts(model, spec);
+  const ctx = contexts[0]!;
+  const m = model;
+  scheduler = contexts.length === 1 ? new Scheduler(m, ctx, send) : new SchedulerGroups(contexts.length, (g, sendOf) => new Scheduler(m, contexts[g]!, sendOf), send);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
-    memory: ctx.memoryBreakdown(),
+    memory: memoryOf(contexts),
     bytesSent: bytesSentTo([...new Set(spec.rpcEndpoints)]),
     loadSeconds: (performance.now() - started) / 1000,
     phases: {
@@ -68,11 +64,58 @@ async function load(spec: EngineLoadSpec): Promise<void> {
       contextSeconds: (performance.now() - weightsLoaded) / 1000,
     },
     nCtxSeq: ctx.info.nCtxSeq,
-    nSeqMax: ctx.info.nSeqMax,
+    nSeqMax: contexts.reduce((n, c) => n + c.info.nSeqMax, 0),
+    groups: contexts.length,
     nVocab: model.info.nVocab,
     chatTemplate: model.info.chatTemplate !== null,
   };
   send({ type: 'loaded', info });
+}
+
+/**
+ * The contexts the sequences decode in: one, or one per pipeline group, each with its share of the
+ * sequences (and so of the KV cache) and compute buffers of its own.
+ */
+async function createContexts(m: LlamaModel, spec: EngineLoadSpec): Promise<LlamaContext[]> {
+  const groups = Math.max(1, Math.min(spec.groups, spec.parallel));
+  if (groups > 1) {
+    // The contexts share each worker's RPC connection, and ggml-rpc's client keeps the last graph sent
+    // per device unlocked: two contexts reusing their graphs race, and a worker can recompute the other
+    // context's graph. With reuse off every graph is sent whole (contexts that take turns on a device
+    // could not reuse theirs anyway). llama.cpp reads this when a context is created.
+    process.env.LLAMA_GRAPH_REUSE_DISABLE = '1';
+  }
+  const out: LlamaContext[] = [];
+  for (const share of groupShares(spec.parallel, groups)) {
+    out.push(
+      await m.createContext({
+        nCtx: spec.ctxSize * share,
+        nSeqMax: share,
+        nBatch: spec.nBatch,
+        nUbatch: spec.nUbatch,
+        typeK: spec.typeK,
+        typeV: spec.typeV,
+        nThreads: spec.threads,
+      }),
+    );
+  }
+  return out;
+}
+
+/** The contexts' memory together: the weights once, every context's KV and compute buffers. */
+function memoryOf(all: LlamaContext[]): LoadedInfo['memory'] {
+  const out = all[0]!.memoryBreakdown().map((e) => ({ ...e }));
+  for (const c of all.slice(1)) {
+    for (const e of c.memoryBreakdown()) {
+      const same = out.find((o) => o.buffer === e.buffer && o.device === e.device);
+      if (!same) out.push({ ...e, modelBytes: 0 });
+      else {
+        same.contextBytes += e.contextBytes;
+        same.computeBytes += e.computeBytes;
+      }
+    }
+  }
+  return out;
 }
 
 function onMessage(message: ToEngine): void {

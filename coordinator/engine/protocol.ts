@@ -95,6 +95,8 @@ export interface EngineLoadSpec {
   typeK: CacheType;
   typeV: CacheType;
   threads: number;
+  /** Contexts to decode in (pipelined decode): the sequences are split between them. */
+  groups: number;
 }
 
 export interface LoadedInfo {
@@ -109,6 +111,8 @@ export interface LoadedInfo {
   phases: { connectSeconds: number; weightsSeconds: number; contextSeconds: number };
   nCtxSeq: number;
   nSeqMax: number;
+  /** Contexts the engine decodes in, each with its share of nSeqMax sequences. */
+  groups: number;
   nVocab: number;
   chatTemplate: boolean;
 }

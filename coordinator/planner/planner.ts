@@ -13,6 +13,7 @@
 // device computes at a time.
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { isCacheType, kvBytesPerToken, kvLayerBytes, paddedContext } from './kv.js';
+import { pipelineGroups, stageCount } from './pipeline.js';
 import type {
   CandidateDevice,
   ExcludedDevice,
@@ -74,8 +75,24 @@ export function logitsBufferBytes(model: ModelFacts, context: PlanContext): numb
 
 export function plan(input: PlanInput): PlanResult {
   validate(input);
-  const outcome = place(input);
+  // Planned for the most contexts the candidates allow; when the placement uses fewer stages, it is
+  // planned again for the contexts it will really have (fewer compute buffers always fit).
+  let groups = groupsBound(input);
+  let outcome = place(input, groups);
+  while (outcome.fits) {
+    const fewer = pipelineGroups(input.context.pipeline ?? 'off', stageCount(outcome.plan.devices), input.context.parallel);
+    if (fewer >= groups) break;
+    const again = place(input, fewer);
+    if (!again.fits) break;
+    groups = fewer;
+    outcome = again;
+  }
   return outcome.fits ? outcome.plan : refuse(input, outcome);
+}
+
+/** The most contexts a placement on these candidates could use. */
+function groupsBound(input: PlanInput): number {
+  return pipelineGroups(input.context.pipeline ?? 'off', stageCount(input.devices), input.context.parallel);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -146,10 +163,12 @@ interface Layout {
   weights: number[];
   /** KV bytes of each block (sliding-window layers hold less). */
   kv: number[];
-  /** Compute buffer of every device that takes part. */
+  /** Compute buffer of every device that takes part (all the contexts'). */
   computeBase: number;
-  /** Extra compute on the device that holds the output head. */
+  /** Extra compute on the device that holds the output head (all the contexts'). */
   logits: number;
+  /** Contexts the engine creates, each with its own compute buffers. */
+  groups: number;
 }
 
 /** A device still in the running. */
@@ -174,14 +193,16 @@ type Outcome =
       excluded: ExcludedDevice[];
     };
 
-function layoutOf(model: ModelFacts, context: PlanContext): Layout {
+function layoutOf(model: ModelFacts, context: PlanContext, groups: number): Layout {
+  // The KV cache is only partitioned between the contexts: the same cells in total.
   const kv = kvLayerBytes(model, context);
   return {
     slots: [...model.layerBytes.map((b, il) => b + kv[il]!), model.outputBytes],
     weights: [...model.layerBytes, model.outputBytes],
     kv,
-    computeBase: computeBufferBytes(model, context),
-    logits: logitsBufferBytes(model, context),
+    computeBase: groups * computeBufferBytes(model, context),
+    logits: groups * logitsBufferBytes(model, context),
+    groups,
   };
 }
 
@@ -200,8 +221,8 @@ function sum(values: readonly number[]): number {
 }
 
 /** Places the model without suggestions, so the suggestions can call it to try alternatives. */
-function place(input: PlanInput): Outcome {
-  const layout = layoutOf(input.model, input.context);
+function place(input: PlanInput, groups = groupsBound(input)): Outcome {
+  const layout = layoutOf(input.model, input.context, groups);
   const all = seatsOf(input);
   if (objectiveOf(input) === 'speed' && all.length > 1) {
     const fast = placeBySpeed(input, layout, all);
@@ -610,6 +631,7 @@ function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: numb
     context: { ...input.context },
     objective: objectiveOf(input),
     predictedSecondsPerToken: measured ? sum(devices.map((d) => d.secondsPerToken!)) : null,
+    groups: layout.groups,
   };
 }
 

@@ -1,0 +1,109 @@
+// Pipelined decode: the engine's sequences split into groups, one Scheduler and one llama context per
+// group, each context decoding in its own thread. While one group's batch is on worker B, the next
+// group's is on worker A (planner/pipeline.ts decides how many groups there are).
+//
+// A request runs in one group from start to end (its KV lives in that group's context). The router
+// prepares it once, then gives it to the group whose free sequence already holds the longest part of
+// its prompt (a chat's next turn goes back to its conversation), else to the least loaded group. One
+// request alone therefore decodes in one context, as it would without groups. (With one group the
+// engine uses its Scheduler directly.)
+import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
+import type { FromEngine, GenerateParams, PromptInput } from './protocol.js';
+import type { Scheduler, Waiting } from './scheduler.js';
+
+/** What the engine asks of its schedulers, whether one or several. */
+export interface RequestSink {
+  submit(id: string, prompt: PromptInput, params: GenerateParams): void;
+  cancel(id: string): void;
+  readonly active: number;
+}
+
+/** The part of a Scheduler the router uses (a fake stands in for it in unit tests). */
+export type GroupScheduler = Pick<Scheduler, 'prepare' | 'enqueue' | 'cachedPrefix' | 'cancel' | 'active' | 'capacity'>;
+
+/**
+ * The group for a prepared prompt: among groups with a free sequence, the one whose cache spares the
+ * most prompt tokens; without any such saving (or with no free sequence anywhere), the least loaded
+ * group, lowest index first.
+ */
+export function pickGroup(groups: readonly GroupScheduler[], prompt: Int32Array, reuse: boolean): number {
+  let best = -1;
+  let bestSaved = 0;
+  groups.forEach((g, i) => {
+    if (g.active >= g.capacity) return;
+    const saved = g.cachedPrefix(prompt, reuse);
+    if (saved > bestSaved) {
+      best = i;
+      bestSaved = saved;
+    }
+  });
+  if (best >= 0) return best;
+  let least = 0;
+  groups.forEach((g, i) => {
+    const load = g.active / g.capacity;
+    const leastLoad = groups[least]!.active / groups[least]!.capacity;
+    if (load < leastLoad) least = i;
+  });
+  return least;
+}
+
+export class SchedulerGroups implements RequestSink {
+  readonly #groups: readonly GroupScheduler[];
+  readonly #send: (m: FromEngine) => void;
+  /** Requests being rendered and tokenized, not yet in a group. */
+  readonly #preparing = new Set<string>();
+  /** The group each queued or running request is in, until it is done. */
+  readonly #owner = new Map<string, GroupScheduler>();
+
+  /**
+   * `make(send)` builds one group's scheduler around `send`; the router watches the messages to learn
+   * when a request leaves its group.
+   */
+  constructor(count: number, make: (group: number, send: (m: FromEngine) => void) => GroupScheduler, send: (m: FromEngine) => void) {
+    this.#send = send;
+    const watch = (m: FromEngine) => {
+      if (m.type === 'done' || m.type === 'request-error') this.#owner.delete(m.id);
+      send(m);
+    };
+    this.#groups = Array.from({ length: count }, (_, g) => make(g, watch));
+  }
+
+  get size(): number {
+    return this.#groups.length;
+  }
+
+  get active(): number {
+    return this.#preparing.size + this.#groups.reduce((n, g) => n + g.active, 0);
+  }
+
+  submit(id: string, prompt: PromptInput, params: GenerateParams): void {
+    this.#preparing.add(id);
+    // Any group can prepare it: rendering and tokenizing use only the model.
+    this.#groups[0]!.prepare(id, prompt, params).then(
+      (w) => {
+        if (!this.#preparing.delete(id)) {
+          this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0 }, text: '' });
+          return;
+        }
+        this.#enqueue(w);
+      },
+      (e: unknown) => {
+        this.#preparing.delete(id);
+        const code = e instanceof HearthError ? e.code : ErrorCode.Internal;
+        this.#send({ type: 'request-error', id, code, message: messageOf(e) });
+      },
+    );
+  }
+
+  #enqueue(w: Waiting): void {
+    const group = this.#groups[pickGroup(this.#groups, w.prompt, w.params.cachePrompt)]!;
+    this.#owner.set(w.id, group);
+    group.enqueue(w);
+  }
+
+  cancel(id: string): void {
+    // Still rendering: answered as cancelled when the rendering ends.
+    if (this.#preparing.delete(id)) return;
+    this.#owner.get(id)?.cancel(id);
+  }
+}
