@@ -3,8 +3,9 @@
 // group's is on worker A (planner/pipeline.ts decides how many groups there are).
 //
 // A request runs in one group from start to end (its KV lives in that group's context). The router
-// prepares it once, then gives it to the group whose free sequence already holds the longest part of
-// its prompt (a chat's next turn goes back to its conversation), else to the least loaded group. One
+// prepares it once, then gives it to the least loaded group, unless a group at most one request busier
+// has a free sequence holding a long part of its prompt (a chat's next turn goes back to its
+// conversation). One
 // request alone therefore decodes in one context, as it would without groups. (With one group the
 // engine uses its Scheduler directly.)
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
@@ -22,29 +23,34 @@ export interface RequestSink {
 export type GroupScheduler = Pick<Scheduler, 'prepare' | 'enqueue' | 'cachedPrefix' | 'cancel' | 'active' | 'capacity'>;
 
 /**
- * The group for a prepared prompt: among groups with a free sequence, the one whose cache spares the
- * most prompt tokens; without any such saving (or with no free sequence anywhere), the least loaded
- * group, lowest index first.
+ * Prompt tokens a cache must spare before a request may go to a busier group for it: below this, the
+ * balance between the groups (what keeps every stage of the pipeline busy) matters more.
+ */
+export const WORTH_FOLLOWING = 64;
+
+/**
+ * The group for a prepared prompt. Groups with a free sequence are candidates; among those at most one
+ * request busier than the least loaded, the one whose cache spares the most prompt tokens wins if it
+ * spares at least WORTH_FOLLOWING; otherwise the least loaded group, lowest index first. With no free
+ * sequence anywhere, the least loaded group queues it.
  */
 export function pickGroup(groups: readonly GroupScheduler[], prompt: Int32Array, reuse: boolean): number {
-  let best = -1;
+  const indices = groups.map((_, i) => i);
+  const open = indices.filter((i) => groups[i]!.active < groups[i]!.capacity);
+  const pool = open.length > 0 ? open : indices;
+  const least = pool.reduce((a, b) => (groups[b]!.active < groups[a]!.active ? b : a));
+  if (open.length === 0) return least;
+  const near = open.filter((i) => groups[i]!.active <= groups[least]!.active + 1);
+  let best = least;
   let bestSaved = 0;
-  groups.forEach((g, i) => {
-    if (g.active >= g.capacity) return;
-    const saved = g.cachedPrefix(prompt, reuse);
-    if (saved > bestSaved) {
+  for (const i of near) {
+    const saved = groups[i]!.cachedPrefix(prompt, reuse);
+    if (saved > bestSaved || (saved === bestSaved && groups[i]!.active < groups[best]!.active)) {
       best = i;
       bestSaved = saved;
     }
-  });
-  if (best >= 0) return best;
-  let least = 0;
-  groups.forEach((g, i) => {
-    const load = g.active / g.capacity;
-    const leastLoad = groups[least]!.active / groups[least]!.capacity;
-    if (load < leastLoad) least = i;
-  });
-  return least;
+  }
+  return bestSaved >= WORTH_FOLLOWING ? best : least;
 }
 
 export class SchedulerGroups implements RequestSink {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { pickGroup, type GroupScheduler } from '../../coordinator/engine/groups.js';
+import { pickGroup, WORTH_FOLLOWING, type GroupScheduler } from '../../coordinator/engine/groups.js';
 import { groupShares, parsePipelineSetting, pipelineGroups, stageCount } from '../../coordinator/planner/pipeline.js';
 import { computeBufferBytes, logitsBufferBytes, plan } from '../../coordinator/planner/planner.js';
 import type { CandidateDevice, Plan, PlanContext, PlanResult } from '../../coordinator/planner/types.js';
@@ -58,8 +58,15 @@ describe('pickGroup', () => {
     ({ active, capacity, cachedPrefix: () => saved, prepare: async () => assert.fail(), enqueue: () => {}, cancel: () => {} }) as unknown as GroupScheduler;
   const prompt = Int32Array.from([1, 2, 3]);
 
-  test('the group whose free sequence spares the most prompt tokens', () => {
-    assert.equal(pickGroup([group(0, 4, 10), group(0, 4, 200), group(0, 4, 50)], prompt, true), 1);
+  test('the group whose free sequence spares the most prompt tokens, when that is worth following', () => {
+    assert.equal(pickGroup([group(0, 4, 100), group(0, 4, 200), group(0, 4, 150)], prompt, true), 1);
+    assert.equal(pickGroup([group(1, 4, 200), group(0, 4)], prompt, true), 0, 'one request busier is close enough');
+    assert.equal(pickGroup([group(0, 4, WORTH_FOLLOWING - 1), group(0, 4, 10)], prompt, true), 0, 'a short shared prefix does not decide');
+    assert.equal(pickGroup([group(1, 4, 10), group(2, 4, 30)], prompt, true), 0);
+  });
+
+  test('balance comes first: a group two requests busier is passed over even with its cache', () => {
+    assert.equal(pickGroup([group(2, 4, 500), group(0, 4)], prompt, true), 1);
   });
 
   test('with no saving, the least loaded group, lowest index on ties', () => {
