@@ -17,7 +17,7 @@ import { formatGiB, formatSpeed, plan as makePlan } from '../../coordinator/plan
 import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { readModelFacts } from '../../models/gguf-info.js';
-import { PLACEMENT_OBJECTIVES, type PlacementObjective, type PlanInput } from '../../coordinator/planner/types.js';
+import { PLACEMENT_OBJECTIVES, type PlacementObjective, type Plan, type PlanInput } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, table } from '../format.js';
 import { runUntilSignal } from '../lifecycle.js';
@@ -149,12 +149,25 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   }
   out(table(rows) + '\n');
   out(`coordinator host memory for the input embedding: ${formatBytes(plan.hostBytes)}; total ${formatGiB(plan.totalBytes)}\n`);
+  out(`${pipelineLine(plan)}\n`);
   out(`placement: ${plan.objective}; predicted ${predictedSpeed(total)}\n`);
   if (plan.alternative) {
     const alt = plan.alternative;
     out(`  with --placement ${alt.objective}: ${alt.fits ? predictedSpeed(alt.predictedSecondsPerToken) : 'does not fit'}\n`);
   }
   for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
+}
+
+/** What pipelined decode costs in the plan: every context's compute buffers, the KV cache only split. */
+export function pipelineLine(plan: Plan): string {
+  if (plan.groups <= 1) return 'pipelined decode: off (one context; --pipeline, or fewer than two stages or sequences)';
+  const low = Math.floor(plan.context.parallel / plan.groups);
+  const high = Math.ceil(plan.context.parallel / plan.groups);
+  const each = plan.devices.map((d) => `${d.owner} ${formatBytes(d.computeBytes / plan.groups)}`).join(', ');
+  return (
+    `pipelined decode: ${plan.groups} contexts of ${low === high ? low : `${low}-${high}`} sequences, ` +
+    `each with its own compute buffers (per context: ${each}; "compute" counts all ${plan.groups}); the KV cache is split between them, not repeated`
+  );
 }
 
 /** The plan for a simulated cluster, with the other objective's prediction beside it. */
@@ -265,7 +278,7 @@ export function registerCoordinatorCommands(program: Command): void {
         out(`model: ${s.model_name || '-'} (${s.model})\n`);
         const sent = Object.entries(s.load.bytes_sent).map(([k, v]) => `${k} ${formatBytes(Number(v))}`).join(', ');
         out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
-        out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots\n`);
+        out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots${s.load.groups > 1 ? ` in ${s.load.groups} contexts (pipelined decode)` : ''}\n`);
         out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
         out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
         const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'note']];
