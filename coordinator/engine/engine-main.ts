@@ -6,8 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
-import { groupShares } from '../planner/pipeline.js';
-import { SchedulerGroups, type RequestSink } from './groups.js';
+import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './groups.js';
 import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { bytesSentTo } from './tcp-bytes.js';
@@ -70,52 +69,6 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     chatTemplate: model.info.chatTemplate !== null,
   };
   send({ type: 'loaded', info });
-}
-
-/**
- * The contexts the sequences decode in: one, or one per pipeline group, each with its share of the
- * sequences (and so of the KV cache) and compute buffers of its own.
- */
-async function createContexts(m: LlamaModel, spec: EngineLoadSpec): Promise<LlamaContext[]> {
-  const groups = Math.max(1, Math.min(spec.groups, spec.parallel));
-  if (groups > 1) {
-    // The contexts share each worker's RPC connection, and ggml-rpc's client keeps the last graph sent
-    // per device unlocked: two contexts reusing their graphs race, and a worker can recompute the other
-    // context's graph. With reuse off every graph is sent whole (contexts that take turns on a device
-    // could not reuse theirs anyway). llama.cpp reads this when a context is created.
-    process.env.LLAMA_GRAPH_REUSE_DISABLE = '1';
-  }
-  const out: LlamaContext[] = [];
-  for (const share of groupShares(spec.parallel, groups)) {
-    out.push(
-      await m.createContext({
-        nCtx: spec.ctxSize * share,
-        nSeqMax: share,
-        nBatch: spec.nBatch,
-        nUbatch: spec.nUbatch,
-        typeK: spec.typeK,
-        typeV: spec.typeV,
-        nThreads: spec.threads,
-      }),
-    );
-  }
-  return out;
-}
-
-/** The contexts' memory together: the weights once, every context's KV and compute buffers. */
-function memoryOf(all: LlamaContext[]): LoadedInfo['memory'] {
-  const out = all[0]!.memoryBreakdown().map((e) => ({ ...e }));
-  for (const c of all.slice(1)) {
-    for (const e of c.memoryBreakdown()) {
-      const same = out.find((o) => o.buffer === e.buffer && o.device === e.device);
-      if (!same) out.push({ ...e, modelBytes: 0 });
-      else {
-        same.contextBytes += e.contextBytes;
-        same.computeBytes += e.computeBytes;
-      }
-    }
-  }
-  return out;
 }
 
 function onMessage(message: ToEngine): void {

@@ -5,11 +5,12 @@
 // A request runs in one group from start to end (its KV lives in that group's context). The router
 // prepares it once, then gives it to the least loaded group, unless a group at most one request busier
 // has a free sequence holding a long part of its prompt (a chat's next turn goes back to its
-// conversation). One
-// request alone therefore decodes in one context, as it would without groups. (With one group the
-// engine uses its Scheduler directly.)
+// conversation). One request alone therefore decodes in one context, as it would without groups. (With
+// one group the engine uses its Scheduler directly.)
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
-import type { FromEngine, GenerateParams, PromptInput } from './protocol.js';
+import type { LlamaContext, LlamaModel } from '../../native/llama.js';
+import { groupShares } from '../planner/pipeline.js';
+import type { EngineLoadSpec, FromEngine, GenerateParams, LoadedInfo, PromptInput } from './protocol.js';
 import type { Scheduler, Waiting } from './scheduler.js';
 
 /** What the engine asks of its schedulers, whether one or several. */
@@ -112,4 +113,50 @@ export class SchedulerGroups implements RequestSink {
     if (this.#preparing.delete(id)) return;
     this.#owner.get(id)?.cancel(id);
   }
+}
+
+/**
+ * The contexts the sequences decode in: one, or one per pipeline group, each with its share of the
+ * sequences (and so of the KV cache) and compute buffers of its own.
+ */
+export async function createContexts(m: LlamaModel, spec: EngineLoadSpec): Promise<LlamaContext[]> {
+  const groups = Math.max(1, Math.min(spec.groups, spec.parallel));
+  if (groups > 1) {
+    // The contexts share each worker's RPC connection, and ggml-rpc's client keeps the last graph sent
+    // per device unlocked: two contexts reusing their graphs race, and a worker can recompute the other
+    // context's graph. With reuse off every graph is sent whole (contexts that take turns on a device
+    // could not reuse theirs anyway). llama.cpp reads this when a context is created.
+    process.env.LLAMA_GRAPH_REUSE_DISABLE = '1';
+  }
+  const out: LlamaContext[] = [];
+  for (const share of groupShares(spec.parallel, groups)) {
+    out.push(
+      await m.createContext({
+        nCtx: spec.ctxSize * share,
+        nSeqMax: share,
+        nBatch: spec.nBatch,
+        nUbatch: spec.nUbatch,
+        typeK: spec.typeK,
+        typeV: spec.typeV,
+        nThreads: spec.threads,
+      }),
+    );
+  }
+  return out;
+}
+
+/** The contexts' memory together: the weights once, every context's KV and compute buffers. */
+export function memoryOf(all: LlamaContext[]): LoadedInfo['memory'] {
+  const out = all[0]!.memoryBreakdown().map((e) => ({ ...e }));
+  for (const c of all.slice(1)) {
+    for (const e of c.memoryBreakdown()) {
+      const same = out.find((o) => o.buffer === e.buffer && o.device === e.device);
+      if (!same) out.push({ ...e, modelBytes: 0 });
+      else {
+        same.contextBytes += e.contextBytes;
+        same.computeBytes += e.computeBytes;
+      }
+    }
+  }
+  return out;
 }
