@@ -387,12 +387,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       nGpuLayers: plan.nGpuLayers,
       ctxSize: this.config.ctxSize,
       parallel: this.config.parallel,
+      groups: plan.groups,
       nBatch: this.config.batchSize,
       nUbatch: this.config.ubatchSize,
       typeK: this.config.cacheTypeK,
       typeV: this.config.cacheTypeV,
       threads: this.config.threads,
-      groups: plan.groups,
     };
     this.#pidsAtLoad = new Map(
       await Promise.all(

@@ -90,13 +90,13 @@ export interface EngineLoadSpec {
   nGpuLayers: number;
   ctxSize: number;
   parallel: number;
+  /** Contexts to decode in (pipelined decode): the sequences are split between them. */
+  groups: number;
   nBatch: number;
   nUbatch: number;
   typeK: CacheType;
   typeV: CacheType;
   threads: number;
-  /** Contexts to decode in (pipelined decode): the sequences are split between them. */
-  groups: number;
 }
 
 export interface LoadedInfo {
