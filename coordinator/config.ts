@@ -13,6 +13,7 @@ import type { PlacementObjective } from './planner/types.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
 const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
+const PIPELINE_MUST = `must be ${PIPELINE_HELP} from 1 to 64`;
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port, such as 192.168.1.20:50051');
 
 /** Keys accepted in cluster.yaml; unknown keys are errors. */
@@ -27,7 +28,7 @@ export const clusterFileSchema = z.strictObject({
   httpPort: port.optional(),
   ctxSize: z.number().int().min(256, 'must be at least 256 tokens').max(1 << 20).optional(),
   parallel: z.number().int().min(1).max(64).optional(),
-  pipeline: z.union([z.enum(['auto', 'off']), z.number().int().min(1).max(64)], { error: `must be ${PIPELINE_HELP} from 1 to 64` }).optional(),
+  pipeline: z.union([z.enum(['auto', 'off']), z.number().int().min(1, PIPELINE_MUST).max(64, PIPELINE_MUST)], { error: PIPELINE_MUST }).optional(),
   batchSize: z.number().int().min(16).max(8192).optional(),
   ubatchSize: z.number().int().min(16).max(8192).optional(),
   cacheTypeK: cacheType.optional(),
