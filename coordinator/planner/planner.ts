@@ -676,7 +676,7 @@ function refuse(input: PlanInput, outcome: Shortfall): Refusal {
     fits: false,
     shortfallBytes: outcome.shortfallBytes,
     reason: refusalReason(input, outcome),
-    suggestions: [addWorker(input, outcome), smallerContext(input), fewerSequences(input), smallerQuantization(input, outcome)].filter(
+    suggestions: [addWorker(input, outcome), pipelineOff(input), smallerContext(input), fewerSequences(input), smallerQuantization(input, outcome)].filter(
       (s): s is string => s !== null,
     ),
     excluded: outcome.excluded,
@@ -765,6 +765,14 @@ function fewerSequences(input: PlanInput): string | null {
   if (parallel < 2 || !fits(1)) return null;
   const fewer = largestFitting(1, parallel - 1, fits);
   return `Reduce --parallel from ${parallel} to ${fewer} (saves ${kvSavings(input, ctxSize, fewer)} of KV cache).`;
+}
+
+/** Pipelined decode's extra contexts each need compute buffers on every device; one context may fit. */
+function pipelineOff(input: PlanInput): string | null {
+  const groups = groupsBound(input);
+  if (groups < 2 || !fitsWith(input, { context: { pipeline: 'off' } })) return null;
+  const saved = (groups - 1) * (computeBufferBytes(input.model, input.context) * stageCount(input.devices) + logitsBufferBytes(input.model, input.context));
+  return `Start with --pipeline off (one context instead of ${groups}; saves up to ${formatGiB(saved)} of compute buffers).`;
 }
 
 /** An estimate only: Q4_K_M keeps a few tensors at higher precision, which its 4.8 bits average covers. */

@@ -102,4 +102,16 @@ describe('planner with pipelined decode', () => {
     assert.equal(p.groups, 1);
     assert.equal(p.devices[0]!.computeBytes, computeBufferBytes(m, ctx) + logitsBufferBytes(m, ctx));
   });
+
+  test('when only the extra contexts do not fit, the refusal says to turn pipelining off', () => {
+    const devices = [rpc('a', 1 * GiB), rpc('b', 1 * GiB)];
+    const one = fitted(plan({ model: m, devices, context: { ...ctx, pipeline: 'off' }, reserveBytes: 0 }));
+    // Just enough room for one context's buffers, not for a second one's.
+    const room = one.devices.map((d) => d.totalBytes + computeBufferBytes(m, ctx) / 2);
+    const tight = devices.map((d, i) => ({ ...d, freeBytes: room[i]!, totalBytes: room[i]! }));
+    const refused = plan({ model: m, devices: tight, context: { ...ctx, pipeline: 'auto' }, reserveBytes: 0 });
+    assert.equal(refused.fits, false);
+    if (refused.fits) return;
+    assert.ok(refused.suggestions.some((x) => /^Start with --pipeline off \(one context instead of 2; saves up to .* of compute buffers\)\.$/.test(x)), refused.suggestions.join('\n'));
+  });
 });
