@@ -2,8 +2,11 @@
 import { basename } from 'node:path';
 import type { ChatFigures, ChatSettings, SuiteFigures } from './measure.js';
 
-/** hearth-secure: hearth with a cluster token, its worker links TLS 1.3 PSK through the relays. */
-export type Side = 'llama-server' | 'hearth' | 'hearth-secure';
+/**
+ * hearth-secure: hearth with a cluster token, its worker links TLS 1.3 PSK through the relays.
+ * hearth-serial: hearth with --pipeline off (one context), beside hearth's default pipelined decode.
+ */
+export type Side = 'llama-server' | 'hearth' | 'hearth-serial' | 'hearth-secure';
 
 /** Seconds spent connecting to the workers, on the weights, and on the context. */
 export interface LoadPhases {
@@ -29,6 +32,8 @@ export interface BenchResults {
     ctxSize?: number;
     /** The multi-turn chat's settings; absent in runs before it. */
     chat?: ChatSettings;
+    /** Contexts hearth decoded in (pipelined decode, --pipeline auto); absent in runs before it. */
+    pipelineGroups?: number;
   };
   runs: { side: Side; rep: number; figures: SuiteFigures }[];
   local: SuiteFigures | null;
@@ -80,6 +85,12 @@ export function targets(r: BenchResults): Target[] {
     { name: `aggregate generation at ${top} concurrent (hearth / llama-server)`, ratio: ratio((f) => f.aggregateTps[top] ?? NaN), kind: 'min', bound: 1.0 },
     { name: 'time to first token (hearth / llama-server)', ratio: ratio((f) => f.ttftMs), kind: 'max', bound: 1.1 },
   ];
+  // Issue 12, pipelined decode: ahead of llama-server with several requests in flight, never behind alone.
+  if (r.settings.pipelineGroups !== undefined) {
+    for (const n of r.settings.concurrency.filter((c) => c === 1 || c >= 4)) {
+      out.push({ name: `aggregate generation at ${n} concurrent, pipelined (hearth / llama-server)`, ratio: ratio((f) => f.aggregateTps[String(n)] ?? NaN), kind: 'min', bound: n === 1 ? 0.97 : 1.15 });
+    }
+  }
   if (r.load) out.push({ name: 'warm reload / cold load (seconds)', ratio: r.load.warmSeconds / r.load.coldSeconds, kind: 'max', bound: 0.3 });
   if (hasSecure(r)) {
     const secure = (pick: (f: SuiteFigures) => number) => metric(r, 'hearth-secure', pick).median / metric(r, 'hearth', pick).median;
@@ -173,12 +184,36 @@ export function markdown(r: BenchResults, chartFile: string, analysis: string | 
       `| hearth secure | ${secs(l.secureColdSeconds)} | ${mib(l.secureBytes)} |`,
     );
   }
+  if (r.runs.some((x) => x.side === 'hearth-serial')) lines.push('', ...pipelineMarkdown(r));
   if (hasChat(r)) lines.push('', ...chatMarkdown(r, secure));
   lines.push('', '## Targets', '', '| target | ratio | bound | met |', '| --- | --- | --- | --- |');
   for (const t of targets(r)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
   lines.push('', `![aggregate tokens/s against concurrency](${chartFile})`, '');
   if (analysis) lines.push(analysis.trim(), '');
   return lines.join('\n');
+}
+
+/** Pipelined decode: hearth's default against hearth with one context, and both against llama-server. */
+function pipelineMarkdown(r: BenchResults): string[] {
+  const g = r.settings.pipelineGroups ?? 0;
+  const lines = [
+    '## Pipelined decode',
+    '',
+    `hearth by default (\`--pipeline auto\`) decodes in ${g} context${g === 1 ? '' : 's'} on the same loaded model, the requests in flight split between them, each context in its own thread, so that one worker can compute one group's batch while the other computes another's. \`hearth, one context\` is the same coordinator with \`--pipeline off\`, measured in the same rotation.`,
+    '',
+    '| aggregate generation, tokens/s | llama-server --rpc | hearth pipelined | hearth, one context | pipelined / llama-server | pipelined / one context |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const n of r.settings.concurrency) {
+    const pick = (f: SuiteFigures) => f.aggregateTps[String(n)] ?? NaN;
+    const l = metric(r, 'llama-server', pick);
+    const h = metric(r, 'hearth', pick);
+    const s = metric(r, 'hearth-serial', pick);
+    lines.push(`| ${n} concurrent | ${range(l)} | ${range(h)} | ${range(s)} | ${(h.median / l.median).toFixed(3)} | ${(h.median / s.median).toFixed(3)} |`);
+  }
+  const gen = (side: Side) => metric(r, side, (f) => f.genTps);
+  lines.push(`| single-request generation | ${range(gen('llama-server'))} | ${range(gen('hearth'))} | ${range(gen('hearth-serial'))} | ${(gen('hearth').median / gen('llama-server').median).toFixed(3)} | ${(gen('hearth').median / gen('hearth-serial').median).toFixed(3)} |`);
+  return lines;
 }
 
 /** The multi-turn chat section: time to first token of the first turn against the later, cached ones. */
@@ -227,14 +262,15 @@ export function chartSvg(r: BenchResults): string {
   const H = 320;
   const pad = { l: 56, r: 20, t: 30, b: 44 };
   const xs = r.settings.concurrency;
-  const series = ((hasSecure(r) ? ['llama-server', 'hearth', 'hearth-secure'] : ['llama-server', 'hearth']) as Side[]).map((side) => ({
+  const present = (['llama-server', 'hearth', 'hearth-serial', 'hearth-secure'] as Side[]).filter((side) => side === 'llama-server' || side === 'hearth' || r.runs.some((x) => x.side === side));
+  const series = present.map((side) => ({
     side,
     points: xs.map((n) => metric(r, side, (f) => f.aggregateTps[String(n)] ?? NaN).median),
   }));
   const yMax = Math.max(1, ...series.flatMap((s) => s.points.filter(Number.isFinite))) * 1.15;
   const x = (i: number) => pad.l + (xs.length === 1 ? 0 : (i / (xs.length - 1)) * (W - pad.l - pad.r));
   const y = (v: number) => H - pad.b - (v / yMax) * (H - pad.t - pad.b);
-  const colors: Record<Side, string> = { 'llama-server': '#888888', hearth: '#d2691e', 'hearth-secure': '#2e6fb0' };
+  const colors: Record<Side, string> = { 'llama-server': '#888888', hearth: '#d2691e', 'hearth-serial': '#8fbc8f', 'hearth-secure': '#2e6fb0' };
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,

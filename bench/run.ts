@@ -48,6 +48,8 @@ export interface BenchOptions {
   local: boolean;
   /** Also measure hearth with a cluster token (TLS 1.3 PSK links) against hearth open. */
   secure: boolean;
+  /** Also measure hearth with --pipeline off (one context), to show what pipelined decode adds. */
+  serial: boolean;
   outJson: string;
   outMarkdown: string;
   outChart: string;
@@ -91,14 +93,14 @@ async function startLlamaServer(binary: string, args: string[], logFile: string)
   return serve(child, `http://127.0.0.1:${port}`, 'llama-server', logFile);
 }
 
-async function startCoordinator(model: string, workers: LocalWorker[], o: BenchOptions, parallel: number, logFile: string, token: string | null = null): Promise<Server & { grpc: string }> {
+async function startCoordinator(model: string, workers: LocalWorker[], o: BenchOptions, parallel: number, logFile: string, token: string | null = null, extra: string[] = []): Promise<Server & { grpc: string }> {
   const http = await freePortOn('127.0.0.1');
   const grpcPort = await freePortOn('127.0.0.1');
   const child = spawnHearth(
     // --placement memory: the same two-worker split llama-server is given (equal workers under the speed
     // objective would seat a model this small on one of them; bench/placement.ts measures that).
     ['coordinator', '--model', model, ...workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--placement', 'memory', '--ctx-size', String(o.ctxSize),
-      '--parallel', String(parallel), '--threads', String(o.threads), '--host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(http), '--log-level', 'warn'],
+      '--parallel', String(parallel), '--threads', String(o.threads), '--host', '127.0.0.1', '--grpc-port', String(grpcPort), '--http-port', String(http), '--log-level', 'warn', ...extra],
     ['ignore', 'pipe', 'pipe'],
     token ? { HEARTH_TOKEN: token } : {},
   );
@@ -130,6 +132,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
   let load: BenchResults['load'] = null;
   let secureLoad: BenchResults['secureLoad'] = null;
   let split: { endpoints: string[]; layers: number[] } | null = null;
+  let groups = 0;
   let local: SuiteFigures | null = null;
   try {
     for (const name of ['bench-worker-1', 'bench-worker-2']) workers.push(await startLocalWorker({ name, threads: o.threads, dir, stdio: ['ignore', 'ignore', 'ignore'] }));
@@ -151,6 +154,8 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
         const phases = (s: typeof cold) => ({ connect: s.load.connect_seconds, weights: s.load.weights_seconds, context: s.load.context_seconds });
         load = { coldSeconds: cold.load.seconds, coldBytes: bytes(cold), warmSeconds: warm.load.seconds, warmBytes: bytes(warm), coldPhases: phases(cold), warmPhases: phases(warm) };
         split = { endpoints: warm.plan.devices.map((d) => d.endpoint), layers: warm.plan.devices.map((d) => d.layers) };
+        groups = warm.load.groups;
+        say(`hearth decodes in ${groups} context(s) (--pipeline auto)`);
         say(`hearth load: cold ${load.coldSeconds.toFixed(2)} s (${(load.coldBytes / 2 ** 20).toFixed(0)} MiB sent), warm reload ${load.warmSeconds.toFixed(2)} s (${(load.warmBytes / 2 ** 20).toFixed(0)} MiB sent); split ${split.layers.join(' + ')}`);
       } finally {
         client.close();
@@ -181,7 +186,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
       secureLoad = { openColdSeconds: open.map((x) => x.seconds), secureColdSeconds: secure.map((x) => x.seconds), openBytes: open.map((x) => x.bytes), secureBytes: secure.map((x) => x.bytes) };
     }
 
-    const sides: Side[] = o.secure ? ['llama-server', 'hearth', 'hearth-secure'] : ['llama-server', 'hearth'];
+    const sides: Side[] = ['llama-server', 'hearth', ...(o.serial ? (['hearth-serial'] as const) : []), ...(o.secure ? (['hearth-secure'] as const) : [])];
     for (let rep = 0; rep < o.reps; rep++) {
       // Rotate the order each repetition, so drift on this shared machine hits every side alike.
       const order = sides.map((_, i) => sides[(i + rep) % sides.length]!);
@@ -189,7 +194,9 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
         const server =
           side === 'hearth'
             ? await startCoordinator(model, workers, o, parallel, logFile)
-            : side === 'hearth-secure'
+            : side === 'hearth-serial'
+              ? await startCoordinator(model, workers, o, parallel, logFile, null, ['--pipeline', 'off'])
+              : side === 'hearth-secure'
               ? await startCoordinator(model, secureWorkers, o, parallel, logFile, token)
               : await startLlamaServer(
                   llamaServer,
@@ -239,7 +246,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
     build: { llamaCpp: sys.llamaCppRelease, ggml: sys.ggmlVersion, rpcProtocol: sys.rpcProtocol },
     settings: {
       model: basename(model), modelBytes: statSync(model).size, threadsPerWorker: o.threads, genTokens: o.genTokens, concurrency: o.concurrency, reps: o.reps, split: split?.layers ?? [],
-      ctxSize: o.ctxSize, ...(chat ? { chat } : {}),
+      ctxSize: o.ctxSize, ...(chat ? { chat } : {}), pipelineGroups: groups,
     },
     runs,
     local,

@@ -28,7 +28,7 @@ export interface WireStatus {
   reason: string;
   model: string;
   model_name: string;
-  load: { progress: number; seconds: number; bytes_sent: Record<string, string>; loads: number; connect_seconds: number; weights_seconds: number; context_seconds: number };
+  load: { progress: number; seconds: number; bytes_sent: Record<string, string>; loads: number; connect_seconds: number; weights_seconds: number; context_seconds: number; groups: number };
   in_flight: number;
   waiting: number;
   parallel: number;

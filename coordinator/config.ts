@@ -9,10 +9,12 @@ import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
 import type { SpeculationSettings } from './engine/speculative.js';
+import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
 import type { PlacementObjective } from './planner/types.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
 const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
+const PIPELINE_MUST = `must be ${PIPELINE_HELP} from 1 to 64`;
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port, such as 192.168.1.20:50051');
 
 /** Keys accepted in cluster.yaml; unknown keys are errors. */
@@ -27,6 +29,7 @@ export const clusterFileSchema = z.strictObject({
   httpPort: port.optional(),
   ctxSize: z.number().int().min(256, 'must be at least 256 tokens').max(1 << 20).optional(),
   parallel: z.number().int().min(1).max(64).optional(),
+  pipeline: z.union([z.enum(['auto', 'off']), z.number().int().min(1, PIPELINE_MUST).max(64, PIPELINE_MUST)], { error: PIPELINE_MUST }).optional(),
   batchSize: z.number().int().min(16).max(8192).optional(),
   ubatchSize: z.number().int().min(16).max(8192).optional(),
   cacheTypeK: cacheType.optional(),
@@ -73,6 +76,8 @@ export interface CoordinatorConfig {
   readonly httpPort: number;
   readonly ctxSize: number;
   readonly parallel: number;
+  /** Pipelined decode: how many contexts the sequences are split into (see planner/pipeline.ts). */
+  readonly pipeline: PipelineSetting;
   readonly batchSize: number;
   readonly ubatchSize: number;
   readonly cacheTypeK: z.infer<typeof cacheType>;
@@ -163,6 +168,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     httpPort: m.httpPort ?? 8080,
     ctxSize: m.ctxSize ?? 4096,
     parallel: m.parallel ?? 4,
+    pipeline: m.pipeline === 1 ? 'off' : (m.pipeline ?? 'auto'),
     batchSize,
     ubatchSize,
     cacheTypeK: m.cacheTypeK ?? 'f16',

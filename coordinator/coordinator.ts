@@ -50,6 +50,8 @@ export interface LoadRecord {
   phases: LoadedInfo['phases'] | null;
   bytesSent: Record<string, number> | null;
   loads: number;
+  /** Contexts the engine decodes in (pipelined decode); 0 before a load. */
+  groups: number;
 }
 
 /** Candidate devices for the planner: the local host first (llama.cpp puts first layers there), then workers newest first. */
@@ -117,7 +119,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #plan: PlanResult | null = null;
   #engine: EngineProcess | null = null;
   #loaded: LoadedInfo | null = null;
-  #load: LoadRecord = { progress: 0, seconds: 0, phases: null, bytesSent: null, loads: 0 };
+  #load: LoadRecord = { progress: 0, seconds: 0, phases: null, bytesSent: null, loads: 0, groups: 0 };
   #replanning: Promise<void> | null = null;
   #replanAgain = false;
   #forceReload = false;
@@ -396,7 +398,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return {
       model,
       devices,
-      context: { ctxSize: this.config.ctxSize, parallel: this.config.parallel, typeK: this.config.cacheTypeK, typeV: this.config.cacheTypeV, nUbatch: this.config.ubatchSize },
+      context: { ctxSize: this.config.ctxSize, parallel: this.config.parallel, typeK: this.config.cacheTypeK, typeV: this.config.cacheTypeV, nUbatch: this.config.ubatchSize, pipeline: this.config.pipeline },
       reserveBytes: this.config.reserveBytes,
       objective,
     };
@@ -456,6 +458,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       nGpuLayers: plan.nGpuLayers,
       ctxSize: this.config.ctxSize,
       parallel: this.config.parallel,
+      groups: plan.groups,
       nBatch: this.config.batchSize,
       nUbatch: this.config.ubatchSize,
       typeK: this.config.cacheTypeK,
@@ -483,9 +486,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         );
       }
       this.#loaded = info;
-      this.#load = { progress: 1, seconds: info.loadSeconds, phases: info.phases, bytesSent: info.bytesSent, loads: this.#load.loads + 1 };
+      this.#load = { progress: 1, seconds: info.loadSeconds, phases: info.phases, bytesSent: info.bytesSent, loads: this.#load.loads + 1, groups: info.groups };
       this.#log.info(
-        { seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`) },
+        { seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers: plan.devices.map((d) => `${d.owner}/${d.deviceName}: ${d.layers}`), groups: info.groups },
         'model loaded; serving',
       );
       if (this.config.speculation) {

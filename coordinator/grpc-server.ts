@@ -141,6 +141,7 @@ export class CoordinatorGrpcServer {
         connect_seconds: load.phases?.connectSeconds ?? 0,
         weights_seconds: load.phases?.weightsSeconds ?? 0,
         context_seconds: load.phases?.contextSeconds ?? 0,
+        groups: load.groups,
       },
       in_flight: c.inFlight,
       waiting: c.waiting,

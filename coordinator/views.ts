@@ -45,6 +45,8 @@ export interface WirePlan {
   /** Absent (proto3 default) before a plan fits. */
   objective?: string;
   predicted_seconds_per_token?: number;
+  /** Absent (proto3 default) before a plan fits. */
+  groups?: number;
 }
 
 /** Free and total bytes over a worker's devices (0 before its first GetInfo). */
@@ -107,6 +109,7 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
     })),
     objective: (p as Plan).objective,
     predicted_seconds_per_token: (p as Plan).predictedSecondsPerToken ?? 0,
+    groups: (p as Plan).groups,
     refusal: '',
     suggestions: [],
     host_bytes: String(p.hostBytes),

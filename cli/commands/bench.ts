@@ -20,12 +20,13 @@ export function registerBenchCommand(program: Command): void {
     .option('--ctx-size <n>', 'context per request (the multi-turn chat needs 4096; it is skipped below that)', '4096')
     .option('--chat-pause <ms>', "reading time between the chat's turns, the same on every side", '0')
     .option('--no-local', 'skip the one-process reference')
+    .option('--no-serial', 'skip hearth with --pipeline off (one context) beside hearth pipelined')
     .option('--no-secure', 'skip hearth over secure links (a cluster token) beside hearth open')
     .option('--out <file>', 'the JSON of all figures', 'bench/results.json')
     .option('--markdown <file>', 'the report', 'BENCHMARKS.md')
     .option('--chart <file>', 'the SVG chart', 'bench/aggregate.svg')
     .option('--report-only', 'only regenerate the report and chart from the JSON of an earlier run')
-    .action(async (o: { model?: string; threads: string; concurrency: string; reps: string; tokens: string; promptWords: string; ctxSize: string; chatPause: string; local: boolean; secure: boolean; out: string; markdown: string; chart: string; reportOnly?: boolean }) => {
+    .action(async (o: { model?: string; threads: string; concurrency: string; reps: string; tokens: string; promptWords: string; ctxSize: string; chatPause: string; local: boolean; serial: boolean; secure: boolean; out: string; markdown: string; chart: string; reportOnly?: boolean }) => {
       if (o.reportOnly) {
         writeReport(resolve(o.out), resolve(o.markdown), resolve(o.chart));
         return;
@@ -46,6 +47,7 @@ export function registerBenchCommand(program: Command): void {
           chatPauseMs: parseInteger(o.chatPause, '--chat-pause', { min: 0, max: 600_000 }),
           local: o.local,
           secure: o.secure,
+          serial: o.serial,
           outJson: resolve(o.out),
           outMarkdown: resolve(o.markdown),
           outChart: resolve(o.chart),

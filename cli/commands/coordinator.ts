@@ -15,9 +15,10 @@ import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
 import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
 import { CoordinatorMetrics, type MetricsSource } from '../../coordinator/metrics.js';
 import { formatGiB, formatSpeed, plan as makePlan } from '../../coordinator/planner/planner.js';
+import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { readModelFacts } from '../../models/gguf-info.js';
-import { PLACEMENT_OBJECTIVES, type PlacementObjective, type PlanInput } from '../../coordinator/planner/types.js';
+import { PLACEMENT_OBJECTIVES, type PlacementObjective, type Plan, type PlanInput } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, table } from '../format.js';
 import { runUntilSignal } from '../lifecycle.js';
@@ -33,6 +34,7 @@ interface ClusterFlags {
   httpPort?: string;
   ctxSize?: string;
   parallel?: string;
+  pipeline?: string;
   localDevice?: string;
   placement?: string;
   threads?: string;
@@ -84,6 +86,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     httpPort: int(flags.httpPort, '--http-port', 0, 65535),
     ctxSize: int(flags.ctxSize, '--ctx-size', 256, 1 << 20),
     parallel: int(flags.parallel, '--parallel', 1, 64),
+    pipeline: flags.pipeline === undefined ? undefined : parsePipelineSetting(flags.pipeline, '--pipeline'),
     localDevice: onOff(flags.localDevice, '--local-device'),
     placement: placementOf(flags.placement),
     threads: int(flags.threads, '--threads', 1, 1024),
@@ -134,6 +137,7 @@ function clusterOptions(cmd: Command): Command {
     .option('--no-mdns', 'do not discover workers over mDNS')
     .option('--ctx-size <n>', 'context per request, in tokens (default 4096)')
     .option('--parallel <n>', 'requests decoded side by side (default 4)')
+    .option('--pipeline <auto|off|n>', `pipelined decode: the requests in flight split over several contexts, so that each worker computes one group's batch while the next worker computes another's; ${PIPELINE_HELP} (default auto)`)
     .option('--local-device <on|off>', "let the coordinator's own CPU take layers when it helps (default on)")
     .option('--placement <speed|memory>', 'speed: least time per token within memory, from measured device speeds; memory: layers in proportion to free memory (default speed)')
     .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch')
@@ -171,6 +175,7 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   }
   out(table(rows) + '\n');
   out(`coordinator host memory for the input embedding: ${formatBytes(plan.hostBytes)}; total ${formatGiB(plan.totalBytes)}\n`);
+  out(`${pipelineLine(plan)}\n`);
   out(`placement: ${plan.objective}; predicted ${predictedSpeed(total)}\n`);
   if (plan.alternative) {
     const alt = plan.alternative;
@@ -180,6 +185,18 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   if (plan.draft) {
     out(`draft model (speculative decoding) on ${plan.draft.where}: ${formatBytes(plan.draft.bytes)} of weights, KV cache and compute buffer, which the layers do not count on${plan.draft.note ? ` (${plan.draft.note})` : ''}\n`);
   }
+}
+
+/** What pipelined decode costs in the plan: every context's compute buffers, the KV cache only split. */
+export function pipelineLine(plan: Plan): string {
+  if (plan.groups <= 1) return 'pipelined decode: off (one context; --pipeline, or fewer than two stages or sequences)';
+  const low = Math.floor(plan.context.parallel / plan.groups);
+  const high = Math.ceil(plan.context.parallel / plan.groups);
+  const each = plan.devices.map((d) => `${d.owner} ${formatBytes(d.computeBytes / plan.groups)}`).join(', ');
+  return (
+    `pipelined decode: ${plan.groups} contexts of ${low === high ? low : `${low}-${high}`} sequences, ` +
+    `each with its own compute buffers (per context: ${each}; "compute" counts all ${plan.groups}); the KV cache is split between them, not repeated`
+  );
 }
 
 /** The plan for a simulated cluster, with the other objective's prediction beside it. */
@@ -297,7 +314,7 @@ export function registerCoordinatorCommands(program: Command): void {
         out(`model: ${s.model_name || '-'} (${s.model})\n`);
         const sent = Object.entries(s.load.bytes_sent).map(([k, v]) => `${k} ${formatBytes(Number(v))}`).join(', ');
         out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
-        out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots\n`);
+        out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots${s.load.groups > 1 ? ` in ${s.load.groups} contexts (pipelined decode)` : ''}\n`);
         out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
         out(`speculative decoding: ${s.speculation || 'off'}\n`);
         out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);

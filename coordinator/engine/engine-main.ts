@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
+import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './groups.js';
 import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { calibrationRows, DraftModel, DraftTuner, measureDecodeSeconds, type SpeculationSettings } from './speculative.js';
@@ -16,8 +17,8 @@ function send(message: FromEngine): void {
 }
 
 let model: LlamaModel | null = null;
-let ctx: LlamaContext | null = null;
-let scheduler: Scheduler | null = null;
+let contexts: LlamaContext[] = [];
+let scheduler: RequestSink | null = null;
 
 async function load(spec: EngineLoadSpec): Promise<void> {
   const started = performance.now();
@@ -49,24 +50,25 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     },
   });
   const weightsLoaded = performance.now();
-  ctx = await model.createContext({
-    nCtx: spec.ctxSize * spec.parallel,
-    nSeqMax: spec.parallel,
-    nBatch: spec.nBatch,
-    nUbatch: spec.nUbatch,
-    typeK: spec.typeK,
-    typeV: spec.typeV,
-    nThreads: spec.threads,
-  });
+  contexts = await createContexts(model, spec);
+  const ctx = contexts[0]!;
+  const m = model;
+  // Speculation: one draft model, and a draft context per group beside that group's context (a
+  // context decodes in one thread at a time); one tuner for all, from group 0's timings.
   const draftDevice = spec.speculation?.draftEndpoint ? (devices.find((d) => d.endpoint === spec.speculation!.draftEndpoint)?.name ?? null) : null;
-  const draft = spec.speculation ? await loadDraft(spec, model, draftDevice) : null;
-  const speculating = spec.speculation !== null && (draft?.model != null || spec.speculation.ngram > 0);
-  const tuner = speculating && spec.speculation!.tune ? await tuneDrafts(ctx, spec.speculation!, draft?.model ?? null) : null;
-  scheduler = new Scheduler(model, ctx, send, spec.speculation ? { settings: spec.speculation, draft: draft?.model ?? null, tuner } : null);
+  const draft = spec.speculation ? await loadDraft(spec, model, draftDevice, contexts.map((c) => c.info.nSeqMax)) : null;
+  const drafts = draft?.drafts ?? [];
+  const speculating = spec.speculation !== null && (drafts.length > 0 || spec.speculation.ngram > 0);
+  const tuner = speculating && spec.speculation!.tune ? await tuneDrafts(ctx, spec.speculation!, drafts[0] ?? null) : null;
+  const speculation = (g: number) => (spec.speculation ? { settings: spec.speculation, draft: drafts[g] ?? null, tuner } : null);
+  scheduler =
+    contexts.length === 1
+      ? new Scheduler(m, ctx, send, speculation(0))
+      : new SchedulerGroups(contexts.length, (g, sendOf) => new Scheduler(m, contexts[g]!, sendOf, speculation(g)), send);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
-    memory: ctx.memoryBreakdown(),
+    memory: memoryOf(contexts),
     bytesSent: bytesSentTo(endpoints),
     loadSeconds: (performance.now() - started) / 1000,
     phases: {
@@ -75,46 +77,50 @@ async function load(spec: EngineLoadSpec): Promise<void> {
       contextSeconds: (performance.now() - weightsLoaded) / 1000,
     },
     nCtxSeq: ctx.info.nCtxSeq,
-    nSeqMax: ctx.info.nSeqMax,
+    nSeqMax: contexts.reduce((n, c) => n + c.info.nSeqMax, 0),
+    groups: contexts.length,
     nVocab: model.info.nVocab,
     chatTemplate: model.info.chatTemplate !== null,
     speculation: spec.speculation
       ? {
-          draftModel: draft?.model ? spec.speculation.draftModel : null,
-          draftDevice: draft?.model ? (draftDevice ?? 'CPU') : null,
-          draftEndpoint: draft?.model && draftDevice ? spec.speculation.draftEndpoint! : null,
-          ngram: spec.speculation.ngram, draftBytes: draft?.model?.bytes ?? 0, note: draft?.note ?? null }
+          draftModel: drafts.length > 0 ? spec.speculation.draftModel : null,
+          draftDevice: drafts.length > 0 ? (draftDevice ?? 'CPU') : null,
+          draftEndpoint: drafts.length > 0 && draftDevice ? spec.speculation.draftEndpoint! : null,
+          ngram: spec.speculation.ngram,
+          draftBytes: drafts.length > 0 ? memoryOf(drafts.map((d) => d.context)).reduce((n, e) => n + e.modelBytes + e.contextBytes + e.computeBytes, 0) : 0,
+          note: draft?.note ?? null,
+        }
       : null,
   };
   send({ type: 'loaded', info });
 }
 
 /**
- * The draft model, on a worker's device (`device`, an RPC device) or on this process's CPU, with a
- * context like the target's (one sequence per slot). A draft that fails to load (or does not fit the
- * target's vocabulary) leaves the engine serving without it, and says why.
+ * The draft model, on a worker's device (`device`, an RPC device) or on this process's CPU, with one
+ * context per group of the target's (`shares`: their sequences), each like its group's. A draft that
+ * fails to load (or does not fit the target's vocabulary) leaves the engine serving without it, and
+ * says why.
  */
-async function loadDraft(spec: EngineLoadSpec, target: LlamaModel, device: string | null): Promise<{ model: DraftModel | null; note: string | null } | null> {
+async function loadDraft(spec: EngineLoadSpec, target: LlamaModel, device: string | null, shares: number[]): Promise<{ drafts: DraftModel[]; note: string | null } | null> {
   const settings: SpeculationSettings = spec.speculation!;
   if (!settings.draftModel) return null;
   let draftModel: LlamaModel | null = null;
+  const drafts: DraftModel[] = [];
   try {
     draftModel = await LlamaModel.load(settings.draftModel, device ? { devices: [device], nGpuLayers: -1 } : { devices: [], nGpuLayers: 0 });
     const difference = target.vocabularyDifference(draftModel);
     if (difference) throw new HearthError(ErrorCode.InvalidArgument, `its vocabulary does not match the model's: ${difference}`);
-    const draftCtx = await draftModel.createContext({
-      nCtx: spec.ctxSize * spec.parallel,
-      nSeqMax: spec.parallel,
-      nBatch: spec.nBatch,
-      nUbatch: spec.nUbatch,
-      nThreads: spec.threads,
-    });
-    return { model: new DraftModel(draftModel, draftCtx), note: null };
+    for (const share of shares) {
+      const context = await draftModel.createContext({ nCtx: spec.ctxSize * share, nSeqMax: share, nBatch: spec.nBatch, nUbatch: spec.nUbatch, nThreads: spec.threads });
+      drafts.push(new DraftModel(draftModel, context));
+    }
+    return { drafts, note: null };
   } catch (e) {
+    for (const d of drafts) d.dispose();
     draftModel?.dispose();
     const note = `the draft model ${settings.draftModel} is not used: ${messageOf(e)}`;
     send({ type: 'log', level: 'warn', msg: `${note}; serving without it${settings.ngram > 0 ? ' (n-gram lookup only)' : ''}` });
-    return { model: null, note };
+    return { drafts: [], note };
   }
 }
 

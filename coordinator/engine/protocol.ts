@@ -93,6 +93,8 @@ export interface EngineLoadSpec {
   nGpuLayers: number;
   ctxSize: number;
   parallel: number;
+  /** Contexts to decode in (pipelined decode): the sequences are split between them. */
+  groups: number;
   nBatch: number;
   nUbatch: number;
   typeK: CacheType;
@@ -114,6 +116,8 @@ export interface LoadedInfo {
   phases: { connectSeconds: number; weightsSeconds: number; contextSeconds: number };
   nCtxSeq: number;
   nSeqMax: number;
+  /** Contexts the engine decodes in, each with its share of nSeqMax sequences. */
+  groups: number;
   nVocab: number;
   chatTemplate: boolean;
   /** How this engine speculates: 'draft model', 'n-gram', both, or null; and why a draft model is not used when one was asked for. */

@@ -83,7 +83,7 @@ interface Slot {
 }
 
 /** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
-interface Waiting {
+export interface Waiting {
   id: string;
   prompt: Int32Array;
   params: GenerateParams;
@@ -186,6 +186,35 @@ export class Scheduler {
   }
 
   readonly #preparing = new Set<string>();
+
+  // For a router over several schedulers (pipelined decode, groups.ts): it prepares a request once,
+  // picks the scheduler whose cache serves it best, and queues it there.
+
+  /** Renders and tokenizes a request without queueing it; errors name the request's fields. */
+  async prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
+    try {
+      return await this.#prepare(id, prompt, params);
+    } catch (e) {
+      throw namedFor(e, params.constraint);
+    }
+  }
+
+  /** Queues a prepared request (refused at once when it cannot fit). */
+  enqueue(w: Waiting): void {
+    this.#enqueue(w);
+  }
+
+  /** Prompt tokens a free sequence's cache would spare this prompt if it were admitted now. */
+  cachedPrefix(prompt: Int32Array, reuse: boolean): number {
+    if (!reuse || this.#freeSeqs.length === 0) return 0;
+    const { prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, true);
+    return Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
+  }
+
+  /** Sequences this scheduler decodes side by side. */
+  get capacity(): number {
+    return this.#ctx.info.nSeqMax;
+  }
 
   async #prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
     const c = params.constraint;

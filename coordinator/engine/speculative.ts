@@ -187,10 +187,15 @@ export class DraftModel {
     draft.push(this.model.isEndOfGeneration(token) ? STOP : token);
   }
 
+  /** Its context for the draft's tokens (for memory figures). */
+  get context(): LlamaContext {
+    return this.#ctx;
+  }
+
+  /** Frees the context and samplers; the model may serve other contexts and is the owner's to free. */
   dispose(): void {
     for (const s of this.#samplers) s.dispose();
     this.#ctx.dispose();
-    this.model.dispose();
   }
 }
 

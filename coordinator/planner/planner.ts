@@ -13,6 +13,7 @@
 // device computes at a time.
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { isCacheType, kvBytesPerToken, kvLayerBytes, paddedContext } from './kv.js';
+import { pipelineGroups, stageCount } from './pipeline.js';
 import type {
   CandidateDevice,
   ExcludedDevice,
@@ -74,8 +75,24 @@ export function logitsBufferBytes(model: ModelFacts, context: PlanContext): numb
 
 export function plan(input: PlanInput): PlanResult {
   validate(input);
-  const outcome = place(input);
+  // Planned for the most contexts the candidates allow; when the placement uses fewer stages, it is
+  // planned again for the contexts it will really have (fewer compute buffers always fit).
+  let groups = groupsBound(input);
+  let outcome = place(input, groups);
+  while (outcome.fits) {
+    const fewer = pipelineGroups(input.context.pipeline ?? 'off', stageCount(outcome.plan.devices), input.context.parallel);
+    if (fewer >= groups) break;
+    const again = place(input, fewer);
+    if (!again.fits) break;
+    groups = fewer;
+    outcome = again;
+  }
   return outcome.fits ? outcome.plan : refuse(input, outcome);
+}
+
+/** The most contexts a placement on these candidates could use. */
+function groupsBound(input: PlanInput): number {
+  return pipelineGroups(input.context.pipeline ?? 'off', stageCount(input.devices), input.context.parallel);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -146,10 +163,12 @@ interface Layout {
   weights: number[];
   /** KV bytes of each block (sliding-window layers hold less). */
   kv: number[];
-  /** Compute buffer of every device that takes part. */
+  /** Compute buffer of every device that takes part (all the contexts'). */
   computeBase: number;
-  /** Extra compute on the device that holds the output head. */
+  /** Extra compute on the device that holds the output head (all the contexts'). */
   logits: number;
+  /** Contexts the engine creates, each with its own compute buffers. */
+  groups: number;
 }
 
 /** A device still in the running. */
@@ -174,14 +193,16 @@ type Outcome =
       excluded: ExcludedDevice[];
     };
 
-function layoutOf(model: ModelFacts, context: PlanContext): Layout {
+function layoutOf(model: ModelFacts, context: PlanContext, groups: number): Layout {
+  // The KV cache is only partitioned between the contexts: the same cells in total.
   const kv = kvLayerBytes(model, context);
   return {
     slots: [...model.layerBytes.map((b, il) => b + kv[il]!), model.outputBytes],
     weights: [...model.layerBytes, model.outputBytes],
     kv,
-    computeBase: computeBufferBytes(model, context),
-    logits: logitsBufferBytes(model, context),
+    computeBase: groups * computeBufferBytes(model, context),
+    logits: groups * logitsBufferBytes(model, context),
+    groups,
   };
 }
 
@@ -200,8 +221,8 @@ function sum(values: readonly number[]): number {
 }
 
 /** Places the model without suggestions, so the suggestions can call it to try alternatives. */
-function place(input: PlanInput): Outcome {
-  const layout = layoutOf(input.model, input.context);
+function place(input: PlanInput, groups = groupsBound(input)): Outcome {
+  const layout = layoutOf(input.model, input.context, groups);
   const all = seatsOf(input);
   if (objectiveOf(input) === 'speed' && all.length > 1) {
     const fast = placeBySpeed(input, layout, all);
@@ -610,6 +631,7 @@ function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: numb
     context: { ...input.context },
     objective: objectiveOf(input),
     predictedSecondsPerToken: measured ? sum(devices.map((d) => d.secondsPerToken!)) : null,
+    groups: layout.groups,
   };
 }
 
@@ -654,7 +676,7 @@ function refuse(input: PlanInput, outcome: Shortfall): Refusal {
     fits: false,
     shortfallBytes: outcome.shortfallBytes,
     reason: refusalReason(input, outcome),
-    suggestions: [addWorker(input, outcome), smallerContext(input), fewerSequences(input), smallerQuantization(input, outcome)].filter(
+    suggestions: [addWorker(input, outcome), pipelineOff(input), smallerContext(input), fewerSequences(input), smallerQuantization(input, outcome)].filter(
       (s): s is string => s !== null,
     ),
     excluded: outcome.excluded,
@@ -743,6 +765,14 @@ function fewerSequences(input: PlanInput): string | null {
   if (parallel < 2 || !fits(1)) return null;
   const fewer = largestFitting(1, parallel - 1, fits);
   return `Reduce --parallel from ${parallel} to ${fewer} (saves ${kvSavings(input, ctxSize, fewer)} of KV cache).`;
+}
+
+/** Pipelined decode's extra contexts each need compute buffers on every device; one context may fit. */
+function pipelineOff(input: PlanInput): string | null {
+  const groups = groupsBound(input);
+  if (groups < 2 || !fitsWith(input, { context: { pipeline: 'off' } })) return null;
+  const saved = (groups - 1) * (computeBufferBytes(input.model, input.context) * stageCount(input.devices) + logitsBufferBytes(input.model, input.context));
+  return `Start with --pipeline off (one context instead of ${groups}; saves up to ${formatGiB(saved)} of compute buffers).`;
 }
 
 /** An estimate only: Q4_K_M keeps a few tensors at higher precision, which its 4.8 bits average covers. */

@@ -51,6 +51,7 @@ export const simulationSchema = z.strictObject({
   placement: z.enum(['speed', 'memory']).optional(),
   ctxSize: z.number().int().min(256).max(1 << 20).optional(),
   parallel: z.number().int().min(1).max(64).optional(),
+  pipeline: z.union([z.enum(['auto', 'off']), z.number().int().min(1).max(64)]).optional(),
   cacheType: cacheType.optional(),
   ubatchSize: z.number().int().min(16).max(8192).optional(),
   reserveMiB: z.number().int().min(0).max(1 << 20).optional(),
@@ -136,7 +137,7 @@ export async function readSimulation(file: string, readModel: (path: string) => 
   return {
     model,
     devices,
-    context: { ctxSize: sim.ctxSize ?? 4096, parallel: sim.parallel ?? 1, typeK: cache, typeV: cache, nUbatch: sim.ubatchSize ?? 512 },
+    context: { ctxSize: sim.ctxSize ?? 4096, parallel: sim.parallel ?? 1, typeK: cache, typeV: cache, nUbatch: sim.ubatchSize ?? 512, pipeline: sim.pipeline ?? 'auto' },
     reserveBytes: (sim.reserveMiB ?? 512) * 1024 * 1024,
     objective: sim.placement ?? 'speed',
   };

@@ -2,6 +2,7 @@
 // does no I/O and reads no clock.
 import type { ModelFacts } from '../../models/gguf-info.js';
 import type { CacheType } from '../../native/binding.js';
+import type { PipelineSetting } from './pipeline.js';
 
 export type { ModelFacts, CacheType };
 
@@ -45,6 +46,8 @@ export interface PlanContext {
   typeV: CacheType;
   /** Physical micro-batch; drives compute-buffer size. */
   nUbatch: number;
+  /** Pipelined decode (--pipeline): every extra context needs its own compute buffers. Default 'off'. */
+  pipeline?: PipelineSetting;
 }
 
 export interface PlanInput {
@@ -74,6 +77,7 @@ export interface PlannedDevice {
   holdsOutput: boolean;
   weightBytes: number;
   kvBytes: number;
+  /** Compute buffers of all the engine's contexts (one per pipeline group). */
   computeBytes: number;
   /** weight + kv + compute */
   totalBytes: number;
@@ -113,6 +117,11 @@ export interface Plan {
   objective: PlacementObjective;
   /** Predicted single-stream decode time per token; null when a device that takes part has no measured speed. */
   predictedSecondsPerToken: number | null;
+  /**
+   * Contexts the engine decodes in (pipelined decode, see pipeline.ts), each with its share of the
+   * sequences and its own compute buffers on every device: computeBytes counts them all.
+   */
+  groups: number;
 }
 
 export interface Refusal {

@@ -40,13 +40,21 @@ export function plannerModel(overrides: Partial<ModelFacts> = {}): ModelFacts {
 
 /**
  * The plan's layers, weights and KV per device are what llama.cpp applied and allocated (its memory
- * breakdown), and its compute estimate is not below llama.cpp's.
+ * breakdown, summed over the contexts of a pipelined plan), and its compute estimate is not below llama.cpp's.
  */
-export function assertPlanMatchesLlama(p: Plan, devices: RpcDevice[], model: LlamaModel, ctx: LlamaContext): void {
-  const breakdown = ctx.memoryBreakdown();
+export function assertPlanMatchesLlama(p: Plan, devices: RpcDevice[], model: LlamaModel, ctx: LlamaContext | LlamaContext[]): void {
+  // With pipelined decode, one context per group: the weights once, every context's KV and compute.
+  const contexts = Array.isArray(ctx) ? ctx : [ctx];
+  assert.equal(contexts.length, p.groups, 'one context per planned group');
+  const breakdowns = contexts.map((c) => c.memoryBreakdown());
   p.devices.forEach((planned, i) => {
-    const actual = breakdown.find((b) => b.device === devices[i]!.name);
-    assert.ok(actual, `llama.cpp reports ${devices[i]!.name}`);
+    const entries = breakdowns.map((b) => b.find((e) => e.device === devices[i]!.name));
+    assert.ok(entries.every((e) => e), `llama.cpp reports ${devices[i]!.name} in every context`);
+    const actual = { modelBytes: entries[0]!.modelBytes, contextBytes: 0, computeBytes: 0 };
+    for (const e of entries) {
+      actual.contextBytes += e!.contextBytes;
+      actual.computeBytes += e!.computeBytes;
+    }
     assert.equal(model.layersByDevice().get(devices[i]!.name), planned.layers, 'the layer counts llama.cpp applied');
     // Weights: the same bytes, up to buffer alignment.
     assert.ok(Math.abs(actual.modelBytes - planned.weightBytes) <= 64 * 1024, `weights on ${planned.owner}: planned ${planned.weightBytes}, llama.cpp ${actual.modelBytes}`);

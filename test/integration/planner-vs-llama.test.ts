@@ -6,7 +6,8 @@ import { after, test } from 'node:test';
 import { plan } from '../../coordinator/planner/planner.js';
 import type { CandidateDevice } from '../../coordinator/planner/types.js';
 import { readModelFacts } from '../../models/gguf-info.js';
-import { connectRpcServers, LlamaModel } from '../../native/llama.js';
+import { groupShares } from '../../coordinator/planner/pipeline.js';
+import { connectRpcServers, LlamaModel, type LlamaContext, type RpcDevice } from '../../native/llama.js';
 import { testModel } from '../helpers/models.js';
 import { assertPlanMatchesLlama } from '../helpers/planner.js';
 import { startRpcServer, type RpcServerHandle } from '../helpers/rpc-server.js';
@@ -14,11 +15,15 @@ import { startRpcServer, type RpcServerHandle } from '../helpers/rpc-server.js';
 const servers: RpcServerHandle[] = [];
 after(async () => Promise.all(servers.map((s) => s.stop())));
 
-test("the plan's weights and KV bytes per device are what llama.cpp allocates, and its compute estimate is not below llama.cpp's", async () => {
-  const path = await testModel('small');
-  const facts = await readModelFacts(path);
-  servers.push(await startRpcServer(), await startRpcServer());
-  const devices = await connectRpcServers(servers.map((s) => s.endpoint));
+let connected: RpcDevice[] | null = null;
+
+/** The two servers, started and registered once for the file. */
+async function candidatesOn(): Promise<{ devices: RpcDevice[]; candidates: CandidateDevice[] }> {
+  if (!connected) {
+    servers.push(await startRpcServer(), await startRpcServer());
+    connected = await connectRpcServers(servers.map((s) => s.endpoint));
+  }
+  const devices = connected;
   const candidates: CandidateDevice[] = devices.map((d, i) => ({
     key: `w${i}/CPU`,
     kind: 'rpc',
@@ -29,6 +34,13 @@ test("the plan's weights and KV bytes per device are what llama.cpp allocates, a
     freeBytes: (i === 0 ? 1 : 2) * 2 ** 30,
     totalBytes: 4 * 2 ** 30,
   }));
+  return { devices, candidates };
+}
+
+test("the plan's weights and KV bytes per device are what llama.cpp allocates, and its compute estimate is not below llama.cpp's", async () => {
+  const path = await testModel('small');
+  const facts = await readModelFacts(path);
+  const { devices, candidates } = await candidatesOn();
   const context = { ctxSize: 512, parallel: 2, typeK: 'f16' as const, typeV: 'f16' as const, nUbatch: 512 };
   const p = plan({ model: facts, devices: candidates, context, reserveBytes: 0 });
   assert.ok(p.fits, JSON.stringify(p));
@@ -39,6 +51,29 @@ test("the plan's weights and KV bytes per device are what llama.cpp allocates, a
     assertPlanMatchesLlama(p, devices, model, ctx);
   } finally {
     ctx.dispose();
+    model.dispose();
+  }
+});
+
+test('pipelined decode: one context per worker, the KV cache split between them and every compute buffer counted', async () => {
+  const path = await testModel('small');
+  const facts = await readModelFacts(path);
+  const { devices, candidates } = await candidatesOn();
+  const context = { ctxSize: 512, parallel: 4, typeK: 'f16' as const, typeV: 'f16' as const, nUbatch: 512, pipeline: 'auto' as const };
+  const p = plan({ model: facts, devices: candidates, context, reserveBytes: 0 });
+  assert.ok(p.fits, JSON.stringify(p));
+  assert.equal(p.groups, 2);
+
+  const model = await LlamaModel.load(path, { devices: devices.map((d) => d.name), tensorSplit: p.tensorSplit, nGpuLayers: p.nGpuLayers });
+  // As the engine makes them (engine-main.ts).
+  const contexts: LlamaContext[] = [];
+  try {
+    for (const share of groupShares(context.parallel, p.groups)) {
+      contexts.push(await model.createContext({ nCtx: context.ctxSize * share, nSeqMax: share, nBatch: 512, nUbatch: 512, nThreads: 1 }));
+    }
+    assertPlanMatchesLlama(p, devices, model, contexts);
+  } finally {
+    for (const c of contexts) c.dispose();
     model.dispose();
   }
 });

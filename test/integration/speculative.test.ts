@@ -95,6 +95,8 @@ describe('speculative decoding', () => {
   test("the draft model on a worker the user names: the worker's device runs it, greedy output is unchanged", async () => {
     await start(['--draft-model', draft, '--draft-worker', 'spec-2']);
     const status = await coord!.client.getStatus();
+    // Two workers and two slots: pipelined decode runs two groups, each with its own draft context.
+    assert.equal(status.load.groups, 2, 'speculation runs beside pipelined decode');
     // The engine says where it loaded the draft: an RPC device of spec-2's server.
     const where = /^draft model draft-f16-seed1-r2\.gguf on worker spec-2 \((RPC\S*) at ([^)]+)\): up to 8 tokens per step/.exec(status.speculation);
     assert.ok(where, status.speculation);

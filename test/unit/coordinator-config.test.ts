@@ -36,6 +36,8 @@ test('flags win, and bad values are errors naming the key', () => {
     bad('workers: ["a:70000"]\n', /workers\.0: port 70000/);
     bad('ctxSize: 100\n', /ctxSize: must be at least 256 tokens/);
     bad('parallel: "four"\n', /parallel: .*number/);
+    bad('pipeline: two\n', /pipeline: must be auto .*off, or a number of contexts from 1 to 64/);
+    bad('pipeline: 0\n', /pipeline: must be auto/);
     bad('modle: x.gguf\n', /modle/);
     bad('host: example.com\n', /host: 'example.com' is not an IP address/);
     bad('draftModel: d.gguf\ndraftMin: 9\ndraftMax: 4\n', /draftMin: 9 is more than draftMax 4/);
@@ -45,6 +47,24 @@ test('flags win, and bad values are errors naming the key', () => {
     writeFileSync(file, 'model: m.gguf\ndraftModel: small/d.gguf\ndraftNgram: 3\n');
     const spec = compileCoordinatorConfig({ file, flags: {} }).speculation;
     assert.deepEqual(spec, { draftModel: join(dir, 'small', 'd.gguf'), draftWorker: null, ngram: 3, draftMax: 8, draftMin: 0, pMin: 0, maxSequences: 2, tune: true }, 'a draft path is relative to the file');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('pipeline: auto by default, off, or a count (1 is off); the flag wins', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-cluster-'));
+  try {
+    const file = join(dir, 'cluster.yaml');
+    const compile = (yaml: string, flags = {}) => {
+      writeFileSync(file, yaml);
+      return compileCoordinatorConfig({ file, flags }).pipeline;
+    };
+    assert.equal(compile('parallel: 8\n'), 'auto');
+    assert.equal(compile('pipeline: off\n'), 'off');
+    assert.equal(compile('pipeline: 3\n'), 3);
+    assert.equal(compile('pipeline: 1\n'), 'off');
+    assert.equal(compile('pipeline: off\n', { pipeline: 2 }), 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
