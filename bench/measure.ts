@@ -15,16 +15,25 @@ export interface StreamTiming {
 }
 
 /** The fields of a streamed event either server sends that the benchmark reads. */
-interface StreamEvent {
+export interface StreamEvent {
   error?: { message: string };
-  usage?: { prompt_tokens: number; completion_tokens: number; prompt_tokens_details?: { cached_tokens?: number } | null };
-  /** llama-server's, on its last event: cache_n is the same count as usage's cached_tokens. */
-  timings?: { cache_n?: number };
+  usage?: {
+    prompt_tokens: number;
+    completion_tokens: number;
+    prompt_tokens_details?: { cached_tokens?: number } | null;
+    /** hearth's speculative decoding, in OpenAI's terms for predicted outputs. */
+    completion_tokens_details?: { accepted_prediction_tokens: number; rejected_prediction_tokens: number };
+  };
+  /**
+   * llama-server's, on its last event: cache_n is the same count as usage's cached_tokens; the draft
+   * counts only when it drafted.
+   */
+  timings?: { cache_n?: number; draft_n?: number; draft_n_accepted?: number };
   choices?: { text?: string; delta?: { content?: string | null; reasoning_content?: string | null; tool_calls?: unknown[] } }[];
 }
 
 /** POSTs a streamed request and yields its server-sent events as they arrive, each with its arrival time. */
-async function* streamEvents(url: string, body: Record<string, unknown>): AsyncGenerator<{ data: StreamEvent; at: number }> {
+export async function* streamEvents(url: string, body: Record<string, unknown>): AsyncGenerator<{ data: StreamEvent; at: number }> {
   const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (!r.ok || !r.body) throw new Error(`${url} answered ${r.status}: ${await r.text()}`);
   let buffer = '';

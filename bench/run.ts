@@ -73,7 +73,7 @@ function stopper(child: ChildProcess): () => Promise<void> {
 }
 
 /** Pipes a server's output to the log and waits for its /health; stops it when that fails. */
-async function serve(child: ChildProcess, base: string, what: string, logFile: string): Promise<Server> {
+export async function serve(child: ChildProcess, base: string, what: string, logFile: string): Promise<Server> {
   const log = createWriteStream(logFile, { flags: 'a' });
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);

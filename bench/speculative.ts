@@ -7,23 +7,22 @@
 //   npm run bench:speculative -- [--reps 3] [--tokens 128] [--draft-max 8] [--ngram 3]
 //
 // Writes bench/speculative-results.json and regenerates BENCHMARKS.md (its speculative section).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
-import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
+import { spawnHearth, startLocalWorker, type LocalWorker } from '../cli/local-cluster.js';
 import { parseInteger } from '../cli/options.js';
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient } from '../coordinator/client.js';
 import { createTestModel, testModelFileName, type TestModelPreset } from '../models/test-models.js';
 import { ensureLlamaServer } from './llama-server.js';
-import { uniqueProse } from './measure.js';
+import { streamEvents, uniqueProse, type StreamEvent } from './measure.js';
 import { speculativeSummary, stat, type SpeculativePrompt, type SpeculativeResults, type SpeculativeRun, type SpeculativeSide } from './report.js';
-import { writeReport } from './run.js';
+import { serve, writeReport } from './run.js';
 
 const { values } = parseArgs({
   options: {
@@ -80,50 +79,27 @@ interface Generation {
   accepted: number | null;
 }
 
-/** The fields of a streamed event either server sends that this benchmark reads. */
-interface Event {
-  error?: { message: string };
-  choices?: { text?: string }[];
-  usage?: { prompt_tokens: number; completion_tokens: number; completion_tokens_details?: { accepted_prediction_tokens: number; rejected_prediction_tokens: number } };
-  /** llama-server's, on its last event; the draft counts only when it drafted. */
-  timings?: { draft_n?: number; draft_n_accepted?: number };
-}
-
 /**
  * One streamed greedy completion of a fixed length, timed from the first text to the last (as
  * bench/measure.ts's streamCompletion), with its text and the speculation counts of either server.
  */
 async function generate(base: string, prompt: string, maxTokens: number): Promise<Generation> {
   const body = { prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, cache_prompt: false, stream: true, stream_options: { include_usage: true } };
-  const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  if (!r.ok || !r.body) throw new HearthError(ErrorCode.Internal, `${base} answered ${r.status}: ${await r.text()}`);
-  let buffer = '';
-  const decoder = new TextDecoder();
   let text = '';
   let first = 0;
   let last = 0;
   let chunks = 0;
-  let usage: Event['usage'] | null = null;
-  let timings: Event['timings'] | null = null;
-  for await (const part of r.body) {
-    const at = performance.now();
-    buffer += decoder.decode(part as Uint8Array, { stream: true });
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const raw = buffer.slice(0, end).trim();
-      buffer = buffer.slice(end + 2);
-      if (!raw.startsWith('data: ') || raw === 'data: [DONE]') continue;
-      const event = JSON.parse(raw.slice(6)) as Event;
-      if (event.error) throw new HearthError(ErrorCode.Internal, `${base}: ${event.error.message}`);
-      if (event.usage) usage = event.usage;
-      if (event.timings) timings = event.timings;
-      const t = event.choices?.[0]?.text;
-      if (t) {
-        if (first === 0) first = at;
-        last = at;
-        chunks++;
-        text += t;
-      }
+  let usage: StreamEvent['usage'] | null = null;
+  let timings: StreamEvent['timings'] | null = null;
+  for await (const { data, at } of streamEvents(`${base}/v1/completions`, body)) {
+    if (data.usage) usage = data.usage;
+    if (data.timings) timings = data.timings;
+    const t = data.choices?.[0]?.text;
+    if (t) {
+      if (first === 0) first = at;
+      last = at;
+      chunks++;
+      text += t;
     }
   }
   const completionTokens = usage?.completion_tokens || chunks;
@@ -139,32 +115,6 @@ interface Server {
   /** hearth's account of its speculation (its status); null for llama-server. */
   speculation: string | null;
   stop(): Promise<void>;
-}
-
-function stopper(child: ChildProcess): () => Promise<void> {
-  const exited = new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
-  return async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  };
-}
-
-/** Pipes a server's output to the log and waits for its /health; stops it when that fails. */
-async function serve(child: ChildProcess, base: string, what: string, logFile: string): Promise<() => Promise<void>> {
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
-  const stop = stopper(child);
-  try {
-    await waitHealthy(`${base}/health`, 300_000, () => child.exitCode === null);
-  } catch (e) {
-    await stop();
-    const tail = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-2000) : '';
-    throw new HearthError(ErrorCode.Unavailable, `${what} did not start: ${messageOf(e)}\n${tail}`);
-  }
-  return stop;
 }
 
 /** The flags that make a side speculate, in each program's terms. */
@@ -196,7 +146,7 @@ async function startHearth(side: SpeculativeSide, s: Settings, workers: LocalWor
       ...speculationFlags(side, s)],
     ['ignore', 'pipe', 'pipe'],
   );
-  const stop = await serve(child, `http://127.0.0.1:${http}`, `the hearth coordinator (${side})`, logFile);
+  const { stop } = await serve(child, `http://127.0.0.1:${http}`, `the hearth coordinator (${side})`, logFile);
   const client = new CoordinatorClient(`127.0.0.1:${grpc}`);
   try {
     const status = await client.getStatus();
@@ -219,7 +169,7 @@ async function startLlamaServer(binary: string, side: SpeculativeSide, s: Settin
   const args = ['-m', s.target, '--rpc', split.endpoints.join(','), '-ngl', '99', '-ts', split.layers.join(','), '-c', String(CTX_SIZE), '-np', '1',
     '-t', '1', '-tb', '1', '-b', '512', '-ub', '512', ...speculationFlags(side, s), '--host', '127.0.0.1', '--port', String(port)];
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const stop = await serve(child, `http://127.0.0.1:${port}`, `llama-server (${side})`, logFile);
+  const { stop } = await serve(child, `http://127.0.0.1:${port}`, `llama-server (${side})`, logFile);
   return { base: `http://127.0.0.1:${port}`, speculation: null, stop };
 }
 

@@ -170,27 +170,15 @@ export interface MemoryBreakdownEntry {
   computeBytes: number;
 }
 
+/** A batch as decode takes it: one entry per row, then the rows to sample and their samplers. */
+export type NativeBatch = [tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, logits: Uint8Array, sampleRows: Int32Array, samplers: NativeSampler[]];
+
 export interface NativeContext {
   init(): Promise<void>;
   info(): NativeContextInfo;
-  decode(
-    tokens: Int32Array,
-    positions: Int32Array,
-    seqIds: Int32Array,
-    logits: Uint8Array,
-    sampleRows: Int32Array,
-    samplers: NativeSampler[],
-  ): Promise<Int32Array>;
+  decode(...batch: NativeBatch): Promise<Int32Array>;
   /** With draftLens: sample i verifies the draftLens[i] drafted tokens in the rows after its own; per sample, the tokens it emitted. */
-  decode(
-    tokens: Int32Array,
-    positions: Int32Array,
-    seqIds: Int32Array,
-    logits: Uint8Array,
-    sampleRows: Int32Array,
-    samplers: NativeSampler[],
-    draftLens: Int32Array,
-  ): Promise<Int32Array[]>;
+  decode(...batch: [...NativeBatch, draftLens: Int32Array]): Promise<Int32Array[]>;
   getLogits(row: number): Float32Array;
   /** Emitted token i of the last decode (one per sample, or each sample's emitted tokens in turn): its log-probability and the top alternatives; null when its sampler's nProbs < 0. */
   lastLogprobs(sampleIndex: number): TokenLogprobs | null;

@@ -11,6 +11,7 @@ import {
   type ChatMessage,
   type DeviceInfo,
   type LayerPlacement,
+  type NativeBatch,
   type MemoryBreakdownEntry,
   type ChatTemplatesInfo,
   type NativeChatApplyResult,
@@ -404,6 +405,18 @@ export class Batch {
   }
 }
 
+/** A Batch in the addon's terms. */
+function nativeBatch(batch: Batch): NativeBatch {
+  return [
+    Int32Array.from(batch.tokens),
+    Int32Array.from(batch.positions),
+    Int32Array.from(batch.seqIds),
+    Uint8Array.from(batch.logits, (l) => (l ? 1 : 0)),
+    Int32Array.from(batch.samples, (s) => s.row),
+    batch.samples.map((s) => s.sampler.native),
+  ];
+}
+
 export class LlamaContext {
   readonly info: NativeContextInfo;
   readonly #native: NativeContext;
@@ -419,16 +432,7 @@ export class LlamaContext {
   /** Decodes the batch; returns the sampled token of each `batch.sample()` in order. */
   async decode(batch: Batch): Promise<Int32Array> {
     const c = this.#live();
-    return nativeAsync(() =>
-      c.decode(
-        Int32Array.from(batch.tokens),
-        Int32Array.from(batch.positions),
-        Int32Array.from(batch.seqIds),
-        Uint8Array.from(batch.logits, (l) => (l ? 1 : 0)),
-        Int32Array.from(batch.samples, (s) => s.row),
-        batch.samples.map((s) => s.sampler.native),
-      ),
-    );
+    return nativeAsync(() => c.decode(...nativeBatch(batch)));
   }
 
   /**
@@ -437,17 +441,7 @@ export class LlamaContext {
    */
   async decodeSpeculative(batch: Batch): Promise<Int32Array[]> {
     const c = this.#live();
-    return nativeAsync(() =>
-      c.decode(
-        Int32Array.from(batch.tokens),
-        Int32Array.from(batch.positions),
-        Int32Array.from(batch.seqIds),
-        Uint8Array.from(batch.logits, (l) => (l ? 1 : 0)),
-        Int32Array.from(batch.samples, (s) => s.row),
-        batch.samples.map((s) => s.sampler.native),
-        Int32Array.from(batch.samples, (s) => s.draft),
-      ),
-    );
+    return nativeAsync(() => c.decode(...nativeBatch(batch), Int32Array.from(batch.samples, (s) => s.draft)));
   }
 
   /** A copy of the last decode's logits for `row` (nVocab floats). */

@@ -3,6 +3,21 @@ import assert from 'node:assert/strict';
 
 import { Batch, LlamaModel, type LlamaContext } from '../../native/llama.js';
 
+/** Greedy sampling, as the gRPC API takes it. */
+export const GREEDY = { temperature: 0, greedy: true };
+
+/** Eight short prompts for greedy runs of several requests at once. */
+export const PROMPTS = [
+  'The quick brown fox jumps over the lazy dog because',
+  'Once upon a time in a distant land',
+  'Rain fell on the old stone bridge',
+  'In the beginning there was',
+  'The recipe calls for two cups of',
+  'Dear diary, today I',
+  'The stock market opened',
+  'A hearth is',
+];
+
 export interface GreedyRun {
   tokens: number[];
   /** The logits each generated token was chosen from. */

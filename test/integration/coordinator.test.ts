@@ -9,22 +9,11 @@ import { after, before, describe, test } from 'node:test';
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { grpc, serviceDefinition } from '../../common/grpc.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { assertGreedyMatches, referenceRuns as reference, type GreedyRun } from '../helpers/generate.js';
+import { assertGreedyMatches, referenceRuns as reference, type GreedyRun, GREEDY, PROMPTS } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { freePort } from '../helpers/rpc-server.js';
 import { readyHealth, runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
-const GREEDY = { temperature: 0, greedy: true };
-const PROMPTS = [
-  'The quick brown fox jumps over the lazy dog because',
-  'Once upon a time in a distant land',
-  'Rain fell on the old stone bridge',
-  'In the beginning there was',
-  'The recipe calls for two cups of',
-  'Dear diary, today I',
-  'The stock market opened',
-  'A hearth is',
-];
 
 function assertUnavailable(e: unknown, pattern: RegExp): true {
   assert.ok(e instanceof HearthError, String(e));

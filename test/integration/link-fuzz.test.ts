@@ -7,12 +7,11 @@ import { after, before, describe, test } from 'node:test';
 
 import { ClusterSecret, newToken } from '../../link/token.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { referenceTokens } from '../helpers/generate.js';
+import { referenceTokens, GREEDY } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { crashRpcServer, fuzzInputs, fuzzPort } from '../helpers/rpc-fuzz.js';
 import { readyHealth, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
-const GREEDY = { temperature: 0, greedy: true };
 const PROMPT = 'The quick brown fox jumps over the lazy dog because';
 const ACCEPTED = /accepted client connection/gi;
 

@@ -6,21 +6,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { assertGreedyMatches, referenceRuns, type GreedyRun } from '../helpers/generate.js';
+import { assertGreedyMatches, referenceRuns, type GreedyRun, GREEDY, PROMPTS } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { startWorker, type WorkerHandle } from '../helpers/worker.js';
 
-const GREEDY = { temperature: 0, greedy: true };
-const PROMPTS = [
-  'The quick brown fox jumps over the lazy dog because',
-  'Once upon a time in a distant land',
-  'Rain fell on the old stone bridge',
-  'In the beginning there was',
-  'The recipe calls for two cups of',
-  'Dear diary, today I',
-  'The stock market opened',
-  'A hearth is',
-];
 const TOKENS = 24;
 
 describe('pipelined decode over two workers', () => {

@@ -19,11 +19,10 @@ import { encodeHello } from '../../native/rpc-protocol.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
 import { WorkerClient } from '../../worker/client.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { assertGreedyMatches, referenceRuns, type GreedyRun } from '../helpers/generate.js';
+import { assertGreedyMatches, referenceRuns, type GreedyRun, GREEDY } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
 import { CLI, readyHealth, runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
-const GREEDY = { temperature: 0, greedy: true };
 const PROMPTS = ['The quick brown fox jumps over the lazy dog because', 'Once upon a time in a distant land', 'Rain fell on the old stone bridge'];
 
 /** Everything a raw TCP peer gets back from `port` within `ms` after sending `bytes`. */

@@ -12,7 +12,7 @@ import OpenAI from 'openai';
 
 import { readBuildInfo } from '../../native/binding.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
-import { assertGreedyMatches, referenceRuns, type GreedyRun } from '../helpers/generate.js';
+import { assertGreedyMatches, referenceRuns, type GreedyRun, GREEDY } from '../helpers/generate.js';
 import { expectApiError, metric } from '../helpers/http-api.js';
 import { testModel } from '../helpers/models.js';
 import { startWorker, type WorkerHandle } from '../helpers/worker.js';
@@ -23,8 +23,6 @@ const PROMPTS = [
   'A list of rivers, mountains and towns that travellers pass on the road north:',
 ];
 const TOKENS = 40;
-
-const GREEDY = { temperature: 0, greedy: true };
 
 /** A passage, then a request to repeat it: the reply can be drafted from the prompt itself. */
 const REPEAT =
