@@ -11,6 +11,7 @@ import type { Coordinator, GenerationRequest } from '../coordinator.js';
 import type { GenerateResult } from '../engine/engine-process.js';
 import type { ChatDelta, TokenLogprob } from '../engine/protocol.js';
 import type { CoordinatorMetrics } from '../metrics.js';
+import { registerDashboard } from './dashboard.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
 import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
 
@@ -73,6 +74,7 @@ export class HttpApi {
     this.app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody(`no route ${req.method} ${req.url}`, 'not_found_error')));
 
     this.app.get('/health', (_req, reply) => this.#health(reply));
+    registerDashboard(this.app);
     this.app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
     this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: [this.#modelCard()] }));
     this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));
