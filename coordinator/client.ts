@@ -34,10 +34,14 @@ export interface WireStatus {
   parallel: number;
   workers: WireWorkerSummary[];
   plan: WirePlan;
-  build: { llama_cpp_release: string; ggml_version: string; rpc_protocol: string; backends: string[] };
+  build: { llama_cpp_release: string; ggml_version: string; ggml_commit: string; rpc_protocol: string; backends: string[] };
   cluster_id: string;
   last_replan: string;
   speculation: string;
+  /** What happened lately, oldest first (at most 200). */
+  events: { time: string; kind: string; message: string }[];
+  /** Serving figures, a sample every 2 s for the last five minutes, oldest first. */
+  history: { t: number; tokens_per_second: number; ttft_ms: number; in_flight: number; waiting: number }[];
 }
 
 export class CoordinatorClient {

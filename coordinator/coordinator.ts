@@ -39,6 +39,28 @@ export interface CoordinatorEvents {
   state: [CoordinatorState, string];
 }
 
+/** Events kept for the dashboard and `hearth status`. */
+const MAX_EVENTS = 200;
+/** Serving figures: one sample this often, for the last five minutes. */
+const HISTORY_EVERY_MS = 2000;
+const HISTORY_SAMPLES = (5 * 60 * 1000) / HISTORY_EVERY_MS;
+
+/** Something that happened, for people to read: workers, state changes (re-plans, loads), the engine. */
+export interface CoordinatorEvent {
+  time: string;
+  kind: 'worker' | 'state' | 'load';
+  message: string;
+}
+
+/** The serving figures at one moment: generated tokens/s over the last interval, its mean time to first token. */
+export interface ServingSample {
+  t: number;
+  tokensPerSecond: number;
+  ttftMs: number;
+  inFlight: number;
+  waiting: number;
+}
+
 export interface GenerationRequest {
   prompt: PromptInput;
   settings: RequestSettings;
@@ -136,6 +158,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #localSpeed: DeviceSpeed | null = null;
   /** What the draft model will hold where it runs (weights, KV, compute); 0 without one. */
   #draftBytes = 0;
+  readonly #events: CoordinatorEvent[] = [];
+  readonly #workerStates = new Map<string, string>();
+  readonly #history: ServingSample[] = [];
+  #sampledAt = Date.now();
+  #tokensSinceSample = 0;
+  #ttfts: number[] = [];
+  #historyTimer: NodeJS.Timeout | null = null;
   /** The worker endpoint the running engine's draft model is on (it holds that connection too), or null. */
   #draftEndpoint: string | null = null;
   /** The served model's content id, to tell which workers hold it on their own disks. */
@@ -163,9 +192,16 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       workerTimeoutMs: config.workerTimeoutMs,
       busyEndpoints: () => new Set(this.#engine?.alive && this.#plan?.fits ? this.#engineEndpoints(this.#plan) : []),
     });
-    this.registry.on('admitted', (w) => this.#onAdmitted(w));
+    this.registry.on('changed', () => this.#noteWorkers());
+    this.registry.on('admitted', (w) => {
+      this.#noteWorkers();
+      this.#onAdmitted(w);
+    });
     this.registry.on('lost', (w) => this.#onWorkerGone(w, `was lost: ${w.reason}`));
-    this.registry.on('restarted', (w) => this.#onWorkerGone(w, 'restarted its rpc server'));
+    this.registry.on('restarted', (w) => {
+      this.#event('worker', `worker ${w.name} restarted its rpc server`);
+      this.#onWorkerGone(w, 'restarted its rpc server');
+    });
   }
 
   /** Counts requests and tokens into these metrics from now on. */
@@ -224,6 +260,52 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     await this.replan('start');
     this.#driftTimer = setInterval(() => this.#checkDrift(), DRIFT_CHECK_MS);
     this.#driftTimer.unref();
+    this.#historyTimer = setInterval(() => this.#sample(), HISTORY_EVERY_MS);
+    this.#historyTimer.unref();
+  }
+
+  /** What happened lately, oldest first: workers joining, lost or refused, state changes, loads. */
+  get events(): readonly CoordinatorEvent[] {
+    return this.#events;
+  }
+
+  /** Serving figures of the last minutes, one sample every HISTORY_EVERY_MS, oldest first. */
+  get history(): readonly ServingSample[] {
+    return this.#history;
+  }
+
+  #event(kind: CoordinatorEvent['kind'], message: string): void {
+    this.#events.push({ time: new Date().toISOString(), kind, message });
+    if (this.#events.length > MAX_EVENTS) this.#events.splice(0, this.#events.length - MAX_EVENTS);
+  }
+
+  /** Logs each worker whose state changed since the last look (admitted, lost, refused and why). */
+  #noteWorkers(): void {
+    for (const w of this.registry.all()) {
+      const before = this.#workerStates.get(w.control);
+      if (before === w.state) continue;
+      this.#workerStates.set(w.control, w.state);
+      if (w.state === 'probing' && before === undefined) continue;
+      const where = w.rpcEndpoint ? ` (${this.links.remoteOf(w.rpcEndpoint)})` : ` (${w.control})`;
+      this.#event('worker', `worker ${w.name}${where} ${w.state}${w.reason && w.state !== 'admitted' ? `: ${w.reason}` : ''}`);
+    }
+  }
+
+  /** One sample of the serving figures: tokens/s since the last, mean time to first token, queue. */
+  #sample(): void {
+    const now = Date.now();
+    const seconds = (now - this.#sampledAt) / 1000;
+    this.#history.push({
+      t: now,
+      tokensPerSecond: seconds > 0 ? this.#tokensSinceSample / seconds : 0,
+      ttftMs: this.#ttfts.length > 0 ? this.#ttfts.reduce((a, b) => a + b, 0) / this.#ttfts.length : 0,
+      inFlight: this.inFlight,
+      waiting: this.waiting,
+    });
+    if (this.#history.length > HISTORY_SAMPLES) this.#history.splice(0, this.#history.length - HISTORY_SAMPLES);
+    this.#sampledAt = now;
+    this.#tokensSinceSample = 0;
+    this.#ttfts = [];
   }
 
   /** Speculative decoding as it runs: with what, how far; or off, and why when a draft was asked for. */
@@ -494,6 +576,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       if (this.config.speculation) {
         this.#log.info({ speculation: this.speculation, draftBytes: info.speculation?.draftBytes ?? 0 }, 'speculative decoding');
       }
+      const sent = Object.values(info.bytesSent ?? {}).reduce((a, b) => a + b, 0);
+      this.#event('load', `model loaded in ${info.loadSeconds.toFixed(2)} s onto ${plan.devices.map((d) => `${d.owner}/${d.deviceName} (${d.layers} layers)`).join(', ')}${info.bytesSent ? `; ${(sent / 2 ** 20).toFixed(1)} MiB sent` : ''}`);
       this.#losses = 0;
       this.#setState('serving', '');
     } catch (e) {
@@ -609,9 +693,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const handlers: GenerateHandlers = {
       ...options.handlers,
       onToken: (text, token, extra) => {
+        if (token >= 0) this.#tokensSinceSample++;
         if (firstAt === 0 && token >= 0) {
           firstAt = performance.now();
           this.#metrics?.timeToFirstToken.observe((firstAt - arrived) / 1000);
+          this.#ttfts.push(firstAt - arrived);
         }
         options.handlers?.onToken?.(text, token, extra);
       },
@@ -714,6 +800,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#state = state;
     this.#reason = reason;
     if (changed) {
+      this.#event('state', reason ? `${state}: ${reason}` : state);
       this.#log.info({ state, reason: reason || undefined }, `coordinator ${state}`);
       this.emit('state', state, reason);
     }
@@ -726,6 +813,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#setState('stopping', 'shutting down');
     this.#stopped = true;
     if (this.#driftTimer) clearInterval(this.#driftTimer);
+    if (this.#historyTimer) clearInterval(this.#historyTimer);
     this.#queue.clear();
     await this.#drain(graceMs);
     await this.#engine?.shutdown();

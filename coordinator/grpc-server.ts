@@ -5,7 +5,7 @@ import type { Coordinator, GenerationRequest } from './coordinator.js';
 import type { RequestSettings } from './params.js';
 import { toGrpcError } from '../common/grpc-errors.js';
 import { keyRefusal, presentedKey } from './api-keys.js';
-import { planView, workerView } from './views.js';
+import { statusView } from './views.js';
 
 interface WireSampling {
   temperature?: number;
@@ -83,13 +83,13 @@ export class CoordinatorGrpcServer {
     this.#server.addService(serviceDefinition('CoordinatorService'), {
       Generate: stream((r) => ({ prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
       Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
-      ListWorkers: unary(() => ({ workers: this.#workers() })),
-      GetPlan: unary(() => this.#planView()),
+      ListWorkers: unary(() => ({ workers: statusView(this.#coordinator, this.#build).workers })),
+      GetPlan: unary(() => statusView(this.#coordinator, this.#build).plan),
       Replan: unary(async (call: grpc.ServerUnaryCall<{ force_reload?: boolean }, unknown>) => {
         await this.#coordinator.replan('requested over gRPC', { force: call.request.force_reload === true });
-        return this.#planView();
+        return statusView(this.#coordinator, this.#build).plan;
       }),
-      GetStatus: unary(() => this.#status()),
+      GetStatus: unary(() => statusView(this.#coordinator, this.#build)),
     });
   }
 
@@ -113,52 +113,6 @@ export class CoordinatorGrpcServer {
       if (call.cancelled) return;
       call.emit('error', toGrpcError(e));
     }
-  }
-
-  #planView() {
-    const c = this.#coordinator;
-    return planView(c.currentPlan, { ctxSize: c.config.ctxSize, parallel: c.config.parallel }, (e) => c.links.remoteOf(e));
-  }
-
-  #workers() {
-    const c = this.#coordinator;
-    return c.registry.all().map((w) => workerView(w, c.links.secure, c.modelContentId));
-  }
-
-  #status() {
-    const c = this.#coordinator;
-    const load = c.loadRecord;
-    return {
-      state: c.state,
-      reason: c.reason,
-      model: c.config.model ?? '',
-      model_name: c.model?.name ?? '',
-      load: {
-        progress: load.progress,
-        seconds: load.seconds,
-        bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])),
-        loads: load.loads,
-        connect_seconds: load.phases?.connectSeconds ?? 0,
-        weights_seconds: load.phases?.weightsSeconds ?? 0,
-        context_seconds: load.phases?.contextSeconds ?? 0,
-        groups: load.groups,
-      },
-      in_flight: c.inFlight,
-      waiting: c.waiting,
-      parallel: c.config.parallel,
-      workers: this.#workers(),
-      cluster_id: c.links.clusterId ?? '',
-      last_replan: c.lastReplan,
-      speculation: c.speculation,
-      plan: this.#planView(),
-      build: {
-        llama_cpp_release: this.#build.llamaCppRelease,
-        ggml_version: this.#build.ggmlVersion,
-        ggml_commit: this.#build.ggmlCommit,
-        rpc_protocol: this.#build.rpcProtocol,
-        backends: this.#build.backends,
-      },
-    };
   }
 
   listen(host: string, port: number): Promise<number> {

@@ -1,4 +1,7 @@
 // The coordinator's state as the wire shows it (hearth.v1 CoordinatorService messages).
+import type { SystemInfo } from '../native/binding.js';
+import type { WireStatus } from './client.js';
+import type { Coordinator } from './coordinator.js';
 import type { Plan, PlanResult } from './planner/types.js';
 import type { WorkerRecord } from './registry.js';
 
@@ -115,5 +118,46 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
     host_bytes: String(p.hostBytes),
     excluded,
     ...base,
+  };
+}
+
+/**
+ * GetStatus, and the dashboard's /api/status: one view of the coordinator for `hearth status`, its
+ * --json and --watch, and the web page.
+ */
+export function statusView(c: Coordinator, build: SystemInfo): WireStatus {
+  const load = c.loadRecord;
+  return {
+    state: c.state,
+    reason: c.reason,
+    model: c.config.model ?? '',
+    model_name: c.model?.name ?? '',
+    load: {
+      progress: load.progress,
+      seconds: load.seconds,
+      bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])),
+      loads: load.loads,
+      connect_seconds: load.phases?.connectSeconds ?? 0,
+      weights_seconds: load.phases?.weightsSeconds ?? 0,
+      context_seconds: load.phases?.contextSeconds ?? 0,
+      groups: load.groups,
+    },
+    in_flight: c.inFlight,
+    waiting: c.waiting,
+    parallel: c.config.parallel,
+    workers: c.registry.all().map((w) => workerView(w, c.links.secure, c.modelContentId)),
+    cluster_id: c.links.clusterId ?? '',
+    last_replan: c.lastReplan,
+    speculation: c.speculation,
+    plan: planView(c.currentPlan, { ctxSize: c.config.ctxSize, parallel: c.config.parallel }, (e) => c.links.remoteOf(e)),
+    build: {
+      llama_cpp_release: build.llamaCppRelease,
+      ggml_version: build.ggmlVersion,
+      ggml_commit: build.ggmlCommit,
+      rpc_protocol: build.rpcProtocol,
+      backends: build.backends,
+    },
+    events: c.events.map((e) => ({ ...e })),
+    history: c.history.map((h) => ({ t: h.t, tokens_per_second: h.tokensPerSecond, ttft_ms: h.ttftMs, in_flight: h.inFlight, waiting: h.waiting })),
   };
 }

@@ -1,10 +1,11 @@
 // `hearth coordinator`, `hearth plan` and `hearth status`.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 
 import { configureLogger, logger, type LogLevel } from '../../common/logger.js';
-import { ErrorCode, HearthError } from '../../common/errors.js';
+import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
-import { CoordinatorClient } from '../../coordinator/client.js';
+import { CoordinatorClient, type WireStatus } from '../../coordinator/client.js';
 import { checkDraftModel } from '../../coordinator/draft-check.js';
 import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
@@ -301,49 +302,112 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--coordinator <addr>', "the coordinator's gRPC address", '127.0.0.1:50050')
     .option('--api-key <key>', 'API key, when the coordinator requires one (or HEARTH_API_KEY)')
     .option('--json', 'print the status as JSON')
-    .action(async (opts: { coordinator: string; apiKey?: string; json?: boolean }) => {
+    .option('--watch', 'redraw the status every second, like top (Ctrl-C stops)')
+    .action(async (opts: { coordinator: string; apiKey?: string; json?: boolean; watch?: boolean }) => {
       const client = new CoordinatorClient(opts.coordinator, { apiKey: opts.apiKey ?? process.env.HEARTH_API_KEY ?? null });
       try {
+        if (opts.watch) {
+          await watchStatus(client, opts.coordinator);
+          return;
+        }
         const s = await client.getStatus();
         if (opts.json) {
           process.stdout.write(JSON.stringify(s, null, 2) + '\n');
           return;
         }
-        const out = (x: string) => process.stdout.write(x);
-        out(`coordinator ${opts.coordinator}: ${s.state}${s.reason ? ` (${s.reason})` : ''}\n`);
-        out(`model: ${s.model_name || '-'} (${s.model})\n`);
-        const sent = Object.entries(s.load.bytes_sent).map(([k, v]) => `${k} ${formatBytes(Number(v))}`).join(', ');
-        out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
-        out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots${s.load.groups > 1 ? ` in ${s.load.groups} contexts (pipelined decode)` : ''}\n`);
-        out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
-        out(`speculative decoding: ${s.speculation || 'off'}\n`);
-        out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
-        const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'note']];
-        for (const w of s.workers) {
-          rows.push([
-            w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-',
-            w.model_local || '-', w.reason,
-          ]);
-        }
-        out(table(rows) + '\n\nplan:\n');
-        if (!s.plan.fits) {
-          out(`  ${s.plan.refusal}\n`);
-          for (const x of s.plan.suggestions) out(`  - ${x}\n`);
-        } else {
-          const prow = [['device', 'owner', 'layers', 'weights', 'kv cache', 'speed', 'time/token']];
-          for (const d of s.plan.devices) {
-            prow.push([
-              d.device, d.owner, `${d.layers} (${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''})`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
-              d.bytes_per_second ? formatSpeed(d.bytes_per_second) : 'unmeasured', d.seconds_per_token ? `${(d.seconds_per_token * 1000).toFixed(2)} ms` : '-',
-            ]);
-          }
-          out(table(prow) + '\n');
-          out(`placement: ${s.plan.objective || '-'}; predicted ${predictedSpeed(s.plan.predicted_seconds_per_token || null)}\n`);
-          if (s.last_replan) out(`last re-planned by itself: ${s.last_replan}\n`);
-          for (const x of s.plan.excluded) out(`left out ${x}\n`);
-        }
+        printStatus(s, opts.coordinator, (x) => process.stdout.write(x));
       } finally {
         client.close();
       }
     });
+}
+
+/** `hearth status`: the coordinator, its model and load, serving figures, workers, plan and recent events. */
+export function printStatus(s: WireStatus, address: string, out: (x: string) => void, events = 5): void {
+  out(`coordinator ${address}: ${s.state}${s.reason ? ` (${s.reason})` : ''}\n`);
+  out(`model: ${s.model_name || '-'} (${s.model})\n`);
+  const sent = Object.entries(s.load.bytes_sent).map(([k, v]) => `${k} ${formatBytes(Number(v))}`).join(', ');
+  out(`load: ${Math.round(s.load.progress * 100)}%, last load ${s.load.seconds.toFixed(2)} s${sent ? `, sent ${sent}` : ''}, ${s.load.loads} load(s)\n`);
+  out(`requests: ${s.in_flight} in flight, ${s.waiting} waiting, ${s.parallel} slots${s.load.groups > 1 ? ` in ${s.load.groups} contexts (pipelined decode)` : ''}\n`);
+  out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
+  out(`speculative decoding: ${s.speculation || 'off'}\n`);
+  out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
+  const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'note']];
+  for (const w of s.workers) {
+    rows.push([
+      w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-',
+      w.model_local || '-', w.reason,
+    ]);
+  }
+  out(table(rows) + '\n\nplan:\n');
+  if (!s.plan.fits) {
+    out(`  ${s.plan.refusal}\n`);
+    for (const x of s.plan.suggestions) out(`  - ${x}\n`);
+  } else {
+    const prow = [['device', 'owner', 'layers', 'weights', 'kv cache', 'speed', 'time/token']];
+    for (const d of s.plan.devices) {
+      prow.push([
+        d.device, d.owner, `${d.layers} (${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''})`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
+        d.bytes_per_second ? formatSpeed(d.bytes_per_second) : 'unmeasured', d.seconds_per_token ? `${(d.seconds_per_token * 1000).toFixed(2)} ms` : '-',
+      ]);
+    }
+    out(table(prow) + '\n');
+    out(`placement: ${s.plan.objective || '-'}; predicted ${predictedSpeed(s.plan.predicted_seconds_per_token || null)}\n`);
+    if (s.last_replan) out(`last re-planned by itself: ${s.last_replan}\n`);
+    for (const x of s.plan.excluded) out(`left out ${x}\n`);
+  }
+  const last = s.history[s.history.length - 1];
+  if (last) {
+    out(`\nserving (last ${Math.round((HISTORY_WINDOW_MS) / 1000)} s): ${servingLine(s.history)}\n`);
+  }
+  if (events > 0 && s.events.length > 0) {
+    out('\nevents:\n');
+    for (const e of s.events.slice(-events)) out(`  ${e.time.slice(11, 19)}  ${e.message}\n`);
+  }
+}
+
+/** How the history's recent samples read: tokens/s, time to first token, requests in flight and waiting. */
+function servingLine(history: WireStatus['history']): string {
+  const recent = history.filter((h) => h.t >= history[history.length - 1]!.t - HISTORY_WINDOW_MS);
+  const tps = recent.reduce((a, h) => a + h.tokens_per_second, 0) / recent.length;
+  const ttfts = recent.filter((h) => h.ttft_ms > 0);
+  const ttft = ttfts.length > 0 ? `${Math.round(ttfts.reduce((a, h) => a + h.ttft_ms, 0) / ttfts.length)} ms to first token` : 'no new requests';
+  const now = history[history.length - 1]!;
+  return `${tps.toFixed(1)} tokens/s, ${ttft}; now ${now.in_flight} in flight, ${now.waiting} waiting`;
+}
+
+/** The serving line covers this much of the history. */
+const HISTORY_WINDOW_MS = 10_000;
+
+/**
+ * `hearth status --watch`: the status redrawn every second until Ctrl-C, or until the coordinator goes
+ * away (said, and exit code 1).
+ */
+async function watchStatus(client: CoordinatorClient, address: string): Promise<void> {
+  const tty = process.stdout.isTTY === true;
+  const quit = new AbortController();
+  const stop = () => quit.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    while (!quit.signal.aborted) {
+      let s: WireStatus;
+      try {
+        s = await client.getStatus(2000);
+      } catch (e) {
+        if (quit.signal.aborted) break;
+        process.stdout.write(`\nthe coordinator at ${address} went away (${messageOf(e)}); stopped watching\n`);
+        process.exitCode = 1;
+        return;
+      }
+      let frame = '';
+      printStatus(s, address, (x) => (frame += x), 10);
+      // Home and clear, then the frame: a redraw in place, as top does (plain frames when not a terminal).
+      process.stdout.write((tty ? '\x1b[H\x1b[2J' : '\n') + frame + `\n(${new Date().toLocaleTimeString()}; every second; Ctrl-C stops)\n`);
+      await sleep(1000, undefined, { signal: quit.signal }).catch(() => undefined);
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
 }

@@ -6,11 +6,13 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { loadBinding } from '../../native/binding.js';
 import { keyRefusal, presentedKey } from '../api-keys.js';
 import type { Coordinator, GenerationRequest } from '../coordinator.js';
 import type { GenerateResult } from '../engine/engine-process.js';
 import type { ChatDelta, TokenLogprob } from '../engine/protocol.js';
 import type { CoordinatorMetrics } from '../metrics.js';
+import { statusView } from '../views.js';
 import { registerDashboard } from './dashboard.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
 import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
@@ -75,6 +77,8 @@ export class HttpApi {
 
     this.app.get('/health', (_req, reply) => this.#health(reply));
     registerDashboard(this.app);
+    // The dashboard's view of everything, as `hearth status --json` prints it; API keys apply.
+    this.app.get('/api/status', { preHandler: this.#auth }, () => statusView(coordinator, loadBinding().systemInfo()));
     this.app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
     this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: [this.#modelCard()] }));
     this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));
