@@ -162,19 +162,39 @@ function renderPlan(s) {
   const refusal = p.fits ? '' : [p.refusal, ...(p.suggestions ?? [])].filter(Boolean).join(' ');
   $('plan-refusal').hidden = !refusal;
   $('plan-refusal').textContent = refusal;
-  $('plan-replan').textContent = s.last_replan ? `Last re-plan: ${s.last_replan}` : '';
+  const replan = lastReplan(s);
+  const loaded = (s.events ?? []).findLast((e) => e.kind === 'load');
+  $('plan-replan').textContent = [
+    replan ? `Last re-plan: ${replan.why} (at ${new Date(replan.time).toLocaleTimeString()}).` : '',
+    loaded ? `Last load: ${loaded.message}.` : '',
+  ].filter(Boolean).join(' ');
+}
+
+/**
+ * Why the plan was last made: the newer of last_replan ("ISO time: why", set by speed drift) and the
+ * last "planning: why" state event (start, a worker joining or lost, the engine lost).
+ */
+function lastReplan(s) {
+  const drift = /^(\d{4}-\S+Z): (.*)$/s.exec(s.last_replan ?? '');
+  const fromDrift = drift ? { time: drift[1], why: drift[2] } : null;
+  const event = (s.events ?? []).findLast((e) => e.kind === 'state' && e.message.startsWith('planning: '));
+  const fromEvent = event ? { time: event.time, why: event.message.slice('planning: '.length) } : null;
+  if (!fromDrift || !fromEvent) return fromDrift ?? fromEvent;
+  return Date.parse(fromDrift.time) > Date.parse(fromEvent.time) ? fromDrift : fromEvent;
 }
 
 function renderFigures(s) {
   const hist = s.history ?? [];
   const last = hist.at(-1);
+  // Time to first token is only measured when a request starts: the latest one in the window.
+  const ttft = hist.findLast((p) => p.ttft_ms > 0);
   const figures = [
     ['In flight', `${s.in_flight} of ${s.parallel}`],
     ['Waiting', String(s.waiting)],
     ['Tokens/s', last ? last.tokens_per_second.toFixed(1) : '–'],
-    ['Time to first token', last && last.ttft_ms > 0 ? `${Math.round(last.ttft_ms)} ms` : '–'],
+    ['Time to first token', ttft ? `${Math.round(ttft.ttft_ms)} ms` : '–'],
   ];
-  $('figures').replaceChildren(...figures.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  $('figures').replaceChildren(...figures.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))));
   $('charts').replaceChildren(
     chart('Tokens/s', hist, [['tokens_per_second', 'line-a']]),
     chart('Time to first token (ms)', hist, [['ttft_ms', 'line-b']]),
@@ -187,12 +207,13 @@ function chart(title, samples, series) {
   const W = 300, H = 60;
   const t0 = samples[0]?.t ?? 0;
   const span = Math.max(1, (samples.at(-1)?.t ?? 0) - t0);
-  const max = Math.max(1e-9, ...samples.flatMap((p) => series.map(([k]) => p[k] ?? 0)));
+  const peak = Math.max(0, ...samples.flatMap((p) => series.map(([k]) => p[k] ?? 0)));
+  const max = peak || 1;
   const lines = series.map(([key, cls]) => h('svg:polyline', {
     class: cls,
     points: samples.map((p) => `${(((p.t - t0) / span) * W).toFixed(1)},${(H - ((p[key] ?? 0) / max) * (H - 4) - 2).toFixed(1)}`).join(' '),
   }));
-  const top = max >= 100 ? Math.round(max) : Number(max.toPrecision(2));
+  const top = peak >= 100 ? Math.round(peak) : Number(peak.toPrecision(2));
   return h('figure', {},
     h('svg:svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': title }, ...lines),
     h('figcaption', {}, `${title}, last ${Math.round(span / 60000) || '<1'} min, peak ${samples.length ? top : '–'}`));
