@@ -127,11 +127,11 @@ function renderWorkers(s) {
     const bad = w.state !== 'admitted';
     return h('tr', { 'data-worker': w.name, 'data-state': w.state, class: bad ? 'bad' : null },
       h('th', { scope: 'row' }, w.name),
-      h('td', {}, w.control_address, w.rpc_endpoint ? h('small', {}, ` rpc ${w.rpc_endpoint}`) : null, w.link ? h('small', {}, ` · ${w.link}`) : null),
-      h('td', {}, w.backend || '–'),
-      h('td', {}, memoryBar(used, free, total), h('small', {}, `${bytes(used)} hearth · ${bytes(free)} free · ${bytes(total)} total`)),
-      h('td', {}, h('strong', { class: `state ${w.state}` }, w.state), w.reason ? h('small', { class: 'reason' }, ` ${w.reason}`) : null),
-      h('td', {}, w.model_local || '–'));
+      h('td', { 'data-label': 'Address' }, w.control_address, w.rpc_endpoint ? h('small', {}, ` rpc ${w.rpc_endpoint}`) : null, w.link ? h('small', {}, ` · ${w.link}`) : null),
+      h('td', { 'data-label': 'Devices' }, w.backend || '–'),
+      h('td', { 'data-label': 'Memory' }, memoryBar(used, free, total), h('small', {}, `${bytes(used)} hearth · ${bytes(free)} free · ${bytes(total)} total`)),
+      h('td', { 'data-label': 'State' }, h('strong', { class: `state ${w.state}` }, w.state), w.reason ? h('small', { class: 'reason' }, ` ${w.reason}`) : null),
+      h('td', { 'data-label': 'Model on disk' }, w.model_local || '–'));
   });
   $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 6 }, 'No workers yet.'))]));
 }
@@ -209,13 +209,16 @@ function chart(title, samples, series) {
   const span = Math.max(1, (samples.at(-1)?.t ?? 0) - t0);
   const peak = Math.max(0, ...samples.flatMap((p) => series.map(([k]) => p[k] ?? 0)));
   const max = peak || 1;
+  // Presentation attributes as well as classes: without the style sheet the lines still draw as lines.
   const lines = series.map(([key, cls]) => h('svg:polyline', {
     class: cls,
+    fill: 'none',
+    stroke: 'currentColor',
     points: samples.map((p) => `${(((p.t - t0) / span) * W).toFixed(1)},${(H - ((p[key] ?? 0) / max) * (H - 4) - 2).toFixed(1)}`).join(' '),
   }));
   const top = peak >= 100 ? Math.round(peak) : Number(peak.toPrecision(2));
   return h('figure', {},
-    h('svg:svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': title }, ...lines),
+    h('svg:svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, preserveAspectRatio: 'none', role: 'img', 'aria-label': title }, ...lines),
     h('figcaption', {}, `${title}, last ${Math.round(span / 60000) || '<1'} min, peak ${samples.length ? top : '–'}`));
 }
 
