@@ -84,7 +84,10 @@ function render(s) {
   $('main').hidden = false;
   document.body.dataset.state = s.state;
   $('summary').textContent = `${s.model_name || s.model || 'no model'}: ${s.state}${s.cluster_id ? ` · cluster ${s.cluster_id}` : ''}`;
-  showBanner(s.state === 'serving' || s.state === 'loading' ? '' : `${s.state}: ${s.reason || 'not serving'}`);
+  // Loading has its own section; planning is a moment on the way to loading. Anything else that is not
+  // serving (degraded, draining, stopping) is what the banner is for: the same reason /health gives.
+  const quiet = ['serving', 'loading', 'planning', 'starting'].includes(s.state);
+  showBanner(quiet ? '' : `${s.state}: ${s.reason || 'not serving'}`);
   renderLoad(s);
   renderWorkers(s);
   renderPlan(s);
