@@ -21,6 +21,10 @@ export interface WireWorkerSummary {
   link: string;
   /** Whether the worker holds the served model on its own disk: "ready", "seeding 40%", "failed", or "". */
   model_local: string;
+  /** Bytes of tensors its rpc server keeps on disk. */
+  tensor_cache_bytes: string;
+  /** Its fastest device's measured speed, bytes of weights per second; 0 when not measured. */
+  bytes_per_second: number;
 }
 
 export interface WirePlan {
@@ -85,6 +89,8 @@ export function workerView(w: WorkerRecord, secure: boolean, contentId: string |
     source: w.source,
     link: secure ? 'tls-psk' : 'open',
     model_local: modelLocal(w, contentId),
+    tensor_cache_bytes: w.info?.cache.bytes ?? '0',
+    bytes_per_second: Math.max(0, ...devices.map((d) => d.bytes_per_second ?? 0)),
   };
 }
 

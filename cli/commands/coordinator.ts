@@ -332,11 +332,11 @@ export function printStatus(s: WireStatus, address: string, out: (x: string) => 
   out(`build: llama.cpp ${s.build.llama_cpp_release}, RPC protocol ${s.build.rpc_protocol}\n`);
   out(`speculative decoding: ${s.speculation || 'off'}\n`);
   out(`cluster: ${s.cluster_id ? `closed (cluster id ${s.cluster_id}; workers reached over TLS 1.3 keyed by the token)` : 'open (no token: worker links are not authenticated)'}\n\nworkers:\n`);
-  const rows = [['name', 'state', 'backend', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'note']];
+  const rows = [['name', 'state', 'backend', 'speed', 'free / total', 'version', 'rpc', 'link', 'model on disk', 'tensor cache', 'note']];
   for (const w of s.workers) {
     rows.push([
-      w.name, w.state, w.backend || '-', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`, w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-',
-      w.model_local || '-', w.reason,
+      w.name, w.state, w.backend || '-', w.bytes_per_second > 0 ? formatSpeed(w.bytes_per_second) : 'unmeasured', `${formatBytes(Number(w.free_bytes))} / ${formatBytes(Number(w.total_bytes))}`,
+      w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-', w.model_local || '-', formatBytes(Number(w.tensor_cache_bytes)), w.reason,
     ]);
   }
   out(table(rows) + '\n\nplan:\n');

@@ -31,16 +31,22 @@ describe('status for people: /api/status and hearth status --watch', () => {
     assert.equal(denied.status, 401);
     assert.equal(((await denied.json()) as { error: { type: string } }).error.type, 'authentication_error');
 
-    // A sample is taken every 2 s: wait for one that counted the tokens just generated.
-    const s = await waitFor('a serving sample with tokens', async () => {
+    // A sample is taken every 2 s, and the workers' figures are read again every few seconds: wait for a
+    // sample that counted the tokens just generated, and for the tensor cache that holds the output head
+    // the load sent (the one tensor of the tiny model over the rpc server's caching threshold).
+    const s = await waitFor('a serving sample with tokens, and the tensor caches after the load', async () => {
       const r = await fetch(`${coord.http}/api/status`, { headers: { authorization: `Bearer ${KEY}` } });
       assert.equal(r.status, 200);
       const body = (await r.json()) as WireStatus;
-      return body.history.some((h) => h.tokens_per_second > 0 && h.ttft_ms > 0) ? body : null;
-    });
+      const sampled = body.history.some((h) => h.tokens_per_second > 0 && h.ttft_ms > 0);
+      return sampled && body.workers.some((w) => Number(w.tensor_cache_bytes) > 0) ? body : null;
+    }, 30_000);
     const grpc = await coord.client.getStatus();
     assert.deepEqual(Object.keys(s).sort(), Object.keys(grpc).sort(), 'the same fields as hearth status --json');
     assert.deepEqual(s.workers.map((w) => w.name).sort(), ['status-a', 'status-b']);
+    for (const w of s.workers) {
+      assert.ok(w.bytes_per_second > 0, `${w.name}: its measured speed`);
+    }
     assert.ok(s.plan.fits && s.plan.devices.length === 2, 'the plan, with both workers');
     const log = s.events.map((e) => `${e.kind}: ${e.message}`);
     for (const pattern of [/^worker: worker status-a \(127\.0\.0\.1:\d+\) admitted$/, /^worker: worker status-b \(127\.0\.0\.1:\d+\) admitted$/, /^state: loading: /, /^load: model loaded in [\d.]+ s onto /, /^state: serving$/]) {

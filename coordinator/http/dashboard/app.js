@@ -131,10 +131,10 @@ function renderWorkers(s) {
     return h('tr', { 'data-worker': w.name, 'data-state': w.state, class: bad ? 'bad' : null },
       h('th', { scope: 'row' }, w.name),
       h('td', { 'data-label': 'Address' }, w.control_address, w.rpc_endpoint ? h('small', {}, ` rpc ${w.rpc_endpoint}`) : null, w.link ? h('small', {}, ` · ${w.link}`) : null),
-      h('td', { 'data-label': 'Devices' }, w.backend || '–'),
+      h('td', { 'data-label': 'Devices' }, w.backend || '–', w.bytes_per_second > 0 ? h('small', {}, ` ${(w.bytes_per_second / 1e9).toFixed(1)} GB/s`) : null),
       h('td', { 'data-label': 'Memory' }, memoryBar(used, free, total), h('small', {}, `${bytes(used)} hearth · ${bytes(free)} free · ${bytes(total)} total`)),
       h('td', { 'data-label': 'State' }, h('strong', { class: `state ${w.state}` }, w.state), w.reason ? h('small', { class: 'reason' }, ` ${w.reason}`) : null),
-      h('td', { 'data-label': 'Model on disk' }, w.model_local || '–'));
+      h('td', { 'data-label': 'Model on disk' }, w.model_local || '–', h('small', {}, ` · tensor cache ${bytes(w.tensor_cache_bytes)}`)));
   });
   $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 6 }, 'No workers yet.'))]));
 }
