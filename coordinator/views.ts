@@ -89,7 +89,8 @@ export function workerView(w: WorkerRecord, secure: boolean, contentId: string |
     source: w.source,
     link: secure ? 'tls-psk' : 'open',
     model_local: modelLocal(w, contentId),
-    tensor_cache_bytes: w.info?.cache.bytes ?? '0',
+    // A message field the worker did not send arrives as null.
+    tensor_cache_bytes: w.info?.cache?.bytes ?? '0',
     bytes_per_second: Math.max(0, ...devices.map((d) => d.bytes_per_second ?? 0)),
   };
 }
