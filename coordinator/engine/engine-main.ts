@@ -165,7 +165,9 @@ function onMessage(message: ToEngine): void {
 }
 
 // Forward llama.cpp's warnings and errors to the coordinator's log.
-loadBinding().setLogger((level, msg) => send({ type: 'log', level, msg }), 'warn');
+// "graph reuse disabled" is the pipeline's own choice (groups.ts), not news for the operator.
+const EXPECTED = /graph reuse disabled/;
+loadBinding().setLogger((level, msg) => send({ type: 'log', level: EXPECTED.test(msg) ? 'debug' : level, msg }), 'warn');
 process.on('message', (m) => onMessage(m as ToEngine));
 // The coordinator owns this process: when its IPC channel closes, the coordinator is gone.
 process.on('disconnect', () => process.exit(0));
