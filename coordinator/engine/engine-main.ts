@@ -59,7 +59,7 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   const draft = spec.speculation ? await loadDraft(spec, model, draftDevice, contexts.map((c) => c.info.nSeqMax)) : null;
   const drafts = draft?.drafts ?? [];
   const speculating = spec.speculation !== null && (drafts.length > 0 || spec.speculation.ngram > 0);
-  const tuner = speculating && spec.speculation!.tune ? await tuneDrafts(ctx, spec.speculation!, drafts[0] ?? null) : null;
+  const tuner = speculating && spec.speculation!.tune ? await tuneDrafts(ctx, spec.speculation!, drafts) : null;
   const speculation = (g: number) => (spec.speculation ? { settings: spec.speculation, draft: drafts[g] ?? null, tuner } : null);
   scheduler =
     contexts.length === 1
@@ -128,9 +128,11 @@ async function loadDraft(spec: EngineLoadSpec, target: LlamaModel, device: strin
  * Times verifications of 1.. rows on the loaded model and a draft step, so that the tuner drafts only as
  * far as pays on this cluster. Sequence 0 is empty now; its cells are freed again.
  */
-async function tuneDrafts(ctx: LlamaContext, settings: SpeculationSettings, draft: DraftModel | null): Promise<DraftTuner> {
+async function tuneDrafts(ctx: LlamaContext, settings: SpeculationSettings, drafts: DraftModel[]): Promise<DraftTuner> {
   const verify = await measureDecodeSeconds(ctx, 0, calibrationRows(settings.draftMax, settings.maxSequences));
-  await draft?.calibrate();
+  // Every group's draft context, so that none starts out priced at nothing.
+  for (const d of drafts) await d.calibrate();
+  const draft = drafts[0];
   const ms = (s: number) => `${(s * 1000).toFixed(1)} ms`;
   send({
     type: 'log',

@@ -69,8 +69,6 @@ export function ngramDraft(tokens: ArrayLike<number>, n: number, max: number): n
  */
 export class DraftModel {
   readonly model: LlamaModel;
-  /** What the draft holds in memory: weights, KV cache and compute buffers. */
-  readonly bytes: number;
   readonly #ctx: LlamaContext;
   readonly #samplers: Sampler[];
   /** The tokens each sequence's cells hold, positions 0..n-1. */
@@ -81,7 +79,6 @@ export class DraftModel {
   constructor(model: LlamaModel, ctx: LlamaContext) {
     this.model = model;
     this.#ctx = ctx;
-    this.bytes = ctx.memoryBreakdown().reduce((n, m) => n + m.modelBytes + m.contextBytes + m.computeBytes, 0);
     // Greedy, with the chosen token's log-probability (for pMin).
     this.#samplers = Array.from({ length: ctx.info.nSeqMax }, () => model.createSampler({ greedy: true, nProbs: 0 }));
     this.#held = Array.from({ length: ctx.info.nSeqMax }, () => []);
@@ -158,10 +155,8 @@ export class DraftModel {
       this.#stepSeconds = 0.8 * this.#stepSeconds + 0.2 * ((performance.now() - started) / 1000);
       active.forEach((r, i) => this.#take(out.get(r.seq)!, tokens[i]!, i, r.pMin));
     }
-    for (const [seq, d] of out) {
-      if (d[d.length - 1] === STOP) d.pop();
-      out.set(seq, d.slice(0, requests.find((r) => r.seq === seq)!.max));
-    }
+    // A draft never grows past its max (the loop above stops there); only the STOP mark goes.
+    for (const d of out.values()) if (d[d.length - 1] === STOP) d.pop();
     return out;
   }
 
