@@ -79,6 +79,14 @@ export interface NativeModelOptions {
   loadMode: LoadMode;
   /** Load the tokenizer alone, no tensors (for comparing vocabularies). */
   vocabOnly?: boolean;
+  /** Tensors placed on another device than their layer's (llama.cpp's tensor_buft_overrides), first match wins. */
+  tensorOverrides?: TensorOverride[];
+}
+
+/** `pattern` is a regular expression over tensor names (e.g. `blk\.3\.ffn_(up|down|gate)_exps`). */
+export interface TensorOverride {
+  pattern: string;
+  device: string;
 }
 
 export interface LayerPlacement {
@@ -334,6 +342,26 @@ export interface TestModelSpec {
   outputStdev?: number;
 }
 
+export interface FitOptions {
+  devices: string[];
+  /** Bytes each device keeps free; (reported free - limit) makes a device look as small as the limit. */
+  margins?: number[];
+  nCtx: number;
+  nSeqMax?: number;
+  nBatch?: number;
+  nUbatch?: number;
+}
+
+export interface FitResult {
+  /** False when no allocation was projected to fit (the parameters are then llama.cpp's best try). */
+  fits: boolean;
+  nGpuLayers: number;
+  tensorSplit: number[];
+  /** `device` is a device name (CPU for the host), as LlamaModel.load takes it. */
+  tensorOverrides: TensorOverride[];
+  nCtx: number;
+}
+
 export type NativeLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface NativeBinding {
@@ -342,6 +370,8 @@ export interface NativeBinding {
   /** Registers an RPC server's devices. The endpoint MUST have been probed: llama.cpp aborts on failure. */
   addRpcServer(endpoint: string): Promise<DeviceInfo[]>;
   readGguf(path: string): Promise<RawGguf>;
+  /** What llama.cpp's own fit (common_fit_params, llama-server --fit) chooses for a model on these devices. */
+  fitParams(path: string, options: FitOptions): Promise<FitResult>;
   createTestModel(spec: TestModelSpec): Promise<void>;
   quantize(input: string, output: string, type: 'f16' | 'q8_0' | 'q4_k_m', threads: number): Promise<void>;
   setLogger(fn: ((level: NativeLogLevel, line: string) => void) | null, minLevel: NativeLogLevel): void;

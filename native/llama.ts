@@ -19,6 +19,8 @@ import {
   type NativeChatTemplates,
   type ParsedChatMessage,
   type TokenLogprobs,
+  type FitOptions,
+  type FitResult,
   type NativeContext,
   type NativeContextInfo,
   type NativeContextOptions,
@@ -78,6 +80,11 @@ export async function connectRpcServers(
 
 export async function readGguf(path: string): Promise<RawGguf> {
   return nativeAsync(() => loadBinding().readGguf(path));
+}
+
+/** llama.cpp's own fit of a model to these devices' memory (llama-server --fit), for comparing plans with. */
+export async function fitParams(path: string, options: FitOptions): Promise<FitResult> {
+  return nativeAsync(() => loadBinding().fitParams(path, options));
 }
 
 export function localDevices(): DeviceInfo[] {

@@ -174,6 +174,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     hearth::InitSampler(env, exports);
     hearth::InitTestModel(env, exports);
     hearth::InitChat(env, exports);
+    hearth::InitFit(env, exports);
     exports.Set("setLogger", Napi::Function::New(env, hearth::SetLogger, "setLogger"));
     napi_add_env_cleanup_hook(env, Cleanup, nullptr);
     return exports;

@@ -90,5 +90,6 @@ void InitSampler(Napi::Env env, Napi::Object exports);
 void InitBackend(Napi::Env env, Napi::Object exports);
 void InitTestModel(Napi::Env env, Napi::Object exports);
 void InitChat(Napi::Env env, Napi::Object exports);
+void InitFit(Napi::Env env, Napi::Object exports);
 
 }  // namespace hearth

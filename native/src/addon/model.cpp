@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <regex>
 
 namespace hearth {
 
@@ -85,6 +86,42 @@ AddonModel::AddonModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Addon
     if (params_.split_mode == LLAMA_SPLIT_MODE_NONE && n_devices > 0 && params_.main_gpu >= static_cast<int32_t>(n_devices)) {
         ThrowJs(env, "INVALID_SPLIT", "mainGpu: " + std::to_string(params_.main_gpu) + " is past the " + std::to_string(n_devices) + " devices given");
     }
+    // Tensors that go to another device than their layer's: {pattern (a regex over tensor names),
+    // device}. hearth places a MoE layer's expert tensors on a second device of the same worker.
+    Napi::Value tos = opts.Get("tensorOverrides");
+    if (tos.IsArray()) {
+        Napi::Array arr = tos.As<Napi::Array>();
+        if (arr.Length() + 1 > llama_max_tensor_buft_overrides()) {
+            ThrowJs(env, "INVALID_ARGUMENT", "tensorOverrides: " + std::to_string(arr.Length()) + " given, llama.cpp takes at most " + std::to_string(llama_max_tensor_buft_overrides() - 1));
+        }
+        override_patterns_.reserve(arr.Length());
+        for (uint32_t i = 0; i < arr.Length(); i++) {
+            Napi::Value item = arr.Get(i);
+            if (!item.IsObject()) ThrowJs(env, "INVALID_ARGUMENT", "tensorOverrides[" + std::to_string(i) + "] must be {pattern, device}");
+            Napi::Object o = item.As<Napi::Object>();
+            std::string pattern = GetString(o, "pattern", "");
+            std::string name = GetString(o, "device", "");
+            if (pattern.empty()) ThrowJs(env, "INVALID_ARGUMENT", "tensorOverrides[" + std::to_string(i) + "].pattern is empty");
+            try {
+                std::regex check(pattern);
+            } catch (const std::regex_error & e) {
+                ThrowJs(env, "INVALID_ARGUMENT", "tensorOverrides[" + std::to_string(i) + "].pattern '" + pattern + "' is not a valid regular expression: " + e.what());
+            }
+            ggml_backend_dev_t dev = ggml_backend_dev_by_name(name.c_str());
+            if (dev == nullptr) {
+                ThrowJs(env, "UNKNOWN_DEVICE", "tensorOverrides[" + std::to_string(i) + "]: no device named '" + name + "' (known: " + JoinDeviceNames() + ")");
+            }
+            override_patterns_.push_back(pattern);
+            overrides_.push_back({nullptr, ggml_backend_dev_buffer_type(dev)});
+        }
+        // The strings are in place now (no more reallocation): point the overrides at them.
+        for (size_t i = 0; i < overrides_.size(); i++) overrides_[i].pattern = override_patterns_[i].c_str();
+        if (!overrides_.empty()) {
+            overrides_.push_back({nullptr, nullptr});
+            params_.tensor_buft_overrides = overrides_.data();
+        }
+    }
+
     std::string load_mode = GetString(opts, "loadMode", "auto");
     params_.load_mode = llama_load_mode_from_str(load_mode.c_str());
     params_.check_tensors = GetBool(opts, "checkTensors", false);

@@ -36,6 +36,8 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     std::string path_;
     llama_model_params params_{};
     std::vector<ggml_backend_dev_t> devices_;  // NULL-terminated when non-empty
+    std::vector<std::string> override_patterns_;
+    std::vector<llama_model_tensor_buft_override> overrides_;  // {nullptr, nullptr}-terminated when non-empty
     float tensor_split_[128] = {0};            // llama copies llama_max_devices() floats from here
     llama_model * model_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
