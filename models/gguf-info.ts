@@ -38,6 +38,19 @@ export interface ModelFacts {
   /** Sliding-window attention: the window in tokens, and which layers use it (null: none, or not known). */
   slidingWindow?: number | null;
   swaLayers?: boolean[] | null;
+  /**
+   * Mixture of experts: bytes of each block's sparse expert tensors (the ones llama.cpp's fit moves,
+   * `ffn_{up,gate,down,gate_up}_{,ch}exps`), and how many of the experts a token uses. Absent for dense models.
+   */
+  experts?: { count: number; used: number; layerBytes: number[] } | null;
+}
+
+/** A block's sparse expert tensors: llama.cpp's fit matches the same names (common/fit.cpp, LAYER_FRACTION_MOE). */
+export const EXPERT_TENSOR = /^blk\.(\d+)\.ffn_(up|down|gate_up|gate)_(ch|)exps/;
+
+/** The regular expression over tensor names that selects these blocks' expert tensors, for llama.cpp's overrides. */
+export function expertTensorPattern(layers: readonly number[]): string {
+  return `^blk\\.(${layers.join('|')})\\.ffn_(up|down|gate_up|gate)_(ch|)exps`;
 }
 
 /**
@@ -113,6 +126,7 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
   if (vocabSize <= 0) throw new HearthError(ErrorCode.InvalidModel, `${raw.path}: the model has no vocabulary (tokenizer.ggml.tokens)`);
 
   const layerBytes = new Array<number>(layerCount).fill(0);
+  const expertBytes = new Array<number>(layerCount).fill(0);
   let inputBytes = 0;
   let outputBytes = 0;
   let otherBytes = 0;
@@ -131,6 +145,7 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
         otherBytes += t.bytes;
       } else {
         layerBytes[il]! += t.bytes;
+        if (EXPERT_TENSOR.test(t.name)) expertBytes[il]! += t.bytes;
       }
     } else if (INPUT_TENSORS.has(t.name)) {
       inputBytes += t.bytes;
@@ -142,6 +157,12 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
       otherBytes += t.bytes;
     }
   }
+  const expertCount = num(raw.metadata, `${a}.expert_count`) ?? 0;
+  const expertUsed = num(raw.metadata, `${a}.expert_used_count`) ?? 0;
+  const experts =
+    expertCount > 0 && expertBytes.some((b) => b > 0)
+      ? { count: expertCount, used: Math.min(Math.max(expertUsed, 1), expertCount), layerBytes: expertBytes }
+      : null;
   const outputTied = !hasOutput && embdBytes > 0;
   if (outputTied) outputBytes += embdBytes;
 
@@ -171,6 +192,7 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
     headCountKvPerLayer,
     slidingWindow: swaLayers ? slidingWindow : null,
     swaLayers,
+    experts,
   };
 }
 

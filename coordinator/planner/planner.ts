@@ -128,6 +128,17 @@ function validateModel(model: ModelFacts): void {
   const sizes = ['embeddingLength', 'headCount', 'headCountKv', 'headDimK', 'headDimV', 'vocabSize'] as const;
   for (const key of sizes) requireBytes(model[key], `model.${key}`);
   if (model.feedForwardLength !== null) requireBytes(model.feedForwardLength, 'model.feedForwardLength');
+  if (model.experts) {
+    const { count, used, layerBytes } = model.experts;
+    requireWhole(count, 'model.experts.count', 1);
+    requireWhole(used, 'model.experts.used', 1);
+    if (used > count) invalid(`model.experts.used (${used}) is more than model.experts.count (${count})`);
+    if (layerBytes.length !== model.layerCount) invalid(`model.experts.layerBytes has ${layerBytes.length} entries for ${model.layerCount} layers`);
+    layerBytes.forEach((b, i) => {
+      requireBytes(b, `model.experts.layerBytes[${i}]`);
+      if (b > model.layerBytes[i]!) invalid(`model.experts.layerBytes[${i}] (${b}) is more than the whole block (${model.layerBytes[i]})`);
+    });
+  }
 }
 
 function validateContext(context: PlanContext): void {
@@ -159,8 +170,15 @@ function validateDevices(devices: CandidateDevice[]): void {
 interface Layout {
   /** Bytes of each slot: blocks 0..n_layer-1 (weights + KV), then the output head. */
   slots: number[];
-  /** Bytes of weights of each slot: what a decode step reads, and so what its time follows. */
+  /**
+   * Bytes of weights of each slot that a decode step reads, and so what its time follows: a MoE block's
+   * experts count for the share of them a token uses.
+   */
   weights: number[];
+  /** Sparse expert bytes of each block (0 for dense models): what a spill moves (see spillExperts). */
+  experts: number[];
+  /** What a decode step reads of each block's experts. */
+  expertReads: number[];
   /** KV bytes of each block (sliding-window layers hold less). */
   kv: number[];
   /** Compute buffer of every device that takes part (all the contexts'). */
@@ -196,9 +214,14 @@ type Outcome =
 function layoutOf(model: ModelFacts, context: PlanContext, groups: number): Layout {
   // The KV cache is only partitioned between the contexts: the same cells in total.
   const kv = kvLayerBytes(model, context);
+  const experts = model.layerBytes.map((_, il) => model.experts?.layerBytes[il] ?? 0);
+  const share = model.experts ? model.experts.used / model.experts.count : 1;
+  const expertReads = experts.map((e) => e * share);
   return {
     slots: [...model.layerBytes.map((b, il) => b + kv[il]!), model.outputBytes],
-    weights: [...model.layerBytes, model.outputBytes],
+    weights: [...model.layerBytes.map((b, il) => b - experts[il]! + expertReads[il]!), model.outputBytes],
+    experts,
+    expertReads,
     kv,
     computeBase: groups * computeBufferBytes(model, context),
     logits: groups * logitsBufferBytes(model, context),
@@ -264,7 +287,8 @@ function placeOn(candidates: Seat[], layout: Layout, input: PlanInput): Outcome 
     return { fits: false, neededBytes, availableBytes, shortfallBytes: repaired.overflow, granular: true, excluded };
   }
   const counts = speed ? quicken(repaired.counts, seats, layout) : repaired.counts;
-  return { fits: true, plan: buildPlan(input, layout, seats, counts, excluded) };
+  const spill = speed ? spillExperts(counts, seats, layout) : null;
+  return { fits: true, plan: buildPlan(input, layout, seats, spill?.counts ?? counts, excluded, spill) };
 }
 
 function neededFor(layout: Layout, seatCount: number): number {
@@ -368,7 +392,7 @@ function timeOfPlan(plan: Plan, all: Seat[]): number {
   return sum(
     plan.devices.map((d) => {
       const seat = all.find((s) => s.device.key === d.key)!;
-      return d.weightBytes / seat.speed + hopOf(seat.device);
+      return d.readBytes / seat.speed + (d.layers > 0 ? hopOf(seat.device) : 0) + d.expertLayers.length * hopOf(seat.device);
     }),
   );
 }
@@ -440,6 +464,138 @@ function quicken(start: number[], seats: Seat[], layout: Layout): number[] {
     time = next.time;
   }
   return counts;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// MoE experts on a second device of the same worker (a worker serving CUDA0,CPU). A block's sparse
+// expert tensors are most of its bytes, but a token reads only `used / count` of them: per byte of a
+// fast device's memory, a block's dense part (attention, norms, router, shared experts) saves more time
+// than its experts. So the fast device takes the dense parts of blocks whose experts stay on the slower
+// device of the same machine (llama.cpp's tensor overrides put them there, and the activations cross
+// inside the worker, not the network). llama-server's fit (common/fit.cpp) does the same towards the
+// host CPU of one machine. A spilled block costs the worker a round trip per token (hopOf), so blocks
+// are spilled only while the predicted time per token drops, and within every device's memory.
+
+interface Spill {
+  counts: number[];
+  /** Per seat: the seat of the same worker that holds the experts of its first `spilled[i]` blocks, or -1. */
+  partner: number[];
+  spilled: number[];
+}
+
+function spillExperts(start: number[], seats: Seat[], layout: Layout): Spill | null {
+  if (!layout.experts.some((e) => e > 0)) return null;
+  const partner = seats.map((_, i) => partnerOf(seats, i));
+  if (partner.every((p) => p < 0)) return null;
+  let state: Spill = { counts: [...start], partner, spilled: seats.map(() => 0) };
+  let time = sum(spillTimes(state, seats, layout));
+  // One pair at a time, until no pair improves (a worker's devices rarely pair with another's).
+  for (let round = 0; round < seats.length; round++) {
+    let improved = false;
+    for (const [i, p] of partner.entries()) {
+      if (p < 0) continue;
+      const best = bestSpill(state, i, p, seats, layout);
+      if (best && best.time < time - 1e-12) {
+        state = best.state;
+        time = best.time;
+        improved = true;
+      }
+    }
+    if (!improved) break;
+  }
+  return state.spilled.some((n) => n > 0) ? state : null;
+}
+
+/**
+ * The quickest split of the blocks of fast seat i and its partner p: every count of blocks on i, each
+ * with the fewest spilled blocks that fit (one more spilled block only adds time: its experts are read
+ * on the slower device, and it costs a round trip). A step-by-step search stops short here: making
+ * room for more dense parts first means spilling experts, which alone costs time.
+ */
+function bestSpill(state: Spill, i: number, p: number, seats: Seat[], layout: Layout): { state: Spill; time: number } | null {
+  const pair = state.counts[i]! + state.counts[p]!;
+  let best: { state: Spill; time: number } | null = null;
+  for (let onFast = 1; onFast <= pair; onFast++) {
+    const counts = [...state.counts];
+    counts[i] = onFast;
+    counts[p] = pair - onFast;
+    const blocks = blocksOf(counts, i, layout).length;
+    for (let k = 0; k <= blocks; k++) {
+      const trial: Spill = { counts, partner: state.partner, spilled: state.spilled.map((n, j) => (j === i ? k : n)) };
+      if (!validSpill(trial, layout) || overflowOf(spillLoads(trial, layout), seats) > 0) continue;
+      const t = sum(spillTimes(trial, seats, layout));
+      if (!best || t < best.time - 1e-12) best = { state: trial, time: t };
+      break;
+    }
+  }
+  return best;
+}
+
+/** The slowest other device of the same worker, a speed tier or more below this one (the roomiest on a tie); -1 when there is none. */
+function partnerOf(seats: Seat[], i: number): number {
+  const me = seats[i]!;
+  if (me.device.kind !== 'rpc') return -1;
+  let best = -1;
+  for (const [j, other] of seats.entries()) {
+    if (j === i || other.device.endpoint !== me.device.endpoint || tierOf(other) >= tierOf(me)) continue;
+    const current = best < 0 ? null : seats[best]!;
+    if (!current || tierOf(other) < tierOf(current) || (tierOf(other) === tierOf(current) && other.usable > current.usable)) best = j;
+  }
+  return best;
+}
+
+/** Blocks (not the output head) of seat i's range. */
+function blocksOf(counts: number[], i: number, layout: Layout): number[] {
+  const first = sum(counts.slice(0, i));
+  const end = Math.min(first + counts[i]!, layout.slots.length - 1);
+  return Array.from({ length: Math.max(0, end - first) }, (_, k) => first + k);
+}
+
+function spilledBlocks(s: Spill, i: number, layout: Layout): number[] {
+  return blocksOf(s.counts, i, layout).slice(0, s.spilled[i]!);
+}
+
+/**
+ * Counts stay whole and positive, except that a partner may give away all its blocks and keep only
+ * experts (not the last device: it holds the output head); a seat spills no more blocks than it has.
+ */
+function validSpill(s: Spill, layout: Layout): boolean {
+  const last = s.counts.length - 1;
+  const holdsExperts = new Set(s.partner.filter((p, i) => p >= 0 && s.spilled[i]! > 0));
+  return s.counts.every((c, i) => {
+    if (c < 0 || s.spilled[i]! < 0) return false;
+    if (c === 0 && (i === last || !holdsExperts.has(i))) return false;
+    return s.spilled[i]! <= blocksOf(s.counts, i, layout).length;
+  });
+}
+
+function spillLoads(s: Spill, layout: Layout): number[] {
+  const loads = loadsOf(s.counts, layout);
+  for (const [i, p] of s.partner.entries()) {
+    if (p < 0) continue;
+    const moved = sum(spilledBlocks(s, i, layout).map((b) => layout.experts[b]!));
+    loads[i]! -= moved;
+    loads[p]! += moved;
+  }
+  return loads;
+}
+
+/** timesOf with the spilled experts read on the partner, and a round trip to the worker for each spilled block. */
+function spillTimes(s: Spill, seats: Seat[], layout: Layout): number[] {
+  let first = 0;
+  const times = s.counts.map((count, i) => {
+    const seconds = sum(layout.weights.slice(first, first + count)) / seats[i]!.speed + (count > 0 ? hopOf(seats[i]!.device) : 0);
+    first += count;
+    return seconds;
+  });
+  for (const [i, p] of s.partner.entries()) {
+    if (p < 0) continue;
+    const blocks = spilledBlocks(s, i, layout);
+    const reads = sum(blocks.map((b) => layout.expertReads[b]!));
+    times[i]! -= reads / seats[i]!.speed;
+    times[p]! += reads / seats[p]!.speed + blocks.length * hopOf(seats[p]!.device);
+  }
+  return times;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -607,22 +763,33 @@ function bestMove(counts: number[], loads: number[], overflow: number, seats: Se
 // ---------------------------------------------------------------------------------------------------
 // The plan.
 
-function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: number[], excluded: ExcludedDevice[]): Plan {
+function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: number[], excluded: ExcludedDevice[], spill: Spill | null = null): Plan {
   let first = 0;
   const devices = seats.map((seat, i) => {
     const planned = plannedDevice(input.model, layout, seat, first, counts[i]!);
     first += counts[i]!;
     return planned;
   });
+  for (const [i, p] of (spill?.partner ?? []).entries()) {
+    if (p < 0 || spill!.spilled[i]! === 0) continue;
+    const blocks = spilledBlocks(spill!, i, layout);
+    const moved = sum(blocks.map((b) => layout.experts[b]!));
+    const reads = sum(blocks.map((b) => layout.expertReads[b]!));
+    devices[i] = withWeights(devices[i]!, -moved, -reads, []);
+    devices[p] = withWeights(devices[p]!, moved, reads, blocks);
+  }
   const measured = devices.every((d) => d.secondsPerToken !== null);
   const rpc = devices.filter((d) => d.kind === 'rpc');
+  const expertOverrides = devices.flatMap((d) => (d.expertLayers.length > 0 ? [{ layers: d.expertLayers, device: rpc.indexOf(d) }] : []));
   const hostBytes = input.model.inputBytes;
   return {
     fits: true,
     devices,
     excluded,
     rpcEndpoints: rpc.map((d) => d.endpoint ?? ''),
+    rpcDevices: rpc.map((d) => seats.find((s) => s.device.key === d.key)!.device.serverIndex ?? 0),
     tensorSplit: rpc.map((d) => d.layers),
+    expertOverrides,
     nGpuLayers: sum(rpc.map((d) => d.layers)),
     hostBytes,
     kvBytesPerToken: kvBytesPerToken(input.model, input.context.typeK, input.context.typeV),
@@ -640,6 +807,7 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
   const blocks = Math.max(0, Math.min(end, model.layerCount) - firstLayer);
   const holdsOutput = end > model.layerCount;
   const weightBytes = sum(model.layerBytes.slice(firstLayer, firstLayer + blocks)) + (holdsOutput ? model.outputBytes : 0);
+  const readBytes = sum(layout.weights.slice(firstLayer, end));
   const kvBytes = sum(layout.kv.slice(firstLayer, firstLayer + blocks));
   const computeBytes = layout.computeBase + (holdsOutput ? layout.logits : 0);
   const { key, kind, owner, deviceName, endpoint, freeBytes } = seat.device;
@@ -654,14 +822,36 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
     layers,
     holdsOutput,
     weightBytes,
+    readBytes,
+    expertLayers: [],
     kvBytes,
     computeBytes,
     totalBytes: weightBytes + kvBytes + computeBytes,
     freeBytes,
     usableBytes: seat.usable,
     bytesPerSecond,
-    secondsPerToken: bytesPerSecond ? weightBytes / bytesPerSecond + hopOf(seat.device) : null,
+    secondsPerToken: secondsOf(bytesPerSecond, readBytes, layers, [], hopOf(seat.device)),
     hopSeconds: hopOf(seat.device),
+  };
+}
+
+/** The time model for one device: what it reads over its speed, a hop when it holds blocks, and one per block whose experts it holds. */
+function secondsOf(bytesPerSecond: number | null, readBytes: number, layers: number, expertLayers: number[], hop: number): number | null {
+  return bytesPerSecond ? readBytes / bytesPerSecond + (layers > 0 ? hop : 0) + expertLayers.length * hop : null;
+}
+
+/** A planned device that gives (negative) or takes expert bytes in a spill. */
+function withWeights(d: PlannedDevice, bytes: number, reads: number, expertLayers: number[]): PlannedDevice {
+  const weightBytes = d.weightBytes + bytes;
+  const readBytes = d.readBytes + reads;
+  const layers = d.expertLayers.length > 0 ? [...d.expertLayers, ...expertLayers].sort((a, b) => a - b) : expertLayers;
+  return {
+    ...d,
+    weightBytes,
+    readBytes,
+    expertLayers: layers,
+    totalBytes: weightBytes + d.kvBytes + d.computeBytes,
+    secondsPerToken: secondsOf(d.bytesPerSecond, readBytes, d.layers, layers, d.hopSeconds),
   };
 }
 

@@ -29,6 +29,8 @@ const modelShape = z.strictObject({
   kvHeads: z.number().int().min(1),
   headDim: z.number().int().min(1),
   vocab: z.number().int().min(1),
+  /** Mixture of experts: how many experts a block has, how many a token uses, and their bytes in one block. */
+  experts: z.strictObject({ count: z.number().int().min(1), used: z.number().int().min(1), size }).optional(),
 });
 
 const simulatedDevice = z.strictObject({
@@ -100,7 +102,15 @@ export function shapeFacts(shape: z.infer<typeof modelShape>): ModelFacts {
     otherBytes: 0,
     totalTensorBytes: shape.layers * layer + output + input,
     tensorTypes: {},
+    experts: shape.experts ? expertsOf(shape.experts, shape.layers, layer) : null,
   };
+}
+
+function expertsOf(e: { count: number; used: number; size: string | number }, layers: number, layer: number): ModelFacts['experts'] {
+  const bytes = bytesOf(e.size, 'model.experts.size');
+  if (e.used > e.count) throw new HearthError(ErrorCode.InvalidArgument, `model.experts.used (${e.used}) is more than model.experts.count (${e.count})`);
+  if (bytes > layer) throw new HearthError(ErrorCode.InvalidArgument, `model.experts.size (${e.size}) is more than model.layerSize: the experts are part of a block`);
+  return { count: e.count, used: e.used, layerBytes: new Array<number>(layers).fill(bytes) };
 }
 
 /** Reads and checks a simulation file; `readModel` reads a GGUF header when the model is a path. */
@@ -116,7 +126,10 @@ export async function readSimulation(file: string, readModel: (path: string) => 
   const devices: CandidateDevice[] = sim.devices.map((d, i) => {
     const where = `${file}: devices.${i} (${d.name})`;
     const memory = bytesOf(d.memory, `${where}.memory`);
+    // Devices listed under one machine name are one worker serving several devices, in this order.
+    const serverIndex = sim.devices.slice(0, i).filter((x) => x.name === d.name).length;
     return {
+      serverIndex,
       key: `${d.name}/${d.device}`,
       kind: d.local ? 'local' : 'rpc',
       owner: d.name,

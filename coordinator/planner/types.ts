@@ -26,6 +26,8 @@ export interface CandidateDevice {
   deviceName: string;
   /** host:port of the worker's RPC server; null for the local device. */
   endpoint: string | null;
+  /** Its position among the devices its RPC server serves (a worker serving GPU0,CPU: 0 and 1); 0 when absent. */
+  serverIndex?: number;
   freeBytes: number;
   totalBytes: number;
   /**
@@ -75,7 +77,15 @@ export interface PlannedDevice {
   firstLayer: number;
   layers: number;
   holdsOutput: boolean;
+  /** Bytes of weights it holds: its blocks' (less experts held elsewhere) and the experts it holds for others. */
   weightBytes: number;
+  /** What a decode step reads of them (a MoE block's experts count for the share a token uses): the time model's input. */
+  readBytes: number;
+  /**
+   * Blocks of a faster device of the same worker whose MoE expert tensors this device holds (llama.cpp
+   * tensor overrides); empty for most devices. A device may hold such experts and no blocks of its own.
+   */
+  expertLayers: number[];
   kvBytes: number;
   /** Compute buffers of all the engine's contexts (one per pipeline group). */
   computeBytes: number;
@@ -106,7 +116,11 @@ export interface Plan {
   excluded: ExcludedDevice[];
   /** For llama_model_params: the RPC devices in order, one integer layer count each. */
   rpcEndpoints: string[];
+  /** For each of rpcEndpoints, which of its server's devices it is (CandidateDevice.serverIndex). */
+  rpcDevices: number[];
   tensorSplit: number[];
+  /** MoE expert tensors of these blocks go to the RPC device at this index of rpcEndpoints (see PlannedDevice.expertLayers). */
+  expertOverrides: { layers: number[]; device: number }[];
   /** Layers offloaded to RPC devices (the rest, the first ones, stay on the local CPU). */
   nGpuLayers: number;
   /** Host memory the coordinator itself needs: the input embedding (llama.cpp keeps it there). */
