@@ -99,9 +99,9 @@ export function candidateDevices(
   }
   for (const w of workers) {
     if (!w.info || !w.rpcEndpoint) continue;
-    for (const d of w.info.devices) {
+    for (const [serverIndex, d] of w.info.devices.entries()) {
       out.push({
-        key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint,
+        key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint, serverIndex,
         freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes), bytesPerSecond: speedOf(d.bytes_per_second, d.bytes_per_second_by_type),
       });
     }
@@ -536,7 +536,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const spec: EngineLoadSpec = {
       modelPath: this.config.model!,
       rpcEndpoints: plan.rpcEndpoints,
+      rpcDevices: plan.rpcDevices,
       tensorSplit: plan.tensorSplit,
+      expertOverrides: plan.expertOverrides,
       nGpuLayers: plan.nGpuLayers,
       ctxSize: this.config.ctxSize,
       parallel: this.config.parallel,

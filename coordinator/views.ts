@@ -42,6 +42,8 @@ export interface WirePlan {
     free_bytes: string;
     bytes_per_second?: number;
     seconds_per_token?: number;
+    /** Absent (proto3 default) when empty. */
+    expert_layers?: number[];
   }[];
   refusal: string;
   suggestions: string[];
@@ -116,6 +118,7 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
       free_bytes: String(d.freeBytes),
       bytes_per_second: d.bytesPerSecond ?? 0,
       seconds_per_token: d.secondsPerToken ?? 0,
+      expert_layers: d.expertLayers,
     })),
     objective: (p as Plan).objective,
     predicted_seconds_per_token: (p as Plan).predictedSecondsPerToken ?? 0,

@@ -167,10 +167,11 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   const total = plan.predictedSecondsPerToken;
   const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free', 'speed', 'hop', 'time/token']];
   for (const d of plan.devices) {
-    const range = `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}`;
+    const range = d.layers > 0 ? `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}` : 'none';
+    const experts = d.expertLayers.length > 0 ? ` +experts of ${layerRanges(d.expertLayers)}` : '';
     const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
     rows.push([
-      d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
+      d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})${experts}`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
       formatBytes(d.freeBytes), d.bytesPerSecond === null ? 'unmeasured' : formatSpeed(d.bytesPerSecond), d.kind === 'local' ? '-' : `${(d.hopSeconds * 1000).toFixed(2)} ms`, share,
     ]);
   }
@@ -182,10 +183,28 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
     const alt = plan.alternative;
     out(`  with --placement ${alt.objective}: ${alt.fits ? predictedSpeed(alt.predictedSecondsPerToken) : 'does not fit'}\n`);
   }
+  for (const d of plan.devices.filter((x) => x.expertLayers.length > 0)) {
+    out(
+      `MoE experts of blocks ${layerRanges(d.expertLayers)} stay on ${d.owner}/${d.deviceName}, beside the faster device of the same machine that holds the rest of those blocks: ` +
+        `a token reads only the experts it uses, so the fast device's memory goes to the parts every token reads\n`,
+    );
+  }
   for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
   if (plan.draft) {
     out(`draft model (speculative decoding) on ${plan.draft.where}: ${formatBytes(plan.draft.bytes)} of weights, KV cache and compute buffer, which the layers do not count on${plan.draft.note ? ` (${plan.draft.note})` : ''}\n`);
   }
+}
+
+/** "0-5, 9, 12-13": block numbers as ranges. */
+export function layerRanges(layers: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < layers.length; ) {
+    let j = i;
+    while (j + 1 < layers.length && layers[j + 1] === layers[j]! + 1) j++;
+    parts.push(i === j ? `${layers[i]}` : `${layers[i]}-${layers[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
 }
 
 /** What pipelined decode costs in the plan: every context's compute buffers, the KV cache only split. */
@@ -347,7 +366,8 @@ export function printStatus(s: WireStatus, address: string, out: (x: string) => 
     const prow = [['device', 'owner', 'layers', 'weights', 'kv cache', 'speed', 'time/token']];
     for (const d of s.plan.devices) {
       prow.push([
-        d.device, d.owner, `${d.layers} (${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''})`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
+        d.device, d.owner,
+        `${d.layers} (${d.layers > 0 ? `${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''}` : 'none'})${d.expert_layers?.length ? ` +experts of ${layerRanges(d.expert_layers)}` : ''}`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
         d.bytes_per_second ? formatSpeed(d.bytes_per_second) : 'unmeasured', d.seconds_per_token ? `${(d.seconds_per_token * 1000).toFixed(2)} ms` : '-',
       ]);
     }

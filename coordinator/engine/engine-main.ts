@@ -4,6 +4,7 @@
 import { performance } from 'node:perf_hooks';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
+import { expertTensorPattern } from '../../models/gguf-info.js';
 import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
 import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './groups.js';
@@ -26,12 +27,10 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   const endpoints = [...new Set([...spec.rpcEndpoints, ...(spec.speculation?.draftEndpoint ? [spec.speculation.draftEndpoint] : [])])];
   const devices = endpoints.length > 0 ? await connectRpcServers(endpoints, { timeoutMs: 5000 }) : [];
   const connected = performance.now();
-  // A worker with several devices appears once per device in the plan, in its server's device order.
-  const used = new Map<string, number>();
-  const names = spec.rpcEndpoints.map((endpoint) => {
+  // A worker with several devices appears once per device in the plan: rpcDevices says which of its server's.
+  const names = spec.rpcEndpoints.map((endpoint, i) => {
     const ofServer = devices.filter((d) => d.endpoint === endpoint);
-    const index = used.get(endpoint) ?? 0;
-    used.set(endpoint, index + 1);
+    const index = spec.rpcDevices[i] ?? 0;
     const d = ofServer[index];
     if (!d) throw new HearthError(ErrorCode.FailedPrecondition, `worker ${endpoint} serves ${ofServer.length} devices, the plan needs ${index + 1}; re-plan`);
     return d.name;
@@ -40,6 +39,7 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   model = await LlamaModel.load(spec.modelPath, {
     devices: names,
     tensorSplit: spec.tensorSplit.length > 0 ? spec.tensorSplit : null,
+    tensorOverrides: spec.expertOverrides.map((o) => ({ pattern: expertTensorPattern(o.layers), device: names[o.device]! })),
     nGpuLayers: spec.nGpuLayers,
     // Whole percents are enough for a progress display, and keep the IPC channel quiet.
     onProgress: (value) => {

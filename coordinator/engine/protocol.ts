@@ -89,7 +89,11 @@ export interface ChatDelta {
 export interface EngineLoadSpec {
   modelPath: string;
   rpcEndpoints: string[];
+  /** For each of rpcEndpoints, which of its server's devices (a plan lists a worker's devices in speed order, not the server's). */
+  rpcDevices: number[];
   tensorSplit: number[];
+  /** MoE expert tensors of these blocks go to the RPC device at this index of rpcEndpoints (Plan.expertOverrides). */
+  expertOverrides: { layers: number[]; device: number }[];
   nGpuLayers: number;
   ctxSize: number;
   parallel: number;

@@ -55,7 +55,7 @@ export function assertPlanMatchesLlama(p: Plan, devices: RpcDevice[], model: Lla
       actual.contextBytes += e!.contextBytes;
       actual.computeBytes += e!.computeBytes;
     }
-    assert.equal(model.layersByDevice().get(devices[i]!.name), planned.layers, 'the layer counts llama.cpp applied');
+    assert.equal(model.layersByDevice().get(devices[i]!.name) ?? 0, planned.layers, 'the layer counts llama.cpp applied');
     // Weights: the same bytes, up to buffer alignment.
     assert.ok(Math.abs(actual.modelBytes - planned.weightBytes) <= 64 * 1024, `weights on ${planned.owner}: planned ${planned.weightBytes}, llama.cpp ${actual.modelBytes}`);
     // KV: exactly, for the padded context of every sequence.

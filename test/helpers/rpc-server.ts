@@ -13,11 +13,12 @@ export interface RpcServerHandle {
 /** A port that was free a moment ago on 127.0.0.1. */
 export const freePort = () => freePortOn('127.0.0.1');
 
-export async function startRpcServer(options: { threads?: number; cacheDir?: string } = {}): Promise<RpcServerHandle> {
+/** `devices`: the ggml devices to serve, in order (`-d`); a name may repeat, so one CPU server can act as a two-device machine. */
+export async function startRpcServer(options: { threads?: number; cacheDir?: string; devices?: string[] } = {}): Promise<RpcServerHandle> {
   const port = await freePort();
   const lines: string[] = [];
   const server = await RpcServerProcess.start(
-    { host: '127.0.0.1', port, threads: options.threads ?? 1, cacheDir: options.cacheDir ?? null, devices: null },
+    { host: '127.0.0.1', port, threads: options.threads ?? 1, cacheDir: options.cacheDir ?? null, devices: options.devices ?? null },
     { onLine: (_stream, line) => lines.push(line) },
   );
   return {

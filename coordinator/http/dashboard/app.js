@@ -156,6 +156,7 @@ function renderPlan(s) {
     const range = d.layers > 0 ? `layers ${d.first_layer}–${last}` : 'no layers';
     return h('li', { 'data-owner': d.owner },
       h('strong', {}, `${d.owner} ${d.device}`), ` ${range}${d.holds_output ? ' + output' : ''}`,
+      d.expert_layers?.length ? ` + experts of ${d.expert_layers.length} block${d.expert_layers.length === 1 ? '' : 's'}` : '',
       h('div', { class: 'bar layers', role: 'img', 'aria-label': range },
         h('span', { class: 'seg gap', style: `width:${pct(d.first_layer, layers)}%` }),
         h('span', { class: 'seg hearth', style: `width:${pct(d.layers, layers)}%` })),
