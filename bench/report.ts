@@ -520,3 +520,39 @@ export function speculativeMarkdown(p: SpeculativeResults): string {
     '',
   ].join('\n');
 }
+
+/** bench/link.ts: CPU time per GiB of the closed cluster's relay and gateway, beside a plain Node hop and none. */
+export interface LinkResults {
+  date: string;
+  gib: number;
+  reps: number;
+  command: string;
+  runs: { path: 'kernel' | 'node' | 'secure'; seconds: number; cpuSeconds: Partial<Record<'forward' | 'relay' | 'gateway', number>> }[];
+}
+
+export function linkMarkdown(p: LinkResults): string {
+  const fmt = (x: Stat) => `${x.median.toFixed(2)} (${x.min.toFixed(2)}–${x.max.toFixed(2)})`;
+  const of = (path: LinkResults['runs'][number]['path']) => p.runs.filter((r) => r.path === path);
+  const perGiB = (values: number[]) => stat(values.map((v) => v / p.gib));
+  const cpu = (path: LinkResults['runs'][number]['path'], name: 'forward' | 'relay' | 'gateway') => fmt(perGiB(of(path).map((r) => r.cpuSeconds[name] ?? NaN)));
+  return [
+    '## Secure link: what it costs per byte',
+    '',
+    `A bulk transfer of ${p.gib} GiB on 127.0.0.1, as a cold load's weights cross a closed cluster's link: sender → coordinator relay → TLS 1.3 with the cluster's pre-shared key → worker gateway → receiver, each in its own process (\`link/relay.ts\`, \`link/gateway.ts\`). Beside it, the same bytes through one plain Node process joining two sockets as the relay does (\`link/pipe.ts\`, no TLS), and through the kernel alone. CPU time is each hop process's own (\`process.cpuUsage\`); the sender and the receiver are Node processes too, so the seconds are for comparing the paths, not a link's top speed. The paths alternate; ${p.reps} repetitions, median (min–max).`,
+    '',
+    'Made by:',
+    '',
+    '```sh',
+    `${p.command}      # node --import tsx bench/link.ts`,
+    '```',
+    '',
+    `Date: ${p.date}.`,
+    '',
+    '| path | wall seconds per GiB | CPU-s per GiB in the hop processes |',
+    '| --- | --- | --- |',
+    `| kernel alone (no hop) | ${fmt(perGiB(of('kernel').map((r) => r.seconds)))} | – |`,
+    `| plain Node hop | ${fmt(perGiB(of('node').map((r) => r.seconds)))} | forwarder ${cpu('node', 'forward')} |`,
+    `| secure link (relay + gateway) | ${fmt(perGiB(of('secure').map((r) => r.seconds)))} | relay ${cpu('secure', 'relay')}, gateway ${cpu('secure', 'gateway')} |`,
+    '',
+  ].join('\n');
+}
