@@ -830,8 +830,8 @@ const MAX_ATTEMPTS = 3;
 /** How long such a request waits for lost workers to return when the re-plan found too few. */
 const RECOVERY_WAIT_MS = 15_000;
 
-/** Two plans put the same layers on the same devices. */
+/** Two plans put the same layers, and the same blocks' experts, on the same devices. */
 function samePlacement(a: Plan, b: Plan): boolean {
-  const key = (p: Plan) => p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}`).join('|');
+  const key = (p: Plan) => p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}${d.expertLayers.length > 0 ? `+experts ${d.expertLayers.join(',')}` : ''}`).join('|');
   return key(a) === key(b);
 }
