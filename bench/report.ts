@@ -334,13 +334,7 @@ export function placementMarkdown(p: PlacementResults): string {
     '',
     `Two workers on this machine, one slowed to a quarter of a core by a cgroup CPU quota (\`cpu.cfs_quota_us\` 25000 of 100000), serving \`${basename(p.model)}\` (${(p.modelBytes / 2 ** 30).toFixed(2)} GiB); the same coordinator with \`--placement speed\` and with \`--placement memory\`, alternating, ${p.reps} repetitions each, single-request generation of ${p.tokens} tokens (greedy, streamed over HTTP). Measured speeds (the workers' calibration${p.weightType ? `, for ${p.weightType} weights` : ''}): ${speeds}.`,
     '',
-    'Made by:',
-    '',
-    '```sh',
-    'npm run bench:placement      # node --import tsx bench/placement.ts',
-    '```',
-    '',
-    `Date: ${p.date}.`,
+    ...madeBy('npm run bench:placement', 'bench/placement.ts', p.date),
     '',
     '| placement | layers | generation, tokens/s | predicted by the plan, tokens/s |',
     '| --- | --- | --- | --- |',
@@ -499,13 +493,7 @@ export function speculativeMarkdown(p: SpeculativeResults): string {
     '',
     `Prompts: *prose* is ${p.promptTokens.prose} tokens of English prose; *repeat* is a ${p.passageWords}-word passage followed by "Repeat the passage above word for word:" and its first words (${p.promptTokens.repeat} tokens). The models have random weights and were never taught to copy, so the reply is not the passage: whatever the n-gram lookup gets accepted comes from stretches where the reply happens to repeat the prompt or itself.`,
     '',
-    'Made by:',
-    '',
-    '```sh',
-    `${p.command}      # node --import tsx bench/speculative.ts`,
-    '```',
-    '',
-    `Date: ${p.date}.`,
+    ...madeBy(p.command, 'bench/speculative.ts', p.date),
     '',
     '| side | prompt | generation, tokens/s | accepted / drafted | same greedy text as plain |',
     '| --- | --- | --- | --- | --- |',
@@ -530,6 +518,11 @@ export interface LinkResults {
   runs: { path: 'kernel' | 'node' | 'secure'; seconds: number; cpuSeconds: Partial<Record<'forward' | 'relay' | 'gateway', number>> }[];
 }
 
+/** The lines that say how a bench script's section was made, and when. */
+function madeBy(command: string, script: string, date: string): string[] {
+  return ['Made by:', '', '```sh', `${command}      # node --import tsx ${script}`, '```', '', `Date: ${date}.`];
+}
+
 export function linkMarkdown(p: LinkResults): string {
   const fmt = (x: Stat) => `${x.median.toFixed(2)} (${x.min.toFixed(2)}–${x.max.toFixed(2)})`;
   const of = (path: LinkResults['runs'][number]['path']) => p.runs.filter((r) => r.path === path);
@@ -540,13 +533,7 @@ export function linkMarkdown(p: LinkResults): string {
     '',
     `A bulk transfer of ${p.gib} GiB on 127.0.0.1, as a cold load's weights cross a closed cluster's link: sender → coordinator relay → TLS 1.3 with the cluster's pre-shared key → worker gateway → receiver, each in its own process (\`link/relay.ts\`, \`link/gateway.ts\`). Beside it, the same bytes through one plain Node process joining two sockets as the relay does (\`link/pipe.ts\`, no TLS), and through the kernel alone. CPU time is each hop process's own (\`process.cpuUsage\`); the sender and the receiver are Node processes too, so the seconds are for comparing the paths, not a link's top speed. The paths alternate; ${p.reps} repetitions, median (min–max).`,
     '',
-    'Made by:',
-    '',
-    '```sh',
-    `${p.command}      # node --import tsx bench/link.ts`,
-    '```',
-    '',
-    `Date: ${p.date}.`,
+    ...madeBy(p.command, 'bench/link.ts', p.date),
     '',
     '| path | wall seconds per GiB | CPU-s per GiB in the hop processes |',
     '| --- | --- | --- |',
