@@ -3,8 +3,10 @@
 // when and only when that lowers the predicted time per token within memory. All in memory.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 
 import { plan } from '../../coordinator/planner/planner.js';
+import { readSimulation } from '../../coordinator/planner/simulation.js';
 import type { CandidateDevice, ModelFacts, Plan, PlanInput, PlanResult } from '../../coordinator/planner/types.js';
 import { expertTensorPattern } from '../../models/gguf-info.js';
 import { plannerModel } from '../helpers/planner.js';
@@ -107,5 +109,19 @@ describe('MoE experts on another device of the same worker', () => {
     for (const name of ['blk.13.ffn_up_exps.weight', 'blk.1.ffn_up_exps.weight', 'blk.3.ffn_up_shexp.weight', 'blk.3.attn_q.weight', 'blk.3.ffn_gate_inp.weight']) {
       assert.ok(!re.test(name), name);
     }
+  });
+
+  test('the README\'s workstation example: the GPU holds every block\'s dense part, its own RAM the experts', async () => {
+    const example = fileURLToPath(new URL('../../examples/moe-workstation.yaml', import.meta.url));
+    const input = await readSimulation(example, () => assert.fail('the example describes its model by shape'));
+    const p = fits(plan(input));
+    const gpu = byName(p, 'CUDA0');
+    assert.equal(gpu.layers, 37, 'all 36 blocks and the output head');
+    assert.deepEqual(p.rpcDevices, [1, 0], 'the workstation serves CUDA0 first, the plan lists its CPU first');
+    assert.equal(byName(p, 'CPU').layers, 0);
+    assert.ok(byName(p, 'CPU').expertLayers.length > 0);
+    // Two machines with the same devices cannot split a block, and are predicted slower.
+    const apart = fits(plan({ ...input, devices: input.devices.map((d) => (d.deviceName === 'CPU' && d.owner === 'workstation' ? { ...d, endpoint: 'other:50052' } : d)) }));
+    assert.ok(p.predictedSecondsPerToken! < apart.predictedSecondsPerToken!);
   });
 });
