@@ -392,7 +392,7 @@ function timeOfPlan(plan: Plan, all: Seat[]): number {
   return sum(
     plan.devices.map((d) => {
       const seat = all.find((s) => s.device.key === d.key)!;
-      return d.readBytes / seat.speed + (d.layers > 0 ? hopOf(seat.device) : 0) + d.expertLayers.length * hopOf(seat.device);
+      return secondsOf(seat.speed, d.readBytes, d.layers, d.expertLayers, hopOf(seat.device))!;
     }),
   );
 }
