@@ -16,11 +16,12 @@ import { parseArgs } from 'node:util';
 
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { freePortOn } from '../common/ports.js';
-import { CoordinatorClient, type WireStatus } from '../coordinator/client.js';
+import { CoordinatorClient } from '../coordinator/client.js';
+import type { WireStatus } from '../coordinator/wire.js';
 import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { readModelFacts } from '../models/gguf-info.js';
-import { calibrationTypeOf } from '../worker/calibration.js';
-import { WorkerClient } from '../worker/client.js';
+import { calibrationTypeOf } from '../host/calibration.js';
+import { WorkerClient } from '../link/worker-client.js';
 import { parseInteger } from '../cli/options.js';
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import { cgroupsAvailable, makeCgroup } from './cgroup.js';

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { freePortOn } from '../common/ports.js';
 import { ClusterSecret } from '../link/token.js';
-import { WorkerClient } from '../worker/client.js';
+import { WorkerClient } from '../link/worker-client.js';
 
 const CLI_ENTRY = fileURLToPath(new URL(`./main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 

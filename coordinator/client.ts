@@ -3,7 +3,7 @@
 import { clientConstructor, deadline, grpc } from '../common/grpc.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { fromGrpcError, unaryCall } from '../common/grpc-errors.js';
-import type { WirePlan, WireWorkerSummary } from './views.js';
+import type { WirePlan, WireStatus, WireWorkerSummary } from './wire.js';
 
 export interface GenerateOptions {
   maxTokens?: number;
@@ -23,26 +23,6 @@ export interface GenerateOutcome {
   usage: { prompt_tokens: number; completion_tokens: number; cached_prompt_tokens?: number; draft_tokens?: number; draft_accepted_tokens?: number };
 }
 
-export interface WireStatus {
-  state: string;
-  reason: string;
-  model: string;
-  model_name: string;
-  load: { progress: number; seconds: number; bytes_sent: Record<string, string>; loads: number; connect_seconds: number; weights_seconds: number; context_seconds: number; groups: number };
-  in_flight: number;
-  waiting: number;
-  parallel: number;
-  workers: WireWorkerSummary[];
-  plan: WirePlan;
-  build: { llama_cpp_release: string; ggml_version: string; ggml_commit: string; rpc_protocol: string; backends: string[] };
-  cluster_id: string;
-  last_replan: string;
-  speculation: string;
-  /** What happened lately, oldest first (at most 200). */
-  events: { time: string; kind: string; message: string }[];
-  /** Serving figures, a sample every 2 s for the last five minutes, oldest first. */
-  history: { t: number; tokens_per_second: number; ttft_ms: number; in_flight: number; waiting: number }[];
-}
 
 export class CoordinatorClient {
   readonly address: string;

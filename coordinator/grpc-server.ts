@@ -5,27 +5,8 @@ import type { Coordinator, GenerationRequest } from './coordinator.js';
 import type { RequestSettings } from './params.js';
 import { toGrpcError } from '../common/grpc-errors.js';
 import { keyRefusal, presentedKey } from './api-keys.js';
-import { statusView } from './views.js';
-
-interface WireSampling {
-  temperature?: number;
-  top_k?: number;
-  top_p?: number;
-  min_p?: number;
-  repeat_penalty?: number;
-  seed?: number;
-  greedy?: boolean;
-  ignore_eos?: boolean;
-}
-
-interface WireGenerate {
-  prompt?: string;
-  messages?: { role: string; content: string }[];
-  max_tokens?: number;
-  sampling?: WireSampling | null;
-  stop?: string[];
-  cache_prompt?: boolean;
-}
+import { planView, statusView, workerView } from './views.js';
+import type { WireGenerate, WirePlan } from './wire.js';
 
 function settings(r: WireGenerate): RequestSettings {
   const s = r.sampling ?? {};
@@ -83,14 +64,22 @@ export class CoordinatorGrpcServer {
     this.#server.addService(serviceDefinition('CoordinatorService'), {
       Generate: stream((r) => ({ prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
       Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
-      ListWorkers: unary(() => ({ workers: statusView(this.#coordinator, this.#build).workers })),
-      GetPlan: unary(() => statusView(this.#coordinator, this.#build).plan),
+      ListWorkers: unary(() => {
+        const c = this.#coordinator.snapshot();
+        return { workers: c.workers.map((w) => workerView(w, c.secure, c.contentId)) };
+      }),
+      GetPlan: unary(() => this.#plan()),
       Replan: unary(async (call: grpc.ServerUnaryCall<{ force_reload?: boolean }, unknown>) => {
         await this.#coordinator.replan('requested over gRPC', { force: call.request.force_reload === true });
-        return statusView(this.#coordinator, this.#build).plan;
+        return this.#plan();
       }),
-      GetStatus: unary(() => statusView(this.#coordinator, this.#build)),
+      GetStatus: unary(() => statusView(this.#coordinator.snapshot(), this.#build)),
     });
+  }
+
+  #plan(): WirePlan {
+    const c = this.#coordinator.snapshot();
+    return planView(c.plan, { ctxSize: c.ctxSize, parallel: c.parallel });
   }
 
   async #generate(call: grpc.ServerWritableStream<WireGenerate, unknown>, toRequest: (r: WireGenerate) => GenerationRequest): Promise<void> {

@@ -9,6 +9,7 @@ import type { Logger } from '../common/logger.js';
 import { SecureRelay } from '../link/relay.js';
 import type { LinkKind } from '../link/tls.js';
 import type { ClusterSecret } from '../link/token.js';
+import type { PlanResult } from './planner/types.js';
 
 export interface LinkEvents {
   /** A live connection to `endpoint` (a dial endpoint) broke on the worker's side. */
@@ -30,6 +31,13 @@ export interface WorkerLinks extends EventEmitter<LinkEvents> {
   /** Plaintext bytes sent so far through the link of a dial endpoint, or null when not counted here. */
   bytesSent(endpoint: string): number | null;
   close(): Promise<void>;
+}
+
+/** A plan for people to read: each device's worker by its own address, not the local relay an engine dials. */
+export function remotePlan<P extends PlanResult>(plan: P, links: Pick<WorkerLinks, 'remoteOf'>): P {
+  if (!plan.fits) return plan;
+  const remote = (e: string) => links.remoteOf(e);
+  return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })) };
 }
 
 export class OpenLinks extends EventEmitter<LinkEvents> implements WorkerLinks {

@@ -1,19 +1,17 @@
 // Prometheus metrics for the coordinator, named after llama-server's where they mean the same thing,
-// under the hearth_ prefix. Request counters move in the coordinator core, so gRPC and HTTP both count.
+// under the hearth_ prefix. Counters follow the coordinator's request events, so gRPC and HTTP both
+// count; gauges read its snapshot when scraped.
+import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { WorkerRecord } from './registry.js';
+import { COORDINATOR_STATES, type CoordinatorEvents, type CoordinatorSnapshot, type RequestFinished } from './snapshot.js';
 import { workerMemory } from './views.js';
 
-export interface MetricsSource {
-  inFlight(): number;
-  waiting(): number;
-  loadProgress(): number;
-  state(): string;
-  workers(): WorkerRecord[];
+/** The coordinator as metrics see it: its events, and a snapshot to read gauges from. */
+export interface MetricsSource extends EventEmitter<CoordinatorEvents> {
+  snapshot(): CoordinatorSnapshot;
 }
-
-const STATES = ['starting', 'planning', 'loading', 'serving', 'draining', 'degraded', 'stopping'];
 
 export class CoordinatorMetrics {
   readonly registry = new Registry();
@@ -54,17 +52,21 @@ export class CoordinatorMetrics {
   });
 
   constructor(source: MetricsSource) {
+    source.on('first-token', (seconds) => this.timeToFirstToken.observe(seconds));
+    source.on('request-finished', (r) => this.#finished(r));
     const reg = [this.registry];
-    new Gauge({ name: 'hearth_requests_in_flight', help: 'Requests holding a slot', registers: reg, collect() { this.set(source.inFlight()); } });
-    new Gauge({ name: 'hearth_requests_waiting', help: 'Requests waiting for a slot', registers: reg, collect() { this.set(source.waiting()); } });
-    new Gauge({ name: 'hearth_model_load_progress', help: 'Progress of the current or last model load, 0..1', registers: reg, collect() { this.set(source.loadProgress()); } });
+    const now = () => source.snapshot();
+    new Gauge({ name: 'hearth_requests_in_flight', help: 'Requests holding a slot', registers: reg, collect() { this.set(now().inFlight); } });
+    new Gauge({ name: 'hearth_requests_waiting', help: 'Requests waiting for a slot', registers: reg, collect() { this.set(now().waiting); } });
+    new Gauge({ name: 'hearth_model_load_progress', help: 'Progress of the current or last model load, 0..1', registers: reg, collect() { this.set(now().load.progress); } });
     new Gauge({
       name: 'hearth_state',
       help: 'The coordinator state (1 for the current one)',
       labelNames: ['state'] as const,
       registers: reg,
       collect() {
-        for (const s of STATES) this.set({ state: s }, s === source.state() ? 1 : 0);
+        const state = now().state;
+        for (const s of COORDINATOR_STATES) this.set({ state: s }, s === state ? 1 : 0);
       },
     });
     const workerGauge = (name: string, help: string, value: (w: WorkerRecord) => number) =>
@@ -75,11 +77,24 @@ export class CoordinatorMetrics {
         registers: reg,
         collect() {
           this.reset();
-          for (const w of source.workers()) this.set({ worker: w.name, endpoint: w.control }, value(w));
+          for (const w of now().workers) this.set({ worker: w.name, endpoint: w.control }, value(w));
         },
       });
     workerGauge('hearth_worker_up', 'Whether the worker is admitted and answering (1) or not (0)', (w) => (w.state === 'admitted' ? 1 : 0));
     workerGauge('hearth_worker_free_bytes', "Free memory the worker's devices report", (w) => workerMemory(w).freeBytes);
     workerGauge('hearth_worker_total_bytes', "Total memory of the worker's devices", (w) => workerMemory(w).totalBytes);
+  }
+
+  #finished(r: RequestFinished): void {
+    this.requests.inc({ outcome: r.outcome });
+    if (r.decodeTokensPerSecond !== null) this.tokensPerSecond.set(r.decodeTokensPerSecond);
+    const u = r.usage;
+    if (!u) return;
+    this.promptTokens.inc(u.promptTokens);
+    this.promptTokensCached.inc(u.cachedTokens);
+    this.promptTokensProcessed.inc(u.promptTokens - u.cachedTokens);
+    this.generatedTokens.inc(u.completionTokens);
+    this.draftTokens.inc(u.draftTokens);
+    this.draftTokensAccepted.inc(u.draftAcceptedTokens);
   }
 }

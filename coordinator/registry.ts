@@ -9,8 +9,8 @@ import type { Logger } from '../common/logger.js';
 import { formatVersion, isCompatible, parseVersion, type RpcVersion } from '../native/rpc-protocol.js';
 import { LinkError } from '../link/relay.js';
 import { normalizeEndpoint, probeRpcServer } from '../native/rpc-probe.js';
-import { WorkerClient } from '../worker/client.js';
-import type { WireWorkerInfo, WorkerId } from '../worker/types.js';
+import { WorkerClient } from '../link/worker-client.js';
+import type { WireWorkerInfo, WorkerId } from '../link/worker-wire.js';
 import type { DiscoverySource } from './discovery/discovery.js';
 import type { WorkerLinks } from './links.js';
 

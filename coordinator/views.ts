@@ -1,62 +1,11 @@
 // The coordinator's state as the wire shows it (hearth.v1 CoordinatorService messages).
 import type { SystemInfo } from '../native/binding.js';
-import type { WireStatus } from './client.js';
-import type { Coordinator } from './coordinator.js';
 import type { Plan, PlanResult } from './planner/types.js';
 import type { WorkerRecord } from './registry.js';
+import type { CoordinatorSnapshot } from './snapshot.js';
+import type { WirePlan, WireStatus, WireWorkerSummary } from './wire.js';
 
-export interface WireWorkerSummary {
-  worker_id: string;
-  name: string;
-  control_address: string;
-  rpc_endpoint: string;
-  state: string;
-  reason: string;
-  backend: string;
-  free_bytes: string;
-  total_bytes: string;
-  rpc_protocol: string;
-  llama_cpp_release: string;
-  source: string;
-  link: string;
-  /** Whether the worker holds the served model on its own disk: "ready", "seeding 40%", "failed", or "". */
-  model_local: string;
-  /** Bytes of tensors its rpc server keeps on disk. */
-  tensor_cache_bytes: string;
-  /** Its fastest device's measured speed, bytes of weights per second; 0 when not measured. */
-  bytes_per_second: number;
-}
 
-export interface WirePlan {
-  fits: boolean;
-  devices: {
-    owner: string;
-    device: string;
-    endpoint: string;
-    first_layer: number;
-    layers: number;
-    holds_output: boolean;
-    weight_bytes: string;
-    kv_bytes: string;
-    compute_bytes: string;
-    free_bytes: string;
-    bytes_per_second?: number;
-    seconds_per_token?: number;
-    /** Absent (proto3 default) when empty. */
-    expert_layers?: number[];
-  }[];
-  refusal: string;
-  suggestions: string[];
-  host_bytes: string;
-  ctx_size: number;
-  parallel: number;
-  excluded: string[];
-  /** Absent (proto3 default) before a plan fits. */
-  objective?: string;
-  predicted_seconds_per_token?: number;
-  /** Absent (proto3 default) before a plan fits. */
-  groups?: number;
-}
 
 /** Free and total bytes over a worker's devices (0 before its first GetInfo). */
 export function workerMemory(w: WorkerRecord): { freeBytes: number; totalBytes: number } {
@@ -97,8 +46,8 @@ export function workerView(w: WorkerRecord, secure: boolean, contentId: string |
   };
 }
 
-/** `remoteOf` shows a device's worker address rather than the local relay the engine dials. */
-export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }, remoteOf: (endpoint: string) => string = (e) => e): WirePlan {
+/** A snapshot's plan already names each worker by its own address, not the local relay the engine dials. */
+export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }): WirePlan {
   const base = { ctx_size: ctx.ctxSize, parallel: ctx.parallel };
   if (!p) return { fits: false, devices: [], refusal: 'no plan yet', suggestions: [], host_bytes: '0', excluded: [], ...base };
   const excluded = p.excluded.map((x) => `${x.owner}/${x.deviceName}: ${x.reason}`);
@@ -108,7 +57,7 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
     devices: (p as Plan).devices.map((d) => ({
       owner: d.owner,
       device: d.deviceName,
-      endpoint: d.endpoint ? remoteOf(d.endpoint) : '',
+      endpoint: d.endpoint ?? '',
       first_layer: d.firstLayer,
       layers: d.layers,
       holds_output: d.holdsOutput,
@@ -135,13 +84,13 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
  * GetStatus, and the dashboard's /api/status: one view of the coordinator for `hearth status`, its
  * --json and --watch, and the web page.
  */
-export function statusView(c: Coordinator, build: SystemInfo): WireStatus {
-  const load = c.loadRecord;
+export function statusView(c: CoordinatorSnapshot, build: SystemInfo): WireStatus {
+  const load = c.load;
   return {
     state: c.state,
     reason: c.reason,
-    model: c.config.model ?? '',
-    model_name: c.model?.name ?? '',
+    model: c.modelPath,
+    model_name: c.modelName,
     load: {
       progress: load.progress,
       seconds: load.seconds,
@@ -154,12 +103,12 @@ export function statusView(c: Coordinator, build: SystemInfo): WireStatus {
     },
     in_flight: c.inFlight,
     waiting: c.waiting,
-    parallel: c.config.parallel,
-    workers: c.registry.all().map((w) => workerView(w, c.links.secure, c.modelContentId)),
-    cluster_id: c.links.clusterId ?? '',
+    parallel: c.parallel,
+    workers: c.workers.map((w) => workerView(w, c.secure, c.contentId)),
+    cluster_id: c.clusterId ?? '',
     last_replan: c.lastReplan,
     speculation: c.speculation,
-    plan: planView(c.currentPlan, { ctxSize: c.config.ctxSize, parallel: c.config.parallel }, (e) => c.links.remoteOf(e)),
+    plan: planView(c.plan, { ctxSize: c.ctxSize, parallel: c.parallel }),
     build: {
       llama_cpp_release: build.llamaCppRelease,
       ggml_version: build.ggmlVersion,
@@ -167,7 +116,7 @@ export function statusView(c: Coordinator, build: SystemInfo): WireStatus {
       rpc_protocol: build.rpcProtocol,
       backends: build.backends,
     },
-    events: c.events.map((e) => ({ ...e })),
+    events: c.events,
     history: c.history.map((h) => ({ t: h.t, tokens_per_second: h.tokensPerSecond, ttft_ms: h.ttftMs, in_flight: h.inFlight, waiting: h.waiting })),
   };
 }

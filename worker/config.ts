@@ -9,7 +9,7 @@ import { parseByteSize } from '../common/bytes.js';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
-import { cpuQuota, threadsFor } from './cgroup.js';
+import { cpuQuota, threadsFor } from '../host/cgroup.js';
 
 const port = z.number().int().min(1, 'must be a port from 1 to 65535').max(65535, 'must be a port from 1 to 65535');
 

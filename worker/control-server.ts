@@ -2,7 +2,7 @@
 // never touches the rpc port.
 import { bindGrpcServer, closeGrpcServer, grpc, serviceDefinition } from '../common/grpc.js';
 import { messageOf } from '../common/errors.js';
-import type { WireHealth, WireWorkerInfo } from './types.js';
+import type { WireHealth, WireWorkerInfo } from '../link/worker-wire.js';
 
 export interface WorkerStatusSource {
   info(): WireWorkerInfo;

@@ -12,17 +12,17 @@ import type { DeviceInfo } from '../native/binding.js';
 import { readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
-import { calibrateDevices, medianSpeeds, type DeviceSpeed } from './calibration.js';
-import { cpuQuota } from './cgroup.js';
+import { calibrateDevices, medianSpeeds, type DeviceSpeed } from '../host/calibration.js';
+import { cpuQuota } from '../host/cgroup.js';
 import { LocalModels } from './local-models.js';
 import { describeServer, withReport, type MemoryReport } from './server-devices.js';
 import { measureDevices, residentBytes, type ServedDevice } from './devices.js';
-import { hostMemory } from './host-memory.js';
+import { hostMemory } from '../host/host-memory.js';
 import { loadOrCreateWorkerId } from './identity.js';
 import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
 import { RpcServerSupervisor } from './supervisor.js';
 import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
-import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } from './types.js';
+import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } from '../link/worker-wire.js';
 
 const MEMORY_POLL_MS = 5000;
 /** How often the worker looks whether its rpc server is idle and a new calibration is due. */

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
 import type { DeviceInfo } from '../native/binding.js';
-import { hostMemory } from './host-memory.js';
+import { hostMemory } from '../host/host-memory.js';
 
 export type ServedDevice = DeviceInfo;
 

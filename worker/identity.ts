@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
-import type { WorkerId } from './types.js';
+import type { WorkerId } from '../link/worker-wire.js';
 
 export function loadOrCreateWorkerId(stateDir: string, controlPort: number): WorkerId {
   const path = join(stateDir, `worker-${controlPort}.id`);

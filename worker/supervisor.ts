@@ -6,7 +6,7 @@ import type { Logger } from '../common/logger.js';
 import { messageOf } from '../common/errors.js';
 import { RpcServerProcess, type RpcServerOptions } from './rpc-server-process.js';
 import type { MemoryReport } from './server-devices.js';
-import type { WorkerState } from './types.js';
+import type { WorkerState } from '../link/worker-wire.js';
 
 export interface BackoffPolicy {
   initialMs: number;

@@ -5,16 +5,18 @@ import type { Command } from 'commander';
 import { configureLogger, logger, type LogLevel } from '../../common/logger.js';
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
-import { CoordinatorClient, type WireStatus } from '../../coordinator/client.js';
+import { CoordinatorClient } from '../../coordinator/client.js';
+import type { WireStatus } from '../../coordinator/wire.js';
 import { checkDraftModel } from '../../coordinator/draft-check.js';
 import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
-import { Coordinator, type PlanPreview } from '../../coordinator/coordinator.js';
+import { Coordinator } from '../../coordinator/coordinator.js';
+import { previewPlan, type PlanPreview } from '../../coordinator/preview.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
 import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
-import { CoordinatorMetrics, type MetricsSource } from '../../coordinator/metrics.js';
+import { CoordinatorMetrics } from '../../coordinator/metrics.js';
 import { formatGiB, formatSpeed, plan as makePlan } from '../../coordinator/planner/planner.js';
 import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
@@ -108,16 +110,6 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     draftTune: onOff(flags.draftTune, '--draft-tune'),
   };
   return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings, env: process.env });
-}
-
-export function metricsSource(c: Coordinator): MetricsSource {
-  return {
-    inFlight: () => c.inFlight,
-    waiting: () => c.waiting,
-    loadProgress: () => c.loadRecord.progress,
-    state: () => c.state,
-    workers: () => c.registry.all(),
-  };
 }
 
 export function httpOptions(config: CoordinatorConfig): HttpOptions {
@@ -259,8 +251,7 @@ export function registerCoordinatorCommands(program: Command): void {
       config = await checkDraftModel(config, log);
       const sys = loadBinding().systemInfo();
       const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
-      const metrics = new CoordinatorMetrics(metricsSource(coordinator));
-      coordinator.attachMetrics(metrics);
+      const metrics = new CoordinatorMetrics(coordinator);
       const grpcServer = new CoordinatorGrpcServer(coordinator, sys, { apiKeys: config.apiKeys });
       const http = new HttpApi(coordinator, metrics, httpOptions(config), log.child({ part: 'http' }));
       await runUntilSignal(
@@ -307,9 +298,8 @@ export function registerCoordinatorCommands(program: Command): void {
       }
       const config = clusterConfig(flags, cmd);
       configureLogger({ level: 'warn' });
-      const coordinator = new Coordinator(config, logger('plan'), discoveries(config), rpcProtocolVersion());
-      const plan = await coordinator.preview(config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
-      for (const w of coordinator.registry.all().filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
+      const { preview: plan, workers } = await previewPlan(config, logger('plan'), discoveries(config), rpcProtocolVersion(), config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
+      for (const w of workers.filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
       if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
       else printPlan(plan);
       process.exitCode = plan.fits ? 0 : 3;

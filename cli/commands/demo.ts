@@ -21,7 +21,7 @@ import { rpcProtocolVersion } from '../../native/llama.js';
 import { createTestModel, testModelFileName } from '../../models/test-models.js';
 import { startLocalWorker, type LocalWorker } from '../local-cluster.js';
 import { parseInteger } from '../options.js';
-import { httpOptions, metricsSource, printPlan } from './coordinator.js';
+import { httpOptions, printPlan } from './coordinator.js';
 
 const DEFAULT_QUESTION = 'What is a hearth, and why do people gather around it?';
 
@@ -108,8 +108,7 @@ export function registerDemoCommand(program: Command): void {
         });
         const log = configureLogger({ level: 'warn', name: 'hearth-demo' }).child({ component: 'coordinator' });
         coordinator = new Coordinator(config, log, [new StaticDiscovery(config.workers)], rpcProtocolVersion());
-        const metrics = new CoordinatorMetrics(metricsSource(coordinator));
-        coordinator.attachMetrics(metrics);
+        const metrics = new CoordinatorMetrics(coordinator);
         const grpcServer = new CoordinatorGrpcServer(coordinator, loadBinding().systemInfo());
         const http = new HttpApi(coordinator, metrics, httpOptions(config), log);
         servers = [grpcServer, http];

@@ -11,7 +11,7 @@ import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './g
 import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { calibrationRows, DraftModel, DraftTuner, measureDecodeSeconds, type SpeculationSettings } from './speculative.js';
-import { bytesSentTo } from './tcp-bytes.js';
+import { bytesSentTo } from '../../host/tcp-bytes.js';
 
 function send(message: FromEngine): void {
   process.send?.(message);

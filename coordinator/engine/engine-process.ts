@@ -29,7 +29,9 @@ export class EngineExitError extends HearthError {
       ErrorCode.Unavailable,
       exit.reason === 'watchdog'
         ? 'the engine made no progress within the watchdog time and was stopped (a worker stopped answering)'
-        : `the engine process ended (${exit.signal ?? `code ${exit.code}`})`,
+        : exit.reason === 'shutdown'
+          ? 'the engine was shut down (for a re-plan or a stop) before this request finished'
+          : `the engine process ended (${exit.signal ?? `code ${exit.code}`})`,
     );
     this.exit = exit;
   }
@@ -77,6 +79,7 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
   readonly #watchdogMs: number;
   readonly #pending = new Map<string, PendingRequest>();
   readonly #tail: string[] = [];
+  readonly #idleWaiters: (() => void)[] = [];
   #load: { resolve: (i: LoadedInfo) => void; reject: (e: Error) => void } | null = null;
   #ready: Promise<void>;
   #lastSign = Date.now();
@@ -126,6 +129,7 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
           this.#load = null;
           for (const p of this.#pending.values()) p.reject(error);
           this.#pending.clear();
+          this.#settleIdle();
           this.emit('exit', exit);
           resolve(exit);
         }, 50);
@@ -145,6 +149,16 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
 
   get inFlight(): number {
     return this.#pending.size;
+  }
+
+  /** Resolves once no request is in flight (at once when none is), or when the engine has ended. */
+  idle(): Promise<void> {
+    if (this.#pending.size === 0 || this.#exit) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #settleIdle(): void {
+    if (this.#pending.size === 0) this.#idleWaiters.splice(0).forEach((w) => w());
   }
 
   async load(spec: EngineLoadSpec): Promise<LoadedInfo> {
@@ -231,12 +245,14 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
         const p = this.#pending.get(m.id);
         this.#pending.delete(m.id);
         p?.resolve({ finishReason: m.finishReason, usage: m.usage, text: m.text, reply: m.reply });
+        this.#settleIdle();
         return;
       }
       case 'request-error': {
         const p = this.#pending.get(m.id);
         this.#pending.delete(m.id);
         p?.reject(new HearthError(m.code as ErrorCode, m.message));
+        this.#settleIdle();
         return;
       }
       case 'log':

@@ -78,7 +78,7 @@ export class HttpApi {
     this.app.get('/health', (_req, reply) => this.#health(reply));
     registerDashboard(this.app);
     // The dashboard's view of everything, as `hearth status --json` prints it; API keys apply.
-    this.app.get('/api/status', { preHandler: this.#auth }, () => statusView(coordinator, loadBinding().systemInfo()));
+    this.app.get('/api/status', { preHandler: this.#auth }, () => statusView(coordinator.snapshot(), loadBinding().systemInfo()));
     this.app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
     this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: [this.#modelCard()] }));
     this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));

@@ -1,7 +1,8 @@
 // A real `hearth coordinator` process for tests, on a free 127.0.0.1 port, always stopped afterwards.
 import type { ChildProcess } from 'node:child_process';
 
-import { CoordinatorClient, type WireStatus } from '../../coordinator/client.js';
+import { CoordinatorClient } from '../../coordinator/client.js';
+import type { WireStatus } from '../../coordinator/wire.js';
 import { freePort } from './rpc-server.js';
 import { runCli, waitFor } from './worker.js';
 

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { after } from 'node:test';
 
 import { ClusterSecret } from '../../link/token.js';
-import { WorkerClient } from '../../worker/client.js';
-import type { WireHealth } from '../../worker/types.js';
+import { WorkerClient } from '../../link/worker-client.js';
+import type { WireHealth } from '../../link/worker-wire.js';
 import { freePort } from './rpc-server.js';
 
 export const CLI = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));

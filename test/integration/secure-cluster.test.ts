@@ -17,7 +17,7 @@ import { ClusterSecret, newToken } from '../../link/token.js';
 import type { CoordinatorClient, GenerateOutcome } from '../../coordinator/client.js';
 import { encodeHello } from '../../native/rpc-protocol.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
-import { WorkerClient } from '../../worker/client.js';
+import { WorkerClient } from '../../link/worker-client.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { assertGreedyMatches, referenceRuns, type GreedyRun, GREEDY } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';

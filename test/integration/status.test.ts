@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import type { WireStatus } from '../../coordinator/client.js';
+import type { WireStatus } from '../../coordinator/wire.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { GREEDY } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';

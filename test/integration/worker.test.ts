@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 
 import { loadBinding } from '../../native/binding.js';
 import { Batch, connectRpcServers, LlamaModel } from '../../native/llama.js';
-import { parseMemAvailable } from '../../worker/host-memory.js';
+import { parseMemAvailable } from '../../host/host-memory.js';
 import { testModel } from '../helpers/models.js';
 import { freePort } from '../helpers/rpc-server.js';
 import { isAlive, readyHealth, runCli, startWorker, waitFor } from '../helpers/worker.js';

@@ -9,7 +9,7 @@ import { pickSequence } from '../../coordinator/engine/scheduler.js';
 import { calibrationRows, DraftTuner, ngramDraft } from '../../coordinator/engine/speculative.js';
 import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
 import { singleToolCall, toolCallsOnly } from '../../coordinator/engine/tool-grammar.js';
-import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';
+import { parseSsBytes } from '../../host/tcp-bytes.js';
 
 describe('stop strings', () => {
   const run = (stops: string[], pieces: string[]) => {

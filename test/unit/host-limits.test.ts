@@ -4,10 +4,10 @@ import { describe, test } from 'node:test';
 
 import { parseByteSize } from '../../common/bytes.js';
 import { compileWorkerConfig } from '../../worker/config.js';
-import { cpuQuota, memoryLimit, threadsFor, type ReadText } from '../../worker/cgroup.js';
-import { calibrationTypeOf, parseCalibration } from '../../worker/calibration.js';
+import { cpuQuota, memoryLimit, threadsFor, type ReadText } from '../../host/cgroup.js';
+import { calibrationTypeOf, parseCalibration } from '../../host/calibration.js';
 import { withinCap } from '../../worker/devices.js';
-import { boundedByCgroup } from '../../worker/host-memory.js';
+import { boundedByCgroup } from '../../host/host-memory.js';
 import type { DeviceInfo } from '../../native/binding.js';
 
 const GiB = 1024 ** 3;
@@ -148,7 +148,7 @@ describe("the rpc server's own figures", () => {
 
 describe('speeds a worker reports', () => {
   test('the median of the last measurements: one odd run does not move the figure, two that agree do', async () => {
-    const { medianSpeeds } = await import('../../worker/calibration.js');
+    const { medianSpeeds } = await import('../../host/calibration.js');
     const run = (f16: number) => [{ device: 'CPU', bytesPerSecond: f16, byType: { f16, q8_0: f16 / 2 }, seconds: 1, threads: 1 }];
     assert.equal(medianSpeeds([run(30)])[0]!.bytesPerSecond, 30);
     assert.equal(medianSpeeds([run(30), run(6)])[0]!.bytesPerSecond, 30, 'a single new figure waits for confirmation');

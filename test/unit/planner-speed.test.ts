@@ -188,8 +188,8 @@ describe('speed drift', () => {
 
 describe('hops priced from round trips', () => {
   test("the kernel's minrtt per peer, and what a hop costs from it", async () => {
-    const { parseSsMinRtt } = await import('../../coordinator/engine/tcp-bytes.js');
-    const { hopSecondsFromRtt } = await import('../../coordinator/coordinator.js');
+    const { parseSsMinRtt } = await import('../../host/tcp-bytes.js');
+    const { hopSecondsFromRtt } = await import('../../coordinator/cluster-view.js');
     const ss = [
       '0      0      10.0.0.1:40000 10.0.0.5:50051 users:(("node",pid=42,fd=21))',
       '\t bbr rtt:8.504/11.126 ato:40 bytes_acked:5 minrtt:0.310 snd_wnd:65536',

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import type { DeviceInfo } from '../../native/binding.js';
 import { compileWorkerConfig } from '../../worker/config.js';
 import { selectDevices, withRealMemory } from '../../worker/devices.js';
-import { parseMemAvailable } from '../../worker/host-memory.js';
+import { parseMemAvailable } from '../../host/host-memory.js';
 import { advertTxt, materialChange } from '../../worker/mdns.js';
 import { backoffDelay, DEFAULT_BACKOFF } from '../../worker/supervisor.js';
 

@@ -1,9 +1,9 @@
 // A client for a worker's control service, with a deadline on every call.
 import { clientConstructor, grpc } from '../common/grpc.js';
 import { unaryCall } from '../common/grpc-errors.js';
-import { SecureRelay } from '../link/relay.js';
-import type { ClusterSecret } from '../link/token.js';
-import type { WireHealth, WireWorkerInfo } from './types.js';
+import { SecureRelay } from './relay.js';
+import type { ClusterSecret } from './token.js';
+import type { WireHealth, WireWorkerInfo } from './worker-wire.js';
 
 /**
  * A worker that was cut off must be found again within seconds of the network returning: reconnect

@@ -1,0 +1,74 @@
+// What the coordinator tells the rest of the process: its events, and a snapshot of its state as a
+// plain value. Views, metrics and the serving history read these, never the Coordinator class.
+import type { FinishReason, LoadedInfo, Usage } from './engine/protocol.js';
+import type { PlanResult } from './planner/types.js';
+import type { WorkerRecord } from './registry.js';
+
+export type CoordinatorState = 'starting' | 'planning' | 'loading' | 'serving' | 'draining' | 'degraded' | 'stopping';
+export const COORDINATOR_STATES: readonly CoordinatorState[] = ['starting', 'planning', 'loading', 'serving', 'draining', 'degraded', 'stopping'];
+
+/** Something that happened, for people to read: workers, state changes (re-plans, loads), the engine. */
+export interface CoordinatorEvent {
+  time: string;
+  kind: 'worker' | 'state' | 'load';
+  message: string;
+}
+
+/** The serving figures at one moment: generated tokens/s over the last interval, its mean time to first token. */
+export interface ServingSample {
+  t: number;
+  tokensPerSecond: number;
+  ttftMs: number;
+  inFlight: number;
+  waiting: number;
+}
+
+export interface LoadRecord {
+  progress: number;
+  seconds: number;
+  phases: LoadedInfo['phases'] | null;
+  bytesSent: Record<string, number> | null;
+  loads: number;
+  /** Contexts the engine decodes in (pipelined decode); 0 before a load. */
+  groups: number;
+}
+
+/** How one request ended: its finish reason (or an error), what it counted, how fast it decoded. */
+export interface RequestFinished {
+  outcome: FinishReason | 'error';
+  usage: Usage | null;
+  /** Tokens after the first, per second; null when too few to tell. */
+  decodeTokensPerSecond: number | null;
+}
+
+export interface CoordinatorEvents {
+  state: [CoordinatorState, string];
+  event: [CoordinatorEvent];
+  /** A request's first generated token, this long after it arrived. */
+  'first-token': [seconds: number];
+  /** One generated token (streamed to its client). */
+  token: [];
+  'request-finished': [RequestFinished];
+}
+
+/** The coordinator at one moment, as a plain value. Endpoints in `plan` are the workers' own addresses. */
+export interface CoordinatorSnapshot {
+  state: CoordinatorState;
+  reason: string;
+  modelPath: string;
+  modelName: string;
+  contentId: string | null;
+  plan: PlanResult | null;
+  load: LoadRecord;
+  inFlight: number;
+  waiting: number;
+  parallel: number;
+  ctxSize: number;
+  workers: WorkerRecord[];
+  secure: boolean;
+  clusterId: string | null;
+  lastReplan: string;
+  speculation: string;
+  events: CoordinatorEvent[];
+  history: ServingSample[];
+}
