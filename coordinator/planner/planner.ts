@@ -26,10 +26,10 @@ import type {
   PlacementObjective,
   Refusal,
 } from './types.js';
+import { GiB, gbPerSecond, gib } from './units.js';
 
 export { cacheTypeBytes, isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, kvLayerBytes, paddedContext } from './kv.js';
 
-const GiB = 1024 ** 3;
 /** Suggested worker sizes are rounded up to this step, so they read as numbers a person would type. */
 const SUGGESTION_STEP = GiB / 10;
 /** Bits per weight, by general.file_type, for the types a Q4_K_M quantization would shrink a lot. */
@@ -44,15 +44,6 @@ const Q4_K_M_BITS_PER_WEIGHT = 4.8;
 export const DEFAULT_HOP_SECONDS = 0.001;
 /** Speeds this close (10 %) count as equal when ordering devices, so measurement noise does not reorder a plan. */
 const SPEED_TIER = 1.1;
-
-export function formatGiB(bytes: number): string {
-  return `${(bytes / GiB).toFixed(2)} GiB`;
-}
-
-/** A measured speed as a person reads it: "12.3 GB/s". */
-export function formatSpeed(bytesPerSecond: number): string {
-  return `${(bytesPerSecond / 1e9).toFixed(1)} GB/s`;
-}
 
 /**
  * A deliberately simple, conservative stand-in for llama.cpp's compute buffer (the exact figure needs a
@@ -363,7 +354,7 @@ function speedOrder(seats: Seat[]): Seat[] {
 
 function notNeeded(seat: Seat): ExcludedDevice {
   const { key, owner, deviceName } = seat.device;
-  const measured = seat.device.bytesPerSecond ? `at ${formatSpeed(seat.device.bytesPerSecond)} ` : '';
+  const measured = seat.device.bytesPerSecond ? `at ${gbPerSecond(seat.device.bytesPerSecond)} ` : '';
   return { key, owner, deviceName, reason: `not needed: faster devices hold the whole model, and this one ${measured}would only add time` };
 }
 
@@ -664,10 +655,10 @@ function tooSmallReason(seat: Seat, need: number, what: string, input: PlanInput
   const { model, reserveBytes } = input;
   const kept =
     seat.device.kind === 'local' && model.inputBytes > 0
-      ? `the ${formatGiB(reserveBytes)} reserve and the ${formatGiB(model.inputBytes)} input embedding`
-      : `the ${formatGiB(reserveBytes)} reserve`;
-  if (seat.usable <= 0) return `${formatGiB(seat.device.freeBytes)} free is not more than ${kept}`;
-  return `${formatGiB(seat.usable)} usable after ${kept}, ${what} needs ${formatGiB(need)} with its compute buffer`;
+      ? `the ${gib(reserveBytes)} reserve and the ${gib(model.inputBytes)} input embedding`
+      : `the ${gib(reserveBytes)} reserve`;
+  if (seat.usable <= 0) return `${gib(seat.device.freeBytes)} free is not more than ${kept}`;
+  return `${gib(seat.usable)} usable after ${kept}, ${what} needs ${gib(need)} with its compute buffer`;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -878,9 +869,9 @@ function refuse(input: PlanInput, outcome: Shortfall): Refusal {
 function refusalReason(input: PlanInput, outcome: Shortfall): string {
   if (input.devices.length === 0) return 'no devices to place the model on: start a worker or enable the local device';
   const name = input.model.name ?? input.model.path;
-  const needed = formatGiB(outcome.neededBytes);
-  const available = formatGiB(outcome.availableBytes);
-  const short = formatGiB(outcome.shortfallBytes);
+  const needed = gib(outcome.neededBytes);
+  const available = gib(outcome.availableBytes);
+  const short = gib(outcome.shortfallBytes);
   if (outcome.granular) {
     return `${name} needs ${needed} and ${available} is available after reserves, but no split into whole layers fits: short by ${short}.`;
   }
@@ -936,7 +927,7 @@ function kvSavings(input: PlanInput, ctxSize: number, parallel: number): string 
   const { model, context } = input;
   const before = sum(kvLayerBytes(model, context));
   const after = sum(kvLayerBytes(model, { ...context, ctxSize, parallel }));
-  return formatGiB(before - after);
+  return gib(before - after);
 }
 
 /** The largest context, in steps of 256 tokens, that fits; none when even 256 tokens do not. */
@@ -962,7 +953,7 @@ function pipelineOff(input: PlanInput): string | null {
   const groups = groupsBound(input);
   if (groups < 2 || !fitsWith(input, { context: { pipeline: 'off' } })) return null;
   const saved = (groups - 1) * (computeBufferBytes(input.model, input.context) * stageCount(input.devices) + logitsBufferBytes(input.model, input.context));
-  return `Start with --pipeline off (one context instead of ${groups}; saves up to ${formatGiB(saved)} of compute buffers).`;
+  return `Start with --pipeline off (one context instead of ${groups}; saves up to ${gib(saved)} of compute buffers).`;
 }
 
 /** An estimate only: Q4_K_M keeps a few tensors at higher precision, which its 4.8 bits average covers. */
@@ -975,6 +966,6 @@ function smallerQuantization(input: PlanInput, outcome: Shortfall): string | nul
   const verdict = quantized <= outcome.availableBytes ? 'which fits in' : 'still more than';
   return (
     `A Q4_K_M quantization of this model (about ${Q4_K_M_BITS_PER_WEIGHT} bits per weight instead of ${from.bitsPerWeight} for ${from.name}) ` +
-    `would need about ${formatGiB(quantized)}, ${verdict} the ${formatGiB(outcome.availableBytes)} available.`
+    `would need about ${gib(quantized)}, ${verdict} the ${gib(outcome.availableBytes)} available.`
   );
 }
