@@ -8,61 +8,22 @@
 // - the local CPU, when it takes part, takes the first slots (llama.cpp keeps non-offloaded layers there),
 //   and the RPC devices get the rest through n_gpu_layers and an integer tensor_split.
 // Two objectives (PlacementObjective): 'memory' shares layers in proportion to free memory; 'speed'
-// minimises the predicted time per token of a single stream, which with layer split is the sum over
-// devices of (bytes of weights it holds ÷ its measured speed) plus a hop per RPC device, since one
-// device computes at a time.
+// minimises the predicted time per token of a single stream (time-model.ts).
+// The bytes of slots and buffers are in layout.ts, the candidates as placement sees them in seats.ts.
 import { ErrorCode, HearthError } from '../../common/errors.js';
-import { isCacheType, kvBytesPerToken, kvLayerBytes, paddedContext } from './kv.js';
+import { isCacheType, kvBytesPerToken, kvLayerBytes } from './kv.js';
+import { blocksOf, computeBufferBytes, computeOf, layoutOf, loadsOf, logitsBufferBytes, neededFor, type ExpertMove, type Layout } from './layout.js';
 import { pipelineGroups, stageCount } from './pipeline.js';
-import type {
-  CandidateDevice,
-  ExcludedDevice,
-  ModelFacts,
-  Plan,
-  PlanContext,
-  PlannedDevice,
-  PlanInput,
-  PlanResult,
-  PlacementObjective,
-  Refusal,
-} from './types.js';
+import { byFastest, overflowOf, seatsOf, tierOf, type Seat } from './seats.js';
+import { sum } from './sum.js';
+import { hopOf, secondsOf, timeOf, timeOfPlan, workOf, type DeviceWork } from './time-model.js';
+import type { CandidateDevice, ExcludedDevice, ModelFacts, Plan, PlanContext, PlannedDevice, PlanInput, PlanResult, Refusal } from './types.js';
 import { GiB, gbPerSecond, gib } from './units.js';
 
 export { cacheTypeBytes, isCacheType, kvBytesPerToken, kvBytesPerTokenPerLayer, kvLayerBytes, paddedContext } from './kv.js';
+export { computeBufferBytes, logitsBufferBytes } from './layout.js';
+export { DEFAULT_HOP_SECONDS } from './time-model.js';
 
-/** Suggested worker sizes are rounded up to this step, so they read as numbers a person would type. */
-const SUGGESTION_STEP = GiB / 10;
-/** Bits per weight, by general.file_type, for the types a Q4_K_M quantization would shrink a lot. */
-const SHRINKABLE_FILE_TYPES: ReadonlyMap<number, { name: string; bitsPerWeight: number }> = new Map([
-  [0, { name: 'F32', bitsPerWeight: 32 }],
-  [1, { name: 'F16', bitsPerWeight: 16 }],
-  [7, { name: 'Q8_0', bitsPerWeight: 8.5 }],
-]);
-const Q4_K_M_BITS_PER_WEIGHT = 4.8;
-
-/** What reaching an RPC device costs per token when nobody measured it: a few LAN round trips. */
-export const DEFAULT_HOP_SECONDS = 0.001;
-/** Speeds this close (10 %) count as equal when ordering devices, so measurement noise does not reorder a plan. */
-const SPEED_TIER = 1.1;
-
-/**
- * A deliberately simple, conservative stand-in for llama.cpp's compute buffer (the exact figure needs a
- * no_alloc context, see ARCHITECTURE.md): f32 activations of one micro-batch through the widest
- * intermediate tensors (residual, norm and attention in/out ≈ 4 × n_embd; gate, up and activation
- * ≈ 3 × n_ff), plus the attention scores (n_ubatch × n_ctx × n_head, f32). ggml reuses this buffer from
- * layer to layer, so every device that takes part needs it once, however many layers it holds.
- */
-export function computeBufferBytes(model: ModelFacts, context: PlanContext): number {
-  const feedForward = model.feedForwardLength ?? 4 * model.embeddingLength;
-  const activations = context.nUbatch * 4 * (4 * model.embeddingLength + 3 * feedForward);
-  const scores = context.nUbatch * paddedContext(context.ctxSize) * model.headCount * 4;
-  return activations + scores;
-}
-
-/** f32 logits for one micro-batch, on the device that holds the output head. */
-export function logitsBufferBytes(model: ModelFacts, context: PlanContext): number {
-  return model.vocabSize * context.nUbatch * 4;
-}
 
 export function plan(input: PlanInput): PlanResult {
   validate(input);
@@ -81,13 +42,15 @@ export function plan(input: PlanInput): PlanResult {
   return outcome.fits ? outcome.plan : refuse(input, outcome);
 }
 
-/** The most contexts a placement on these candidates could use. */
-function groupsBound(input: PlanInput): number {
-  return pipelineGroups(input.context.pipeline ?? 'off', stageCount(input.devices), input.context.parallel);
-}
-
 // ---------------------------------------------------------------------------------------------------
-// Validation: only malformed input throws; a model that does not fit is a Refusal value.
+// The planner's input checks. Only malformed input throws; a model that does not fit is a Refusal value.
+
+function validate(input: PlanInput): void {
+  validateModel(input.model);
+  validateContext(input.context);
+  requireBytes(input.reserveBytes, 'reserveBytes');
+  validateDevices(input.devices);
+}
 
 function invalid(message: string): never {
   throw new HearthError(ErrorCode.InvalidArgument, `cannot plan: ${message}`);
@@ -101,13 +64,6 @@ function requireBytes(value: number, field: string): void {
   if (!Number.isFinite(value) || value < 0) invalid(`${field} must be a byte count >= 0, got ${value}`);
 }
 
-function validate(input: PlanInput): void {
-  validateModel(input.model);
-  validateContext(input.context);
-  requireBytes(input.reserveBytes, 'reserveBytes');
-  validateDevices(input.devices);
-}
-
 function validateModel(model: ModelFacts): void {
   requireWhole(model.layerCount, `model.layerCount (${model.path})`, 1);
   if (model.layerBytes.length !== model.layerCount) {
@@ -119,17 +75,19 @@ function validateModel(model: ModelFacts): void {
   const sizes = ['embeddingLength', 'headCount', 'headCountKv', 'headDimK', 'headDimV', 'vocabSize'] as const;
   for (const key of sizes) requireBytes(model[key], `model.${key}`);
   if (model.feedForwardLength !== null) requireBytes(model.feedForwardLength, 'model.feedForwardLength');
-  if (model.experts) {
-    const { count, used, layerBytes } = model.experts;
-    requireWhole(count, 'model.experts.count', 1);
-    requireWhole(used, 'model.experts.used', 1);
-    if (used > count) invalid(`model.experts.used (${used}) is more than model.experts.count (${count})`);
-    if (layerBytes.length !== model.layerCount) invalid(`model.experts.layerBytes has ${layerBytes.length} entries for ${model.layerCount} layers`);
-    layerBytes.forEach((b, i) => {
-      requireBytes(b, `model.experts.layerBytes[${i}]`);
-      if (b > model.layerBytes[i]!) invalid(`model.experts.layerBytes[${i}] (${b}) is more than the whole block (${model.layerBytes[i]})`);
-    });
-  }
+  if (model.experts) validateExperts(model, model.experts);
+}
+
+function validateExperts(model: ModelFacts, experts: NonNullable<ModelFacts['experts']>): void {
+  const { count, used, layerBytes } = experts;
+  requireWhole(count, 'model.experts.count', 1);
+  requireWhole(used, 'model.experts.used', 1);
+  if (used > count) invalid(`model.experts.used (${used}) is more than model.experts.count (${count})`);
+  if (layerBytes.length !== model.layerCount) invalid(`model.experts.layerBytes has ${layerBytes.length} entries for ${model.layerCount} layers`);
+  layerBytes.forEach((b, i) => {
+    requireBytes(b, `model.experts.layerBytes[${i}]`);
+    if (b > model.layerBytes[i]!) invalid(`model.experts.layerBytes[${i}] (${b}) is more than the whole block (${model.layerBytes[i]})`);
+  });
 }
 
 function validateContext(context: PlanContext): void {
@@ -155,111 +113,38 @@ function validateDevices(devices: CandidateDevice[]): void {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Placement.
+// Placement without suggestions: the refusal calls it again to try each way out.
 
-/** What placement needs from the model and context, derived once. */
-interface Layout {
-  /** Bytes of each slot: blocks 0..n_layer-1 (weights + KV), then the output head. */
-  slots: number[];
-  /**
-   * Bytes of weights of each slot that a decode step reads, and so what its time follows: a MoE block's
-   * experts count for the share of them a token uses.
-   */
-  weights: number[];
-  /** Sparse expert bytes of each block (0 for dense models): what a spill moves (see spillExperts). */
-  experts: number[];
-  /** What a decode step reads of each block's experts. */
-  expertReads: number[];
-  /** KV bytes of each block (sliding-window layers hold less). */
-  kv: number[];
-  /** Compute buffer of every device that takes part (all the contexts'). */
-  computeBase: number;
-  /** Extra compute on the device that holds the output head (all the contexts'). */
-  logits: number;
-  /** Contexts the engine creates, each with its own compute buffers. */
-  groups: number;
-}
-
-/** A device still in the running. */
-interface Seat {
-  device: CandidateDevice;
-  usable: number;
-  /** Bytes per second the time model uses: the measured speed, or a stand-in when unknown. */
-  speed: number;
-  /** Position among the candidates, for stable tie-breaks. */
-  index: number;
-}
-
-type Outcome =
-  | { fits: true; plan: Plan }
-  | {
-      fits: false;
-      neededBytes: number;
-      availableBytes: number;
-      shortfallBytes: number;
-      /** Enough memory in total, but no split into whole slots fits. */
-      granular: boolean;
-      excluded: ExcludedDevice[];
-    };
-
-function layoutOf(model: ModelFacts, context: PlanContext, groups: number): Layout {
-  // The KV cache is only partitioned between the contexts: the same cells in total.
-  const kv = kvLayerBytes(model, context);
-  const experts = model.layerBytes.map((_, il) => model.experts?.layerBytes[il] ?? 0);
-  const share = model.experts ? model.experts.used / model.experts.count : 1;
-  const expertReads = experts.map((e) => e * share);
-  return {
-    slots: [...model.layerBytes.map((b, il) => b + kv[il]!), model.outputBytes],
-    weights: [...model.layerBytes.map((b, il) => b - experts[il]! + expertReads[il]!), model.outputBytes],
-    experts,
-    expertReads,
-    kv,
-    computeBase: groups * computeBufferBytes(model, context),
-    logits: groups * logitsBufferBytes(model, context),
-    groups,
-  };
-}
-
-/** Free memory minus the reserve; the local device also keeps the input embedding. */
-function usableOf(device: CandidateDevice, input: PlanInput): number {
-  const hostShare = device.kind === 'local' ? input.model.inputBytes : 0;
-  return device.freeBytes - input.reserveBytes - hostShare;
-}
-
-function computeOf(layout: Layout, position: number, seatCount: number): number {
-  return layout.computeBase + (position === seatCount - 1 ? layout.logits : 0);
-}
-
-function sum(values: readonly number[]): number {
-  return values.reduce((a, b) => a + b, 0);
-}
-
-/** Places the model without suggestions, so the suggestions can call it to try alternatives. */
+/** Places the model for `groups` contexts (by default the most these candidates allow). */
 function place(input: PlanInput, groups = groupsBound(input)): Outcome {
   const layout = layoutOf(input.model, input.context, groups);
   const all = seatsOf(input);
-  if (objectiveOf(input) === 'speed' && all.length > 1) {
+  if (input.objective === 'speed' && all.length > 1) {
     const fast = placeBySpeed(input, layout, all);
     if (fast) return fast;
   }
   return placeOn(all, layout, input);
 }
 
-function objectiveOf(input: PlanInput): PlacementObjective {
-  return input.objective ?? 'memory';
+/** The most contexts a placement on these candidates could use. */
+function groupsBound(input: PlanInput): number {
+  return pipelineGroups(input.context.pipeline ?? 'off', stageCount(input.devices), input.context.parallel);
 }
 
-/** Every candidate with its usable memory and the speed the time model uses. */
-function seatsOf(input: PlanInput): Seat[] {
-  const known = input.devices.map((d) => d.bytesPerSecond).filter((v): v is number => typeof v === 'number' && v > 0);
-  // A device nobody measured is taken to be typical of the ones that were (all equal when none was).
-  const stand = known.length > 0 ? [...known].sort((a, b) => a - b)[Math.floor(known.length / 2)]! : 1;
-  return input.devices.map((device, index) => ({
-    device,
-    usable: usableOf(device, input),
-    speed: device.bytesPerSecond && device.bytesPerSecond > 0 ? device.bytesPerSecond : stand,
-    index,
-  }));
+// ---------------------------------------------------------------------------------------------------
+// Placement on a given list of devices, in the order llama.cpp will get them: which of them take part,
+// how many slots each takes, and for speed, which MoE experts move to a slower device of a worker.
+
+type Outcome = { fits: true; plan: Plan } | Shortfall;
+
+interface Shortfall {
+  fits: false;
+  neededBytes: number;
+  availableBytes: number;
+  shortfallBytes: number;
+  /** Enough memory in total, but no split into whole slots fits. */
+  granular: boolean;
+  excluded: ExcludedDevice[];
 }
 
 /** Places on these devices in this order (after dropping the ones that cannot take part). */
@@ -271,7 +156,7 @@ function placeOn(candidates: Seat[], layout: Layout, input: PlanInput): Outcome 
   if (seats.length === 0 || neededBytes > availableBytes) {
     return { fits: false, neededBytes, availableBytes, shortfallBytes: neededBytes - availableBytes, granular: false, excluded };
   }
-  const speed = objectiveOf(input) === 'speed';
+  const speed = input.objective === 'speed';
   const start = speed ? fastestFirstCounts(seats, layout) : initialCounts(seats.map((s, i) => s.usable - computeOf(layout, i, seats.length)), layout.slots.length);
   const repaired = repair(start, seats, layout, speed);
   if (!repaired.ok) {
@@ -279,20 +164,17 @@ function placeOn(candidates: Seat[], layout: Layout, input: PlanInput): Outcome 
   }
   const counts = speed ? quicken(repaired.counts, seats, layout) : repaired.counts;
   const spill = speed ? spillExperts(counts, seats, layout) : null;
-  return { fits: true, plan: buildPlan(input, layout, seats, spill?.counts ?? counts, excluded, spill) };
-}
-
-function neededFor(layout: Layout, seatCount: number): number {
-  return sum(layout.slots) + seatCount * layout.computeBase + layout.logits;
+  return { fits: true, plan: buildPlan(input, layout, seats, spill?.counts ?? counts, excluded, spill?.moves) };
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The speed objective. Time per token is linear in the bytes each device holds, so the fastest devices
-// should hold as much as fits: the planner takes the k fastest devices for the smallest k that holds the
-// model, fills the fastest first, and then drops any device whose hop costs more than its layers save.
-// llama.cpp order puts the local device first; the RPC devices follow slowest first, so that the fastest
-// one holds the output head (the largest single matrix of most models).
+// The speed objective's choice of devices. Time per token is linear in the bytes each device holds, so
+// the fastest devices should hold as much as fits: the planner takes the k fastest devices for the
+// smallest k that holds the model, fills the fastest first, and then drops any device whose hop costs
+// more than its layers save. llama.cpp order puts the local device first; the RPC devices follow
+// slowest first, so that the fastest one holds the output head (the largest single matrix of most models).
 
+/** The quickest plan on the fewest fast devices that hold the model, or null when none does. */
 function placeBySpeed(input: PlanInput, layout: Layout, all: Seat[]): Outcome | null {
   // Devices too small for any block are out whatever the objective (where each of the others sits,
   // and so whether it must hold the output head, is decided below); the rest are candidates by speed.
@@ -340,11 +222,6 @@ function placeAll(chosen: Seat[], layout: Layout, input: PlanInput, all: Seat[])
   return best?.plan ?? null;
 }
 
-/** Speeds in tiers 10 % apart, so that two equal machines measured a little differently keep their order. */
-function tierOf(seat: Seat): number {
-  return Math.round(Math.log(seat.speed) / Math.log(SPEED_TIER));
-}
-
 /** The local device first (llama.cpp's rule), then the RPC devices slowest first, so the fastest ends with the output head. */
 function speedOrder(seats: Seat[]): Seat[] {
   const local = seats.filter((s) => s.device.kind === 'local');
@@ -378,18 +255,37 @@ function withoutCostlyHops(plan: Plan, input: PlanInput, layout: Layout, all: Se
   return best;
 }
 
-/** The time model with stand-in speeds, for comparing plans when some speeds are unknown. */
-function timeOfPlan(plan: Plan, all: Seat[]): number {
-  return sum(
-    plan.devices.map((d) => {
-      const seat = all.find((s) => s.device.key === d.key)!;
-      return secondsOf(seat.speed, d.readBytes, d.layers, d.expertLayers, hopOf(seat.device))!;
-    }),
-  );
+// ---------------------------------------------------------------------------------------------------
+// How many layer slots each device takes, in device order. A start (largest remainder in proportion to
+// capacity, or fastest first under the speed objective), then a repair loop for the cases where slot
+// sizes differ (the output head, the local device's first slot) and a count overflows, then, for speed,
+// single slots moved to faster devices while that lowers the time per token.
+
+function initialCounts(capacities: number[], slotCount: number): number[] {
+  const weights = capacities.map((c) => Math.max(c, 0));
+  const total = sum(weights);
+  // Degenerate models (zero-byte slots) leave nothing to be proportional to: share evenly.
+  const quotas = weights.map((w) => (total > 0 ? (w / total) * slotCount : slotCount / weights.length));
+  const counts = quotas.map(Math.floor);
+  const byRemainder = quotas.map((q, i) => ({ i, r: q - Math.floor(q) })).sort((a, b) => b.r - a.r || a.i - b.i);
+  let left = slotCount - sum(counts);
+  for (const { i } of byRemainder) {
+    if (left <= 0) break;
+    counts[i]! += 1;
+    left -= 1;
+  }
+  return giveEveryoneOne(counts);
 }
 
-function hopOf(device: CandidateDevice): number {
-  return device.kind === 'rpc' ? (device.hopSeconds ?? DEFAULT_HOP_SECONDS) : 0;
+/** Every device that takes part gets a slot, taken from the device with the most (the earliest on a tie). */
+function giveEveryoneOne(counts: number[]): number[] {
+  for (let i = 0; i < counts.length; i++) {
+    if (counts[i]! > 0) continue;
+    const donor = counts.reduce((best, c, j) => (c > counts[best]! ? j : best), 0);
+    counts[donor]! -= 1;
+    counts[i] = 1;
+  }
+  return counts;
 }
 
 /** Everyone one slot, then the fastest take as many more as their memory holds (by the average block). */
@@ -414,25 +310,55 @@ function fastestFirstCounts(seats: Seat[], layout: Layout): number[] {
   return counts;
 }
 
-/** Positions, fastest tier first; within a tier, candidate order. */
-function byFastest(seats: Seat[]): number[] {
-  return seats.map((_, i) => i).sort((a, b) => tierOf(seats[b]!) - tierOf(seats[a]!) || seats[a]!.index - seats[b]!.index);
+type Repair = { ok: true; counts: number[] } | { ok: false; overflow: number };
+
+/**
+ * Moves one slot at a time from an overflowing device to the one with the most slack that can still
+ * take it. Moving a slot shifts the ranges in between, so a move only counts if it lowers the total
+ * overflow; that also guarantees the loop ends.
+ */
+function repair(start: number[], seats: Seat[], layout: Layout, fastestFirst = false): Repair {
+  let counts = start;
+  const maxMoves = layout.slots.length * seats.length;
+  for (let moves = 0; moves <= maxMoves; moves++) {
+    const loads = loadsOf(counts, layout);
+    const overflow = overflowOf(loads, seats);
+    if (overflow === 0) return { ok: true, counts };
+    const next = bestMove(counts, loads, overflow, seats, layout, fastestFirst);
+    if (!next) return { ok: false, overflow };
+    counts = next;
+  }
+  return { ok: false, overflow: overflowOf(loadsOf(counts, layout), seats) };
 }
 
-/** Seconds per token of each device with these counts: its weights over its speed, plus its hop. */
-function timesOf(counts: number[], seats: Seat[], layout: Layout): number[] {
-  let first = 0;
-  return counts.map((count, i) => {
-    const seconds = sum(layout.weights.slice(first, first + count)) / seats[i]!.speed + hopOf(seats[i]!.device);
-    first += count;
-    return seconds;
-  });
+function byDescending(values: number[]): number[] {
+  return values.map((_, i) => i).sort((a, b) => values[b]! - values[a]! || a - b);
+}
+
+/** Receivers are tried by slack, or fastest first under the speed objective. */
+function bestMove(counts: number[], loads: number[], overflow: number, seats: Seat[], layout: Layout, fastestFirst: boolean): number[] | null {
+  const over = loads.map((load, i) => load - seats[i]!.usable);
+  const slack = over.map((o) => -o);
+  const donors = byDescending(over).filter((i) => over[i]! > 0 && counts[i]! > 1);
+  const receivers = fastestFirst ? byFastest(seats) : byDescending(slack);
+  for (const donor of donors) {
+    for (const receiver of receivers) {
+      if (receiver === donor) continue;
+      const trial = [...counts];
+      trial[donor]! -= 1;
+      trial[receiver]! += 1;
+      const trialLoads = loadsOf(trial, layout);
+      const fitsReceiver = trialLoads[receiver]! <= seats[receiver]!.usable;
+      if (fitsReceiver && overflowOf(trialLoads, seats) < overflow) return trial;
+    }
+  }
+  return null;
 }
 
 /** Moves single slots from slower to faster devices (a tier apart) while that fits and lowers the time per token. */
 function quicken(start: number[], seats: Seat[], layout: Layout): number[] {
   let counts = start;
-  let time = sum(timesOf(counts, seats, layout));
+  let time = timeOf(counts, seats, layout);
   const order = byFastest(seats);
   for (let moves = 0; moves < layout.slots.length * seats.length; moves++) {
     let next: { counts: number[]; time: number } | null = null;
@@ -446,7 +372,7 @@ function quicken(start: number[], seats: Seat[], layout: Layout): number[] {
         trial[donor]! -= 1;
         trial[receiver]! += 1;
         if (overflowOf(loadsOf(trial, layout), seats) > 0) continue;
-        const t = sum(timesOf(trial, seats, layout));
+        const t = timeOf(trial, seats, layout);
         if (t < time - 1e-12) next = { counts: trial, time: t };
       }
     }
@@ -464,12 +390,18 @@ function quicken(start: number[], seats: Seat[], layout: Layout): number[] {
 // than its experts. So the fast device takes the dense parts of blocks whose experts stay on the slower
 // device of the same machine (llama.cpp's tensor overrides put them there, and the activations cross
 // inside the worker, not the network). llama-server's fit (common/fit.cpp) does the same towards the
-// host CPU of one machine. A spilled block costs the worker a round trip per token (hopOf), so blocks
-// are spilled only while the predicted time per token drops, and within every device's memory.
+// host CPU of one machine. A spilled block costs the worker a round trip per token (see time-model.ts),
+// so blocks are spilled only while the predicted time per token drops, and within every device's memory.
 
+/** Counts after the spill, and whose experts went where. */
 interface Spill {
   counts: number[];
-  /** Per seat: the seat of the same worker that holds the experts of its first `spilled[i]` blocks, or -1. */
+  moves: ExpertMove[];
+}
+
+/** Where the search stands: per seat, the seat of the same worker that holds the experts of its first `spilled[i]` blocks, or -1. */
+interface SpillState {
+  counts: number[];
   partner: number[];
   spilled: number[];
 }
@@ -478,8 +410,8 @@ function spillExperts(start: number[], seats: Seat[], layout: Layout): Spill | n
   if (!layout.experts.some((e) => e > 0)) return null;
   const partner = seats.map((_, i) => partnerOf(seats, i));
   if (partner.every((p) => p < 0)) return null;
-  let state: Spill = { counts: [...start], partner, spilled: seats.map(() => 0) };
-  let time = sum(spillTimes(state, seats, layout));
+  let state: SpillState = { counts: [...start], partner, spilled: seats.map(() => 0) };
+  let time = timeOf(state.counts, seats, layout, movesOf(state, layout));
   // One pair at a time, until no pair improves (a worker's devices rarely pair with another's).
   for (let round = 0; round < seats.length; round++) {
     let improved = false;
@@ -494,7 +426,7 @@ function spillExperts(start: number[], seats: Seat[], layout: Layout): Spill | n
     }
     if (!improved) break;
   }
-  return state.spilled.some((n) => n > 0) ? state : null;
+  return state.spilled.some((n) => n > 0) ? { counts: state.counts, moves: movesOf(state, layout) } : null;
 }
 
 /**
@@ -503,18 +435,20 @@ function spillExperts(start: number[], seats: Seat[], layout: Layout): Spill | n
  * on the slower device, and it costs a round trip). A step-by-step search stops short here: making
  * room for more dense parts first means spilling experts, which alone costs time.
  */
-function bestSpill(state: Spill, i: number, p: number, seats: Seat[], layout: Layout): { state: Spill; time: number } | null {
+function bestSpill(state: SpillState, i: number, p: number, seats: Seat[], layout: Layout): { state: SpillState; time: number } | null {
   const pair = state.counts[i]! + state.counts[p]!;
-  let best: { state: Spill; time: number } | null = null;
+  let best: { state: SpillState; time: number } | null = null;
   for (let onFast = 1; onFast <= pair; onFast++) {
     const counts = [...state.counts];
     counts[i] = onFast;
     counts[p] = pair - onFast;
     const blocks = blocksOf(counts, i, layout).length;
     for (let k = 0; k <= blocks; k++) {
-      const trial: Spill = { counts, partner: state.partner, spilled: state.spilled.map((n, j) => (j === i ? k : n)) };
-      if (!validSpill(trial, layout) || overflowOf(spillLoads(trial, layout), seats) > 0) continue;
-      const t = sum(spillTimes(trial, seats, layout));
+      const trial: SpillState = { counts, partner: state.partner, spilled: state.spilled.map((n, j) => (j === i ? k : n)) };
+      if (!validSpill(trial, layout)) continue;
+      const moves = movesOf(trial, layout);
+      if (overflowOf(loadsOf(counts, layout, moves), seats) > 0) continue;
+      const t = timeOf(counts, seats, layout, moves);
       if (!best || t < best.time - 1e-12) best = { state: trial, time: t };
       break;
     }
@@ -535,22 +469,19 @@ function partnerOf(seats: Seat[], i: number): number {
   return best;
 }
 
-/** Blocks (not the output head) of seat i's range. */
-function blocksOf(counts: number[], i: number, layout: Layout): number[] {
-  const first = sum(counts.slice(0, i));
-  const end = Math.min(first + counts[i]!, layout.slots.length - 1);
-  return Array.from({ length: Math.max(0, end - first) }, (_, k) => first + k);
-}
-
-function spilledBlocks(s: Spill, i: number, layout: Layout): number[] {
-  return blocksOf(s.counts, i, layout).slice(0, s.spilled[i]!);
+/** The blocks each seat spills, as moves to its partner. */
+function movesOf(s: SpillState, layout: Layout): ExpertMove[] {
+  return s.partner.flatMap((to, from) => {
+    const blocks = to < 0 ? [] : blocksOf(s.counts, from, layout).slice(0, s.spilled[from]!);
+    return blocks.length > 0 ? [{ from, to, blocks }] : [];
+  });
 }
 
 /**
  * Counts stay whole and positive, except that a partner may give away all its blocks and keep only
  * experts (not the last device: it holds the output head); a seat spills no more blocks than it has.
  */
-function validSpill(s: Spill, layout: Layout): boolean {
+function validSpill(s: SpillState, layout: Layout): boolean {
   const last = s.counts.length - 1;
   const holdsExperts = new Set(s.partner.filter((p, i) => p >= 0 && s.spilled[i]! > 0));
   return s.counts.every((c, i) => {
@@ -558,35 +489,6 @@ function validSpill(s: Spill, layout: Layout): boolean {
     if (c === 0 && (i === last || !holdsExperts.has(i))) return false;
     return s.spilled[i]! <= blocksOf(s.counts, i, layout).length;
   });
-}
-
-function spillLoads(s: Spill, layout: Layout): number[] {
-  const loads = loadsOf(s.counts, layout);
-  for (const [i, p] of s.partner.entries()) {
-    if (p < 0) continue;
-    const moved = sum(spilledBlocks(s, i, layout).map((b) => layout.experts[b]!));
-    loads[i]! -= moved;
-    loads[p]! += moved;
-  }
-  return loads;
-}
-
-/** timesOf with the spilled experts read on the partner, and a round trip to the worker for each spilled block. */
-function spillTimes(s: Spill, seats: Seat[], layout: Layout): number[] {
-  let first = 0;
-  const times = s.counts.map((count, i) => {
-    const seconds = sum(layout.weights.slice(first, first + count)) / seats[i]!.speed + (count > 0 ? hopOf(seats[i]!.device) : 0);
-    first += count;
-    return seconds;
-  });
-  for (const [i, p] of s.partner.entries()) {
-    if (p < 0) continue;
-    const blocks = spilledBlocks(s, i, layout);
-    const reads = sum(blocks.map((b) => layout.expertReads[b]!));
-    times[i]! -= reads / seats[i]!.speed;
-    times[p]! += reads / seats[p]!.speed + blocks.length * hopOf(seats[p]!.device);
-  }
-  return times;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -603,6 +505,17 @@ function selectSeats(all: Seat[], layout: Layout, input: PlanInput): { seats: Se
     excluded.push({ key: device.key, owner: device.owner, deviceName: device.deviceName, reason: drop.reason });
     seats = seats.filter((s) => s !== drop.seat);
   }
+}
+
+/** Why a device cannot take part: what it has left after the reserve (and the input embedding) against what it would need. */
+function tooSmallReason(seat: Seat, need: number, what: string, input: PlanInput): string {
+  const { model, reserveBytes } = input;
+  const kept =
+    seat.device.kind === 'local' && model.inputBytes > 0
+      ? `the ${gib(reserveBytes)} reserve and the ${gib(model.inputBytes)} input embedding`
+      : `the ${gib(reserveBytes)} reserve`;
+  if (seat.usable <= 0) return `${gib(seat.device.freeBytes)} free is not more than ${kept}`;
+  return `${gib(seat.usable)} usable after ${kept}, ${what} needs ${gib(need)} with its compute buffer`;
 }
 
 interface Drop {
@@ -651,123 +564,22 @@ function tooSmallSeat(seats: Seat[], layout: Layout, input: PlanInput): Drop | n
   return { seat, reason: tooSmallReason(seat, need, what, input) };
 }
 
-function tooSmallReason(seat: Seat, need: number, what: string, input: PlanInput): string {
-  const { model, reserveBytes } = input;
-  const kept =
-    seat.device.kind === 'local' && model.inputBytes > 0
-      ? `the ${gib(reserveBytes)} reserve and the ${gib(model.inputBytes)} input embedding`
-      : `the ${gib(reserveBytes)} reserve`;
-  if (seat.usable <= 0) return `${gib(seat.device.freeBytes)} free is not more than ${kept}`;
-  return `${gib(seat.usable)} usable after ${kept}, ${what} needs ${gib(need)} with its compute buffer`;
-}
-
 // ---------------------------------------------------------------------------------------------------
-// Layer counts: largest remainder in proportion to capacity, then a repair loop for the cases where
-// slot sizes differ (the output head, the local device's first slot) and a proportional count overflows.
+// The plan: from seats and layer counts to what each device holds, what llama.cpp is given, and the
+// predicted time per token (null unless every device that takes part was measured).
 
-function initialCounts(capacities: number[], slotCount: number): number[] {
-  const weights = capacities.map((c) => Math.max(c, 0));
-  const total = sum(weights);
-  // Degenerate models (zero-byte slots) leave nothing to be proportional to: share evenly.
-  const quotas = weights.map((w) => (total > 0 ? (w / total) * slotCount : slotCount / weights.length));
-  const counts = quotas.map(Math.floor);
-  const byRemainder = quotas.map((q, i) => ({ i, r: q - Math.floor(q) })).sort((a, b) => b.r - a.r || a.i - b.i);
-  let left = slotCount - sum(counts);
-  for (const { i } of byRemainder) {
-    if (left <= 0) break;
-    counts[i]! += 1;
-    left -= 1;
-  }
-  return giveEveryoneOne(counts);
-}
-
-/** Every device that takes part gets a slot, taken from the device with the most (the earliest on a tie). */
-function giveEveryoneOne(counts: number[]): number[] {
-  for (let i = 0; i < counts.length; i++) {
-    if (counts[i]! > 0) continue;
-    const donor = counts.reduce((best, c, j) => (c > counts[best]! ? j : best), 0);
-    counts[donor]! -= 1;
-    counts[i] = 1;
-  }
-  return counts;
-}
-
-/** Bytes each device would hold with these counts: its contiguous slots plus its compute buffer. */
-function loadsOf(counts: number[], layout: Layout): number[] {
-  let first = 0;
-  return counts.map((count, i) => {
-    const bytes = sum(layout.slots.slice(first, first + count)) + computeOf(layout, i, counts.length);
-    first += count;
-    return bytes;
-  });
-}
-
-function overflowOf(loads: number[], seats: Seat[]): number {
-  return sum(loads.map((load, i) => Math.max(0, load - seats[i]!.usable)));
-}
-
-type Repair = { ok: true; counts: number[] } | { ok: false; overflow: number };
-
-/**
- * Moves one slot at a time from an overflowing device to the one with the most slack that can still
- * take it. Moving a slot shifts the ranges in between, so a move only counts if it lowers the total
- * overflow; that also guarantees the loop ends.
- */
-function repair(start: number[], seats: Seat[], layout: Layout, fastestFirst = false): Repair {
-  let counts = start;
-  const maxMoves = layout.slots.length * seats.length;
-  for (let moves = 0; moves <= maxMoves; moves++) {
-    const loads = loadsOf(counts, layout);
-    const overflow = overflowOf(loads, seats);
-    if (overflow === 0) return { ok: true, counts };
-    const next = bestMove(counts, loads, overflow, seats, layout, fastestFirst);
-    if (!next) return { ok: false, overflow };
-    counts = next;
-  }
-  return { ok: false, overflow: overflowOf(loadsOf(counts, layout), seats) };
-}
-
-function byDescending(values: number[]): number[] {
-  return values.map((_, i) => i).sort((a, b) => values[b]! - values[a]! || a - b);
-}
-
-/** Receivers are tried by slack, or fastest first under the speed objective. */
-function bestMove(counts: number[], loads: number[], overflow: number, seats: Seat[], layout: Layout, fastestFirst: boolean): number[] | null {
-  const over = loads.map((load, i) => load - seats[i]!.usable);
-  const slack = over.map((o) => -o);
-  const donors = byDescending(over).filter((i) => over[i]! > 0 && counts[i]! > 1);
-  const receivers = fastestFirst ? byFastest(seats) : byDescending(slack);
-  for (const donor of donors) {
-    for (const receiver of receivers) {
-      if (receiver === donor) continue;
-      const trial = [...counts];
-      trial[donor]! -= 1;
-      trial[receiver]! += 1;
-      const trialLoads = loadsOf(trial, layout);
-      const fitsReceiver = trialLoads[receiver]! <= seats[receiver]!.usable;
-      if (fitsReceiver && overflowOf(trialLoads, seats) < overflow) return trial;
-    }
-  }
-  return null;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The plan.
-
-function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: number[], excluded: ExcludedDevice[], spill: Spill | null = null): Plan {
+function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: number[], excluded: ExcludedDevice[], moves: readonly ExpertMove[] = []): Plan {
+  const work = workOf(counts, layout, moves);
   let first = 0;
   const devices = seats.map((seat, i) => {
-    const planned = plannedDevice(input.model, layout, seat, first, counts[i]!);
+    const planned = plannedDevice(input.model, layout, seat, first, work[i]!);
     first += counts[i]!;
     return planned;
   });
-  for (const [i, p] of (spill?.partner ?? []).entries()) {
-    if (p < 0 || spill!.spilled[i]! === 0) continue;
-    const blocks = spilledBlocks(spill!, i, layout);
+  for (const { from, to, blocks } of moves) {
     const moved = sum(blocks.map((b) => layout.experts[b]!));
-    const reads = sum(blocks.map((b) => layout.expertReads[b]!));
-    devices[i] = withWeights(devices[i]!, -moved, -reads, []);
-    devices[p] = withWeights(devices[p]!, moved, reads, blocks);
+    devices[from] = withExperts(devices[from]!, -moved, []);
+    devices[to] = withExperts(devices[to]!, moved, blocks);
   }
   const measured = devices.every((d) => d.secondsPerToken !== null);
   const rpc = devices.filter((d) => d.kind === 'rpc');
@@ -787,22 +599,23 @@ function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], counts: numb
     // Everything the cluster holds for this model, the coordinator's input embedding included.
     totalBytes: sum(devices.map((d) => d.totalBytes)) + hostBytes,
     context: { ...input.context },
-    objective: objectiveOf(input),
+    objective: input.objective ?? 'memory',
     predictedSecondsPerToken: measured ? sum(devices.map((d) => d.secondsPerToken!)) : null,
     groups: layout.groups,
   };
 }
 
-function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer: number, layers: number): PlannedDevice {
-  const end = firstLayer + layers;
+/** The device holding `work.layers` slots from `firstLayer`, before any experts move. */
+function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer: number, work: DeviceWork): PlannedDevice {
+  const end = firstLayer + work.layers;
   const blocks = Math.max(0, Math.min(end, model.layerCount) - firstLayer);
   const holdsOutput = end > model.layerCount;
   const weightBytes = sum(model.layerBytes.slice(firstLayer, firstLayer + blocks)) + (holdsOutput ? model.outputBytes : 0);
-  const readBytes = sum(layout.weights.slice(firstLayer, end));
   const kvBytes = sum(layout.kv.slice(firstLayer, firstLayer + blocks));
   const computeBytes = layout.computeBase + (holdsOutput ? layout.logits : 0);
   const { key, kind, owner, deviceName, endpoint, freeBytes } = seat.device;
   const bytesPerSecond = seat.device.bytesPerSecond && seat.device.bytesPerSecond > 0 ? seat.device.bytesPerSecond : null;
+  const hopSeconds = hopOf(seat.device);
   return {
     key,
     kind,
@@ -810,10 +623,10 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
     deviceName,
     endpoint,
     firstLayer,
-    layers,
+    layers: work.layers,
     holdsOutput,
     weightBytes,
-    readBytes,
+    readBytes: work.readBytes,
     expertLayers: [],
     kvBytes,
     computeBytes,
@@ -821,36 +634,31 @@ function plannedDevice(model: ModelFacts, layout: Layout, seat: Seat, firstLayer
     freeBytes,
     usableBytes: seat.usable,
     bytesPerSecond,
-    secondsPerToken: secondsOf(bytesPerSecond, readBytes, layers, [], hopOf(seat.device)),
-    hopSeconds: hopOf(seat.device),
+    secondsPerToken: bytesPerSecond === null ? null : secondsOf(work, bytesPerSecond, hopSeconds),
+    hopSeconds,
   };
 }
 
-/** The time model for one device: what it reads over its speed, a hop when it holds blocks, and one per block whose experts it holds. */
-function secondsOf(bytesPerSecond: number | null, readBytes: number, layers: number, expertLayers: number[], hop: number): number | null {
-  return bytesPerSecond ? readBytes / bytesPerSecond + (layers > 0 ? hop : 0) + expertLayers.length * hop : null;
-}
-
-/** A planned device that gives (negative) or takes expert bytes in a spill. */
-function withWeights(d: PlannedDevice, bytes: number, reads: number, expertLayers: number[]): PlannedDevice {
+/** A planned device that gives (negative bytes) or takes the expert tensors of some blocks. */
+function withExperts(d: PlannedDevice, bytes: number, blocks: number[]): PlannedDevice {
   const weightBytes = d.weightBytes + bytes;
-  const readBytes = d.readBytes + reads;
-  const layers = d.expertLayers.length > 0 ? [...d.expertLayers, ...expertLayers].sort((a, b) => a - b) : expertLayers;
-  return {
-    ...d,
-    weightBytes,
-    readBytes,
-    expertLayers: layers,
-    totalBytes: weightBytes + d.kvBytes + d.computeBytes,
-    secondsPerToken: secondsOf(d.bytesPerSecond, readBytes, d.layers, layers, d.hopSeconds),
-  };
+  const expertLayers = d.expertLayers.length > 0 ? [...d.expertLayers, ...blocks].sort((a, b) => a - b) : blocks;
+  return { ...d, weightBytes, expertLayers, totalBytes: weightBytes + d.kvBytes + d.computeBytes };
 }
 
 // ---------------------------------------------------------------------------------------------------
 // The refusal: what is missing and what would fix it. Each way out is checked by placing again, so a
 // suggested number is one that works, not just a lower bound.
 
-type Shortfall = Extract<Outcome, { fits: false }>;
+/** Suggested worker sizes are rounded up to this step, so they read as numbers a person would type. */
+const SUGGESTION_STEP = GiB / 10;
+/** Bits per weight, by general.file_type, for the types a Q4_K_M quantization would shrink a lot. */
+const SHRINKABLE_FILE_TYPES: ReadonlyMap<number, { name: string; bitsPerWeight: number }> = new Map([
+  [0, { name: 'F32', bitsPerWeight: 32 }],
+  [1, { name: 'F16', bitsPerWeight: 16 }],
+  [7, { name: 'Q8_0', bitsPerWeight: 8.5 }],
+]);
+const Q4_K_M_BITS_PER_WEIGHT = 4.8;
 
 function refuse(input: PlanInput, outcome: Shortfall): Refusal {
   return {
