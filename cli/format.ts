@@ -1,5 +1,17 @@
 // Small helpers for human-readable CLI output.
 
+const GiB = 1024 ** 3;
+
+/** Bytes in GiB with two decimals: "3.42 GiB", the unit plans are read in. */
+export function formatGiB(bytes: number): string {
+  return `${(bytes / GiB).toFixed(2)} GiB`;
+}
+
+/** A measured speed as a person reads it: "12.3 GB/s". */
+export function formatSpeed(bytesPerSecond: number): string {
+  return `${(bytesPerSecond / 1e9).toFixed(1)} GB/s`;
+}
+
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = bytes;

@@ -17,13 +17,13 @@ import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
 import { HttpApi, type HttpOptions } from '../../coordinator/http/server.js';
 import { CoordinatorMetrics } from '../../coordinator/metrics.js';
-import { formatGiB, formatSpeed, plan as makePlan } from '../../coordinator/planner/planner.js';
+import { plan as makePlan } from '../../coordinator/planner/planner.js';
 import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { readModelFacts } from '../../models/gguf-info.js';
 import { PLACEMENT_OBJECTIVES, type PlacementObjective, type Plan, type PlanInput } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
-import { formatBytes, table } from '../format.js';
+import { formatBytes, formatGiB, formatSpeed, table } from '../format.js';
 import { runUntilSignal } from '../lifecycle.js';
 import { parseInteger } from '../options.js';
 

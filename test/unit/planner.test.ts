@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { ErrorCode, isHearthError } from '../../common/errors.js';
+import { formatGiB } from '../../cli/format.js';
 import {
   computeBufferBytes,
-  formatGiB,
   kvBytesPerToken,
   kvBytesPerTokenPerLayer,
   logitsBufferBytes,
