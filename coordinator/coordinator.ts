@@ -143,6 +143,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     for (const d of this.#discoveries) d.start({ found: (c, s) => this.registry.add(c, s), gone: (c) => this.registry.hintGone(c) });
     await this.registry.checkAll();
     await this.replan('start');
+    if (this.#stopped) return; // stopped while it started
     this.#timers.every(DRIFT_CHECK_MS, () => this.#checkDrift());
     this.#history.start();
   }
