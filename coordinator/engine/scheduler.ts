@@ -20,7 +20,7 @@
 // the sequence (a "warm-up"): the next turn then finds all of it cached and computes only its own new
 // message. A request that claims the sequence first stops the warm-up and keeps what it computed.
 //
-// Speculative decoding (speculative.ts): before a step, each generating sequence may get a draft of its
+// Speculative decoding (drafter.ts): before a step, each generating sequence may get a draft of its
 // next tokens; the step then decodes its pending token and the draft together and keeps what the
 // target's own sampling confirms. The rejected tail's cells are dropped at once. Speculation steps
 // aside while more sequences generate than it is set for: their batch is compute-bound already.
@@ -32,8 +32,9 @@ import type { SamplerSettings } from '../../native/binding.js';
 import { Batch, jsonSchemaToGrammar, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
 import { commonPrefix } from './prefix.js';
-import { ngramDraft, type DraftModel, type DraftRequest, type DraftTuner, type SpeculationSettings } from './speculative.js';
-import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
+import type { Drafter, DraftRequest } from './drafter.js';
+import type { DraftTuner } from './draft-tuner.js';
+import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
 import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
 
@@ -146,18 +147,18 @@ export class Scheduler {
   #uses = 0;
   #running = false;
   readonly #speculation: SpeculationSettings | null;
-  readonly #draft: DraftModel | null;
+  readonly #drafters: readonly Drafter[];
   readonly #tuner: DraftTuner | null;
 
   constructor(
     model: LlamaModel,
     ctx: LlamaContext,
     send: (m: FromEngine) => void,
-    speculation: { settings: SpeculationSettings; draft: DraftModel | null; tuner: DraftTuner | null } | null = null,
+    speculation: { settings: SpeculationSettings; drafters: readonly Drafter[]; tuner: DraftTuner | null } | null = null,
   ) {
     this.#model = model;
-    this.#speculation = speculation && (speculation.draft || speculation.settings.ngram > 0) ? speculation.settings : null;
-    this.#draft = speculation?.draft ?? null;
+    this.#speculation = speculation && speculation.drafters.length > 0 ? speculation.settings : null;
+    this.#drafters = speculation?.drafters ?? [];
     this.#tuner = speculation?.tuner ?? null;
     this.#ctx = ctx;
     this.#templates = model.chatTemplates();
@@ -367,33 +368,34 @@ export class Scheduler {
     const room = (slot: Slot) => Math.min(slot.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
     // As long as pays on this cluster now (the tuner's choice), within each request's own maximum.
     const longest = Math.max(...generating.map(room));
-    const chosen = this.#tuner ? this.#tuner.choose(generating.length, longest, this.#draft?.stepSeconds ?? 0) : longest;
+    const stepSeconds = this.#drafters.reduce((s, d) => s + d.stepSeconds, 0);
+    const chosen = this.#tuner ? this.#tuner.choose(generating.length, longest, stepSeconds) : longest;
     if (chosen <= 0) return out;
-    const wanted: { slot: Slot; request: DraftRequest }[] = [];
+    let wanted: { slot: Slot; request: DraftRequest }[] = [];
     for (const slot of generating) {
       const max = Math.min(room(slot), chosen);
-      const min = Math.max(1, slot.draftMin);
-      if (max < min) continue;
-      const tokens = [...slot.prompt, ...slot.emitted];
-      const looked = spec.ngram > 0 ? ngramDraft(tokens, spec.ngram, max) : [];
-      if (looked.length >= min) out.set(slot, looked);
-      else if (this.#draft) wanted.push({ slot, request: { seq: slot.seq, tokens, max, pMin: slot.draftPMin } });
+      if (max < Math.max(1, slot.draftMin)) continue;
+      wanted.push({ slot, request: { seq: slot.seq, tokens: [...slot.prompt, ...slot.emitted], max, pMin: slot.draftPMin } });
     }
-    if (wanted.length > 0 && this.#draft) {
+    // The cheapest drafter first; the next one only for the sequences whose draft fell short.
+    for (const drafter of this.#drafters) {
+      if (wanted.length === 0) break;
       let drafted: Map<number, number[]>;
       try {
-        drafted = await this.#draft.draft(wanted.map((w) => w.request));
+        drafted = await drafter.draft(wanted.map((w) => w.request));
       } catch (e) {
-        // A failed draft costs only its speed-up: these sequences decode one token this step, and their
-        // draft cells start over.
-        for (const { slot } of wanted) this.#draft.forget(slot.seq);
+        // A failed draft costs only its speed-up: these sequences decode one token this step, and what
+        // the drafter keeps for them starts over.
+        for (const { slot } of wanted) drafter.reset(slot.seq);
         this.#send({ type: 'log', level: 'warn', msg: `drafting failed, this step decodes without a draft: ${messageOf(e)}` });
         return out;
       }
-      for (const { slot } of wanted) {
+      wanted = wanted.filter(({ slot }) => {
         const d = drafted.get(slot.seq) ?? [];
-        if (d.length >= Math.max(1, slot.draftMin) && slot.pending !== null && !slot.cancelled) out.set(slot, d);
-      }
+        if (d.length < Math.max(1, slot.draftMin)) return true;
+        if (slot.pending !== null && !slot.cancelled) out.set(slot, d);
+        return false;
+      });
     }
     return out;
   }

@@ -6,7 +6,9 @@ import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../..
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
 import { commonPrefix } from '../../coordinator/engine/prefix.js';
 import { pickSequence } from '../../coordinator/engine/scheduler.js';
-import { calibrationRows, DraftTuner, ngramDraft } from '../../coordinator/engine/speculative.js';
+import { calibrationRows } from '../../coordinator/engine/decode-timing.js';
+import { DraftTuner } from '../../coordinator/engine/draft-tuner.js';
+import { ngramDraft } from '../../coordinator/engine/ngram-drafter.js';
 import { StopStringFilter } from '../../coordinator/engine/stop-strings.js';
 import { singleToolCall, toolCallsOnly } from '../../coordinator/engine/tool-grammar.js';
 import { parseSsBytes } from '../../coordinator/engine/tcp-bytes.js';
