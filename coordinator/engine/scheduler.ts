@@ -28,21 +28,17 @@ import { performance } from 'node:perf_hooks';
 import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
-import type { SamplerSettings } from '../../native/binding.js';
-import { Batch, jsonSchemaToGrammar, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
+import { Batch, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
 import { commonPrefix } from './prefix.js';
 import type { Drafter, DraftRequest } from './drafter.js';
 import type { DraftTuner } from './draft-tuner.js';
-import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
+import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
+import type { ChatReply, FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
-import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
-
-/** Stands for the next user message when a conversation is rendered for a warm-up. */
-const NEXT_TURN_MARKER = 'hearth-next-turn-7f3a9c';
 
 /** The fewest prompt tokens of a sequence computed together (see the note on the prompt cache). */
 const MIN_CHUNK = 64;
@@ -83,28 +79,10 @@ interface Slot {
   draftPMin: number;
 }
 
-/** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
-export interface Waiting {
-  id: string;
-  prompt: Int32Array;
-  params: GenerateParams;
-  grammar: Partial<SamplerSettings>;
-  stops: string[];
-  parser: ChatParser | null;
-  chat: ChatTemplateRequest | null;
-}
-
 /** A sequence's warm-up: the conversation re-rendered with its reply, computed from `fed` on. */
 interface Warmup {
   tokens: Int32Array;
   fed: number;
-}
-
-/** Where a constraint's error belongs: the field the request gave it in. */
-function namedFor(e: unknown, constraint: Constraint | null): unknown {
-  if (!constraint || !(e instanceof HearthError) || e.code !== ErrorCode.InvalidArgument) return e;
-  const m = /^(json_schema|response_format(?:\.json_schema)?|schema|grammar): (.*)$/s.exec(e.message);
-  return m ? new HearthError(ErrorCode.InvalidArgument, `${constraint.field}: ${m[2]}`) : e;
 }
 
 /** What a sequence's KV cells hold between requests. */
@@ -139,7 +117,7 @@ export class Scheduler {
   readonly #minChunk: number;
   readonly #freeSeqs: number[];
   readonly #slots = new Map<string, Slot>();
-  readonly #waiting: Waiting[] = [];
+  readonly #waiting: PreparedRequest[] = [];
   readonly #cache: CachedSequence[];
   readonly #warmups = new Map<number, Warmup>();
   /** Rendered warm-ups waiting for the loop (the context is touched only between decodes). */
@@ -174,14 +152,14 @@ export class Scheduler {
   /** Renders, tokenizes and queues a request; a prompt that cannot fit is refused at once. */
   submit(id: string, prompt: PromptInput, params: GenerateParams): void {
     this.#preparing.add(id);
-    this.#prepare(id, prompt, params).then(
-      (w) => {
-        if (this.#preparing.delete(id)) this.#enqueue(w);
-        else this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
+    this.prepare(id, prompt, params).then(
+      (r) => {
+        if (this.#preparing.delete(id)) this.enqueue(r);
+        else this.#send(cancelledBeforeStart(r));
       },
       (e: unknown) => {
         this.#preparing.delete(id);
-        this.#fail(id, namedFor(e, params.constraint));
+        this.#fail(id, e);
       },
     );
   }
@@ -192,17 +170,19 @@ export class Scheduler {
   // picks the scheduler whose cache serves it best, and queues it there.
 
   /** Renders and tokenizes a request without queueing it; errors name the request's fields. */
-  async prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
-    try {
-      return await this.#prepare(id, prompt, params);
-    } catch (e) {
-      throw namedFor(e, params.constraint);
-    }
+  prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<PreparedRequest> {
+    return prepareRequest(this.#model, this.#templates, id, prompt, params);
   }
 
   /** Queues a prepared request (refused at once when it cannot fit). */
-  enqueue(w: Waiting): void {
-    this.#enqueue(w);
+  enqueue(r: PreparedRequest): void {
+    const unfit = promptUnfit(r.prompt, this.#ctx.info.nCtxSeq);
+    if (unfit) {
+      this.#fail(r.id, unfit);
+      return;
+    }
+    this.#waiting.push(r);
+    this.#kick();
   }
 
   /** Prompt tokens a free sequence's cache would spare this prompt if it were admitted now. */
@@ -217,63 +197,13 @@ export class Scheduler {
     return this.#ctx.info.nSeqMax;
   }
 
-  async #prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
-    const c = params.constraint;
-    if (prompt.kind === 'text') {
-      const tokens = this.#model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
-      const grammar = c === null ? null : c.kind === 'grammar' ? c.grammar : jsonSchemaToGrammar(c.schema);
-      return { id, prompt: tokens, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
-    }
-    const o = prompt.options;
-    const request: ChatTemplateRequest = { messages: prompt.messages, add_generation_prompt: true };
-    if (o) {
-      if (o.tools.length > 0) {
-        request.tools = o.tools;
-        request.tool_choice = o.toolChoice;
-        if (o.parallelToolCalls !== null) request.parallel_tool_calls = o.parallelToolCalls;
-      }
-      request.reasoning_format = o.reasoningFormat;
-      if (o.enableThinking !== null) request.enable_thinking = o.enableThinking;
-    }
-    if (c?.kind === 'json_schema') request.json_schema = c.schema;
-    if (c?.kind === 'grammar') request.grammar = c.grammar;
-    const chat = await this.#templates.apply(request);
-    const grammar = { ...chat.sampling };
-    // The template leaves a request's own grammar alone, as llama-server does: it applies as given.
-    if (c?.kind === 'grammar' && !grammar.grammar) grammar.grammar = c.grammar;
-    const required = o !== undefined && o.tools.length > 0 && o.toolChoice !== 'auto' && o.toolChoice !== 'none';
-    if (required && grammar.grammar && !grammar.grammarLazy) grammar.grammar = toolCallsOnly(grammar.grammar);
-    if (o?.parallelToolCalls === false && grammar.grammar) grammar.grammar = singleToolCall(grammar.grammar);
-    const tokens = this.#model.tokenize(chat.prompt, { addSpecial: true, parseSpecial: true });
-    return { id, prompt: tokens, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
-  }
-
-  #enqueue(w: Waiting): void {
-    const { id } = w;
-    const tokens = w.prompt;
-    const limit = this.#ctx.info.nCtxSeq;
-    if (tokens.length === 0) {
-      this.#fail(id, new HearthError(ErrorCode.InvalidArgument, 'the prompt is empty'));
-      return;
-    }
-    if (tokens.length >= limit) {
-      this.#fail(
-        id,
-        new HearthError(ErrorCode.InvalidArgument, `the prompt is ${tokens.length} tokens, which exceeds the available context size of ${limit} tokens per request; shorten it or start the coordinator with a larger --ctx-size`),
-      );
-      return;
-    }
-    this.#waiting.push(w);
-    this.#kick();
-  }
-
   cancel(id: string): void {
     // Still rendering: answered as cancelled when the rendering ends.
     if (this.#preparing.delete(id)) return;
     const waiting = this.#waiting.findIndex((w) => w.id === id);
     if (waiting >= 0) {
-      const [w] = this.#waiting.splice(waiting, 1);
-      this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w!.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
+      const [r] = this.#waiting.splice(waiting, 1);
+      this.#send(cancelledBeforeStart(r!));
       return;
     }
     const slot = this.#slots.get(id);
@@ -405,9 +335,7 @@ export class Scheduler {
       const w = this.#waiting.shift()!;
       let sampler: Sampler;
       try {
-        sampler = this.#model.createSampler({ ...w.params.sampling, ...w.grammar, nProbs: w.params.logprobs ?? -1 });
-        const { repeatPenalty, frequencyPenalty, presencePenalty } = w.params.sampling;
-        if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(w.prompt.slice(-64));
+        sampler = requestSampler(this.#model, w);
       } catch (e) {
         this.#fail(w.id, namedFor(e, w.params.constraint));
         continue;
@@ -545,18 +473,8 @@ export class Scheduler {
   async #warmUp(seq: number, request: ChatTemplateRequest, reply: ChatReply): Promise<void> {
     const entry = this.#cache[seq]!;
     const claimed = entry.lastUsed;
-    const assistant: Record<string, unknown> = { role: 'assistant', content: reply.content };
-    if (reply.reasoningContent) assistant.reasoning_content = reply.reasoningContent;
-    if (reply.toolCalls.length > 0) {
-      assistant.tool_calls = reply.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } }));
-    }
-    // Rendered with a next user message whose text is a marker, cut where the marker begins: a template
-    // renders a final assistant message as one to continue, not as a past turn.
-    const { json_schema: _schema, grammar: _grammar, ...rest } = request;
-    const next = await this.#templates.apply({ ...rest, messages: [...request.messages, assistant, { role: 'user', content: NEXT_TURN_MARKER }], add_generation_prompt: false });
-    const cut = next.prompt.indexOf(NEXT_TURN_MARKER);
-    if (cut <= 0) return;
-    const tokens = this.#model.tokenize(next.prompt.slice(0, cut), { addSpecial: true, parseSpecial: true });
+    const tokens = await nextTurnTokens(this.#model, this.#templates, request, reply);
+    if (!tokens) return;
     this.#renderedWarmups.push({ seq, tokens, claimed });
     this.#kick();
   }
