@@ -1,24 +1,7 @@
 // Continuous batching inside the engine process: up to nSeqMax requests decode in the same batches,
 // new requests join between steps, each with its own sampler, token budget, stop strings and
-// cancellation. One decode runs at a time (a llama context is not thread-safe).
-//
-// Prompt cache: a finished request's KV stays in its sequence. A new request takes the free sequence
-// whose cached tokens share the longest prefix with its prompt (ties: the least recently used) and
-// only the rest of its prompt is processed; the cached tail that differs is dropped then, not before.
-//
-// A reused prefix must give the greedy tokens a fresh run gives. llama.cpp's CPU kernels take another
-// path for small micro-batches, and the results differ in the last bits (enough to flip a near tie): a
-// matrix-vector product for one token instead of sgemm, and flash attention row by row for fewer than
-// 64 query rows of a sequence instead of in tiles (GGML_FA_TILE_Q). So a sequence's prompt tokens are
-// computed in chunks of 64 or more (a shorter prompt whole), only prompt tokens are kept for reuse
-// (generated ones were computed one at a time), and the prompt's last 64 tokens are always computed
-// again. (With other sequences in the same batch, llama.cpp may still cut a chunk into smaller
-// micro-batches, one per sequence set; exactness holds for a request decoded alone, as a fresh run is.)
-//
-// After a chat reply, while its sequence is idle, the conversation so far is rendered as the next turn
-// will render it (the reply as an assistant message) and its new part computed, in prompt chunks, into
-// the sequence (a "warm-up"): the next turn then finds all of it cached and computes only its own new
-// message. A request that claims the sequence first stops the warm-up and keeps what it computed.
+// cancellation. One decode runs at a time (a llama context is not thread-safe). Each request takes the
+// free sequence whose cached prefix serves it best (prompt-cache.ts).
 //
 // Speculative decoding (drafter.ts): before a step, each generating sequence may get a draft of its
 // next tokens; the step then decodes its pending token and the draft together and keeps what the
@@ -30,18 +13,15 @@ import { TextDecoder } from 'node:util';
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { Batch, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
-import { commonPrefix } from './prefix.js';
 import type { Drafter, DraftRequest } from './drafter.js';
 import type { DraftTuner } from './draft-tuner.js';
 import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
+import { PromptCache } from './prompt-cache.js';
 import type { ChatReply, FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
 import { StopStringFilter } from './stop-strings.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
-
-/** The fewest prompt tokens of a sequence computed together (see the note on the prompt cache). */
-const MIN_CHUNK = 64;
 
 interface Slot {
   id: string;
@@ -79,50 +59,15 @@ interface Slot {
   draftPMin: number;
 }
 
-/** A sequence's warm-up: the conversation re-rendered with its reply, computed from `fed` on. */
-interface Warmup {
-  tokens: Int32Array;
-  fed: number;
-}
-
-/** What a sequence's KV cells hold between requests. */
-interface CachedSequence {
-  /** Tokens at positions 0..n-1 of the sequence. */
-  tokens: ArrayLike<number>;
-  /** When a request last used the sequence (a counter, for least-recently-used ties). */
-  lastUsed: number;
-}
-
-/**
- * The free sequence for a prompt: the longest cached prefix, ties to the least recently used. Without
- * prefix reuse, the least recently used (its cache is the least likely to be wanted again).
- */
-export function pickSequence(free: readonly number[], cache: readonly CachedSequence[], prompt: ArrayLike<number>, reuse: boolean): { seq: number; prefix: number } {
-  let best = { seq: free[0]!, prefix: -1, lastUsed: Infinity };
-  for (const seq of free) {
-    const c = cache[seq]!;
-    const prefix = reuse ? commonPrefix(c.tokens, prompt) : 0;
-    if (prefix > best.prefix || (prefix === best.prefix && c.lastUsed < best.lastUsed)) best = { seq, prefix, lastUsed: c.lastUsed };
-  }
-  return { seq: best.seq, prefix: Math.max(0, best.prefix) };
-}
-
 export class Scheduler {
   readonly #model: LlamaModel;
   readonly #ctx: LlamaContext;
   readonly #templates: ChatTemplates;
   readonly #send: (m: FromEngine) => void;
   readonly #nBatch: number;
-  readonly #nUbatch: number;
-  readonly #minChunk: number;
-  readonly #freeSeqs: number[];
   readonly #slots = new Map<string, Slot>();
   readonly #waiting: PreparedRequest[] = [];
-  readonly #cache: CachedSequence[];
-  readonly #warmups = new Map<number, Warmup>();
-  /** Rendered warm-ups waiting for the loop (the context is touched only between decodes). */
-  readonly #renderedWarmups: { seq: number; tokens: Int32Array; claimed: number }[] = [];
-  #uses = 0;
+  readonly #cache: PromptCache;
   #running = false;
   readonly #speculation: SpeculationSettings | null;
   readonly #drafters: readonly Drafter[];
@@ -142,11 +87,7 @@ export class Scheduler {
     this.#templates = model.chatTemplates();
     this.#send = send;
     this.#nBatch = ctx.info.nBatch;
-    this.#nUbatch = ctx.info.nUbatch;
-    // Tiny (micro-)batches cannot keep the rule; they only ever come from a user's own settings.
-    this.#minChunk = Math.min(ctx.info.nBatch, ctx.info.nUbatch) >= 2 * MIN_CHUNK - 1 ? MIN_CHUNK : 1;
-    this.#freeSeqs = Array.from({ length: ctx.info.nSeqMax }, (_, i) => i);
-    this.#cache = Array.from({ length: ctx.info.nSeqMax }, () => ({ tokens: [], lastUsed: 0 }));
+    this.#cache = new PromptCache(ctx);
   }
 
   /** Renders, tokenizes and queues a request; a prompt that cannot fit is refused at once. */
@@ -187,9 +128,7 @@ export class Scheduler {
 
   /** Prompt tokens a free sequence's cache would spare this prompt if it were admitted now. */
   cachedPrefix(prompt: Int32Array, reuse: boolean): number {
-    if (!reuse || this.#freeSeqs.length === 0) return 0;
-    const { prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, true);
-    return Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
+    return this.#cache.cachedPrefix(prompt, reuse);
   }
 
   /** Sequences this scheduler decodes side by side. */
@@ -223,7 +162,7 @@ export class Scheduler {
     const idle = this.#slots.size === 0;
     void (idle ? new Promise((r) => setTimeout(r, GATHER_MS)) : Promise.resolve()).then(() => this.#loop()).finally(() => {
       this.#running = false;
-      if (this.#waiting.length > 0 || this.#slots.size > 0 || this.#warmups.size > 0 || this.#renderedWarmups.length > 0) this.#kick();
+      if (this.#waiting.length > 0 || this.#slots.size > 0 || this.#cache.warming) this.#kick();
     });
   }
 
@@ -231,13 +170,13 @@ export class Scheduler {
     for (;;) {
       this.#reapCancelled();
       this.#admit();
-      this.#startWarmups();
-      if (this.#slots.size === 0 && this.#warmups.size === 0) return;
+      this.#cache.startWarmups();
+      if (this.#slots.size === 0 && this.#cache.warmups.size === 0) return;
       const drafts = await this.#drafts();
       const { batch, rows, warmed, generatingRows } = this.#buildBatch(drafts);
       if (batch.size === 0) {
         // Nothing fits (never expected): give the warm-ups up rather than spin.
-        this.#warmups.clear();
+        this.#cache.stopWarmups();
         return;
       }
       let emitted: ArrayLike<number>[];
@@ -247,7 +186,7 @@ export class Scheduler {
         // A step of generating rows only is what the tuner prices drafts by.
         if (batch.size === generatingRows) this.#tuner?.recordVerify(batch.size, (performance.now() - started) / 1000);
       } catch (e) {
-        for (const seq of warmed.keys()) this.#dropWarmup(seq);
+        for (const seq of warmed.keys()) this.#cache.dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
         for (const slot of new Set(rows)) this.#finishWithError(slot, e);
         // Sequences with only prompt chunks in the failed batch have lost them too.
@@ -255,7 +194,7 @@ export class Scheduler {
         this.#send({ type: 'tick' });
         continue;
       }
-      for (const [seq, n] of warmed) this.#warmed(seq, n);
+      for (const [seq, n] of warmed) this.#cache.warmed(seq, n);
       let logprobIndex = 0;
       rows.forEach((slot, i) => {
         const tokens = emitted[i]!;
@@ -331,7 +270,7 @@ export class Scheduler {
   }
 
   #admit(): void {
-    while (this.#waiting.length > 0 && this.#freeSeqs.length > 0) {
+    while (this.#waiting.length > 0 && this.#cache.freeSequences > 0) {
       const w = this.#waiting.shift()!;
       let sampler: Sampler;
       try {
@@ -340,7 +279,7 @@ export class Scheduler {
         this.#fail(w.id, namedFor(e, w.params.constraint));
         continue;
       }
-      const { seq, cached } = this.#claimSequence(w.prompt, w.params.cachePrompt);
+      const { seq, cached } = this.#cache.claim(w.prompt, w.params.cachePrompt);
       this.#slots.set(w.id, {
         id: w.id,
         seq,
@@ -372,31 +311,6 @@ export class Scheduler {
   }
 
   /**
-   * Takes a free sequence for `prompt` and drops the part of its cache the prompt does not share.
-   * At least the prompt's last MIN_CHUNK tokens are processed again: the last one's logits start the
-   * generation, and a smaller chunk would be computed by other kernel paths than a fresh run's.
-   */
-  #claimSequence(prompt: Int32Array, reuse: boolean): { seq: number; cached: number } {
-    const { seq, prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, reuse);
-    this.#freeSeqs.splice(this.#freeSeqs.indexOf(seq), 1);
-    // A warm-up in progress stops here; what it computed is in the cache entry already.
-    this.#warmups.delete(seq);
-    const entry = this.#cache[seq]!;
-    entry.lastUsed = ++this.#uses;
-    let cached = Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
-    // Everything after the prefix goes, the cells of generated tokens included. A sliding-window cache
-    // keeps only its window: the cells before the prefix that the new tokens attend to may be gone, and
-    // then the sequence starts over (as llama-server does).
-    const kept = cached > 0 && this.#ctx.removeSequence(seq, cached, -1) && this.#ctx.holdsPrefixFor(seq, cached);
-    if (!kept) {
-      this.#ctx.removeSequence(seq);
-      cached = 0;
-    }
-    entry.tokens = prompt.subarray(0, cached);
-    return { seq, cached };
-  }
-
-  /**
    * One token per generating sequence first (they are latency-bound), then prompt chunks, room given
    * in admission order. The batch lists its sequences in id order: llama.cpp splits a batch for a
    * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
@@ -409,26 +323,19 @@ export class Scheduler {
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
       if (slot.pending !== null || room <= 0) continue;
-      const take = this.#chunk(slot.prompt.length - slot.fed, room);
+      const take = this.#cache.chunk(slot.prompt.length - slot.fed, room);
       if (take === 0) continue;
       chunks.set(slot, take);
       room -= take;
     }
     // Warm-ups take what room the requests leave.
-    const warmed = new Map<number, number>();
-    for (const [seq, w] of this.#warmups) {
-      if (room <= 0) break;
-      const take = this.#chunk(w.tokens.length - w.fed, room);
-      if (take === 0) continue;
-      warmed.set(seq, take);
-      room -= take;
-    }
+    const warmed = this.#cache.warmupChunks(room);
     const batch = new Batch();
     const rows: Slot[] = [];
     const order = [...[...this.#slots.values()].map((slot) => ({ seq: slot.seq, slot })), ...[...warmed.keys()].map((seq) => ({ seq, slot: null }))];
     for (const { seq, slot } of order.sort((a, b) => a.seq - b.seq)) {
       if (!slot) {
-        const w = this.#warmups.get(seq)!;
+        const w = this.#cache.warmups.get(seq)!;
         batch.addSequence(w.tokens.subarray(w.fed, w.fed + warmed.get(seq)!), w.fed, seq, false);
         continue;
       }
@@ -451,66 +358,6 @@ export class Scheduler {
       }
     }
     return { batch, rows, warmed, generatingRows };
-  }
-
-  /**
-   * How many of `left` prompt tokens to compute now, with `room` left in the batch: within one
-   * micro-batch, and never a lone token (here, or left over for the next step) unless the whole prompt
-   * is one token. 0: not this step.
-   */
-  #chunk(left: number, room: number): number {
-    if (left <= 0 || room <= 0) return 0;
-    let take = Math.min(left, room, this.#nUbatch);
-    const min = this.#minChunk;
-    if (left - take > 0 && left - take < min) take -= min - (left - take);
-    return take < Math.min(min, left) ? 0 : take;
-  }
-
-  /**
-   * Starts a warm-up of a finished chat's sequence: the conversation with its reply, rendered as the
-   * next turn will render it. Does nothing when a request has claimed the sequence meanwhile.
-   */
-  async #warmUp(seq: number, request: ChatTemplateRequest, reply: ChatReply): Promise<void> {
-    const entry = this.#cache[seq]!;
-    const claimed = entry.lastUsed;
-    const tokens = await nextTurnTokens(this.#model, this.#templates, request, reply);
-    if (!tokens) return;
-    this.#renderedWarmups.push({ seq, tokens, claimed });
-    this.#kick();
-  }
-
-  /** Begins the rendered warm-ups whose sequences are still as their requests left them. */
-  #startWarmups(): void {
-    for (const { seq, tokens, claimed } of this.#renderedWarmups.splice(0)) {
-      const entry = this.#cache[seq]!;
-      if (entry.lastUsed !== claimed || !this.#freeSeqs.includes(seq)) continue;
-      // From the shared prefix on, in one chunk of at least MIN_CHUNK tokens (so, like every prompt chunk,
-      // by the kernels a fresh run uses).
-      const start = Math.min(commonPrefix(entry.tokens, tokens), tokens.length - this.#minChunk);
-      if (start <= 0 || tokens.length >= this.#ctx.info.nCtxSeq) continue;
-      // The cells after it (the generated tokens' among them) give way to the re-rendered reply.
-      if (!this.#ctx.removeSequence(seq, start, -1) || !this.#ctx.holdsPrefixFor(seq, start)) {
-        this.#dropWarmup(seq);
-        continue;
-      }
-      entry.tokens = tokens.subarray(0, start);
-      this.#warmups.set(seq, { tokens, fed: start });
-    }
-  }
-
-  /** A warm-up's chunk is in the sequence: the cache now holds it. */
-  #warmed(seq: number, n: number): void {
-    const w = this.#warmups.get(seq);
-    if (!w) return;
-    w.fed += n;
-    this.#cache[seq]!.tokens = w.tokens.subarray(0, w.fed);
-    if (w.fed >= w.tokens.length) this.#warmups.delete(seq);
-  }
-
-  #dropWarmup(seq: number): void {
-    this.#warmups.delete(seq);
-    this.#cache[seq]!.tokens = [];
-    this.#ctx.removeSequence(seq);
   }
 
   /** Sample `i`'s log-probabilities in OpenAI's terms: token text, bytes, alternatives. */
@@ -572,7 +419,11 @@ export class Scheduler {
     this.#release(slot, true);
     const reply = slot.parser ? slot.reply : undefined;
     if (reply && slot.chat && reason !== 'cancelled') {
-      void this.#warmUp(slot.seq, slot.chat, reply).catch((e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }));
+      // The conversation so far, rendered as its next turn will render it, computed while the sequence is idle.
+      this.#cache.warmUp(slot.seq, nextTurnTokens(this.#model, this.#templates, slot.chat, reply)).then(
+        (queued) => queued && this.#kick(),
+        (e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }),
+      );
     }
     this.#send({
       type: 'done',
@@ -592,19 +443,11 @@ export class Scheduler {
   /** Frees the slot's sequence; its KV stays as a cache of what was fed, unless the request failed. */
   #release(slot: Slot, keepCache: boolean): void {
     this.#slots.delete(slot.id);
-    const entry = this.#cache[slot.seq]!;
     try {
-      if (keepCache) {
-        // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
-        entry.tokens = slot.prompt.subarray(0, slot.fed);
-      } else {
-        entry.tokens = [];
-        this.#ctx.removeSequence(slot.seq);
-      }
+      // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
+      this.#cache.release(slot.seq, keepCache ? slot.prompt.subarray(0, slot.fed) : null);
     } finally {
       slot.sampler.dispose();
-      this.#freeSeqs.push(slot.seq);
-      this.#freeSeqs.sort((a, b) => a - b);
     }
   }
 

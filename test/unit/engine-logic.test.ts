@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
 import { commonPrefix } from '../../coordinator/engine/prefix.js';
-import { pickSequence } from '../../coordinator/engine/scheduler.js';
+import { pickSequence } from '../../coordinator/engine/prompt-cache.js';
 import { calibrationRows } from '../../coordinator/engine/decode-timing.js';
 import { DraftTuner } from '../../coordinator/engine/draft-tuner.js';
 import { ngramDraft } from '../../coordinator/engine/ngram-drafter.js';
