@@ -1,77 +1,46 @@
 // Continuous batching inside the engine process: up to nSeqMax requests decode in the same batches,
 // new requests join between steps, each with its own sampler, token budget, stop strings and
-// cancellation. One decode runs at a time (a llama context is not thread-safe). Each request takes the
-// free sequence whose cached prefix serves it best (prompt-cache.ts).
+// cancellation. One decode runs at a time (a llama context is not thread-safe).
+//
+// A request is prepared (prepare-request.ts) and waits for a free sequence; admitted, it becomes a slot
+// (slot.ts) in the sequence whose cached prefix serves it best (prompt-cache.ts). Each step feeds every
+// slot's pending token (with its draft) and prompt chunks, and turns the sampled tokens into output
+// (slot-output.ts). Idle sequences warm up for a chat's next turn in the room left.
 //
 // Speculative decoding (drafter.ts): before a step, each generating sequence may get a draft of its
 // next tokens; the step then decodes its pending token and the draft together and keeps what the
 // target's own sampling confirms. The rejected tail's cells are dropped at once. Speculation steps
 // aside while more sequences generate than it is set for: their batch is compute-bound already.
 import { performance } from 'node:perf_hooks';
-import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
-import { Batch, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
-import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
-import type { Drafter, DraftRequest } from './drafter.js';
-import type { DraftTuner } from './draft-tuner.js';
+import { Batch, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
 import { PromptCache } from './prompt-cache.js';
-import type { ChatReply, FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
-import { StopStringFilter } from './stop-strings.js';
+import type { FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
+import { DECODING, DONE, doneMessage, openSlot, type Slot } from './slot.js';
+import { tokenLogprob } from './slot-output.js';
+import type { Drafter, DraftRequest } from './drafter.js';
+import type { DraftTuner } from './draft-tuner.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
-
-interface Slot {
-  id: string;
-  seq: number;
-  sampler: Sampler;
-  prompt: Int32Array;
-  /** Prompt tokens whose KV was reused from the sequence's cache. */
-  cached: number;
-  /** Prompt tokens already decoded. */
-  fed: number;
-  /** Position of the next token in this sequence. */
-  pos: number;
-  /** The token to feed next, once the prompt is done. */
-  pending: number | null;
-  generated: number;
-  maxTokens: number;
-  decoder: TextDecoder;
-  stops: StopStringFilter;
-  text: string;
-  cancelled: boolean;
-  /** A chat reply's parser (its template's format), and what it read so far. */
-  parser: ChatParser | null;
-  /** The rendering request of a chat whose reply is worth a warm-up afterwards; null otherwise. */
-  chat: ChatTemplateRequest | null;
-  reply: ChatReply;
-  logprobs: boolean;
-  /** Tokens emitted so far (the pending one last); with the prompt, what a draft continues. */
-  emitted: number[];
-  /** Speculation: tokens drafted for this request and verified, and how many the target accepted. */
-  drafted: number;
-  accepted: number;
-  /** This request's draft settings (the engine's, or the request's own). */
-  draftMax: number;
-  draftMin: number;
-  draftPMin: number;
-}
 
 export class Scheduler {
   readonly #model: LlamaModel;
   readonly #ctx: LlamaContext;
   readonly #templates: ChatTemplates;
   readonly #send: (m: FromEngine) => void;
-  readonly #nBatch: number;
-  readonly #slots = new Map<string, Slot>();
-  readonly #waiting: PreparedRequest[] = [];
   readonly #cache: PromptCache;
-  #running = false;
   readonly #speculation: SpeculationSettings | null;
   readonly #drafters: readonly Drafter[];
   readonly #tuner: DraftTuner | null;
+  /** Requests being rendered and tokenized. */
+  readonly #preparing = new Set<string>();
+  /** Prepared requests waiting for a free sequence, in arrival order. */
+  readonly #waiting: PreparedRequest[] = [];
+  readonly #slots = new Map<string, Slot>();
+  #running = false;
 
   constructor(
     model: LlamaModel,
@@ -80,14 +49,13 @@ export class Scheduler {
     speculation: { settings: SpeculationSettings; drafters: readonly Drafter[]; tuner: DraftTuner | null } | null = null,
   ) {
     this.#model = model;
-    this.#speculation = speculation && speculation.drafters.length > 0 ? speculation.settings : null;
-    this.#drafters = speculation?.drafters ?? [];
-    this.#tuner = speculation?.tuner ?? null;
     this.#ctx = ctx;
     this.#templates = model.chatTemplates();
     this.#send = send;
-    this.#nBatch = ctx.info.nBatch;
     this.#cache = new PromptCache(ctx);
+    this.#speculation = speculation && speculation.drafters.length > 0 ? speculation.settings : null;
+    this.#drafters = speculation?.drafters ?? [];
+    this.#tuner = speculation?.tuner ?? null;
   }
 
   /** Renders, tokenizes and queues a request; a prompt that cannot fit is refused at once. */
@@ -104,8 +72,6 @@ export class Scheduler {
       },
     );
   }
-
-  readonly #preparing = new Set<string>();
 
   // For a router over several schedulers (pipelined decode, groups.ts): it prepares a request once,
   // picks the scheduler whose cache serves it best, and queues it there.
@@ -139,7 +105,7 @@ export class Scheduler {
   cancel(id: string): void {
     // Still rendering: answered as cancelled when the rendering ends.
     if (this.#preparing.delete(id)) return;
-    const waiting = this.#waiting.findIndex((w) => w.id === id);
+    const waiting = this.#waiting.findIndex((r) => r.id === id);
     if (waiting >= 0) {
       const [r] = this.#waiting.splice(waiting, 1);
       this.#send(cancelledBeforeStart(r!));
@@ -188,63 +154,42 @@ export class Scheduler {
       } catch (e) {
         for (const seq of warmed.keys()) this.#cache.dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
-        for (const slot of new Set(rows)) this.#finishWithError(slot, e);
+        for (const slot of rows) this.#finishWithError(slot, e);
         // Sequences with only prompt chunks in the failed batch have lost them too.
         for (const slot of [...this.#slots.values()]) if (batch.seqIds.includes(slot.seq)) this.#finishWithError(slot, e);
         this.#send({ type: 'tick' });
         continue;
       }
       for (const [seq, n] of warmed) this.#cache.warmed(seq, n);
-      let logprobIndex = 0;
-      rows.forEach((slot, i) => {
-        const tokens = emitted[i]!;
-        const first = logprobIndex;
-        logprobIndex += tokens.length;
-        const draft = drafts.get(slot);
-        if (draft) {
-          slot.drafted += draft.length;
-          slot.accepted += tokens.length - 1;
-          this.#tuner?.recordAcceptance(draft.length, tokens.length - 1);
-        }
-        for (let k = 0; k < tokens.length; k++) {
-          this.#accept(slot, tokens[k]!, slot.logprobs ? this.#logprob(first + k) : undefined);
-          if (slot.pending === null) return; // finished, or cancelled
-          // An accepted draft token is in the sequence's cells already; the last emitted one is not.
-          if (k < tokens.length - 1) {
-            slot.pending = null;
-            slot.pos++;
-          }
-        }
-        // The rejected part of the draft leaves the cache.
-        if (draft && tokens.length - 1 < draft.length) this.#ctx.removeSequence(slot.seq, slot.pos, -1);
-      });
+      this.#takeTokens(rows, emitted, drafts);
       this.#send({ type: 'tick' });
     }
   }
 
   /**
    * This step's drafts, for the generating sequences (none while more of them generate than speculation
-   * is set for). A draft shorter than draftMin is dropped: that sequence decodes one token as usual.
+   * is set for). A draft shorter than the slot's minimum is dropped: that sequence decodes one token as usual.
    */
   async #drafts(): Promise<Map<Slot, number[]>> {
     const out = new Map<Slot, number[]>();
     const spec = this.#speculation;
     if (!spec) return out;
-    const generating = [...this.#slots.values()].filter((s) => s.pending !== null && !s.cancelled);
+    const generating = [...this.#slots.values()].filter((s) => s.phase.kind === 'generating' && !s.cancelled);
     if (generating.length === 0 || generating.length > spec.maxSequences) return out;
     const nCtxSeq = this.#ctx.info.nCtxSeq;
     // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
-    const room = (slot: Slot) => Math.min(slot.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
+    const room = (slot: Slot) => Math.min(slot.draft.max, slot.maxTokens - slot.usage.completionTokens - 1, nCtxSeq - 2 - slot.pos);
     // As long as pays on this cluster now (the tuner's choice), within each request's own maximum.
     const longest = Math.max(...generating.map(room));
     const stepSeconds = this.#drafters.reduce((s, d) => s + d.stepSeconds, 0);
     const chosen = this.#tuner ? this.#tuner.choose(generating.length, longest, stepSeconds) : longest;
     if (chosen <= 0) return out;
+    const minimum = (slot: Slot) => Math.max(1, slot.draft.min);
     let wanted: { slot: Slot; request: DraftRequest }[] = [];
     for (const slot of generating) {
       const max = Math.min(room(slot), chosen);
-      if (max < Math.max(1, slot.draftMin)) continue;
-      wanted.push({ slot, request: { seq: slot.seq, tokens: [...slot.prompt, ...slot.emitted], max, pMin: slot.draftPMin } });
+      if (max < minimum(slot)) continue;
+      wanted.push({ slot, request: { seq: slot.seq, tokens: [...slot.prompt, ...slot.emitted], max, pMin: slot.draft.pMin } });
     }
     // The cheapest drafter first; the next one only for the sequences whose draft fell short.
     for (const drafter of this.#drafters) {
@@ -261,74 +206,51 @@ export class Scheduler {
       }
       wanted = wanted.filter(({ slot }) => {
         const d = drafted.get(slot.seq) ?? [];
-        if (d.length < Math.max(1, slot.draftMin)) return true;
-        if (slot.pending !== null && !slot.cancelled) out.set(slot, d);
+        if (d.length < minimum(slot)) return true;
+        if (slot.phase.kind === 'generating' && !slot.cancelled) out.set(slot, d);
         return false;
       });
     }
     return out;
   }
 
+  /** Gives waiting requests the free sequences, in arrival order. */
   #admit(): void {
     while (this.#waiting.length > 0 && this.#cache.freeSequences > 0) {
-      const w = this.#waiting.shift()!;
+      const r = this.#waiting.shift()!;
       let sampler: Sampler;
       try {
-        sampler = requestSampler(this.#model, w);
+        sampler = requestSampler(this.#model, r);
       } catch (e) {
-        this.#fail(w.id, namedFor(e, w.params.constraint));
+        this.#fail(r.id, namedFor(e, r.params.constraint));
         continue;
       }
-      const { seq, cached } = this.#cache.claim(w.prompt, w.params.cachePrompt);
-      this.#slots.set(w.id, {
-        id: w.id,
-        seq,
-        sampler,
-        prompt: w.prompt,
-        cached,
-        fed: cached,
-        pos: cached,
-        pending: null,
-        generated: 0,
-        maxTokens: w.params.maxTokens,
-        decoder: new TextDecoder('utf-8'),
-        stops: new StopStringFilter(w.stops),
-        text: '',
-        cancelled: false,
-        parser: w.parser,
-        chat: w.chat,
-        reply: EMPTY_REPLY,
-        logprobs: w.params.logprobs !== null,
-        emitted: [],
-        drafted: 0,
-        accepted: 0,
-        draftMax: w.params.speculative?.nMax ?? this.#speculation?.draftMax ?? 0,
-        draftMin: w.params.speculative?.nMin ?? this.#speculation?.draftMin ?? 0,
-        draftPMin: w.params.speculative?.pMin ?? this.#speculation?.pMin ?? 0,
-      });
-      this.#send({ type: 'started', id: w.id, promptTokens: w.prompt.length, cachedTokens: cached });
+      const { seq, cached } = this.#cache.claim(r.prompt, r.params.cachePrompt);
+      const s = r.params.speculative;
+      const draft = { max: s?.nMax ?? this.#speculation?.draftMax ?? 0, min: s?.nMin ?? this.#speculation?.draftMin ?? 0, pMin: s?.pMin ?? this.#speculation?.pMin ?? 0 };
+      this.#slots.set(r.id, openSlot(r, seq, cached, sampler, draft));
+      this.#send({ type: 'started', id: r.id, promptTokens: r.prompt.length, cachedTokens: cached });
     }
   }
 
   /**
    * One token per generating sequence first (they are latency-bound), then prompt chunks, room given
-   * in admission order. The batch lists its sequences in id order: llama.cpp splits a batch for a
-   * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
-   * split one step's tokens into several micro-batches, each reading all the weights.
+   * in admission order, then warm-ups. The batch lists its sequences in id order: llama.cpp splits a
+   * batch for a per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order
+   * would split one step's tokens into several micro-batches, each reading all the weights.
    */
   #buildBatch(drafts: ReadonlyMap<Slot, number[]>): { batch: Batch; rows: Slot[]; warmed: Map<number, number>; generatingRows: number } {
     let generatingRows = 0;
-    for (const s of this.#slots.values()) if (s.pending !== null) generatingRows += 1 + (drafts.get(s)?.length ?? 0);
-    let room = this.#nBatch - generatingRows;
+    for (const s of this.#slots.values()) if (s.phase.kind === 'generating') generatingRows += 1 + (drafts.get(s)?.length ?? 0);
+    let room = this.#ctx.info.nBatch - generatingRows;
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
-      if (slot.pending !== null || room <= 0) continue;
+      if (slot.phase.kind !== 'prompt' || room <= 0) continue;
       const take = this.#cache.chunk(slot.prompt.length - slot.fed, room);
       if (take === 0) continue;
       chunks.set(slot, take);
       room -= take;
     }
-    // Warm-ups take what room the requests leave.
     const warmed = this.#cache.warmupChunks(room);
     const batch = new Batch();
     const rows: Slot[] = [];
@@ -339,12 +261,13 @@ export class Scheduler {
         batch.addSequence(w.tokens.subarray(w.fed, w.fed + warmed.get(seq)!), w.fed, seq, false);
         continue;
       }
-      if (slot.pending !== null) {
+      const phase = slot.phase;
+      if (phase.kind === 'generating') {
         const draft = drafts.get(slot);
-        if (draft) batch.verify(slot.pending, draft, slot.pos++, slot.seq, slot.sampler);
-        else batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
+        if (draft) batch.verify(phase.pending, draft, slot.pos++, slot.seq, slot.sampler);
+        else batch.sample(batch.add(phase.pending, slot.pos++, slot.seq, true), slot.sampler);
         rows.push(slot);
-        slot.pending = null;
+        slot.phase = DECODING;
         continue;
       }
       const take = chunks.get(slot);
@@ -355,30 +278,37 @@ export class Scheduler {
       if (slot.fed === slot.prompt.length) {
         batch.sample(last, slot.sampler);
         rows.push(slot);
+        slot.phase = DECODING;
       }
     }
     return { batch, rows, warmed, generatingRows };
   }
 
-  /** Sample `i`'s log-probabilities in OpenAI's terms: token text, bytes, alternatives. */
-  #logprob(i: number): TokenLogprob | undefined {
-    const l = this.#ctx.logprobs(i);
-    if (!l) return undefined;
-    const piece = (token: number) => {
-      const bytes = this.#model.tokenToPiece(token);
-      return { token: bytes.toString('utf8'), bytes: [...bytes] };
-    };
-    return { ...piece(l.token), logprob: l.logprob, top: l.top.map((t) => ({ ...piece(t.token), logprob: t.logprob })) };
-  }
-
-  /** Reads the reply so far with its template's parser; returns what changed for the stream. */
-  #parse(slot: Slot, partial: boolean) {
-    if (!slot.parser) return undefined;
-    const parsed = slot.parser.parse(slot.text, { partial });
-    const next = withToolCallIds({ content: parsed.content, reasoningContent: parsed.reasoningContent, toolCalls: parsed.toolCalls }, slot.reply);
-    const delta = replyDelta(slot.reply, next);
-    slot.reply = next;
-    return delta ?? {};
+  /** Each row's emitted tokens (a verified draft's accepted ones, then the target's own) go to its slot. */
+  #takeTokens(rows: readonly Slot[], emitted: readonly ArrayLike<number>[], drafts: ReadonlyMap<Slot, number[]>): void {
+    let logprobIndex = 0;
+    rows.forEach((slot, i) => {
+      const tokens = emitted[i]!;
+      const first = logprobIndex;
+      logprobIndex += tokens.length;
+      const draft = drafts.get(slot);
+      if (draft) {
+        slot.usage.draftTokens += draft.length;
+        slot.usage.draftAcceptedTokens += tokens.length - 1;
+        this.#tuner?.recordAcceptance(draft.length, tokens.length - 1);
+      }
+      for (let k = 0; k < tokens.length; k++) {
+        this.#accept(slot, tokens[k]!, slot.logprobs ? tokenLogprob(this.#model, this.#ctx, first + k) : undefined);
+        if (slot.phase.kind !== 'generating') return; // finished, or cancelled
+        // An accepted draft token is in the sequence's cells already; the last emitted one is not.
+        if (k < tokens.length - 1) {
+          slot.phase = DECODING;
+          slot.pos++;
+        }
+      }
+      // The rejected part of the draft leaves the cache.
+      if (draft && tokens.length - 1 < draft.length) this.#ctx.removeSequence(slot.seq, slot.pos, -1);
+    });
   }
 
   #accept(slot: Slot, token: number, logprob: TokenLogprob | undefined): void {
@@ -387,18 +317,15 @@ export class Scheduler {
       this.#finish(slot, 'stop');
       return;
     }
-    slot.generated++;
-    const piece = slot.decoder.decode(this.#model.tokenToPiece(token), { stream: true });
-    const scan = slot.stops.push(piece);
-    slot.text += scan.emit;
-    const delta = scan.emit ? this.#parse(slot, true) : slot.parser ? {} : undefined;
-    this.#send({ type: 'token', id: slot.id, text: scan.emit, token, ...(delta ? { delta } : {}), ...(logprob ? { logprob } : {}) });
-    if (scan.stopped) {
+    slot.usage.completionTokens++;
+    const piece = slot.output.push(this.#model.tokenToPiece(token));
+    this.#send({ type: 'token', id: slot.id, text: piece.text, token, ...(piece.delta ? { delta: piece.delta } : {}), ...(logprob ? { logprob } : {}) });
+    if (piece.stopped) {
       this.#finish(slot, 'stop', false);
-    } else if (slot.generated >= slot.maxTokens || slot.pos + 1 >= this.#ctx.info.nCtxSeq) {
+    } else if (slot.usage.completionTokens >= slot.maxTokens || slot.pos + 1 >= this.#ctx.info.nCtxSeq) {
       this.#finish(slot, 'length');
     } else {
-      slot.pending = token;
+      slot.phase = { kind: 'generating', pending: token };
       slot.emitted.push(token);
     }
   }
@@ -408,16 +335,10 @@ export class Scheduler {
   }
 
   #finish(slot: Slot, reason: FinishReason, flush = true): void {
-    let rest = '';
-    if (flush) {
-      rest = slot.stops.push(slot.decoder.decode()).emit + slot.stops.flush();
-      slot.text += rest;
-    }
-    // The final reading: text held back as a possible marker is settled now.
-    const delta = this.#parse(slot, false);
-    if (rest || (delta && Object.keys(delta).length > 0)) this.#send({ type: 'token', id: slot.id, text: rest, token: -1, ...(delta ? { delta } : {}) });
+    const piece = slot.output.finish(flush);
+    if (piece) this.#send({ type: 'token', id: slot.id, text: piece.text, token: -1, ...(piece.delta ? { delta: piece.delta } : {}) });
     this.#release(slot, true);
-    const reply = slot.parser ? slot.reply : undefined;
+    const reply = slot.output.reply;
     if (reply && slot.chat && reason !== 'cancelled') {
       // The conversation so far, rendered as its next turn will render it, computed while the sequence is idle.
       this.#cache.warmUp(slot.seq, nextTurnTokens(this.#model, this.#templates, slot.chat, reply)).then(
@@ -425,14 +346,7 @@ export class Scheduler {
         (e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }),
       );
     }
-    this.#send({
-      type: 'done',
-      id: slot.id,
-      finishReason: reason === 'stop' && reply && reply.toolCalls.length > 0 ? 'tool_calls' : reason,
-      usage: { promptTokens: slot.prompt.length, completionTokens: slot.generated, cachedTokens: slot.cached, draftTokens: slot.drafted, draftAcceptedTokens: slot.accepted },
-      text: slot.text,
-      ...(reply ? { reply } : {}),
-    });
+    this.#send(doneMessage(slot, reason));
   }
 
   #finishWithError(slot: Slot, e: unknown): void {
@@ -440,9 +354,10 @@ export class Scheduler {
     this.#fail(slot.id, e);
   }
 
-  /** Frees the slot's sequence; its KV stays as a cache of what was fed, unless the request failed. */
+  /** Frees the slot's sequence; its KV stays as a cache of the prompt, unless the request failed. */
   #release(slot: Slot, keepCache: boolean): void {
     this.#slots.delete(slot.id);
+    slot.phase = DONE;
     try {
       // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
       this.#cache.release(slot.seq, keepCache ? slot.prompt.subarray(0, slot.fed) : null);
