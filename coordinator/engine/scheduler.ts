@@ -4,24 +4,18 @@
 //
 // A request is prepared (prepare-request.ts) and waits for a free sequence; admitted, it becomes a slot
 // (slot.ts) in the sequence whose cached prefix serves it best (prompt-cache.ts). Each step feeds every
-// slot's pending token (with its draft) and prompt chunks, and turns the sampled tokens into output
-// (slot-output.ts). Idle sequences warm up for a chat's next turn in the room left.
-//
-// Speculative decoding (drafter.ts): before a step, each generating sequence may get a draft of its
-// next tokens; the step then decodes its pending token and the draft together and keeps what the
-// target's own sampling confirms. The rejected tail's cells are dropped at once. Speculation steps
-// aside while more sequences generate than it is set for: their batch is compute-bound already.
+// slot's pending token (with its draft, speculator.ts) and prompt chunks, and turns the sampled tokens
+// into output (slot-output.ts). Idle sequences warm up for a chat's next turn in the room left.
 import { performance } from 'node:perf_hooks';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { Batch, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
 import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
 import { PromptCache } from './prompt-cache.js';
-import type { FinishReason, FromEngine, GenerateParams, PromptInput, SpeculationSettings, TokenLogprob } from './protocol.js';
+import type { FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
 import { DECODING, DONE, doneMessage, openSlot, type Slot } from './slot.js';
 import { tokenLogprob } from './slot-output.js';
-import type { Drafter, DraftRequest } from './drafter.js';
-import type { DraftTuner } from './draft-tuner.js';
+import { NO_DRAFTS, Speculator, type Speculation } from './speculator.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
@@ -32,9 +26,7 @@ export class Scheduler {
   readonly #templates: ChatTemplates;
   readonly #send: (m: FromEngine) => void;
   readonly #cache: PromptCache;
-  readonly #speculation: SpeculationSettings | null;
-  readonly #drafters: readonly Drafter[];
-  readonly #tuner: DraftTuner | null;
+  readonly #speculator: Speculator | null;
   /** Requests being rendered and tokenized. */
   readonly #preparing = new Set<string>();
   /** Prepared requests waiting for a free sequence, in arrival order. */
@@ -42,20 +34,14 @@ export class Scheduler {
   readonly #slots = new Map<string, Slot>();
   #running = false;
 
-  constructor(
-    model: LlamaModel,
-    ctx: LlamaContext,
-    send: (m: FromEngine) => void,
-    speculation: { settings: SpeculationSettings; drafters: readonly Drafter[]; tuner: DraftTuner | null } | null = null,
-  ) {
+  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void, speculation: Speculation | null = null) {
     this.#model = model;
     this.#ctx = ctx;
     this.#templates = model.chatTemplates();
     this.#send = send;
     this.#cache = new PromptCache(ctx);
-    this.#speculation = speculation && speculation.drafters.length > 0 ? speculation.settings : null;
-    this.#drafters = speculation?.drafters ?? [];
-    this.#tuner = speculation?.tuner ?? null;
+    const warn = (msg: string) => this.#send({ type: 'log', level: 'warn', msg });
+    this.#speculator = speculation && speculation.drafters.length > 0 ? new Speculator(speculation, warn) : null;
   }
 
   /** Renders, tokenizes and queues a request; a prompt that cannot fit is refused at once. */
@@ -150,7 +136,7 @@ export class Scheduler {
       try {
         emitted = drafts.size > 0 ? await this.#ctx.decodeSpeculative(batch) : Array.from(await this.#ctx.decode(batch), (t) => [t]);
         // A step of generating rows only is what the tuner prices drafts by.
-        if (batch.size === generatingRows) this.#tuner?.recordVerify(batch.size, (performance.now() - started) / 1000);
+        if (batch.size === generatingRows) this.#speculator?.recordStep(batch.size, (performance.now() - started) / 1000);
       } catch (e) {
         for (const seq of warmed.keys()) this.#cache.dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
@@ -166,52 +152,11 @@ export class Scheduler {
     }
   }
 
-  /**
-   * This step's drafts, for the generating sequences (none while more of them generate than speculation
-   * is set for). A draft shorter than the slot's minimum is dropped: that sequence decodes one token as usual.
-   */
+  /** This step's drafts, for the generating slots not cancelled. */
   async #drafts(): Promise<Map<Slot, number[]>> {
-    const out = new Map<Slot, number[]>();
-    const spec = this.#speculation;
-    if (!spec) return out;
+    if (!this.#speculator) return new Map();
     const generating = [...this.#slots.values()].filter((s) => s.phase.kind === 'generating' && !s.cancelled);
-    if (generating.length === 0 || generating.length > spec.maxSequences) return out;
-    const nCtxSeq = this.#ctx.info.nCtxSeq;
-    // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
-    const room = (slot: Slot) => Math.min(slot.draft.max, slot.maxTokens - slot.usage.completionTokens - 1, nCtxSeq - 2 - slot.pos);
-    // As long as pays on this cluster now (the tuner's choice), within each request's own maximum.
-    const longest = Math.max(...generating.map(room));
-    const stepSeconds = this.#drafters.reduce((s, d) => s + d.stepSeconds, 0);
-    const chosen = this.#tuner ? this.#tuner.choose(generating.length, longest, stepSeconds) : longest;
-    if (chosen <= 0) return out;
-    const minimum = (slot: Slot) => Math.max(1, slot.draft.min);
-    let wanted: { slot: Slot; request: DraftRequest }[] = [];
-    for (const slot of generating) {
-      const max = Math.min(room(slot), chosen);
-      if (max < minimum(slot)) continue;
-      wanted.push({ slot, request: { seq: slot.seq, tokens: [...slot.prompt, ...slot.emitted], max, pMin: slot.draft.pMin } });
-    }
-    // The cheapest drafter first; the next one only for the sequences whose draft fell short.
-    for (const drafter of this.#drafters) {
-      if (wanted.length === 0) break;
-      let drafted: Map<number, number[]>;
-      try {
-        drafted = await drafter.draft(wanted.map((w) => w.request));
-      } catch (e) {
-        // A failed draft costs only its speed-up: these sequences decode one token this step, and what
-        // the drafter keeps for them starts over.
-        for (const { slot } of wanted) drafter.reset(slot.seq);
-        this.#send({ type: 'log', level: 'warn', msg: `drafting failed, this step decodes without a draft: ${messageOf(e)}` });
-        return out;
-      }
-      wanted = wanted.filter(({ slot }) => {
-        const d = drafted.get(slot.seq) ?? [];
-        if (d.length < minimum(slot)) return true;
-        if (slot.phase.kind === 'generating' && !slot.cancelled) out.set(slot, d);
-        return false;
-      });
-    }
-    return out;
+    return this.#speculator.drafts(generating, this.#ctx.info.nCtxSeq);
   }
 
   /** Gives waiting requests the free sequences, in arrival order. */
@@ -226,9 +171,7 @@ export class Scheduler {
         continue;
       }
       const { seq, cached } = this.#cache.claim(r.prompt, r.params.cachePrompt);
-      const s = r.params.speculative;
-      const draft = { max: s?.nMax ?? this.#speculation?.draftMax ?? 0, min: s?.nMin ?? this.#speculation?.draftMin ?? 0, pMin: s?.pMin ?? this.#speculation?.pMin ?? 0 };
-      this.#slots.set(r.id, openSlot(r, seq, cached, sampler, draft));
+      this.#slots.set(r.id, openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS));
       this.#send({ type: 'started', id: r.id, promptTokens: r.prompt.length, cachedTokens: cached });
     }
   }
@@ -292,11 +235,7 @@ export class Scheduler {
       const first = logprobIndex;
       logprobIndex += tokens.length;
       const draft = drafts.get(slot);
-      if (draft) {
-        slot.usage.draftTokens += draft.length;
-        slot.usage.draftAcceptedTokens += tokens.length - 1;
-        this.#tuner?.recordAcceptance(draft.length, tokens.length - 1);
-      }
+      if (draft) this.#speculator?.recordDraft(slot, draft.length, tokens.length - 1);
       for (let k = 0; k < tokens.length; k++) {
         this.#accept(slot, tokens[k]!, slot.logprobs ? tokenLogprob(this.#model, this.#ctx, first + k) : undefined);
         if (slot.phase.kind !== 'generating') return; // finished, or cancelled
