@@ -86,7 +86,13 @@ export function namedFor(e: unknown, constraint: Constraint | null): unknown {
 export function requestSampler(model: Pick<LlamaModel, 'createSampler'>, r: PreparedRequest): Sampler {
   const sampler = model.createSampler({ ...r.params.sampling, ...r.grammar, nProbs: r.params.logprobs ?? -1 });
   const { repeatPenalty, frequencyPenalty, presencePenalty } = r.params.sampling;
-  if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(r.prompt.slice(-PENALTY_PRIMING));
+  try {
+    if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(r.prompt.slice(-PENALTY_PRIMING));
+  } catch (e) {
+    // The request fails; its sampler (and the grammar compiled into it) must not outlive it.
+    sampler.dispose();
+    throw e;
+  }
   return sampler;
 }
 
