@@ -15,6 +15,7 @@
 // will render it (the reply as an assistant message) and its new part computed, in prompt chunks, into
 // the sequence (a "warm-up"): the next turn then finds all of it cached and computes only its own new
 // message. A request that claims the sequence first stops the warm-up and keeps what it computed.
+import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import type { LlamaContext } from '../../native/llama.js';
 import { commonPrefix } from './prefix.js';
 
@@ -86,6 +87,7 @@ export class PromptCache {
    * Takes a free sequence for `prompt` and drops the part of its cache the prompt does not share.
    * At least the prompt's last MIN_CHUNK tokens are processed again: the last one's logits start the
    * generation, and a smaller chunk would be computed by other kernel paths than a fresh run's.
+   * When its cells cannot be cleared, throws, and the sequence stays free.
    */
   claim(prompt: Int32Array, reuse: boolean): { seq: number; cached: number } {
     const { seq, prefix } = pickSequence(this.#free, this.#entries, prompt, reuse);
@@ -95,13 +97,19 @@ export class PromptCache {
     const entry = this.#entries[seq]!;
     entry.lastUsed = ++this.#uses;
     let cached = Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
-    // Everything after the prefix goes, the cells of generated tokens included. A sliding-window cache
-    // keeps only its window: the cells before the prefix that the new tokens attend to may be gone, and
-    // then the sequence starts over (as llama-server does).
-    const kept = cached > 0 && this.#cells.removeSequence(seq, cached, -1) && this.#cells.holdsPrefixFor(seq, cached);
-    if (!kept) {
-      this.#cells.removeSequence(seq);
-      cached = 0;
+    try {
+      // Everything after the prefix goes, the cells of generated tokens included. A sliding-window cache
+      // keeps only its window: the cells before the prefix that the new tokens attend to may be gone, and
+      // then the sequence starts over (as llama-server does).
+      const kept = cached > 0 && this.#cells.removeSequence(seq, cached, -1) && this.#cells.holdsPrefixFor(seq, cached);
+      if (!kept) {
+        this.#cells.removeSequence(seq);
+        cached = 0;
+      }
+    } catch (e) {
+      // What the cells hold is unknown now: nothing is reused from them, so the next claim clears them whole.
+      this.release(seq, []);
+      throw new HearthError(e instanceof HearthError ? e.code : ErrorCode.Internal, `could not clear KV cache sequence ${seq} for a new request: ${messageOf(e)}; retry the request`, { cause: e });
     }
     entry.tokens = prompt.subarray(0, cached);
     return { seq, cached };

@@ -170,7 +170,16 @@ export class Scheduler {
         this.#fail(r.id, namedFor(e, r.params.constraint));
         continue;
       }
-      const { seq, cached } = this.#cache.claim(r.prompt, r.params.cachePrompt);
+      let claimed: { seq: number; cached: number };
+      try {
+        claimed = this.#cache.claim(r.prompt, r.params.cachePrompt);
+      } catch (e) {
+        // Only this request fails: the sequence stays free, and the loop goes on.
+        sampler.dispose();
+        this.#fail(r.id, e);
+        continue;
+      }
+      const { seq, cached } = claimed;
       this.#slots.set(r.id, openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS));
       this.#send({ type: 'started', id: r.id, promptTokens: r.prompt.length, cachedTokens: cached });
     }

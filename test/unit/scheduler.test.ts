@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 
 import type { LlamaContext, LlamaModel } from '../../native/llama.js';
+import { PromptCache, type SequenceCells } from '../../coordinator/engine/prompt-cache.js';
 import type { FromEngine, GenerateParams } from '../../coordinator/engine/protocol.js';
 import { Scheduler } from '../../coordinator/engine/scheduler.js';
 
@@ -55,7 +56,7 @@ function fakes() {
     decode: async (batch: { samples: unknown[] }) => Int32Array.from(batch.samples, () => EOG),
     logprobs: () => null,
   };
-  return { model, ctx: cells as unknown as LlamaContext, samplers, state };
+  return { model, ctx: cells as unknown as LlamaContext, cells: cells as SequenceCells, samplers, state };
 }
 
 /** The first answer (done or request-error) to request `id`, within a second. */
@@ -103,5 +104,36 @@ describe('scheduler admission', () => {
     scheduler.submit('b', { kind: 'text', text: 'hello' }, PARAMS);
     assert.equal((await answer(messages, 'b')).type, 'done');
     assert.deepEqual(rejections, []);
+  });
+
+  test('a sequence that cannot be claimed fails only its request, and goes back to the free ones', async () => {
+    const { model, ctx, samplers, state } = fakes();
+    const messages: FromEngine[] = [];
+    const scheduler = new Scheduler(model, ctx, (m) => messages.push(m));
+    state.failRemove = true;
+    scheduler.submit('a', { kind: 'text', text: 'hello' }, PARAMS);
+    const failed = await answer(messages, 'a');
+    assert.equal(failed.type, 'request-error');
+    assert.match(failed.type === 'request-error' ? failed.message : '', /could not clear KV cache sequence 0 .*seq_rm failed/);
+    assert.deepEqual(samplers.map((s) => s.disposed), [1], 'the sampler is freed');
+    assert.equal(scheduler.active, 0);
+    // The one sequence is free again, and the loop still runs.
+    state.failRemove = false;
+    scheduler.submit('b', { kind: 'text', text: 'hello' }, PARAMS);
+    assert.equal((await answer(messages, 'b')).type, 'done');
+    assert.deepEqual(rejections, [], 'nothing escapes the loop');
+  });
+});
+
+describe('prompt cache claims', () => {
+  test('a claim that fails gives its sequence back, empty', () => {
+    const { cells, state } = fakes();
+    const cache = new PromptCache(cells);
+    state.failRemove = true;
+    assert.throws(() => cache.claim(Int32Array.from([1, 2, 3]), true), /seq_rm failed/);
+    assert.equal(cache.freeSequences, 1);
+    state.failRemove = false;
+    assert.deepEqual(cache.claim(Int32Array.from([1, 2, 3]), true), { seq: 0, cached: 0 });
+    assert.equal(cache.freeSequences, 0);
   });
 });
