@@ -1,12 +1,17 @@
-// The scheduler's admission around a fake model and context: what happens to a request, its sampler and
-// its sequence when admitting it fails. (Decoding itself is tested against real models in test/integration.)
+// The scheduler's admission around a fake model and context (what happens to a request, its sampler and
+// its sequence when admitting it fails), and the speculator around fake drafters. Decoding itself is
+// tested against real models in test/integration.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 
-import type { LlamaContext, LlamaModel } from '../../native/llama.js';
+import type { LlamaContext, LlamaModel, Sampler } from '../../native/llama.js';
+import type { Drafter } from '../../coordinator/engine/drafter.js';
+import type { PreparedRequest } from '../../coordinator/engine/prepare-request.js';
 import { PromptCache, type SequenceCells } from '../../coordinator/engine/prompt-cache.js';
-import type { FromEngine, GenerateParams } from '../../coordinator/engine/protocol.js';
+import type { FromEngine, GenerateParams, SpeculationSettings } from '../../coordinator/engine/protocol.js';
 import { Scheduler } from '../../coordinator/engine/scheduler.js';
+import { openSlot, type Slot } from '../../coordinator/engine/slot.js';
+import { Speculator } from '../../coordinator/engine/speculator.js';
 
 /** The token the fake model ends a generation with. */
 const EOG = 0;
@@ -135,5 +140,55 @@ describe('prompt cache claims', () => {
     state.failRemove = false;
     assert.deepEqual(cache.claim(Int32Array.from([1, 2, 3]), true), { seq: 0, cached: 0 });
     assert.equal(cache.freeSequences, 0);
+  });
+});
+
+describe('speculator: drafters in order', () => {
+  const SETTINGS: SpeculationSettings = { draftModel: null, draftWorker: null, ngram: 3, draftMax: 4, draftMin: 2, pMin: 0, maxSequences: 4, tune: false };
+
+  /** A drafter that answers from a table and records what it was asked. */
+  function drafter(table: Record<number, number[]>, fail = false) {
+    const d: Drafter & { asked: number[][]; resets: number[] } = {
+      asked: [],
+      resets: [],
+      stepSeconds: 0,
+      async draft(requests) {
+        d.asked.push(requests.map((r) => r.seq));
+        if (fail) throw new Error('the draft context is gone');
+        return new Map(requests.map((r) => [r.seq, (table[r.seq] ?? []).slice(0, r.max)]));
+      },
+      reset: (seq) => d.resets.push(seq),
+    };
+    return d;
+  }
+
+  /** A slot generating in sequence `seq`. */
+  function generating(seq: number, speculation: Speculator): Slot {
+    const r: PreparedRequest = { id: `r${seq}`, prompt: Int32Array.from([1, 2, 3, 4]), params: PARAMS, grammar: {}, stops: [], parser: null, chat: null };
+    const slot = openSlot(r, seq, 0, new FakeSampler(false) as unknown as Sampler, speculation.limitsFor(PARAMS));
+    slot.phase = { kind: 'generating', pending: 7 };
+    return slot;
+  }
+
+  test('the next drafter is asked only for the drafts that fell short of the minimum', async () => {
+    const lookup = drafter({ 0: [1, 2, 3], 1: [9] });
+    const model = drafter({ 1: [5, 6, 7, 8, 9] });
+    const speculator = new Speculator({ settings: SETTINGS, drafters: [lookup, model], tuner: null }, () => {});
+    const slots = [generating(0, speculator), generating(1, speculator)];
+    const drafts = await speculator.drafts(slots, 256);
+    assert.deepEqual([...drafts].map(([s, d]) => [s.seq, d]), [[0, [1, 2, 3]], [1, [5, 6, 7]]], 'within maxTokens - 1');
+    assert.deepEqual(lookup.asked, [[0, 1]]);
+    assert.deepEqual(model.asked, [[1]]);
+  });
+
+  test("a drafter that fails resets its sequences and keeps the earlier drafters' drafts", async () => {
+    const warnings: string[] = [];
+    const lookup = drafter({ 0: [1, 2, 3] });
+    const model = drafter({}, true);
+    const speculator = new Speculator({ settings: SETTINGS, drafters: [lookup, model], tuner: null }, (msg) => warnings.push(msg));
+    const drafts = await speculator.drafts([generating(0, speculator), generating(1, speculator)], 256);
+    assert.deepEqual([...drafts].map(([s, d]) => [s.seq, d]), [[0, [1, 2, 3]]]);
+    assert.deepEqual(model.resets, [1]);
+    assert.match(warnings.join('\n'), /drafting failed, this step decodes without a draft: the draft context is gone/);
   });
 });
