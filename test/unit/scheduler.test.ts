@@ -85,48 +85,46 @@ describe('scheduler admission', () => {
     process.off('unhandledRejection', onRejection);
   });
 
-  test('a request runs to its end on the fakes', async () => {
-    const { model, ctx, samplers } = fakes();
+  /** A scheduler on the fakes, and what it sends. */
+  function start() {
+    const f = fakes();
     const messages: FromEngine[] = [];
-    new Scheduler(model, ctx, (m) => messages.push(m)).submit('a', { kind: 'text', text: 'hello' }, PARAMS);
-    const done = await answer(messages, 'a');
-    assert.equal(done.type, 'done');
+    return { ...f, messages, scheduler: new Scheduler(f.model, f.ctx, (m) => messages.push(m)) };
+  }
+
+  /**
+   * With `failure` set, request a (with `params`) fails with `message` and its sampler is freed; then,
+   * the failure gone, request b runs to its end on the same (only) sequence, and nothing escaped the loop.
+   */
+  async function failsAlone(failure: 'failAccept' | 'failRemove', params: GenerateParams, message: RegExp): Promise<void> {
+    const { scheduler, messages, samplers, state } = start();
+    state[failure] = true;
+    scheduler.submit('a', { kind: 'text', text: 'hello' }, params);
+    const failed = await answer(messages, 'a');
+    assert.equal(failed.type, 'request-error');
+    assert.match(failed.type === 'request-error' ? failed.message : '', message);
+    assert.deepEqual(samplers.map((s) => s.disposed), [1], 'the sampler is freed');
+    assert.equal(scheduler.active, 0);
+    state[failure] = false;
+    scheduler.submit('b', { kind: 'text', text: 'hello' }, PARAMS);
+    assert.equal((await answer(messages, 'b')).type, 'done');
+    assert.deepEqual(rejections, [], 'nothing escapes the loop');
+  }
+
+  test('a request runs to its end on the fakes', async () => {
+    const { scheduler, messages, samplers } = start();
+    scheduler.submit('a', { kind: 'text', text: 'hello' }, PARAMS);
+    assert.equal((await answer(messages, 'a')).type, 'done');
     assert.deepEqual(samplers.map((s) => s.disposed), [1]);
     assert.deepEqual(rejections, []);
   });
 
   test('a sampler whose penalties cannot be primed is freed, and only its request fails', async () => {
-    const { model, ctx, samplers, state } = fakes();
-    const messages: FromEngine[] = [];
-    const scheduler = new Scheduler(model, ctx, (m) => messages.push(m));
-    state.failAccept = true;
-    scheduler.submit('a', { kind: 'text', text: 'hello' }, { ...PARAMS, sampling: { ...PARAMS.sampling, repeatPenalty: 1.1 } });
-    const failed = await answer(messages, 'a');
-    assert.equal(failed.type, 'request-error');
-    assert.match(failed.type === 'request-error' ? failed.message : '', /cannot take these tokens/);
-    assert.deepEqual(samplers.map((s) => s.disposed), [1], 'the sampler is freed');
-    state.failAccept = false;
-    scheduler.submit('b', { kind: 'text', text: 'hello' }, PARAMS);
-    assert.equal((await answer(messages, 'b')).type, 'done');
-    assert.deepEqual(rejections, []);
+    await failsAlone('failAccept', { ...PARAMS, sampling: { ...PARAMS.sampling, repeatPenalty: 1.1 } }, /cannot take these tokens/);
   });
 
   test('a sequence that cannot be claimed fails only its request, and goes back to the free ones', async () => {
-    const { model, ctx, samplers, state } = fakes();
-    const messages: FromEngine[] = [];
-    const scheduler = new Scheduler(model, ctx, (m) => messages.push(m));
-    state.failRemove = true;
-    scheduler.submit('a', { kind: 'text', text: 'hello' }, PARAMS);
-    const failed = await answer(messages, 'a');
-    assert.equal(failed.type, 'request-error');
-    assert.match(failed.type === 'request-error' ? failed.message : '', /could not clear KV cache sequence 0 .*seq_rm failed/);
-    assert.deepEqual(samplers.map((s) => s.disposed), [1], 'the sampler is freed');
-    assert.equal(scheduler.active, 0);
-    // The one sequence is free again, and the loop still runs.
-    state.failRemove = false;
-    scheduler.submit('b', { kind: 'text', text: 'hello' }, PARAMS);
-    assert.equal((await answer(messages, 'b')).type, 'done');
-    assert.deepEqual(rejections, [], 'nothing escapes the loop');
+    await failsAlone('failRemove', PARAMS, /could not clear KV cache sequence 0 .*seq_rm failed/);
   });
 });
 
