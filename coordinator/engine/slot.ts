@@ -10,7 +10,7 @@ import { SlotOutput } from './slot-output.js';
  */
 export type SlotPhase = { readonly kind: 'prompt' } | { readonly kind: 'decoding' } | { readonly kind: 'generating'; readonly pending: number } | { readonly kind: 'done' };
 
-export const PROMPT: SlotPhase = Object.freeze({ kind: 'prompt' });
+const PROMPT: SlotPhase = Object.freeze({ kind: 'prompt' });
 export const DECODING: SlotPhase = Object.freeze({ kind: 'decoding' });
 export const DONE: SlotPhase = Object.freeze({ kind: 'done' });
 
