@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
-import type { SpeculationSettings } from './engine/speculative.js';
+import type { SpeculationSettings } from './engine/protocol.js';
 import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
 import type { PlacementObjective } from './planner/types.js';
 
