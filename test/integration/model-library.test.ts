@@ -1,0 +1,241 @@
+// The model library against a local stand-in for the Hugging Face hub (HF_ENDPOINT): what it fetches,
+// how it resumes and verifies, what it refuses, and what it finds on disk without the network.
+import assert from 'node:assert/strict';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
+import { pino } from 'pino';
+
+import { isHearthError } from '../../common/errors.js';
+import type { DownloadProgress } from '../../models/download.js';
+import { ModelLibrary } from '../../models/library.js';
+import type { LibrarySettings } from '../../models/library-settings.js';
+import { parseModelRef } from '../../models/model-ref.js';
+import { freePort } from '../helpers/rpc-server.js';
+import { ggufLikeBytes, HUB_TOKEN, sha256, startFakeHub, type FakeHub } from '../helpers/hub-server.js';
+
+const silent = pino({ level: 'silent' });
+
+/** Every file under `dir`, relative, sorted. */
+function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return (readdirSync(dir, { recursive: true, withFileTypes: true }) as { name: string; parentPath: string; isDirectory(): boolean }[])
+    .filter((e) => !e.isDirectory())
+    .map((e) => join(e.parentPath, e.name).slice(dir.length + 1))
+    .sort();
+}
+
+describe('model library', () => {
+  let hub: FakeHub;
+  let root: string;
+  let dir: string;
+  let hfCache: string;
+  const single = ggufLikeBytes(300_000, 1);
+  const shard1 = ggufLikeBytes(200_000, 2);
+  const shard2 = ggufLikeBytes(150_000, 3);
+  const q8 = ggufLikeBytes(120_000, 4);
+  const plainF16 = ggufLikeBytes(5_000, 5);
+
+  const settings = (over: Partial<LibrarySettings> = {}): LibrarySettings => ({ dir, hfCaches: [hfCache], endpoint: hub.endpoint, token: null, offline: false, ...over });
+  const library = (over: Partial<LibrarySettings> = {}, progress?: (p: DownloadProgress) => void) =>
+    new ModelLibrary(settings(over), { log: silent, retryDelayMs: 10, idleMs: 5000, ...(progress ? { progress } : {}) });
+  const cdnGets = () => hub.requests.filter((r) => r.path.startsWith('/cdn/') && r.method === 'GET');
+
+  before(async () => {
+    root = mkdtempSync(join(tmpdir(), 'hearth-library-'));
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  beforeEach(async () => {
+    hub = await startFakeHub();
+    dir = mkdtempSync(join(root, 'lib-'));
+    hfCache = mkdtempSync(join(root, 'hf-'));
+    hub.addRepo('test/single', { files: [{ path: 'README.md', bytes: Buffer.from('# a model\n'), plain: true }, { path: 'single-Q8_0.gguf', bytes: single }] });
+    hub.addRepo('test/split', {
+      files: [
+        { path: 'big-Q8_0.gguf', bytes: q8 },
+        { path: 'Q4_K_M/big-Q4_K_M-00002-of-00002.gguf', bytes: shard2 },
+        { path: 'Q4_K_M/big-Q4_K_M-00001-of-00002.gguf', bytes: shard1 },
+        { path: 'big-F16.gguf', bytes: plainF16, plain: true },
+      ],
+    });
+  });
+  afterEach(async () => {
+    await hub.close();
+  });
+
+  test('a single file: fetched into the Hugging Face layout, verified, with progress', async () => {
+    const seen: DownloadProgress[] = [];
+    const m = await library({}, (p) => seen.push(p)).resolve(parseModelRef('hf:test/single:Q8_0'));
+    assert.equal(m.origin, 'downloaded');
+    const commit = readFileSync(join(dir, 'models--test--single', 'refs', 'main'), 'utf8');
+    assert.equal(m.path, join(dir, 'models--test--single', 'snapshots', commit, 'single-Q8_0.gguf'));
+    assert.ok(lstatSync(m.path).isSymbolicLink());
+    assert.equal(readlinkSync(m.path), join('..', '..', 'blobs', sha256(single)));
+    assert.ok(readFileSync(m.path).equals(single));
+    assert.deepEqual(filesUnder(join(dir, 'models--test--single')), ['blobs/' + sha256(single), 'refs/main', `snapshots/${commit}/single-Q8_0.gguf`], 'no temporary or lock file is left');
+    assert.equal(seen.at(-1)?.received, single.length);
+    assert.equal(seen.at(-1)?.total, single.length);
+    const api = hub.requests.filter((r) => r.path.startsWith('/api/')).map((r) => r.path);
+    assert.deepEqual(api, ['/api/models/test/single/refs', `/api/models/test/single/tree/${commit}?recursive=true`]);
+    assert.ok(hub.requests.some((r) => r.path === `/test/single/resolve/${commit}/single-Q8_0.gguf`));
+  });
+
+  test('a split model picked by its quant tag (any case): every shard, and nothing else', async () => {
+    hub.pageSize(2); // the listing comes in pages, as the hub's does for long ones
+    const m = await library().resolve(parseModelRef('hf:test/split:q4_k_m'));
+    assert.equal(m.files.length, 2);
+    assert.match(m.path, /Q4_K_M\/big-Q4_K_M-00001-of-00002\.gguf$/);
+    assert.match(m.files[1]!, /Q4_K_M\/big-Q4_K_M-00002-of-00002\.gguf$/);
+    assert.ok(readFileSync(m.files[1]!).equals(shard2));
+    assert.equal(cdnGets().length, 2, 'the Q8_0 file is not fetched');
+    assert.ok(hub.requests.some((r) => r.path.includes('cursor=')), 'the second page of the listing was read');
+    // A file kept outside LFS is checked against its git blob id.
+    const f16 = await library().resolve(parseModelRef('hf:test/split:F16'));
+    assert.ok(readFileSync(f16.path).equals(plainF16));
+  });
+
+  test('a dropped connection is resumed with a range request, in the same run and in the next', async () => {
+    hub.dropAfter(100_000);
+    const m = await library().resolve(parseModelRef('hf:test/single:Q8_0'));
+    assert.ok(readFileSync(m.path).equals(single));
+    assert.deepEqual(cdnGets().map((r) => r.range), [null, 'bytes=100000-']);
+
+    // A run that stopped earlier left bytes in the temporary file: the next starts from them.
+    const other = mkdtempSync(join(root, 'lib-'));
+    const blobs = join(other, 'models--test--single', 'blobs');
+    mkdirSync(blobs, { recursive: true });
+    writeFileSync(join(blobs, `${sha256(single)}.incomplete`), single.subarray(0, 50_000));
+    const again = await library({ dir: other }).resolve(parseModelRef('hf:test/single:Q8_0'));
+    assert.ok(readFileSync(again.path).equals(single));
+    assert.equal(cdnGets().at(-1)?.range, 'bytes=50000-');
+  });
+
+  test('a checksum mismatch is refused and nothing is left in the library', async () => {
+    hub.addRepo('test/corrupt', { files: [{ path: 'c-Q4_K_M.gguf', bytes: single, listedSha256: sha256(q8) }] });
+    await assert.rejects(library().resolve(parseModelRef('hf:test/corrupt')), (e: Error) => {
+      assert.match(e.message, /c-Q4_K_M\.gguf from .*: checksum mismatch \(sha256 [0-9a-f]{64}, the source lists [0-9a-f]{64}\); the file is refused and removed/);
+      return true;
+    });
+    assert.deepEqual(filesUnder(dir), []);
+  });
+
+  test('a gated repository: without a token a clear message, with one the files (and no token to the CDN)', async () => {
+    hub.addRepo('test/gated', { gated: true, files: [{ path: 'g-Q8_0.gguf', bytes: q8 }] });
+    await assert.rejects(library().resolve(parseModelRef('hf:test/gated')), (e: Error) => {
+      assert.ok(isHearthError(e, 'UNAUTHENTICATED'));
+      assert.match(e.message, /test\/gated is gated \(HTTP 401\): accept its conditions on .*test\/gated, then set HF_TOKEN to an access token/);
+      return true;
+    });
+    const before = hub.requests.length;
+    const m = await library({ token: HUB_TOKEN }).resolve(parseModelRef('hf:test/gated'));
+    assert.ok(readFileSync(m.path).equals(q8));
+    assert.ok(cdnGets().length > 0 && cdnGets().every((r) => !r.authorized), 'the token stays with the hub');
+    assert.ok(hub.requests.slice(before).filter((r) => !r.path.startsWith('/cdn/')).every((r) => r.authorized));
+  });
+
+  test('an unknown repository or tag: 404s that say what exists', async () => {
+    await assert.rejects(library().resolve(parseModelRef('hf:test/nope:Q4_K_M')), /no repository test\/nope on http:\/\/127\.0\.0\.1:\d+\/ \(HTTP 404\), or it is private \(set HF_TOKEN\)/);
+    await assert.rejects(library().resolve(parseModelRef('hf:test/split:Q5_K_M')), /test\/split has no GGUF file for quantisation 'Q5_K_M'; it has: F16, Q4_K_M, Q8_0 \(for example hf:test\/split:F16\)/);
+    assert.deepEqual(filesUnder(dir), []);
+  });
+
+  test('a URL that serves a web page, or bytes that are not GGUF, is refused and leaves nothing', async () => {
+    const page = hub.plainFile('bartowski/model/blob/main/m-Q4_K_M.gguf', Buffer.from('<!doctype html><html><body>a model page</body></html>'), 'text/html; charset=utf-8');
+    await assert.rejects(library().resolve(parseModelRef(page)), /serves a web page \(text\/html; charset=utf-8\), not the GGUF file m-Q4_K_M\.gguf: give the file's download link/);
+    const text = hub.plainFile('x/notes.gguf', Buffer.from('just some text, not a model'));
+    await assert.rejects(library().resolve(parseModelRef(text)), /notes\.gguf is not a GGUF file \(it begins with "just", not "GGUF"\); nothing was kept/);
+    assert.deepEqual(filesUnder(dir).filter((f) => !f.endsWith('.lock')), []);
+    assert.deepEqual(filesUnder(dir), []);
+  });
+
+  test('a URL: fetched under urls/, then found there without the server', async () => {
+    const url = hub.plainFile('org/repo/resolve/main/u-Q8_0.gguf', q8);
+    const m = await library().resolve(parseModelRef(url));
+    assert.equal(m.path, join(dir, 'urls', 'http', new URL(url).host, 'files', 'org', 'repo', 'resolve', 'main', 'u-Q8_0.gguf'));
+    assert.ok(readFileSync(m.path).equals(q8));
+    await hub.close();
+    const again = await library().resolve(parseModelRef(url));
+    assert.equal(again.path, m.path);
+    assert.equal(again.origin, 'library');
+    const listed = await library().list();
+    assert.deepEqual(listed.map((e) => [e.ref, e.tag, e.bytes]), [[url, 'Q8_0', q8.length]]);
+    hub = await startFakeHub(); // for afterEach
+  });
+
+  test('a second start and a second pull use the library without the server', async () => {
+    const first = await library().resolve(parseModelRef('hf:test/split:Q4_K_M'));
+    await hub.close();
+    const start = await library().resolve(parseModelRef('hf:test/split:Q4_K_M'));
+    assert.deepEqual(start.files, first.files);
+    assert.equal(start.origin, 'library');
+    const pull = await library().resolve(parseModelRef('hf:test/split:Q4_K_M'), { refresh: true });
+    assert.deepEqual(pull.files, first.files);
+    // What is not there cannot be had without the hub: said so.
+    await assert.rejects(library().resolve(parseModelRef('hf:test/split:Q8_0')), /cannot reach the hub at http:\/\/127\.0\.0\.1:\d+\/ for test\/split .*set HF_ENDPOINT to a mirror/);
+    hub = await startFakeHub();
+  });
+
+  test('a model already in the Hugging Face cache is used as it is, with no network', async () => {
+    const commit = 'c'.repeat(40);
+    const repoDir = join(hfCache, 'models--org--cached');
+    mkdirSync(join(repoDir, 'refs'), { recursive: true });
+    mkdirSync(join(repoDir, 'blobs'));
+    mkdirSync(join(repoDir, 'snapshots', commit), { recursive: true });
+    writeFileSync(join(repoDir, 'refs', 'main'), commit);
+    writeFileSync(join(repoDir, 'blobs', sha256(q8)), q8);
+    symlinkSync(join('..', '..', 'blobs', sha256(q8)), join(repoDir, 'snapshots', commit, 'cached-F16.gguf'));
+    const nowhere = `http://127.0.0.1:${await freePort()}/`;
+    const m = await library({ endpoint: nowhere }).resolve(parseModelRef('hf:org/cached:f16'));
+    assert.equal(m.origin, 'hf-cache');
+    assert.equal(m.path, join(repoDir, 'snapshots', commit, 'cached-F16.gguf'));
+    assert.deepEqual(filesUnder(dir), [], 'nothing copied into the library');
+    const listed = await library({ endpoint: nowhere }).list();
+    assert.deepEqual(listed.map((e) => [e.ref, e.origin]), [['hf:org/cached:F16', 'hf-cache']]);
+    await assert.rejects(library().remove(parseModelRef('hf:org/cached')), /is in the Hugging Face cache .*which hearth reads but does not manage/);
+  });
+
+  test('a full disk: a clear error, and the partial file removed', async () => {
+    // The temporary file is /dev/full, where every write fails with ENOSPC as on a full disk.
+    const blobs = join(dir, 'models--test--single', 'blobs');
+    mkdirSync(blobs, { recursive: true });
+    const temp = join(blobs, `${sha256(single)}.incomplete`);
+    symlinkSync('/dev/full', temp);
+    await assert.rejects(library().resolve(parseModelRef('hf:test/single:Q8_0')), (e: Error) => {
+      assert.ok(isHearthError(e, 'RESOURCE_EXHAUSTED'), e.message);
+      assert.match(e.message, /no space left on the disk of .*blobs while downloading single-Q8_0\.gguf \(0 of 300000 bytes were written\); the partial file is removed. Free space there, or point HEARTH_MODELS/);
+      return true;
+    });
+    assert.equal(existsSync(temp) || lstatSync(temp, { throwIfNoEntry: false }) !== undefined, false);
+    assert.deepEqual(filesUnder(dir), []);
+  });
+
+  test('two pulls of the same file at once: one downloads, the other waits and uses it', async () => {
+    hub.throttle(400_000); // about a second for the file, so the two overlap
+    const [a, b] = await Promise.all([library().resolve(parseModelRef('hf:test/single:Q8_0')), library().resolve(parseModelRef('hf:test/single:Q8_0'))]);
+    assert.equal(a.path, b.path);
+    assert.ok(readFileSync(a.path).equals(single));
+    assert.equal(cdnGets().length, 1, 'the file was transferred once');
+    assert.deepEqual(filesUnder(join(dir, 'models--test--single', 'blobs')), [sha256(single)]);
+  });
+
+  test('list and rm: a tag removes its files and the blobs nothing else uses', async () => {
+    await library().resolve(parseModelRef('hf:test/split:Q4_K_M'));
+    await library().resolve(parseModelRef('hf:test/split:Q8_0'));
+    await library().resolve(parseModelRef('hf:test/single'));
+    const listed = await library().list();
+    assert.deepEqual(listed.map((e) => [e.ref, e.files.length, e.bytes, e.origin]), [
+      ['hf:test/single:Q8_0', 1, single.length, 'library'],
+      ['hf:test/split:Q4_K_M', 2, shard1.length + shard2.length, 'library'],
+      ['hf:test/split:Q8_0', 1, q8.length, 'library'],
+    ]);
+    const removed = await library().remove(parseModelRef('hf:test/split:q4_k_m'));
+    assert.equal(removed.filter((p) => p.includes('/blobs/')).length, 2);
+    assert.deepEqual((await library().list()).map((e) => e.ref), ['hf:test/single:Q8_0', 'hf:test/split:Q8_0']);
+    assert.deepEqual(filesUnder(join(dir, 'models--test--split', 'blobs')), [sha256(q8)]);
+    await library().remove(parseModelRef('hf:test/split'));
+    assert.equal(existsSync(join(dir, 'models--test--split')), false);
+    await assert.rejects(library().remove(parseModelRef('hf:test/split')), /hf:test\/split is not in the library/);
+  });
+});
