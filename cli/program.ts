@@ -11,7 +11,7 @@ import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { formatBytes, table } from './format.js';
-import { withoutToken } from './options.js';
+import { llamaServerFlags, withoutToken } from './options.js';
 
 export function hearthProgram(): Command {
   const program = new Command()
@@ -57,7 +57,7 @@ export async function runHearth(program: Command, argv: string[] = process.argv)
     process.title = ['hearth', ...withoutToken(argv.slice(2))].join(' ');
   }
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(llamaServerFlags(argv));
   } catch (e) {
     if (e instanceof CommanderError) {
       process.exitCode = e.exitCode;

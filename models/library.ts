@@ -123,16 +123,21 @@ export class ModelLibrary {
     }
     const set = this.#pick(ref, files);
     const paths: string[] = [];
+    let fetched = 0;
     try {
-      for (const file of set) paths.push(await this.#fetchHubFile(ref.repo, revision.commit, file, options.signal));
+      for (const file of set) {
+        const { path, downloaded } = await this.#fetchHubFile(ref.repo, revision.commit, file, options.signal);
+        paths.push(path);
+        if (downloaded) fetched++;
+      }
     } catch (e) {
       await this.#own.pruneIfEmpty(ref.repo);
       throw e;
     }
     // The ref last: a snapshot becomes the library's copy only once all of its files are there.
     await this.#own.writeRef(ref.repo, revision.branch, revision.commit);
-    this.options.log.info({ model: name, commit: revision.commit, files: paths.length, dir: this.settings.dir }, 'model in the library');
-    return { ref, path: paths[0]!, files: paths, origin: 'downloaded' };
+    if (fetched > 0) this.options.log.info({ model: name, commit: revision.commit, files: paths.length, dir: this.settings.dir }, 'model in the library');
+    return { ref, path: paths[0]!, files: paths, origin: fetched > 0 ? 'downloaded' : 'library' };
   }
 
   /** The shard set the tag names in a commit's listing; a clear error when there is none, or a shard is missing. */
@@ -152,10 +157,10 @@ export class ModelLibrary {
     return set;
   }
 
-  /** One file of a commit into the library (its blob, then the snapshot's link to it); its snapshot path. */
-  async #fetchHubFile(repo: string, commit: string, file: HubFile, signal?: AbortSignal): Promise<string> {
+  /** One file of a commit into the library (its blob, then the snapshot's link to it): its snapshot path. */
+  async #fetchHubFile(repo: string, commit: string, file: HubFile, signal?: AbortSignal): Promise<{ path: string; downloaded: boolean }> {
     const snapshot = join(this.#own.snapshotDir(repo, commit), file.path);
-    if (await isFile(snapshot)) return snapshot;
+    if (await isFile(snapshot)) return { path: snapshot, downloaded: false };
     const oid = file.sha256 ?? file.gitOid;
     const dest = oid === null ? snapshot : this.#own.blobPath(repo, oid);
     try {
@@ -173,7 +178,7 @@ export class ModelLibrary {
     } catch (e) {
       throw this.#hub.describe(e, repo, `${repo}/${file.path}`);
     }
-    return oid === null ? snapshot : this.#own.linkSnapshot(repo, commit, file.path, oid);
+    return { path: oid === null ? snapshot : await this.#own.linkSnapshot(repo, commit, file.path, oid), downloaded: true };
   }
 
   #downloadOptions(label: string, signal?: AbortSignal) {
