@@ -11,10 +11,16 @@ export function openLibrary(log: Logger, env: NodeJS.ProcessEnv = process.env): 
   return new ModelLibrary(librarySettings(env), { log, progress: downloadProgress(log) });
 }
 
-/** Runs `fn` with a signal that SIGINT or SIGTERM aborts (a download stops and keeps its bytes for the next run). */
+/**
+ * Runs `fn` with a signal that SIGINT or SIGTERM aborts (a download stops and keeps its bytes for the
+ * next run); a second signal exits at once.
+ */
 export async function interruptible<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const stop = new AbortController();
-  const onSignal = () => stop.abort();
+  const onSignal = () => {
+    if (stop.signal.aborted) process.exit(130);
+    stop.abort();
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {

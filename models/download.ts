@@ -4,7 +4,7 @@
 // two processes fetching the same file take turns.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { access, mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -73,14 +73,19 @@ async function sizeOf(path: string): Promise<number> {
 /** Fetches `request.url` into `request.dest`, unless that exists already. */
 export async function downloadFile(request: DownloadRequest): Promise<void> {
   await mkdir(dirname(request.dest), { recursive: true });
-  await withFileLock(
-    `${request.dest}.lock`,
-    async () => {
-      if (await exists(request.dest)) return; // another process finished it while we waited
-      await fetchWithRetries(request);
-    },
-    { signal: request.signal, onWait: () => request.onWait?.() },
-  );
+  try {
+    await withFileLock(
+      `${request.dest}.lock`,
+      async () => {
+        if (await exists(request.dest)) return; // another process finished it while we waited
+        await fetchWithRetries(request);
+      },
+      { signal: request.signal, onWait: () => request.onWait?.() },
+    );
+  } catch (e) {
+    if (!request.signal?.aborted || e instanceof HearthError) throw e;
+    throw new HearthError(ErrorCode.Cancelled, `download of ${request.label} stopped before it began`);
+  }
 }
 
 async function fetchWithRetries(request: DownloadRequest): Promise<void> {
@@ -110,12 +115,12 @@ async function fetchWithRetries(request: DownloadRequest): Promise<void> {
 /** A failure another attempt may get past: nothing arrived for too long, or the body ended early. */
 class TransientError extends Error {}
 
-/** Hashes the bytes a previous attempt left, so the checksum covers the whole file. */
 interface Hashes {
   sha256: Hash;
   git: Hash | null;
 }
 
+/** Hashes the bytes a previous attempt left, so the checksum covers the whole file. */
 async function hashExisting(path: string, bytes: number, hashes: Hashes): Promise<void> {
   if (bytes === 0) return;
   for await (const chunk of createReadStream(path, { start: 0, end: bytes - 1 })) {
@@ -129,10 +134,31 @@ function newHashes(expected: ExpectedFile): Hashes {
   return { sha256: createHash('sha256'), git };
 }
 
-/** A request for the bytes from `offset`; a server that ignores the range sends all of them (offset 0). */
+/** The validator (ETag or Last-Modified) the bytes in the temporary file came with, kept beside it for If-Range. */
+const validatorPath = (request: DownloadRequest) => `${request.temp}.validator`;
+
+async function readValidator(request: DownloadRequest): Promise<string | null> {
+  return (await readFile(validatorPath(request), 'utf8').catch(() => '')).trim() || null;
+}
+
+/** A strong validator of the answer, for resuming from it: an ETag that is not weak, else Last-Modified. */
+function validatorOf(response: Response): string | null {
+  const etag = response.headers.get('etag');
+  if (etag && !etag.startsWith('W/')) return etag;
+  return response.headers.get('last-modified');
+}
+
+/**
+ * A request for the bytes from `offset`, on the condition (If-Range) that the file is still the one
+ * they came from; a server that ignores the range, or whose file changed, sends all of it (offset 0).
+ */
 async function requestFrom(request: DownloadRequest, offset: number, signal: AbortSignal): Promise<{ answer: HttpAnswer; offset: number }> {
   const headers: Record<string, string> = { 'accept-encoding': 'identity', ...(request.userAgent ? { 'user-agent': request.userAgent } : {}) };
-  if (offset > 0) headers.range = `bytes=${offset}-`;
+  if (offset > 0) {
+    headers.range = `bytes=${offset}-`;
+    const validator = await readValidator(request);
+    if (validator) headers['if-range'] = validator;
+  }
   let answer: HttpAnswer;
   try {
     answer = await httpFetch(request.url, { headers, token: request.token, signal });
@@ -145,20 +171,29 @@ async function requestFrom(request: DownloadRequest, offset: number, signal: Abo
     throw e;
   }
   const response = answer.response;
-  if (offset > 0 && response.status !== 206) return { answer, offset: 0 };
+  if (offset > 0 && response.status !== 206) offset = 0;
   if (response.status === 206 && contentRangeTotal(response)?.start !== offset) {
     await response.body?.cancel();
     throw new HearthError(ErrorCode.Unavailable, `${request.url} answered a request for the bytes from ${offset} with ${response.headers.get('content-range')}`);
   }
+  if (offset === 0) {
+    const validator = validatorOf(response);
+    if (validator) await writeFile(validatorPath(request), validator);
+    else await rm(validatorPath(request), { force: true });
+  }
   return { answer, offset };
 }
 
+/** One attempt: resume from the temporary file's bytes, fetch the rest, verify, rename into place. */
 async function attemptOnce(request: DownloadRequest): Promise<void> {
   let offset = await sizeOf(request.temp);
   if (request.expected.size !== null && offset > request.expected.size) {
     await rm(request.temp, { force: true });
     offset = 0;
   }
+  // Hashed before the request: a large resumed file takes a while to read, which no server should wait on.
+  let hashes = newHashes(request.expected);
+  await hashExisting(request.temp, offset, hashes);
   const idleMs = request.idleMs ?? 60_000;
   const idle = new AbortController();
   const signal = request.signal ? AbortSignal.any([request.signal, idle.signal]) : idle.signal;
@@ -170,18 +205,24 @@ async function attemptOnce(request: DownloadRequest): Promise<void> {
   try {
     let answer: HttpAnswer | null = null;
     // Bytes enough already (a run stopped between the last byte and the rename): verify them as they are.
-    if (request.expected.size === null || offset < request.expected.size) ({ answer, offset } = await requestFrom(request, offset, signal));
+    if (request.expected.size === null || offset < request.expected.size) {
+      const from = offset;
+      ({ answer, offset } = await requestFrom(request, offset, signal));
+      if (offset !== from) hashes = newHashes(request.expected);
+    }
     if (answer) refuseHtml(request, answer.response);
     const total = request.expected.size ?? (answer ? totalOf(answer.response) : offset);
     const sha256 = request.expected.sha256 ?? answer?.sha256 ?? null;
-    const hashes = newHashes(request.expected);
-    await hashExisting(request.temp, offset, hashes);
     const received = await receive(request, answer?.response ?? null, offset, total, hashes, stillAlive);
     await verify(request, received, total, sha256, hashes);
     await rename(request.temp, request.dest);
+    await rm(validatorPath(request), { force: true });
   } catch (e) {
     if (idle.signal.aborted && !request.signal?.aborted) throw new TransientError(`nothing arrived from ${request.url} for ${idleMs / 1000} s`);
-    if (e instanceof HearthError && e.code === ErrorCode.InvalidModel) await rm(request.temp, { force: true });
+    if (e instanceof HearthError && (e.code === ErrorCode.InvalidModel || e.code === ErrorCode.ResourceExhausted)) {
+      await rm(request.temp, { force: true });
+      await rm(validatorPath(request), { force: true });
+    }
     throw e;
   } finally {
     clearTimeout(idleTimer);
@@ -244,14 +285,13 @@ function checkMagic(request: DownloadRequest, head: Buffer): null {
   );
 }
 
+/** Writes a chunk; a full disk becomes an error that says so (attemptOnce removes the partial file). */
 async function write(request: DownloadRequest, handle: FileHandle, chunk: Uint8Array, received: number, total: number | null): Promise<void> {
   try {
     await handle.write(chunk);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'ENOSPC' && code !== 'EDQUOT') throw e;
-    await handle.close().catch(() => undefined);
-    await rm(request.temp, { force: true });
     const left = total === null ? '' : ` (${received} of ${total} bytes were written)`;
     throw new HearthError(
       ErrorCode.ResourceExhausted,

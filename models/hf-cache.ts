@@ -71,6 +71,18 @@ export class HfCacheDir {
     return fallback;
   }
 
+  /** The commits to look in for a model: the one the refs name first, then every other snapshot, newest first. */
+  async commits(repo: string): Promise<string[]> {
+    const ref = await this.cachedCommit(repo);
+    const dir = join(this.repoDir(repo), 'snapshots');
+    const others: { commit: string; mtime: number }[] = [];
+    for (const commit of await readdir(dir).catch(() => [] as string[])) {
+      if (commit === ref || !COMMIT.test(commit)) continue;
+      others.push({ commit, mtime: (await lstat(join(dir, commit)).catch(() => null))?.mtimeMs ?? 0 });
+    }
+    return [...(ref ? [ref] : []), ...others.sort((a, b) => b.mtime - a.mtime).map((o) => o.commit)];
+  }
+
   async writeRef(repo: string, branch: string, commit: string): Promise<void> {
     const path = join(this.repoDir(repo), 'refs', branch);
     await mkdir(dirname(path), { recursive: true });

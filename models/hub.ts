@@ -85,6 +85,9 @@ export class HubClient {
         return new HearthError(ErrorCode.NotFound, `no repository ${repo} on ${this.settings.endpoint} (HTTP ${e.status})${token ? '' : ', or it is private (set HF_TOKEN)'}; check the OWNER/REPO spelling`);
       }
       if (e.status === 404) return new HearthError(ErrorCode.NotFound, `${what}: not found on ${this.settings.endpoint} (HTTP 404)${said}`);
+      // A CDN's 401 or 403 (an expired signed link) says nothing about the repository or the token.
+      const fromHub = new URL(e.url).origin === new URL(this.settings.endpoint).origin;
+      if (!fromHub) return new HearthError(ErrorCode.Unavailable, `${what}: HTTP ${e.status} from ${new URL(e.url).origin}, where the hub sent the download${said}; try again`);
       if (e.errorCode === 'GatedRepo' || e.status === 403) {
         return new HearthError(
           ErrorCode.Unauthenticated,

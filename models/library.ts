@@ -13,7 +13,7 @@ import { availableTags, ggufNameInfo, isModelGguf, missingShards, pickModelFile,
 import { HttpStatusError, isNetworkError } from './http.js';
 import { HubClient, USER_AGENT, type HubFile } from './hub.js';
 import type { LibrarySettings } from './library-settings.js';
-import { formatModelRef, type ModelRef } from './model-ref.js';
+import { formatModelRef, HUB_PREFIX, type ModelRef } from './model-ref.js';
 
 /** Where the files came from: named by hand, already in the library, found in a Hugging Face cache, or fetched now. */
 export type ModelOrigin = 'file' | 'library' | 'hf-cache' | 'downloaded';
@@ -191,21 +191,19 @@ export class ModelLibrary {
     };
   }
 
-  /** The tag's complete shard set in the library, else in a Hugging Face cache, at the commit its refs name. */
+  /**
+   * The tag's complete shard set in the library, else in a Hugging Face cache: at the commit the refs
+   * name, else in an older snapshot (a tag pulled before the repository moved on).
+   */
   async #findLocal(ref: ModelRef & { kind: 'hub' }): Promise<ResolvedModel | null> {
     for (const [root, origin] of this.#roots()) {
       const cache = new HfCacheDir(root);
-      const commit = await cache.cachedCommit(ref.repo);
-      if (commit === null) continue;
-      const files = await cache.snapshotFiles(ref.repo, commit);
-      const primary = pickModelFile(files, ref.tag);
-      if (!primary) continue;
-      const set = shardSet(files, primary);
-      if (missingShards(set.map((f) => f.path), ggufNameInfo(primary.path)!.count).length > 0) continue;
-      const ok = await Promise.all(set.map((f) => isFile(f.localPath)));
-      if (!ok.every(Boolean)) continue;
-      this.options.log.debug({ model: formatModelRef(ref), root, commit }, 'model found on disk');
-      return { ref, path: set[0]!.localPath, files: set.map((f) => f.localPath), origin };
+      for (const commit of await cache.commits(ref.repo)) {
+        const set = await completeSet(await cache.snapshotFiles(ref.repo, commit), ref.tag);
+        if (!set) continue;
+        this.options.log.debug({ model: formatModelRef(ref), root, commit }, 'model found on disk');
+        return { ref, path: set[0]!, files: set, origin };
+      }
     }
     return null;
   }
@@ -268,10 +266,15 @@ export class ModelLibrary {
     for (const [root, origin] of this.#roots()) {
       const cache = new HfCacheDir(root);
       for (const repo of await cache.repos()) {
-        const commit = await cache.cachedCommit(repo);
-        if (commit === null) continue;
-        const files = await cache.snapshotFiles(repo, commit);
-        out.push(...(await entriesOf(files, origin, root, (tag) => `hf:${repo}${tag ? `:${tag}` : ''}`)));
+        // One entry per tag: the commit the refs name first, a tag only an older snapshot has after it.
+        const seen = new Set<string>();
+        for (const commit of await cache.commits(repo)) {
+          const entries = await entriesOf(await cache.snapshotFiles(repo, commit), origin, root, (_, tag) => `${HUB_PREFIX}${repo}${tag ? `:${tag}` : ''}`);
+          for (const e of entries.filter((x) => !seen.has(x.ref))) {
+            seen.add(e.ref);
+            out.push(e);
+          }
+        }
       }
     }
     const urlRoot = join(this.settings.dir, URLS);
@@ -282,7 +285,7 @@ export class ModelLibrary {
         return { path: relative(urlRoot, localPath).split(sep).join('/'), localPath };
       })
       .sort((a, b) => (a.path < b.path ? -1 : 1));
-    out.push(...(await entriesOf(urlFiles, 'library', this.settings.dir, null)));
+    out.push(...(await entriesOf(urlFiles, 'library', this.settings.dir, urlOfLibraryPath)));
     return out;
   }
 
@@ -342,25 +345,29 @@ export class ModelLibrary {
   }
 }
 
-/** One entry per complete model (its first shard's set) among a snapshot's files. */
-async function entriesOf(files: readonly SnapshotFile[], origin: 'library' | 'hf-cache', root: string, refOf: ((tag: string) => string) | null): Promise<LibraryEntry[]> {
+/** The local paths of `primary`'s shard set when every shard is there (links that lead to a file); else null. */
+async function completeShards(files: readonly SnapshotFile[], primary: SnapshotFile): Promise<string[] | null> {
+  const set = shardSet(files, primary);
+  if (missingShards(set.map((f) => f.path), ggufNameInfo(primary.path)!.count).length > 0) return null;
+  const paths = set.map((f) => f.localPath);
+  return (await Promise.all(paths.map(isFile))).every(Boolean) ? paths : null;
+}
+
+/** The complete shard set `tag` picks among a snapshot's files, or null. */
+async function completeSet(files: readonly SnapshotFile[], tag: string | null): Promise<string[] | null> {
+  const primary = pickModelFile(files, tag);
+  return primary ? completeShards(files, primary) : null;
+}
+
+/** One entry per complete model (a first shard and the rest of its set) among a snapshot's files. */
+async function entriesOf(files: readonly SnapshotFile[], origin: 'library' | 'hf-cache', root: string, refOf: (path: string, tag: string) => string): Promise<LibraryEntry[]> {
   const out: LibraryEntry[] = [];
   for (const f of files) {
     const info = ggufNameInfo(f.path);
     if (!info || info.index !== 1 || !isModelGguf(f.path)) continue;
-    const set = shardSet(files, f);
-    if (missingShards(set.map((s) => s.path), info.count).length > 0) continue;
-    const paths = set.map((s) => s.localPath);
-    if (!(await Promise.all(paths.map(isFile))).every(Boolean)) continue;
-    out.push({
-      ref: refOf ? refOf(info.tag) : urlOfLibraryPath(f.path),
-      path: paths[0]!,
-      files: paths,
-      bytes: await totalBytes(paths),
-      tag: info.tag,
-      origin,
-      root,
-    });
+    const paths = await completeShards(files, f);
+    if (!paths) continue;
+    out.push({ ref: refOf(f.path, info.tag), path: paths[0]!, files: paths, bytes: await totalBytes(paths), tag: info.tag, origin, root });
   }
   return out;
 }

@@ -89,7 +89,9 @@ export async function startFakeHub(): Promise<FakeHub> {
     let start = 0;
     let status = 200;
     const headers: Record<string, string> = { 'content-type': type, 'accept-ranges': 'bytes', etag: `"${etag}"` };
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    // If-Range: the range only while the file is still the one the client's bytes came from.
+    const ifRange = req.headers['if-range'];
+    const range = ifRange === undefined || ifRange === headers.etag ? /^bytes=(\d+)-$/.exec(req.headers.range ?? '') : null;
     if (range) {
       start = Number(range[1]);
       if (start >= bytes.length) {

@@ -13,6 +13,7 @@ import { ModelLibrary } from '../../models/library.js';
 import type { LibrarySettings } from '../../models/library-settings.js';
 import { parseModelRef } from '../../models/model-ref.js';
 import { freePort } from '../helpers/rpc-server.js';
+import { runCli } from '../helpers/worker.js';
 import { ggufLikeBytes, HUB_TOKEN, sha256, startFakeHub, type FakeHub } from '../helpers/hub-server.js';
 
 const silent = pino({ level: 'silent' });
@@ -110,6 +111,29 @@ describe('model library', () => {
     const again = await library({ dir: other }).resolve(parseModelRef('hf:test/single:Q8_0'));
     assert.ok(readFileSync(again.path).equals(single));
     assert.equal(cdnGets().at(-1)?.range, 'bytes=50000-');
+  });
+
+  test('a URL whose file changed since the bytes on disk came: If-Range gets the whole new file, not a splice', async () => {
+    const url = hub.plainFile('m/changed-Q8_0.gguf', q8);
+    const dest = join(dir, 'urls', 'http', new URL(url).host, 'files', 'm', 'changed-Q8_0.gguf');
+    mkdirSync(join(dest, '..'), { recursive: true });
+    writeFileSync(`${dest}.incomplete`, single.subarray(0, 40_000)); // from the file as it was
+    writeFileSync(`${dest}.incomplete.validator`, '"the-old-etag"');
+    const m = await library().resolve(parseModelRef(url));
+    assert.ok(readFileSync(m.path).equals(q8));
+    assert.equal(hub.requests.at(-1)?.range, 'bytes=40000-', 'a resume was asked for, on condition');
+    assert.deepEqual(filesUnder(join(dest, '..')), ['changed-Q8_0.gguf'], 'no temporary, validator or lock file left');
+  });
+
+  test('a tag pulled before the repository moved on is found in its older snapshot, offline', async () => {
+    await library().resolve(parseModelRef('hf:test/split:Q8_0'));
+    hub.addRepo('test/split', { commit: 'd'.repeat(40), files: [{ path: 'big-Q8_0.gguf', bytes: q8 }, { path: 'big-F16.gguf', bytes: plainF16, plain: true }] });
+    await library().resolve(parseModelRef('hf:test/split:F16'));
+    assert.equal(readFileSync(join(dir, 'models--test--split', 'refs', 'main'), 'utf8'), 'd'.repeat(40));
+    const m = await library({ offline: true }).resolve(parseModelRef('hf:test/split:Q8_0'));
+    assert.ok(readFileSync(m.path).equals(q8));
+    assert.doesNotMatch(m.path, /d{40}/, 'from the snapshot it was pulled into');
+    assert.deepEqual((await library({ offline: true }).list()).map((e) => e.ref), ['hf:test/split:F16', 'hf:test/split:Q8_0']);
   });
 
   test('a checksum mismatch is refused and nothing is left in the library', async () => {
@@ -237,5 +261,47 @@ describe('model library', () => {
     await library().remove(parseModelRef('hf:test/split'));
     assert.equal(existsSync(join(dir, 'models--test--split')), false);
     await assert.rejects(library().remove(parseModelRef('hf:test/split')), /hf:test\/split is not in the library/);
+  });
+});
+
+/** `hearth ARGS` as a user runs it: its exit code and words. */
+async function hearth(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = runCli(args, { env });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stdout, stderr };
+}
+
+describe('hearth model pull, list and rm', () => {
+  test('pull a model, see it listed, remove it; bad names get clear errors', async () => {
+    const hub = await startFakeHub();
+    const dir = mkdtempSync(join(tmpdir(), 'hearth-model-cli-'));
+    try {
+      hub.addRepo('test/single', { files: [{ path: 'single-Q8_0.gguf', bytes: ggufLikeBytes(300_000, 1) }] });
+      const env = { HF_ENDPOINT: hub.endpoint, HEARTH_MODELS: join(dir, 'lib'), HF_HUB_CACHE: join(dir, 'hf'), HF_TOKEN: '' };
+      const pull = await hearth(['model', 'pull', 'test/single:Q8_0'], env);
+      assert.equal(pull.code, 0, pull.stderr);
+      assert.match(pull.stdout, /^hf:test\/single:Q8_0: 1 file, 293 KiB, downloaded\n  .*\/lib\/models--test--single\/snapshots\/[0-9a-f]{40}\/single-Q8_0\.gguf\n$/);
+      assert.match(pull.stderr, /"msg":"downloaded single-Q8_0\.gguf"/, 'progress in the log when stderr is no terminal');
+      const list = await hearth(['model', 'list'], env);
+      assert.equal(list.code, 0, list.stderr);
+      assert.match(list.stdout, /model\s+size\s+architecture\s+quant\s+from/);
+      assert.match(list.stdout, /hf:test\/single:Q8_0\s+293 KiB\s+\?\s+Q8_0\s+library/);
+      const rm = await hearth(['model', 'rm', 'hf:test/single'], env);
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.match(rm.stdout, /hf:test\/single: removed 1 path\n  .*models--test--single\n/);
+      const nope = await hearth(['model', 'pull', 'test/nope'], env);
+      assert.equal(nope.code, 1);
+      assert.match(nope.stderr, /hearth: error: no repository test\/nope on http:\/\/127\.0\.0\.1:\d+\/ \(HTTP 404\)/);
+      const both = await hearth(['coordinator', '--model', 'm.gguf', '-hf', 'a/b:Q4_K_M', '--no-mdns'], env);
+      assert.equal(both.code, 2);
+      assert.match(both.stderr, /--model m\.gguf and -hf a\/b:Q4_K_M both name the model; give one/);
+    } finally {
+      await hub.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

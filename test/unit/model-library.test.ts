@@ -1,3 +1,4 @@
+// Model references, llama.cpp's file picking, the library's settings and download progress: the pure parts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
@@ -5,6 +6,7 @@ import { availableTags, ggufNameInfo, missingShards, pickModelFile, shardSet } f
 import { hubEndpoint, hfHubCache, libraryDir, librarySettings } from '../../models/library-settings.js';
 import { formatModelRef, parseModelRef } from '../../models/model-ref.js';
 import { urlShards } from '../../models/library.js';
+import { formatDuration, progressLine } from '../../cli/download-progress.js';
 
 test('model references: a file, hf:OWNER/REPO[:QUANT], a URL; bad ones named', () => {
   assert.deepEqual(parseModelRef('./m.gguf'), { kind: 'file', path: './m.gguf' });
@@ -79,4 +81,13 @@ test('library settings come from the environment as llama.cpp and huggingface_hu
   assert.deepEqual(s.hfCaches, ['/llama', '/home/u/.cache/huggingface/hub']);
   assert.equal(s.offline, true);
   assert.equal(librarySettings({ HF_TOKEN_PATH: '/nonexistent/token' }, home).token, null);
+});
+
+test('download progress reads bytes, percent, rate over this run and ETA', () => {
+  const MiB = 1024 * 1024;
+  assert.equal(progressLine({ file: 'm.gguf', received: 30 * MiB, total: 100 * MiB, resumedFrom: 10 * MiB }, 2000), 'm.gguf  30.0 MiB / 100 MiB  30%  10.0 MiB/s  ETA 7s');
+  assert.equal(progressLine({ file: 'm.gguf', received: 5 * MiB, total: null, resumedFrom: 0 }, 0), 'm.gguf  5.00 MiB');
+  assert.equal(progressLine({ file: 'm.gguf', received: 100 * MiB, total: 100 * MiB, resumedFrom: 0 }, 4000), 'm.gguf  100 MiB / 100 MiB  100%  25.0 MiB/s');
+  assert.equal(formatDuration(65), '1m05s');
+  assert.equal(formatDuration(2 * 3600 + 180), '2h03m');
 });
