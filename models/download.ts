@@ -211,7 +211,7 @@ async function attemptOnce(request: DownloadRequest): Promise<void> {
       if (offset !== from) hashes = newHashes(request.expected);
     }
     if (answer) refuseHtml(request, answer.response);
-    const total = request.expected.size ?? (answer ? totalOf(answer.response) : offset);
+    const total = request.expected.size ?? answer?.linkedSize ?? (answer ? totalOf(answer.response) : offset);
     const sha256 = request.expected.sha256 ?? answer?.sha256 ?? null;
     const received = await receive(request, answer?.response ?? null, offset, total, hashes, stillAlive);
     await verify(request, received, total, sha256, hashes);

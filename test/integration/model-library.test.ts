@@ -2,7 +2,7 @@
 // how it resumes and verifies, what it refuses, and what it finds on disk without the network.
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -242,6 +242,15 @@ describe('model library', () => {
     assert.ok(readFileSync(a.path).equals(single));
     assert.equal(cdnGets().length, 1, 'the file was transferred once');
     assert.deepEqual(filesUnder(join(dir, 'models--test--single', 'blobs')), [sha256(single)]);
+
+    // A lock left by a process that died is taken over, not waited on for ever.
+    const other = mkdtempSync(join(root, 'lib-'));
+    const blobs = join(other, 'models--test--single', 'blobs');
+    mkdirSync(blobs, { recursive: true });
+    writeFileSync(join(blobs, `${sha256(single)}.lock`), JSON.stringify({ pid: 2 ** 31 - 2, host: hostname() }));
+    hub.throttle(0);
+    const m = await library({ dir: other }).resolve(parseModelRef('hf:test/single:Q8_0'));
+    assert.ok(readFileSync(m.path).equals(single));
   });
 
   test('list and rm: a tag removes its files and the blobs nothing else uses', async () => {
