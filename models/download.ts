@@ -48,7 +48,7 @@ export interface DownloadRequest {
   readonly progress?: ProgressSink;
   /** Called when another process holds the file's lock and this one waits. */
   readonly onWait?: () => void;
-  /** Attempts after network failures, each resuming where the last stopped (default 5). */
+  /** Attempts in a row that get no further, each resuming where the last stopped (default 5). */
   readonly attempts?: number;
   /** The first retry's delay, doubled for each next one (default 1 s). */
   readonly retryDelayMs?: number;
@@ -88,14 +88,20 @@ export async function downloadFile(request: DownloadRequest): Promise<void> {
   }
 }
 
+/** Attempts until one completes; an attempt that got bytes further starts the count and the delays afresh. */
 async function fetchWithRetries(request: DownloadRequest): Promise<void> {
   const attempts = request.attempts ?? 5;
   let delay = request.retryDelayMs ?? 1000;
   for (let attempt = 1; ; attempt++) {
+    const before = await sizeOf(request.temp);
     try {
       await attemptOnce(request);
       return;
     } catch (e) {
+      if ((await sizeOf(request.temp)) > before) {
+        attempt = 1;
+        delay = request.retryDelayMs ?? 1000;
+      }
       const transient = isNetworkError(e) || (e instanceof HttpStatusError && e.transient) || (e instanceof TransientError);
       if (!transient || attempt >= attempts || request.signal?.aborted) {
         if (request.signal?.aborted) {

@@ -122,22 +122,29 @@ export class ModelLibrary {
       throw e;
     }
     const set = this.#pick(ref, files);
+    const onDisk = await this.#findAt(ref, revision.commit, set);
+    if (onDisk) return onDisk;
     const paths: string[] = [];
-    let fetched = 0;
     try {
-      for (const file of set) {
-        const { path, downloaded } = await this.#fetchHubFile(ref.repo, revision.commit, file, options.signal);
-        paths.push(path);
-        if (downloaded) fetched++;
-      }
+      for (const file of set) paths.push(await this.#fetchHubFile(ref.repo, revision.commit, file, options.signal));
     } catch (e) {
       await this.#own.pruneIfEmpty(ref.repo);
       throw e;
     }
     // The ref last: a snapshot becomes the library's copy only once all of its files are there.
     await this.#own.writeRef(ref.repo, revision.branch, revision.commit);
-    if (fetched > 0) this.options.log.info({ model: name, commit: revision.commit, files: paths.length, dir: this.settings.dir }, 'model in the library');
-    return { ref, path: paths[0]!, files: paths, origin: fetched > 0 ? 'downloaded' : 'library' };
+    this.options.log.info({ model: name, commit: revision.commit, files: paths.length, dir: this.settings.dir }, 'model in the library');
+    return { ref, path: paths[0]!, files: paths, origin: 'downloaded' };
+  }
+
+  /** The hub's newest files for the tag, when the library or a Hugging Face cache has all of them at that commit already. */
+  async #findAt(ref: ModelRef & { kind: 'hub' }, commit: string, set: readonly HubFile[]): Promise<ResolvedModel | null> {
+    for (const [root, origin] of this.#roots()) {
+      const dir = new HfCacheDir(root).snapshotDir(ref.repo, commit);
+      const paths = set.map((f) => join(dir, f.path));
+      if ((await Promise.all(paths.map(isFile))).every(Boolean)) return { ref, path: paths[0]!, files: paths, origin };
+    }
+    return null;
   }
 
   /** The shard set the tag names in a commit's listing; a clear error when there is none, or a shard is missing. */
@@ -158,9 +165,9 @@ export class ModelLibrary {
   }
 
   /** One file of a commit into the library (its blob, then the snapshot's link to it): its snapshot path. */
-  async #fetchHubFile(repo: string, commit: string, file: HubFile, signal?: AbortSignal): Promise<{ path: string; downloaded: boolean }> {
+  async #fetchHubFile(repo: string, commit: string, file: HubFile, signal?: AbortSignal): Promise<string> {
     const snapshot = join(this.#own.snapshotDir(repo, commit), file.path);
-    if (await isFile(snapshot)) return { path: snapshot, downloaded: false };
+    if (await isFile(snapshot)) return snapshot; // a shard of a set an interrupted pull began
     const oid = file.sha256 ?? file.gitOid;
     const dest = oid === null ? snapshot : this.#own.blobPath(repo, oid);
     try {
@@ -178,7 +185,8 @@ export class ModelLibrary {
     } catch (e) {
       throw this.#hub.describe(e, repo, `${repo}/${file.path}`);
     }
-    return { path: oid === null ? snapshot : await this.#own.linkSnapshot(repo, commit, file.path, oid), downloaded: true };
+    // A blob an older snapshot already has is not fetched again (downloadFile finds it in place).
+    return oid === null ? snapshot : this.#own.linkSnapshot(repo, commit, file.path, oid);
   }
 
   #downloadOptions(label: string, signal?: AbortSignal) {

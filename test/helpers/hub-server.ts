@@ -122,7 +122,8 @@ export async function startFakeHub(): Promise<FakeHub> {
       if (res.destroyed) return;
     }
     if (limit < bytes.length) {
-      await new Promise((r) => setTimeout(r, 20));
+      // Time for the client to take in what was sent: the test is of a cut, not of a lost buffer.
+      await new Promise((r) => setTimeout(r, 200));
       res.socket?.destroy();
       return;
     }
