@@ -543,3 +543,49 @@ export function linkMarkdown(p: LinkResults): string {
     '',
   ].join('\n');
 }
+
+/** What bench/ab.ts measured (bench/ab-results.json): `hearth bench` runs from two checkouts, alternating. */
+export interface AbResults {
+  date: string;
+  command: string;
+  /** The checkouts' commits (or labels). */
+  before: string;
+  after: string;
+  runs: { side: 'before' | 'after'; results: BenchResults }[];
+}
+
+/**
+ * Each figure for hearth before and after a change, as a median over every repetition of the side's
+ * runs, and as a ratio to llama-server measured in the same run (which cancels a run's noise).
+ */
+export function abMarkdown(p: AbResults): string {
+  const fmt = (x: Stat, digits = 1) => `${x.median.toFixed(digits)} (${x.min.toFixed(digits)}–${x.max.toFixed(digits)})`;
+  const concurrency = [...new Set(p.runs.flatMap((r) => r.results.settings.concurrency))].sort((a, b) => a - b);
+  const figures: { name: string; pick: (f: SuiteFigures) => number }[] = [
+    { name: 'single-request generation, tokens/s', pick: (f) => f.genTps },
+    { name: 'prompt processing, tokens/s', pick: (f) => f.ppTps },
+    ...concurrency.map((c) => ({ name: `aggregate generation, ${c} concurrent, tokens/s`, pick: (f: SuiteFigures) => f.aggregateTps[String(c)] ?? NaN })),
+  ];
+  const of = (side: 'before' | 'after') => p.runs.filter((r) => r.side === side).map((r) => r.results);
+  const hearth = (side: 'before' | 'after', pick: (f: SuiteFigures) => number) => stat(of(side).flatMap((r) => r.runs.filter((x) => x.side === 'hearth').map((x) => pick(x.figures))));
+  /** hearth ÷ llama-server within each run, medians of each side of a run first. */
+  const relative = (side: 'before' | 'after', pick: (f: SuiteFigures) => number) =>
+    stat(of(side).map((r) => metric(r, 'hearth', pick).median / metric(r, 'llama-server', pick).median));
+  const rows = figures.map(({ name, pick }) => {
+    const [hb, ha, rb, ra] = [hearth('before', pick), hearth('after', pick), relative('before', pick), relative('after', pick)];
+    return `| ${name} | ${fmt(hb)} | ${fmt(ha)} | ${(ha.median / hb.median).toFixed(3)} | ${rb.median.toFixed(3)} | ${ra.median.toFixed(3)} | ${(ra.median / rb.median).toFixed(3)} |`;
+  });
+  const first = p.runs[0]!.results;
+  return [
+    '## Before and after a change',
+    '',
+    `hearth at \`${p.before}\` (before) and at \`${p.after}\` (after), each measured by \`hearth bench\` beside llama-server on the same two workers, the two checkouts alternating (${p.runs.length} runs, ${first.settings.reps} repetitions each, model \`${first.settings.model}\`). "÷ llama-server" divides hearth's median by llama-server's in the same run, which takes out most of a run's noise on this shared machine.`,
+    '',
+    '| metric | hearth before | hearth after | after ÷ before | before ÷ llama-server | after ÷ llama-server | ratio of those |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+    ...madeBy(p.command.replace(/^node --import tsx bench\/ab\.ts/, 'npm run bench:ab --'), 'bench/ab.ts', p.date),
+    '',
+  ].join('\n');
+}

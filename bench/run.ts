@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaServer } from './llama-server.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { chartSvg, linkMarkdown, markdown, met, placementMarkdown, speculativeMarkdown, targets, type BenchResults, type LinkResults, type PlacementResults, type Side, type SpeculativeResults } from './report.js';
+import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type Side, type SpeculativeResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -275,8 +275,10 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const speculative = existsSync(speculativeFile) ? speculativeMarkdown(JSON.parse(readFileSync(speculativeFile, 'utf8')) as SpeculativeResults) : null;
   const linkFile = join(dirname(jsonFile), 'link-results.json');
   const link = existsSync(linkFile) ? linkMarkdown(JSON.parse(readFileSync(linkFile, 'utf8')) as LinkResults) : null;
+  const abFile = join(dirname(jsonFile), 'ab-results.json');
+  const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + (placement ? `\n${placement}` : '') + (speculative ? `\n${speculative}` : '') + (link ? `\n${link}` : ''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [placement, speculative, link, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }

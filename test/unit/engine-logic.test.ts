@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
+import { abMarkdown, chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
 import { commonPrefix } from '../../coordinator/engine/prefix.js';
 import { pickSequence } from '../../coordinator/engine/prompt-cache.js';
@@ -79,6 +79,15 @@ describe('benchmark report', () => {
     local: figures(15, 15, 50),
     load: { coldSeconds: 10, coldBytes: 2 ** 30, warmSeconds: 2, warmBytes: 2 ** 20, coldPhases: { connect: 0.1, weights: 9, context: 0.9 }, warmPhases: { connect: 0.1, weights: 1, context: 0.9 } },
   };
+
+  test('before and after a change: hearth medians, and each run divided by its own llama-server', () => {
+    const slower = { ...results, runs: results.runs.map((r) => (r.side === 'hearth' ? { ...r, figures: figures(r.figures.genTps / 2, 25, 100) } : r)) };
+    const md = abMarkdown({ date: '2026-12-05T00:00:00Z', command: 'node --import tsx bench/ab.ts --before a --after b', before: 'aaa', after: 'bbb', runs: [{ side: 'before', results }, { side: 'after', results: slower }] });
+    assert.match(md, /hearth at `aaa` \(before\) and at `bbb` \(after\)/);
+    assert.match(md, /\| single-request generation, tokens\/s \| 11\.0 \(10\.0–12\.0\) \| 5\.5 \(5\.0–6\.0\) \| 0\.500 \| 1\.000 \| 0\.500 \| 0\.500 \|/);
+    assert.match(md, /\| aggregate generation, 8 concurrent, tokens\/s \| 25\.0 \(24\.0–26\.0\) \| 25\.0 \(25\.0–25\.0\) \| 1\.000 \|/);
+    assert.match(md, /npm run bench:ab -- --before a --after b/);
+  });
 
   test('medians and ranges', () => {
     assert.deepEqual(stat([3, 1, 2]), { median: 2, min: 1, max: 3 });
