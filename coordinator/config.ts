@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
+import { firstShardPath } from '../models/split.js';
 import type { SpeculationSettings } from './engine/speculative.js';
 import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
 import type { PlacementObjective } from './planner/types.js';
@@ -62,7 +63,7 @@ export const clusterFileSchema = z.strictObject({
 export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
 
 export interface CoordinatorConfig {
-  /** Absolute path of the GGUF to serve, or null (plan and status commands need none). */
+  /** Absolute path of the GGUF to serve (shard 1 of a split model, whichever shard was named), or null (plan and status commands need none). */
   readonly model: string | null;
   /** host:controlPort of workers listed by hand. */
   readonly workers: readonly string[];
@@ -139,15 +140,18 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   }
   const batchSize = m.batchSize ?? 512;
   const ubatchSize = Math.min(m.ubatchSize ?? 512, batchSize);
-  // A model path in cluster.yaml is relative to the file; on the command line, to the shell.
-  const model = f.model !== undefined ? resolve(f.model) : fromFile.model !== undefined ? resolve(base, fromFile.model) : null;
+  // A model path in cluster.yaml is relative to the file; on the command line, to the shell. Any
+  // shard of a split model names the model; llama.cpp loads it from shard 1.
+  const modelPath = (flag: string | undefined, file: string | undefined) =>
+    flag !== undefined ? firstShardPath(resolve(flag)) : file !== undefined ? firstShardPath(resolve(base, file)) : null;
+  const model = modelPath(f.model, fromFile.model);
   const secret = resolveSecret({
     flag: f.token,
     file: f.tokenFile,
     env: sources.env?.HEARTH_TOKEN,
     config: { token: fromFile.token, tokenFile: fromFile.tokenFile === undefined ? undefined : resolve(base, fromFile.tokenFile) },
   });
-  const draftModel = f.draftModel !== undefined ? resolve(f.draftModel) : fromFile.draftModel !== undefined ? resolve(base, fromFile.draftModel) : null;
+  const draftModel = modelPath(f.draftModel, fromFile.draftModel);
   const draftMax = m.draftMax ?? SPECULATION_DEFAULTS.draftMax;
   const draftMin = m.draftMin ?? SPECULATION_DEFAULTS.draftMin;
   if (m.draftWorker !== undefined && draftModel === null) throw new HearthError(ErrorCode.InvalidArgument, `draftWorker: '${m.draftWorker}' names where the draft model runs, but no draftModel is given`);
