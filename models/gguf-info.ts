@@ -278,7 +278,7 @@ function checkShardSet(set: readonly RawGguf[]): void {
 /** Advice for a file the addon could not read as a GGUF. */
 function unreadable(e: unknown): HearthError {
   if (!isHearthError(e) || e.code === ErrorCode.NotFound) return e instanceof HearthError ? e : new HearthError(ErrorCode.Internal, messageOf(e), { cause: e });
-  const what = /truncated/i.test(e.message)
+  const what = /file is truncated/.test(e.message)
     ? 'the file is incomplete (an interrupted download or copy?): fetch or copy it again'
     : 'hearth reads models in llama.cpp\'s GGUF format: give a .gguf model file';
   return new HearthError(ErrorCode.InvalidArgument, `${e.message}; ${what}`, { cause: e, detail: e.detail });
