@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { ErrorCode, HearthError, isHearthError, messageOf } from '../common/errors.js';
 import type { GgufScalar, GgufValue, RawGguf } from '../native/binding.js';
 import { readGguf } from '../native/llama.js';
-import { parseSplitName, splitSetPaths } from './split.js';
+import { splitSetPaths } from './split.js';
 
 /** One file of a model. */
 export interface ModelShard {
@@ -313,9 +313,9 @@ export async function readModelFacts(path: string): Promise<ModelFacts> {
 }
 
 function missingShards(paths: readonly string[], missing: readonly string[]): HearthError {
-  const numbers = missing.map((p) => parseSplitName(p)!.no);
-  const last = paths.length - [...paths].reverse().findIndex((p) => !missing.includes(p));
-  const gap = numbers.some((n) => n < last);
+  const numbers = missing.map((p) => paths.indexOf(p) + 1);
+  const lastPresent = paths.reduce((last, p, i) => (missing.includes(p) ? last : i + 1), 0);
+  const gap = numbers.some((n) => n < lastPresent);
   const list = missing.length === 1 ? `shard ${numbers[0]} (${missing[0]}) is` : `shards ${numbers.join(', ')} (${missing.join(', ')}) are`;
   return new HearthError(
     ErrorCode.InvalidArgument,
