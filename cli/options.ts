@@ -24,3 +24,8 @@ export function withoutToken(args: readonly string[]): string[] {
   }
   return out;
 }
+
+/** llama-server's multi-letter short flags, which commander cannot declare: `-hf` and `-hfr` are `--hf-repo`. */
+export function llamaServerFlags(argv: readonly string[]): string[] {
+  return argv.map((a) => (a === '-hf' || a === '-hfr' ? '--hf-repo' : a));
+}

@@ -1,6 +1,9 @@
 // The worker's wire types (hearth.v1 WorkerService), as @grpc/proto-loader presents them with
 // common/grpc.ts's options: snake_case fields, enums as strings, 64-bit integers as decimal strings.
 
+/** The mDNS service a worker advertises its control port under (_hearth._tcp). */
+export const MDNS_SERVICE_TYPE = 'hearth';
+
 export type WorkerState = 'STARTING' | 'READY' | 'RESTARTING' | 'STOPPING';
 
 /** Distinct from other strings: a worker's stable identity. */

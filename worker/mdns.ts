@@ -4,8 +4,7 @@ import { Bonjour, type Service } from 'bonjour-service';
 
 import type { Logger } from '../common/logger.js';
 import { messageOf } from '../common/errors.js';
-
-export const MDNS_SERVICE_TYPE = 'hearth';
+import { MDNS_SERVICE_TYPE } from '../link/worker-wire.js';
 
 export interface AdvertFacts {
   workerId: string;

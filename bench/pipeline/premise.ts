@@ -8,14 +8,16 @@ import { performance } from 'node:perf_hooks';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Batch, connectRpcServers, LlamaModel, type LlamaContext, type Sampler } from '../../native/llama.js';
-import { startRpcServer } from '../../test/helpers/rpc-server.js';
+import { freePortOn } from '../../common/ports.js';
+import { RpcServerProcess } from '../../worker/rpc-server-process.js';
 import { readFileSync, readdirSync } from 'node:fs';
 function cpuOf(pid: number): number { let t = 0; for (const tid of readdirSync(`/proc/${pid}/task`)) { const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' '); t += Number(f[11]) + Number(f[12]); } return t / 100; }
 
 const model = process.argv[2] || join(homedir(), '.cache/hearth/models/1b-q8_0-seed1-r2.gguf');
 const NSEQ = Number(process.argv[3] ?? 8);
 const STEPS = Number(process.argv[4] ?? 24);
-const servers = [await startRpcServer({ threads: 1 }), await startRpcServer({ threads: 1 })];
+const startServer = async () => RpcServerProcess.start({ host: '127.0.0.1', port: await freePortOn('127.0.0.1'), threads: 1, cacheDir: null, devices: null });
+const servers = [await startServer(), await startServer()];
 try {
   const devs = await connectRpcServers(servers.map((s) => s.endpoint));
   const m = await LlamaModel.load(model, { devices: devs.map((d) => d.name), tensorSplit: [9, 8], nGpuLayers: -1 });
@@ -43,7 +45,7 @@ try {
       };
     };
     const steppers = await Promise.all(ctxs.map((_, g) => groupRun(g, {})));
-    const pids = [process.pid, ...servers.map((s) => s.server.pid!)];
+    const pids = [process.pid, ...servers.map((s) => s.pid!)];
     const c0 = pids.map(cpuOf);
     const t0 = performance.now();
     await Promise.all(steppers.map((f) => f()));

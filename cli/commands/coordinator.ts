@@ -21,15 +21,18 @@ import { plan as makePlan } from '../../coordinator/planner/planner.js';
 import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { readModelFacts } from '../../models/gguf-info.js';
+import { HUB_PREFIX } from '../../models/model-ref.js';
 import { PLACEMENT_OBJECTIVES, type PlacementObjective, type Plan, type PlanInput } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, formatGiB, formatSpeed, table } from '../format.js';
+import { withLocalModel } from '../model-source.js';
 import { runUntilSignal } from '../lifecycle.js';
 import { parseInteger } from '../options.js';
 
 interface ClusterFlags {
   config?: string;
   model?: string;
+  hfRepo?: string;
   worker?: string[];
   mdns: boolean;
   host?: string;
@@ -80,8 +83,11 @@ function placementOf(v: string | undefined): PlacementObjective | undefined {
 
 function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
   const int = (v: string | undefined, name: string, min: number, max: number) => (v === undefined ? undefined : parseInteger(v, name, { min, max }));
+  if (flags.model !== undefined && flags.hfRepo !== undefined) {
+    throw new HearthError(ErrorCode.InvalidArgument, `--model ${flags.model} and -hf ${flags.hfRepo} both name the model; give one`);
+  }
   const settings: ClusterFileSettings = {
-    model: flags.model,
+    model: flags.hfRepo !== undefined ? `${HUB_PREFIX}${flags.hfRepo}` : flags.model,
     workers: flags.worker,
     mdns: cmd.getOptionValueSource('mdns') === 'cli' ? flags.mdns : undefined,
     host: flags.host,
@@ -125,7 +131,8 @@ export function discoveries(config: CoordinatorConfig): Discovery[] {
 function clusterOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'cluster.yaml (flags win over it)')
-    .option('--model <file>', 'the GGUF model to serve')
+    .option('--model <model>', 'the model: a GGUF file (for a split model, any of its shards), hf:OWNER/REPO[:QUANT] from Hugging Face, or the URL of a .gguf; fetched once into the model library')
+    .option('--hf, --hf-repo <OWNER/REPO[:QUANT]>', 'as llama-server\'s -hf: the same as --model hf:OWNER/REPO[:QUANT]')
     .option('--worker <host:port...>', "a worker's control address (repeatable)")
     .option('--no-mdns', 'do not discover workers over mDNS')
     .option('--ctx-size <n>', 'context per request, in tokens (default 4096)')
@@ -248,6 +255,7 @@ export function registerCoordinatorCommands(program: Command): void {
       const refusal = protectedModeRefusal(config);
       if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
+      config = await withLocalModel(config, log.child({ part: 'models' }));
       config = await checkDraftModel(config, log);
       const sys = loadBinding().systemInfo();
       const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
@@ -296,8 +304,8 @@ export function registerCoordinatorCommands(program: Command): void {
         process.exitCode = plan.fits ? 0 : 3;
         return;
       }
-      const config = clusterConfig(flags, cmd);
       configureLogger({ level: 'warn' });
+      const config = await withLocalModel(clusterConfig(flags, cmd), logger('models'));
       const { preview: plan, workers } = await previewPlan(config, logger('plan'), discoveries(config), rpcProtocolVersion(), config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
       for (const w of workers.filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
       if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');

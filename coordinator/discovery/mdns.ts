@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 
 import type { Logger } from '../../common/logger.js';
 import { messageOf } from '../../common/errors.js';
-import { MDNS_SERVICE_TYPE } from '../../worker/mdns.js';
+import { MDNS_SERVICE_TYPE } from '../../link/worker-wire.js';
 import type { Discovery, DiscoveryListener } from './discovery.js';
 
 /** The control address of an advertised worker: its IPv4 address (or where the answer came from) and port. */

@@ -8,9 +8,13 @@ import { expertTensorPattern } from '../../models/gguf-info.js';
 import { loadBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
 import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './groups.js';
-import type { EngineLoadSpec, FromEngine, LoadedInfo, ToEngine } from './protocol.js';
+import { calibrationRows, measureDecodeSeconds } from './decode-timing.js';
+import { DraftModel } from './draft-model.js';
+import { DraftTuner } from './draft-tuner.js';
+import type { Drafter } from './drafter.js';
+import { NgramDrafter } from './ngram-drafter.js';
+import type { EngineLoadSpec, FromEngine, LoadedInfo, SpeculationSettings, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
-import { calibrationRows, DraftModel, DraftTuner, measureDecodeSeconds, type SpeculationSettings } from './speculative.js';
 import { bytesSentTo } from '../../host/tcp-bytes.js';
 
 function send(message: FromEngine): void {
@@ -60,7 +64,8 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   const drafts = draft?.drafts ?? [];
   const speculating = spec.speculation !== null && (drafts.length > 0 || spec.speculation.ngram > 0);
   const tuner = speculating && spec.speculation!.tune ? await tuneDrafts(ctx, spec.speculation!, drafts) : null;
-  const speculation = (g: number) => (spec.speculation ? { settings: spec.speculation, draft: drafts[g] ?? null, tuner } : null);
+  const settings = spec.speculation;
+  const speculation = (g: number) => (settings ? { settings, drafters: draftersOf(settings, drafts[g] ?? null), tuner } : null);
   scheduler =
     contexts.length === 1
       ? new Scheduler(m, ctx, send, speculation(0))
@@ -122,6 +127,14 @@ async function loadDraft(spec: EngineLoadSpec, target: LlamaModel, device: strin
     send({ type: 'log', level: 'warn', msg: `${note}; serving without it${settings.ngram > 0 ? ' (n-gram lookup only)' : ''}` });
     return { drafts: [], note };
   }
+}
+
+/** A group's drafters, in the order they are asked: the n-gram lookup first (it costs nothing), the draft model for what it leaves short. */
+function draftersOf(settings: SpeculationSettings, draft: DraftModel | null): Drafter[] {
+  const out: Drafter[] = [];
+  if (settings.ngram > 0) out.push(new NgramDrafter(settings.ngram));
+  if (draft) out.push(draft);
+  return out;
 }
 
 /**

@@ -11,7 +11,8 @@ import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import type { LlamaContext, LlamaModel } from '../../native/llama.js';
 import { groupShares } from '../planner/pipeline.js';
 import type { EngineLoadSpec, FromEngine, GenerateParams, LoadedInfo, PromptInput } from './protocol.js';
-import type { Scheduler, Waiting } from './scheduler.js';
+import { cancelledBeforeStart, type PreparedRequest } from './prepare-request.js';
+import type { Scheduler } from './scheduler.js';
 
 /** What the engine asks of its schedulers, whether one or several. */
 export interface RequestSink {
@@ -89,7 +90,7 @@ export class SchedulerGroups implements RequestSink {
     this.#groups[0]!.prepare(id, prompt, params).then(
       (w) => {
         if (!this.#preparing.delete(id)) {
-          this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
+          this.#send(cancelledBeforeStart(w));
           return;
         }
         this.#enqueue(w);
@@ -102,7 +103,7 @@ export class SchedulerGroups implements RequestSink {
     );
   }
 
-  #enqueue(w: Waiting): void {
+  #enqueue(w: PreparedRequest): void {
     const group = this.#groups[pickGroup(this.#groups, w.prompt, w.params.cachePrompt)]!;
     this.#owner.set(w.id, group);
     group.enqueue(w);

@@ -1,6 +1,5 @@
 // Messages between the coordinator and its engine child process (Node IPC, JSON).
 import type { CacheType } from '../../native/binding.js';
-import type { SpeculationSettings } from './speculative.js';
 
 export interface SamplingSettings {
   temperature: number;
@@ -84,6 +83,28 @@ export interface ChatDelta {
   content?: string;
   reasoningContent?: string;
   toolCalls?: { index: number; id?: string; name?: string; arguments: string }[];
+}
+
+/** How speculation runs; absent from an engine that does not speculate. */
+export interface SpeculationSettings {
+  /** The draft model's GGUF, or null (n-gram lookup only). */
+  draftModel: string | null;
+  /** The worker (by name) whose first device runs the draft; null: the coordinator's own CPU. */
+  draftWorker: string | null;
+  /** Set per load: that worker's RPC endpoint as the engine reaches it; null: the CPU. */
+  draftEndpoint?: string | null;
+  /** Length of the n-gram looked up in the sequence's own tokens; 0: no lookup. */
+  ngram: number;
+  /** Most tokens drafted per step. */
+  draftMax: number;
+  /** A shorter draft is not verified (the step decodes one token as usual). */
+  draftMin: number;
+  /** The draft model stops drafting when its top token's probability falls below this. */
+  pMin: number;
+  /** Speculation steps aside while more sequences than this generate (the batch is compute-bound then). */
+  maxSequences: number;
+  /** Draft as many tokens per step as pays on this cluster (DraftTuner), up to draftMax; false: always draftMax. */
+  tune: boolean;
 }
 
 export interface EngineLoadSpec {

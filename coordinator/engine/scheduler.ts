@@ -2,213 +2,85 @@
 // new requests join between steps, each with its own sampler, token budget, stop strings and
 // cancellation. One decode runs at a time (a llama context is not thread-safe).
 //
-// Prompt cache: a finished request's KV stays in its sequence. A new request takes the free sequence
-// whose cached tokens share the longest prefix with its prompt (ties: the least recently used) and
-// only the rest of its prompt is processed; the cached tail that differs is dropped then, not before.
-//
-// A reused prefix must give the greedy tokens a fresh run gives. llama.cpp's CPU kernels take another
-// path for small micro-batches, and the results differ in the last bits (enough to flip a near tie): a
-// matrix-vector product for one token instead of sgemm, and flash attention row by row for fewer than
-// 64 query rows of a sequence instead of in tiles (GGML_FA_TILE_Q). So a sequence's prompt tokens are
-// computed in chunks of 64 or more (a shorter prompt whole), only prompt tokens are kept for reuse
-// (generated ones were computed one at a time), and the prompt's last 64 tokens are always computed
-// again. (With other sequences in the same batch, llama.cpp may still cut a chunk into smaller
-// micro-batches, one per sequence set; exactness holds for a request decoded alone, as a fresh run is.)
-//
-// After a chat reply, while its sequence is idle, the conversation so far is rendered as the next turn
-// will render it (the reply as an assistant message) and its new part computed, in prompt chunks, into
-// the sequence (a "warm-up"): the next turn then finds all of it cached and computes only its own new
-// message. A request that claims the sequence first stops the warm-up and keeps what it computed.
-//
-// Speculative decoding (speculative.ts): before a step, each generating sequence may get a draft of its
-// next tokens; the step then decodes its pending token and the draft together and keeps what the
-// target's own sampling confirms. The rejected tail's cells are dropped at once. Speculation steps
-// aside while more sequences generate than it is set for: their batch is compute-bound already.
+// A request is prepared (prepare-request.ts) and waits for a free sequence; admitted, it becomes a slot
+// (slot.ts) in the sequence whose cached prefix serves it best (prompt-cache.ts). Each step feeds every
+// slot's pending token (with its draft, speculator.ts) and prompt chunks, and turns the sampled tokens
+// into output (slot-output.ts). Idle sequences warm up for a chat's next turn in the room left.
 import { performance } from 'node:perf_hooks';
-import { TextDecoder } from 'node:util';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
-import type { SamplerSettings } from '../../native/binding.js';
-import { Batch, jsonSchemaToGrammar, type ChatParser, type ChatTemplateRequest, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
-import { EMPTY_REPLY, replyDelta, withToolCallIds } from './chat-reply.js';
-import { commonPrefix } from './prefix.js';
-import { ngramDraft, type DraftModel, type DraftRequest, type DraftTuner, type SpeculationSettings } from './speculative.js';
-import type { ChatReply, Constraint, FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
-import { StopStringFilter } from './stop-strings.js';
-import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
+import { Batch, type ChatTemplates, type LlamaContext, type LlamaModel, type Sampler } from '../../native/llama.js';
+import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
+import { PromptCache } from './prompt-cache.js';
+import type { FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
+import { DECODING, DONE, doneMessage, openSlot, type Slot } from './slot.js';
+import { tokenLogprob } from './slot-output.js';
+import { NO_DRAFTS, Speculator, type Speculation } from './speculator.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
-
-/** Stands for the next user message when a conversation is rendered for a warm-up. */
-const NEXT_TURN_MARKER = 'hearth-next-turn-7f3a9c';
-
-/** The fewest prompt tokens of a sequence computed together (see the note on the prompt cache). */
-const MIN_CHUNK = 64;
-
-interface Slot {
-  id: string;
-  seq: number;
-  sampler: Sampler;
-  prompt: Int32Array;
-  /** Prompt tokens whose KV was reused from the sequence's cache. */
-  cached: number;
-  /** Prompt tokens already decoded. */
-  fed: number;
-  /** Position of the next token in this sequence. */
-  pos: number;
-  /** The token to feed next, once the prompt is done. */
-  pending: number | null;
-  generated: number;
-  maxTokens: number;
-  decoder: TextDecoder;
-  stops: StopStringFilter;
-  text: string;
-  cancelled: boolean;
-  /** A chat reply's parser (its template's format), and what it read so far. */
-  parser: ChatParser | null;
-  /** The rendering request of a chat whose reply is worth a warm-up afterwards; null otherwise. */
-  chat: ChatTemplateRequest | null;
-  reply: ChatReply;
-  logprobs: boolean;
-  /** Tokens emitted so far (the pending one last); with the prompt, what a draft continues. */
-  emitted: number[];
-  /** Speculation: tokens drafted for this request and verified, and how many the target accepted. */
-  drafted: number;
-  accepted: number;
-  /** This request's draft settings (the engine's, or the request's own). */
-  draftMax: number;
-  draftMin: number;
-  draftPMin: number;
-}
-
-/** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
-export interface Waiting {
-  id: string;
-  prompt: Int32Array;
-  params: GenerateParams;
-  grammar: Partial<SamplerSettings>;
-  stops: string[];
-  parser: ChatParser | null;
-  chat: ChatTemplateRequest | null;
-}
-
-/** A sequence's warm-up: the conversation re-rendered with its reply, computed from `fed` on. */
-interface Warmup {
-  tokens: Int32Array;
-  fed: number;
-}
-
-/** Where a constraint's error belongs: the field the request gave it in. */
-function namedFor(e: unknown, constraint: Constraint | null): unknown {
-  if (!constraint || !(e instanceof HearthError) || e.code !== ErrorCode.InvalidArgument) return e;
-  const m = /^(json_schema|response_format(?:\.json_schema)?|schema|grammar): (.*)$/s.exec(e.message);
-  return m ? new HearthError(ErrorCode.InvalidArgument, `${constraint.field}: ${m[2]}`) : e;
-}
-
-/** What a sequence's KV cells hold between requests. */
-interface CachedSequence {
-  /** Tokens at positions 0..n-1 of the sequence. */
-  tokens: ArrayLike<number>;
-  /** When a request last used the sequence (a counter, for least-recently-used ties). */
-  lastUsed: number;
-}
-
-/**
- * The free sequence for a prompt: the longest cached prefix, ties to the least recently used. Without
- * prefix reuse, the least recently used (its cache is the least likely to be wanted again).
- */
-export function pickSequence(free: readonly number[], cache: readonly CachedSequence[], prompt: ArrayLike<number>, reuse: boolean): { seq: number; prefix: number } {
-  let best = { seq: free[0]!, prefix: -1, lastUsed: Infinity };
-  for (const seq of free) {
-    const c = cache[seq]!;
-    const prefix = reuse ? commonPrefix(c.tokens, prompt) : 0;
-    if (prefix > best.prefix || (prefix === best.prefix && c.lastUsed < best.lastUsed)) best = { seq, prefix, lastUsed: c.lastUsed };
-  }
-  return { seq: best.seq, prefix: Math.max(0, best.prefix) };
-}
 
 export class Scheduler {
   readonly #model: LlamaModel;
   readonly #ctx: LlamaContext;
   readonly #templates: ChatTemplates;
   readonly #send: (m: FromEngine) => void;
-  readonly #nBatch: number;
-  readonly #nUbatch: number;
-  readonly #minChunk: number;
-  readonly #freeSeqs: number[];
+  readonly #cache: PromptCache;
+  readonly #speculator: Speculator | null;
+  /** Requests being rendered and tokenized. */
+  readonly #preparing = new Set<string>();
+  /** Prepared requests waiting for a free sequence, in arrival order. */
+  readonly #waiting: PreparedRequest[] = [];
   readonly #slots = new Map<string, Slot>();
-  readonly #waiting: Waiting[] = [];
-  readonly #cache: CachedSequence[];
-  readonly #warmups = new Map<number, Warmup>();
-  /** Rendered warm-ups waiting for the loop (the context is touched only between decodes). */
-  readonly #renderedWarmups: { seq: number; tokens: Int32Array; claimed: number }[] = [];
-  #uses = 0;
   #running = false;
-  readonly #speculation: SpeculationSettings | null;
-  readonly #draft: DraftModel | null;
-  readonly #tuner: DraftTuner | null;
 
-  constructor(
-    model: LlamaModel,
-    ctx: LlamaContext,
-    send: (m: FromEngine) => void,
-    speculation: { settings: SpeculationSettings; draft: DraftModel | null; tuner: DraftTuner | null } | null = null,
-  ) {
+  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void, speculation: Speculation | null = null) {
     this.#model = model;
-    this.#speculation = speculation && (speculation.draft || speculation.settings.ngram > 0) ? speculation.settings : null;
-    this.#draft = speculation?.draft ?? null;
-    this.#tuner = speculation?.tuner ?? null;
     this.#ctx = ctx;
     this.#templates = model.chatTemplates();
     this.#send = send;
-    this.#nBatch = ctx.info.nBatch;
-    this.#nUbatch = ctx.info.nUbatch;
-    // Tiny (micro-)batches cannot keep the rule; they only ever come from a user's own settings.
-    this.#minChunk = Math.min(ctx.info.nBatch, ctx.info.nUbatch) >= 2 * MIN_CHUNK - 1 ? MIN_CHUNK : 1;
-    this.#freeSeqs = Array.from({ length: ctx.info.nSeqMax }, (_, i) => i);
-    this.#cache = Array.from({ length: ctx.info.nSeqMax }, () => ({ tokens: [], lastUsed: 0 }));
+    this.#cache = new PromptCache(ctx);
+    const warn = (msg: string) => this.#send({ type: 'log', level: 'warn', msg });
+    this.#speculator = speculation && speculation.drafters.length > 0 ? new Speculator(speculation, warn) : null;
   }
 
   /** Renders, tokenizes and queues a request; a prompt that cannot fit is refused at once. */
   submit(id: string, prompt: PromptInput, params: GenerateParams): void {
     this.#preparing.add(id);
-    this.#prepare(id, prompt, params).then(
-      (w) => {
-        if (this.#preparing.delete(id)) this.#enqueue(w);
-        else this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
+    this.prepare(id, prompt, params).then(
+      (r) => {
+        if (this.#preparing.delete(id)) this.enqueue(r);
+        else this.#send(cancelledBeforeStart(r));
       },
       (e: unknown) => {
         this.#preparing.delete(id);
-        this.#fail(id, namedFor(e, params.constraint));
+        this.#fail(id, e);
       },
     );
   }
-
-  readonly #preparing = new Set<string>();
 
   // For a router over several schedulers (pipelined decode, groups.ts): it prepares a request once,
   // picks the scheduler whose cache serves it best, and queues it there.
 
   /** Renders and tokenizes a request without queueing it; errors name the request's fields. */
-  async prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
-    try {
-      return await this.#prepare(id, prompt, params);
-    } catch (e) {
-      throw namedFor(e, params.constraint);
-    }
+  prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<PreparedRequest> {
+    return prepareRequest(this.#model, this.#templates, id, prompt, params);
   }
 
   /** Queues a prepared request (refused at once when it cannot fit). */
-  enqueue(w: Waiting): void {
-    this.#enqueue(w);
+  enqueue(r: PreparedRequest): void {
+    const unfit = promptUnfit(r.prompt, this.#ctx.info.nCtxSeq);
+    if (unfit) {
+      this.#fail(r.id, unfit);
+      return;
+    }
+    this.#waiting.push(r);
+    this.#kick();
   }
 
   /** Prompt tokens a free sequence's cache would spare this prompt if it were admitted now. */
   cachedPrefix(prompt: Int32Array, reuse: boolean): number {
-    if (!reuse || this.#freeSeqs.length === 0) return 0;
-    const { prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, true);
-    return Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
+    return this.#cache.cachedPrefix(prompt, reuse);
   }
 
   /** Sequences this scheduler decodes side by side. */
@@ -216,63 +88,13 @@ export class Scheduler {
     return this.#ctx.info.nSeqMax;
   }
 
-  async #prepare(id: string, prompt: PromptInput, params: GenerateParams): Promise<Waiting> {
-    const c = params.constraint;
-    if (prompt.kind === 'text') {
-      const tokens = this.#model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
-      const grammar = c === null ? null : c.kind === 'grammar' ? c.grammar : jsonSchemaToGrammar(c.schema);
-      return { id, prompt: tokens, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
-    }
-    const o = prompt.options;
-    const request: ChatTemplateRequest = { messages: prompt.messages, add_generation_prompt: true };
-    if (o) {
-      if (o.tools.length > 0) {
-        request.tools = o.tools;
-        request.tool_choice = o.toolChoice;
-        if (o.parallelToolCalls !== null) request.parallel_tool_calls = o.parallelToolCalls;
-      }
-      request.reasoning_format = o.reasoningFormat;
-      if (o.enableThinking !== null) request.enable_thinking = o.enableThinking;
-    }
-    if (c?.kind === 'json_schema') request.json_schema = c.schema;
-    if (c?.kind === 'grammar') request.grammar = c.grammar;
-    const chat = await this.#templates.apply(request);
-    const grammar = { ...chat.sampling };
-    // The template leaves a request's own grammar alone, as llama-server does: it applies as given.
-    if (c?.kind === 'grammar' && !grammar.grammar) grammar.grammar = c.grammar;
-    const required = o !== undefined && o.tools.length > 0 && o.toolChoice !== 'auto' && o.toolChoice !== 'none';
-    if (required && grammar.grammar && !grammar.grammarLazy) grammar.grammar = toolCallsOnly(grammar.grammar);
-    if (o?.parallelToolCalls === false && grammar.grammar) grammar.grammar = singleToolCall(grammar.grammar);
-    const tokens = this.#model.tokenize(chat.prompt, { addSpecial: true, parseSpecial: true });
-    return { id, prompt: tokens, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
-  }
-
-  #enqueue(w: Waiting): void {
-    const { id } = w;
-    const tokens = w.prompt;
-    const limit = this.#ctx.info.nCtxSeq;
-    if (tokens.length === 0) {
-      this.#fail(id, new HearthError(ErrorCode.InvalidArgument, 'the prompt is empty'));
-      return;
-    }
-    if (tokens.length >= limit) {
-      this.#fail(
-        id,
-        new HearthError(ErrorCode.InvalidArgument, `the prompt is ${tokens.length} tokens, which exceeds the available context size of ${limit} tokens per request; shorten it or start the coordinator with a larger --ctx-size`),
-      );
-      return;
-    }
-    this.#waiting.push(w);
-    this.#kick();
-  }
-
   cancel(id: string): void {
     // Still rendering: answered as cancelled when the rendering ends.
     if (this.#preparing.delete(id)) return;
-    const waiting = this.#waiting.findIndex((w) => w.id === id);
+    const waiting = this.#waiting.findIndex((r) => r.id === id);
     if (waiting >= 0) {
-      const [w] = this.#waiting.splice(waiting, 1);
-      this.#send({ type: 'done', id, finishReason: 'cancelled', usage: { promptTokens: w!.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' });
+      const [r] = this.#waiting.splice(waiting, 1);
+      this.#send(cancelledBeforeStart(r!));
       return;
     }
     const slot = this.#slots.get(id);
@@ -292,7 +114,7 @@ export class Scheduler {
     const idle = this.#slots.size === 0;
     void (idle ? new Promise((r) => setTimeout(r, GATHER_MS)) : Promise.resolve()).then(() => this.#loop()).finally(() => {
       this.#running = false;
-      if (this.#waiting.length > 0 || this.#slots.size > 0 || this.#warmups.size > 0 || this.#renderedWarmups.length > 0) this.#kick();
+      if (this.#waiting.length > 0 || this.#slots.size > 0 || this.#cache.warming) this.#kick();
     });
   }
 
@@ -300,13 +122,13 @@ export class Scheduler {
     for (;;) {
       this.#reapCancelled();
       this.#admit();
-      this.#startWarmups();
-      if (this.#slots.size === 0 && this.#warmups.size === 0) return;
+      this.#cache.startWarmups();
+      if (this.#slots.size === 0 && this.#cache.warmups.size === 0) return;
       const drafts = await this.#drafts();
       const { batch, rows, warmed, generatingRows } = this.#buildBatch(drafts);
       if (batch.size === 0) {
         // Nothing fits (never expected): give the warm-ups up rather than spin.
-        this.#warmups.clear();
+        this.#cache.stopWarmups();
         return;
       }
       let emitted: ArrayLike<number>[];
@@ -314,200 +136,90 @@ export class Scheduler {
       try {
         emitted = drafts.size > 0 ? await this.#ctx.decodeSpeculative(batch) : Array.from(await this.#ctx.decode(batch), (t) => [t]);
         // A step of generating rows only is what the tuner prices drafts by.
-        if (batch.size === generatingRows) this.#tuner?.recordVerify(batch.size, (performance.now() - started) / 1000);
+        if (batch.size === generatingRows) this.#speculator?.recordStep(batch.size, (performance.now() - started) / 1000);
       } catch (e) {
-        for (const seq of warmed.keys()) this.#dropWarmup(seq);
+        for (const seq of warmed.keys()) this.#cache.dropWarmup(seq);
         // A failed decode poisons every sequence in it; the others in the context are unaffected.
-        for (const slot of new Set(rows)) this.#finishWithError(slot, e);
+        for (const slot of rows) this.#finishWithError(slot, e);
         // Sequences with only prompt chunks in the failed batch have lost them too.
         for (const slot of [...this.#slots.values()]) if (batch.seqIds.includes(slot.seq)) this.#finishWithError(slot, e);
         this.#send({ type: 'tick' });
         continue;
       }
-      for (const [seq, n] of warmed) this.#warmed(seq, n);
-      let logprobIndex = 0;
-      rows.forEach((slot, i) => {
-        const tokens = emitted[i]!;
-        const first = logprobIndex;
-        logprobIndex += tokens.length;
-        const draft = drafts.get(slot);
-        if (draft) {
-          slot.drafted += draft.length;
-          slot.accepted += tokens.length - 1;
-          this.#tuner?.recordAcceptance(draft.length, tokens.length - 1);
-        }
-        for (let k = 0; k < tokens.length; k++) {
-          this.#accept(slot, tokens[k]!, slot.logprobs ? this.#logprob(first + k) : undefined);
-          if (slot.pending === null) return; // finished, or cancelled
-          // An accepted draft token is in the sequence's cells already; the last emitted one is not.
-          if (k < tokens.length - 1) {
-            slot.pending = null;
-            slot.pos++;
-          }
-        }
-        // The rejected part of the draft leaves the cache.
-        if (draft && tokens.length - 1 < draft.length) this.#ctx.removeSequence(slot.seq, slot.pos, -1);
-      });
+      for (const [seq, n] of warmed) this.#cache.warmed(seq, n);
+      this.#takeTokens(rows, emitted, drafts);
       this.#send({ type: 'tick' });
     }
   }
 
-  /**
-   * This step's drafts, for the generating sequences (none while more of them generate than speculation
-   * is set for). A draft shorter than draftMin is dropped: that sequence decodes one token as usual.
-   */
+  /** This step's drafts, for the generating slots not cancelled. */
   async #drafts(): Promise<Map<Slot, number[]>> {
-    const out = new Map<Slot, number[]>();
-    const spec = this.#speculation;
-    if (!spec) return out;
-    const generating = [...this.#slots.values()].filter((s) => s.pending !== null && !s.cancelled);
-    if (generating.length === 0 || generating.length > spec.maxSequences) return out;
-    const nCtxSeq = this.#ctx.info.nCtxSeq;
-    // Room for the drafted tokens in the token budget (the pending token counts) and in the context.
-    const room = (slot: Slot) => Math.min(slot.draftMax, slot.maxTokens - slot.generated - 1, nCtxSeq - 2 - slot.pos);
-    // As long as pays on this cluster now (the tuner's choice), within each request's own maximum.
-    const longest = Math.max(...generating.map(room));
-    const chosen = this.#tuner ? this.#tuner.choose(generating.length, longest, this.#draft?.stepSeconds ?? 0) : longest;
-    if (chosen <= 0) return out;
-    const wanted: { slot: Slot; request: DraftRequest }[] = [];
-    for (const slot of generating) {
-      const max = Math.min(room(slot), chosen);
-      const min = Math.max(1, slot.draftMin);
-      if (max < min) continue;
-      const tokens = [...slot.prompt, ...slot.emitted];
-      const looked = spec.ngram > 0 ? ngramDraft(tokens, spec.ngram, max) : [];
-      if (looked.length >= min) out.set(slot, looked);
-      else if (this.#draft) wanted.push({ slot, request: { seq: slot.seq, tokens, max, pMin: slot.draftPMin } });
-    }
-    if (wanted.length > 0 && this.#draft) {
-      let drafted: Map<number, number[]>;
-      try {
-        drafted = await this.#draft.draft(wanted.map((w) => w.request));
-      } catch (e) {
-        // A failed draft costs only its speed-up: these sequences decode one token this step, and their
-        // draft cells start over.
-        for (const { slot } of wanted) this.#draft.forget(slot.seq);
-        this.#send({ type: 'log', level: 'warn', msg: `drafting failed, this step decodes without a draft: ${messageOf(e)}` });
-        return out;
-      }
-      for (const { slot } of wanted) {
-        const d = drafted.get(slot.seq) ?? [];
-        if (d.length >= Math.max(1, slot.draftMin) && slot.pending !== null && !slot.cancelled) out.set(slot, d);
-      }
-    }
-    return out;
+    if (!this.#speculator) return new Map();
+    const generating = [...this.#slots.values()].filter((s) => s.phase.kind === 'generating' && !s.cancelled);
+    return this.#speculator.drafts(generating, this.#ctx.info.nCtxSeq);
   }
 
+  /** Gives waiting requests the free sequences, in arrival order. */
   #admit(): void {
-    while (this.#waiting.length > 0 && this.#freeSeqs.length > 0) {
-      const w = this.#waiting.shift()!;
+    while (this.#waiting.length > 0 && this.#cache.freeSequences > 0) {
+      const r = this.#waiting.shift()!;
       let sampler: Sampler;
       try {
-        sampler = this.#model.createSampler({ ...w.params.sampling, ...w.grammar, nProbs: w.params.logprobs ?? -1 });
-        const { repeatPenalty, frequencyPenalty, presencePenalty } = w.params.sampling;
-        if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(w.prompt.slice(-64));
+        sampler = requestSampler(this.#model, r);
       } catch (e) {
-        this.#fail(w.id, namedFor(e, w.params.constraint));
+        this.#fail(r.id, namedFor(e, r.params.constraint));
         continue;
       }
-      const { seq, cached } = this.#claimSequence(w.prompt, w.params.cachePrompt);
-      this.#slots.set(w.id, {
-        id: w.id,
-        seq,
-        sampler,
-        prompt: w.prompt,
-        cached,
-        fed: cached,
-        pos: cached,
-        pending: null,
-        generated: 0,
-        maxTokens: w.params.maxTokens,
-        decoder: new TextDecoder('utf-8'),
-        stops: new StopStringFilter(w.stops),
-        text: '',
-        cancelled: false,
-        parser: w.parser,
-        chat: w.chat,
-        reply: EMPTY_REPLY,
-        logprobs: w.params.logprobs !== null,
-        emitted: [],
-        drafted: 0,
-        accepted: 0,
-        draftMax: w.params.speculative?.nMax ?? this.#speculation?.draftMax ?? 0,
-        draftMin: w.params.speculative?.nMin ?? this.#speculation?.draftMin ?? 0,
-        draftPMin: w.params.speculative?.pMin ?? this.#speculation?.pMin ?? 0,
-      });
-      this.#send({ type: 'started', id: w.id, promptTokens: w.prompt.length, cachedTokens: cached });
+      let claimed: { seq: number; cached: number };
+      try {
+        claimed = this.#cache.claim(r.prompt, r.params.cachePrompt);
+      } catch (e) {
+        // Only this request fails: the sequence stays free, and the loop goes on.
+        sampler.dispose();
+        this.#fail(r.id, e);
+        continue;
+      }
+      const { seq, cached } = claimed;
+      this.#slots.set(r.id, openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS));
+      this.#send({ type: 'started', id: r.id, promptTokens: r.prompt.length, cachedTokens: cached });
     }
-  }
-
-  /**
-   * Takes a free sequence for `prompt` and drops the part of its cache the prompt does not share.
-   * At least the prompt's last MIN_CHUNK tokens are processed again: the last one's logits start the
-   * generation, and a smaller chunk would be computed by other kernel paths than a fresh run's.
-   */
-  #claimSequence(prompt: Int32Array, reuse: boolean): { seq: number; cached: number } {
-    const { seq, prefix } = pickSequence(this.#freeSeqs, this.#cache, prompt, reuse);
-    this.#freeSeqs.splice(this.#freeSeqs.indexOf(seq), 1);
-    // A warm-up in progress stops here; what it computed is in the cache entry already.
-    this.#warmups.delete(seq);
-    const entry = this.#cache[seq]!;
-    entry.lastUsed = ++this.#uses;
-    let cached = Math.max(0, Math.min(prefix, prompt.length - this.#minChunk));
-    // Everything after the prefix goes, the cells of generated tokens included. A sliding-window cache
-    // keeps only its window: the cells before the prefix that the new tokens attend to may be gone, and
-    // then the sequence starts over (as llama-server does).
-    const kept = cached > 0 && this.#ctx.removeSequence(seq, cached, -1) && this.#ctx.holdsPrefixFor(seq, cached);
-    if (!kept) {
-      this.#ctx.removeSequence(seq);
-      cached = 0;
-    }
-    entry.tokens = prompt.subarray(0, cached);
-    return { seq, cached };
   }
 
   /**
    * One token per generating sequence first (they are latency-bound), then prompt chunks, room given
-   * in admission order. The batch lists its sequences in id order: llama.cpp splits a batch for a
-   * per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order would
-   * split one step's tokens into several micro-batches, each reading all the weights.
+   * in admission order, then warm-ups. The batch lists its sequences in id order: llama.cpp splits a
+   * batch for a per-sequence KV cache into micro-batches of consecutive sequence ids, so any other order
+   * would split one step's tokens into several micro-batches, each reading all the weights.
    */
   #buildBatch(drafts: ReadonlyMap<Slot, number[]>): { batch: Batch; rows: Slot[]; warmed: Map<number, number>; generatingRows: number } {
     let generatingRows = 0;
-    for (const s of this.#slots.values()) if (s.pending !== null) generatingRows += 1 + (drafts.get(s)?.length ?? 0);
-    let room = this.#nBatch - generatingRows;
+    for (const s of this.#slots.values()) if (s.phase.kind === 'generating') generatingRows += 1 + (drafts.get(s)?.length ?? 0);
+    let room = this.#ctx.info.nBatch - generatingRows;
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
-      if (slot.pending !== null || room <= 0) continue;
-      const take = this.#chunk(slot.prompt.length - slot.fed, room);
+      if (slot.phase.kind !== 'prompt' || room <= 0) continue;
+      const take = this.#cache.chunk(slot.prompt.length - slot.fed, room);
       if (take === 0) continue;
       chunks.set(slot, take);
       room -= take;
     }
-    // Warm-ups take what room the requests leave.
-    const warmed = new Map<number, number>();
-    for (const [seq, w] of this.#warmups) {
-      if (room <= 0) break;
-      const take = this.#chunk(w.tokens.length - w.fed, room);
-      if (take === 0) continue;
-      warmed.set(seq, take);
-      room -= take;
-    }
+    const warmed = this.#cache.warmupChunks(room);
     const batch = new Batch();
     const rows: Slot[] = [];
     const order = [...[...this.#slots.values()].map((slot) => ({ seq: slot.seq, slot })), ...[...warmed.keys()].map((seq) => ({ seq, slot: null }))];
     for (const { seq, slot } of order.sort((a, b) => a.seq - b.seq)) {
       if (!slot) {
-        const w = this.#warmups.get(seq)!;
+        const w = this.#cache.warmups.get(seq)!;
         batch.addSequence(w.tokens.subarray(w.fed, w.fed + warmed.get(seq)!), w.fed, seq, false);
         continue;
       }
-      if (slot.pending !== null) {
+      const phase = slot.phase;
+      if (phase.kind === 'generating') {
         const draft = drafts.get(slot);
-        if (draft) batch.verify(slot.pending, draft, slot.pos++, slot.seq, slot.sampler);
-        else batch.sample(batch.add(slot.pending, slot.pos++, slot.seq, true), slot.sampler);
+        if (draft) batch.verify(phase.pending, draft, slot.pos++, slot.seq, slot.sampler);
+        else batch.sample(batch.add(phase.pending, slot.pos++, slot.seq, true), slot.sampler);
         rows.push(slot);
-        slot.pending = null;
+        slot.phase = DECODING;
         continue;
       }
       const take = chunks.get(slot);
@@ -518,100 +230,33 @@ export class Scheduler {
       if (slot.fed === slot.prompt.length) {
         batch.sample(last, slot.sampler);
         rows.push(slot);
+        slot.phase = DECODING;
       }
     }
     return { batch, rows, warmed, generatingRows };
   }
 
-  /**
-   * How many of `left` prompt tokens to compute now, with `room` left in the batch: within one
-   * micro-batch, and never a lone token (here, or left over for the next step) unless the whole prompt
-   * is one token. 0: not this step.
-   */
-  #chunk(left: number, room: number): number {
-    if (left <= 0 || room <= 0) return 0;
-    let take = Math.min(left, room, this.#nUbatch);
-    const min = this.#minChunk;
-    if (left - take > 0 && left - take < min) take -= min - (left - take);
-    return take < Math.min(min, left) ? 0 : take;
-  }
-
-  /**
-   * Starts a warm-up of a finished chat's sequence: the conversation with its reply, rendered as the
-   * next turn will render it. Does nothing when a request has claimed the sequence meanwhile.
-   */
-  async #warmUp(seq: number, request: ChatTemplateRequest, reply: ChatReply): Promise<void> {
-    const entry = this.#cache[seq]!;
-    const claimed = entry.lastUsed;
-    const assistant: Record<string, unknown> = { role: 'assistant', content: reply.content };
-    if (reply.reasoningContent) assistant.reasoning_content = reply.reasoningContent;
-    if (reply.toolCalls.length > 0) {
-      assistant.tool_calls = reply.toolCalls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } }));
-    }
-    // Rendered with a next user message whose text is a marker, cut where the marker begins: a template
-    // renders a final assistant message as one to continue, not as a past turn.
-    const { json_schema: _schema, grammar: _grammar, ...rest } = request;
-    const next = await this.#templates.apply({ ...rest, messages: [...request.messages, assistant, { role: 'user', content: NEXT_TURN_MARKER }], add_generation_prompt: false });
-    const cut = next.prompt.indexOf(NEXT_TURN_MARKER);
-    if (cut <= 0) return;
-    const tokens = this.#model.tokenize(next.prompt.slice(0, cut), { addSpecial: true, parseSpecial: true });
-    this.#renderedWarmups.push({ seq, tokens, claimed });
-    this.#kick();
-  }
-
-  /** Begins the rendered warm-ups whose sequences are still as their requests left them. */
-  #startWarmups(): void {
-    for (const { seq, tokens, claimed } of this.#renderedWarmups.splice(0)) {
-      const entry = this.#cache[seq]!;
-      if (entry.lastUsed !== claimed || !this.#freeSeqs.includes(seq)) continue;
-      // From the shared prefix on, in one chunk of at least MIN_CHUNK tokens (so, like every prompt chunk,
-      // by the kernels a fresh run uses).
-      const start = Math.min(commonPrefix(entry.tokens, tokens), tokens.length - this.#minChunk);
-      if (start <= 0 || tokens.length >= this.#ctx.info.nCtxSeq) continue;
-      // The cells after it (the generated tokens' among them) give way to the re-rendered reply.
-      if (!this.#ctx.removeSequence(seq, start, -1) || !this.#ctx.holdsPrefixFor(seq, start)) {
-        this.#dropWarmup(seq);
-        continue;
+  /** Each row's emitted tokens (a verified draft's accepted ones, then the target's own) go to its slot. */
+  #takeTokens(rows: readonly Slot[], emitted: readonly ArrayLike<number>[], drafts: ReadonlyMap<Slot, number[]>): void {
+    let logprobIndex = 0;
+    rows.forEach((slot, i) => {
+      const tokens = emitted[i]!;
+      const first = logprobIndex;
+      logprobIndex += tokens.length;
+      const draft = drafts.get(slot);
+      if (draft) this.#speculator?.recordDraft(slot, draft.length, tokens.length - 1);
+      for (let k = 0; k < tokens.length; k++) {
+        this.#accept(slot, tokens[k]!, slot.logprobs ? tokenLogprob(this.#model, this.#ctx, first + k) : undefined);
+        if (slot.phase.kind !== 'generating') return; // finished, or cancelled
+        // An accepted draft token is in the sequence's cells already; the last emitted one is not.
+        if (k < tokens.length - 1) {
+          slot.phase = DECODING;
+          slot.pos++;
+        }
       }
-      entry.tokens = tokens.subarray(0, start);
-      this.#warmups.set(seq, { tokens, fed: start });
-    }
-  }
-
-  /** A warm-up's chunk is in the sequence: the cache now holds it. */
-  #warmed(seq: number, n: number): void {
-    const w = this.#warmups.get(seq);
-    if (!w) return;
-    w.fed += n;
-    this.#cache[seq]!.tokens = w.tokens.subarray(0, w.fed);
-    if (w.fed >= w.tokens.length) this.#warmups.delete(seq);
-  }
-
-  #dropWarmup(seq: number): void {
-    this.#warmups.delete(seq);
-    this.#cache[seq]!.tokens = [];
-    this.#ctx.removeSequence(seq);
-  }
-
-  /** Sample `i`'s log-probabilities in OpenAI's terms: token text, bytes, alternatives. */
-  #logprob(i: number): TokenLogprob | undefined {
-    const l = this.#ctx.logprobs(i);
-    if (!l) return undefined;
-    const piece = (token: number) => {
-      const bytes = this.#model.tokenToPiece(token);
-      return { token: bytes.toString('utf8'), bytes: [...bytes] };
-    };
-    return { ...piece(l.token), logprob: l.logprob, top: l.top.map((t) => ({ ...piece(t.token), logprob: t.logprob })) };
-  }
-
-  /** Reads the reply so far with its template's parser; returns what changed for the stream. */
-  #parse(slot: Slot, partial: boolean) {
-    if (!slot.parser) return undefined;
-    const parsed = slot.parser.parse(slot.text, { partial });
-    const next = withToolCallIds({ content: parsed.content, reasoningContent: parsed.reasoningContent, toolCalls: parsed.toolCalls }, slot.reply);
-    const delta = replyDelta(slot.reply, next);
-    slot.reply = next;
-    return delta ?? {};
+      // The rejected part of the draft leaves the cache.
+      if (draft && tokens.length - 1 < draft.length) this.#ctx.removeSequence(slot.seq, slot.pos, -1);
+    });
   }
 
   #accept(slot: Slot, token: number, logprob: TokenLogprob | undefined): void {
@@ -620,18 +265,15 @@ export class Scheduler {
       this.#finish(slot, 'stop');
       return;
     }
-    slot.generated++;
-    const piece = slot.decoder.decode(this.#model.tokenToPiece(token), { stream: true });
-    const scan = slot.stops.push(piece);
-    slot.text += scan.emit;
-    const delta = scan.emit ? this.#parse(slot, true) : slot.parser ? {} : undefined;
-    this.#send({ type: 'token', id: slot.id, text: scan.emit, token, ...(delta ? { delta } : {}), ...(logprob ? { logprob } : {}) });
-    if (scan.stopped) {
+    slot.usage.completionTokens++;
+    const piece = slot.output.push(this.#model.tokenToPiece(token));
+    this.#send({ type: 'token', id: slot.id, text: piece.text, token, ...(piece.delta ? { delta: piece.delta } : {}), ...(logprob ? { logprob } : {}) });
+    if (piece.stopped) {
       this.#finish(slot, 'stop', false);
-    } else if (slot.generated >= slot.maxTokens || slot.pos + 1 >= this.#ctx.info.nCtxSeq) {
+    } else if (slot.usage.completionTokens >= slot.maxTokens || slot.pos + 1 >= this.#ctx.info.nCtxSeq) {
       this.#finish(slot, 'length');
     } else {
-      slot.pending = token;
+      slot.phase = { kind: 'generating', pending: token };
       slot.emitted.push(token);
     }
   }
@@ -641,27 +283,18 @@ export class Scheduler {
   }
 
   #finish(slot: Slot, reason: FinishReason, flush = true): void {
-    let rest = '';
-    if (flush) {
-      rest = slot.stops.push(slot.decoder.decode()).emit + slot.stops.flush();
-      slot.text += rest;
-    }
-    // The final reading: text held back as a possible marker is settled now.
-    const delta = this.#parse(slot, false);
-    if (rest || (delta && Object.keys(delta).length > 0)) this.#send({ type: 'token', id: slot.id, text: rest, token: -1, ...(delta ? { delta } : {}) });
+    const piece = slot.output.finish(flush);
+    if (piece) this.#send({ type: 'token', id: slot.id, text: piece.text, token: -1, ...(piece.delta ? { delta: piece.delta } : {}) });
     this.#release(slot, true);
-    const reply = slot.parser ? slot.reply : undefined;
+    const reply = slot.output.reply;
     if (reply && slot.chat && reason !== 'cancelled') {
-      void this.#warmUp(slot.seq, slot.chat, reply).catch((e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }));
+      // The conversation so far, rendered as its next turn will render it, computed while the sequence is idle.
+      this.#cache.warmUp(slot.seq, nextTurnTokens(this.#model, this.#templates, slot.chat, reply)).then(
+        (queued) => queued && this.#kick(),
+        (e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }),
+      );
     }
-    this.#send({
-      type: 'done',
-      id: slot.id,
-      finishReason: reason === 'stop' && reply && reply.toolCalls.length > 0 ? 'tool_calls' : reason,
-      usage: { promptTokens: slot.prompt.length, completionTokens: slot.generated, cachedTokens: slot.cached, draftTokens: slot.drafted, draftAcceptedTokens: slot.accepted },
-      text: slot.text,
-      ...(reply ? { reply } : {}),
-    });
+    this.#send(doneMessage(slot, reason));
   }
 
   #finishWithError(slot: Slot, e: unknown): void {
@@ -669,22 +302,15 @@ export class Scheduler {
     this.#fail(slot.id, e);
   }
 
-  /** Frees the slot's sequence; its KV stays as a cache of what was fed, unless the request failed. */
+  /** Frees the slot's sequence; its KV stays as a cache of the prompt, unless the request failed. */
   #release(slot: Slot, keepCache: boolean): void {
     this.#slots.delete(slot.id);
-    const entry = this.#cache[slot.seq]!;
+    slot.phase = DONE;
     try {
-      if (keepCache) {
-        // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
-        entry.tokens = slot.prompt.subarray(0, slot.fed);
-      } else {
-        entry.tokens = [];
-        this.#ctx.removeSequence(slot.seq);
-      }
+      // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
+      this.#cache.release(slot.seq, keepCache ? slot.prompt.subarray(0, slot.fed) : null);
     } finally {
       slot.sampler.dispose();
-      this.#freeSeqs.push(slot.seq);
-      this.#freeSeqs.sort((a, b) => a - b);
     }
   }
 

@@ -19,22 +19,23 @@ export interface CoordinatorHandle {
   waitStatus: (ok?: (s: WireStatus) => boolean, timeoutMs?: number) => Promise<WireStatus>;
 }
 
-/** `token` reaches the coordinator as HEARTH_TOKEN; `apiKey` is what the handle's client sends. */
+/** `token` reaches the coordinator as HEARTH_TOKEN; `apiKey` is what the handle's client sends; `env` is added to its environment. */
 export async function startCoordinator(
-  model: string,
+  /** null: no --model (the extra arguments name it, or cluster.yaml does). */
+  model: string | null,
   workers: string[],
   extra: string[] = [],
-  options: { waitServing?: boolean; token?: string; apiKey?: string } = {},
+  options: { waitServing?: boolean; token?: string; apiKey?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<CoordinatorHandle> {
   const port = await freePort();
   const httpPort = await freePort();
-  const args = ['coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--http-port', String(httpPort), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
+  const args = ['coordinator', ...(model === null ? [] : ['--model', model]), '--no-mdns', '--local-device', 'off', '--grpc-port', String(port), '--http-port', String(httpPort), '--ctx-size', '512', '--parallel', '4', '--threads', '1',
     ...workers.flatMap((w) => ['--worker', w]),
     // Most tests are about a model split across their workers, which equal workers under the speed
     // objective would not do; the tests of placement itself pass --placement.
     ...(extra.includes('--placement') ? [] : ['--placement', 'memory']),
     ...extra];
-  const child = runCli(args, options.token ? { env: { HEARTH_TOKEN: options.token } } : {});
+  const child = runCli(args, { env: { ...options.env, ...(options.token ? { HEARTH_TOKEN: options.token } : {}) } });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

@@ -2,7 +2,7 @@
 // run it inside a network namespace.
 import { Bonjour, type Service } from 'bonjour-service';
 
-import { MDNS_SERVICE_TYPE } from '../../worker/mdns.js';
+import { MDNS_SERVICE_TYPE } from '../../link/worker-wire.js';
 
 const bonjour = new Bonjour();
 const browser = bonjour.find({ type: MDNS_SERVICE_TYPE });

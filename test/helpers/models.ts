@@ -1,11 +1,11 @@
 // Test models, made once per machine and reused by every test file (creation is deterministic).
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
 import { ensureLlamaTool } from '../../bench/llama-tools.js';
 import { createTestModel, testModelFileName, type TestModelPreset, type TestModelQuant } from '../../models/test-models.js';
+import { spawnChild } from './children.js';
 
 export const TEST_MODEL_DIR = join(tmpdir(), 'hearth-test-models');
 
@@ -41,7 +41,7 @@ export async function splitTestModel(preset: TestModelPreset, maxSize: string, q
 
 function run(cmd: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnChild(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

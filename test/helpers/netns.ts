@@ -1,7 +1,9 @@
 // Test hosts in network namespaces: each host is a namespace with one veth to a bridge that lives in
 // a hub namespace of its own, so nothing touches this machine's real interfaces and no packet leaves
 // it. Every namespace is removed again by destroy() (and by the process exit hook).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+
+import { spawnChild } from './children.js';
 
 export const SUBNET = '10.231.0';
 
@@ -92,7 +94,7 @@ export class TestNetwork {
   }
 
   spawn(host: string, command: string, args: string[]): ChildProcess {
-    return spawn('ip', ['netns', 'exec', this.host(host).netns, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return spawnChild('ip', ['netns', 'exec', this.host(host).netns, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   destroy(): void {

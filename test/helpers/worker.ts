@@ -1,14 +1,14 @@
 // Real `hearth worker` processes for tests, on free 127.0.0.1 ports, always stopped afterwards.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after } from 'node:test';
 
 import { ClusterSecret } from '../../link/token.js';
 import { WorkerClient } from '../../link/worker-client.js';
 import type { WireHealth } from '../../link/worker-wire.js';
+import { spawnChild } from './children.js';
 import { freePort } from './rpc-server.js';
 
 export const CLI = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
@@ -41,16 +41,6 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | null | unde
   }
 }
 
-/**
- * Every process a test started and has not seen exit. A test that fails halfway (a coordinator that
- * never served) may not reach its own cleanup; these are killed when the file's tests are done, so a
- * failure is reported instead of hanging the run on live child processes.
- */
-const live = new Set<ChildProcess>();
-after(() => {
-  for (const child of live) child.kill('SIGKILL');
-});
-
 /** `cgroups`: control group directories the process joins before it starts (so its children are in them too). */
 export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv; cgroups?: string[] } = {}): ChildProcess {
   let node = [process.execPath, '--import', 'tsx', CLI, ...args];
@@ -60,10 +50,8 @@ export function runCli(args: string[], options: { netns?: string; env?: NodeJS.P
   }
   const [cmd, ...rest] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
   // Calibration is measured, not asserted, in most tests: a short one keeps each worker start quick.
-  const child = spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { HEARTH_CALIBRATE_MS: '200', ...process.env, ...options.env } });
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  return child;
+  // A test that fails halfway may not reach its own cleanup: spawnChild stops the process anyway.
+  return spawnChild(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { HEARTH_CALIBRATE_MS: '200', ...process.env, ...options.env } });
 }
 
 /**

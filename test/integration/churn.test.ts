@@ -67,7 +67,7 @@ for (const secure of [false, true]) {
       const status = await coord.client.getStatus();
       console.log(JSON.stringify({
         secure, faults: faults.length, ok: tally.ok, clearErrors: Object.fromEntries(tally.clearErrors), unclear: tally.unclear, hung: tally.hung, recoveredMs,
-        loads: status.load.loads,
+        loads: status.load.loads, flapHolds: status.events.filter((e) => /held out of plans/.test(e.message)).map((e) => e.message),
       }, null, 1));
 
       assert.equal(coordinatorExit, undefined, 'the coordinator is alive');

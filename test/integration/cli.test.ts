@@ -7,8 +7,12 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { childCommand } from '../helpers/child-command.js';
+
 const cli = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
-const hearth = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8', timeout: 60_000 });
+// spawnSync blocks this process, so its signal handlers wait for the child: the timeouts bound that,
+// and childCommand takes the child down if this process is killed outright.
+const hearth = (...args: string[]) => spawnSync(...childCommand(process.execPath, ['--import', 'tsx', cli, ...args]), { encoding: 'utf8', timeout: 60_000 });
 
 describe('hearth CLI', () => {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-cli-'));
@@ -43,7 +47,7 @@ describe('hearth CLI', () => {
     const { createServer } = await import('node:net');
     const blocker = createServer();
     const taken = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as { port: number }).port)));
-    const busy = spawnSync(process.execPath, ['--import', 'tsx', cli, 'coordinator', '--model', out0, '--no-mdns', '--grpc-port', '0', '--http-port', String(taken)], { encoding: 'utf8', timeout: 60_000 });
+    const busy = spawnSync(...childCommand(process.execPath, ['--import', 'tsx', cli, 'coordinator', '--model', out0, '--no-mdns', '--grpc-port', '0', '--http-port', String(taken)]), { encoding: 'utf8', timeout: 60_000 });
     blocker.close();
     assert.equal(busy.status, 1, 'a taken HTTP port is an error, not a hang');
     assert.match(busy.stderr, /cannot listen for HTTP on 127\.0\.0\.1:\d+.*--http-port/);
@@ -58,7 +62,7 @@ describe('hearth CLI', () => {
   test('demo --once answers a question through a two-worker cluster and leaves nothing running', async () => {
     const { freePort } = await import('../helpers/rpc-server.js');
     const port = await freePort();
-    const r = spawnSync(process.execPath, ['--import', 'tsx', cli, 'demo', '--once', '--http-port', String(port), '--max-tokens', '12'], { encoding: 'utf8', timeout: 120_000 });
+    const r = spawnSync(...childCommand(process.execPath, ['--import', 'tsx', cli, 'demo', '--once', '--http-port', String(port), '--max-tokens', '12']), { encoding: 'utf8', timeout: 120_000 });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /worker 1 ready/);
     assert.match(r.stderr, /worker 2 ready/);

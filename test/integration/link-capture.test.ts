@@ -2,7 +2,7 @@
 // port, captured with tcpdump. In an open cluster the weights are there in clear (the control that
 // shows the method works); in a closed one, no 64-byte run of any tensor the worker receives appears.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { newToken } from '../../link/token.js';
 import { readGguf } from '../../native/llama.js';
+import { spawnChild } from '../helpers/children.js';
 import { startCoordinator } from '../helpers/coordinator.js';
 import { testModel } from '../helpers/models.js';
 import { prng } from '../helpers/rpc-fuzz.js';
@@ -69,7 +70,7 @@ describe('weights on the wire', { skip: captureUnavailable() ?? false }, () => {
   async function captureLoad(token: string | null, name: string): Promise<Buffer> {
     const worker = await startWorker(['--name', name], token ? { token } : {});
     const file = join(dir, `${name}.pcap`);
-    const dump = spawn('tcpdump', ['-i', 'lo', '-B', '262144', '-s', '0', '-w', file, `tcp port ${worker.rpcPort}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const dump = spawnChild('tcpdump', ['-i', 'lo', '-B', '262144', '-s', '0', '-w', file, `tcp port ${worker.rpcPort}`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     dump.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     const dumped = new Promise((r) => dump.once('exit', r));

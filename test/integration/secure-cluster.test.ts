@@ -2,7 +2,7 @@
 // given the same token (HEARTH_TOKEN), real gRPC through the secure relays. Every promise of the
 // secure mode is checked against the real processes, and the token is looked for where it must not be.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,7 @@ import type { CoordinatorClient, GenerateOutcome } from '../../coordinator/clien
 import { encodeHello } from '../../native/rpc-protocol.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
 import { WorkerClient } from '../../link/worker-client.js';
+import { spawnChild } from '../helpers/children.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { assertGreedyMatches, referenceRuns, type GreedyRun, GREEDY } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
@@ -373,7 +374,7 @@ describe('joining and protected mode', () => {
     const command = [process.execPath, '--import', 'tsx', CLI, 'coordinator', '--model', model, '--no-mdns', '--local-device', 'off', '--grpc-port', '0', '--http-port', '0', '--token-file', tokenFile]
       .map((a) => `'${a}'`)
       .join(' ');
-    const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnChild('script', ['-qec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     try {

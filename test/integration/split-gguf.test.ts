@@ -16,12 +16,13 @@ import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { modelContentId } from '../../models/content-id.js';
 import { readModelFacts, type ModelFacts } from '../../models/gguf-info.js';
 import { readGguf } from '../../native/llama.js';
+import { childCommand } from '../helpers/child-command.js';
 import { startCoordinator } from '../helpers/coordinator.js';
 import { GREEDY, referenceTokens } from '../helpers/generate.js';
 import { splitTestModel, testModel } from '../helpers/models.js';
 import { CLI, startWorker, waitFor } from '../helpers/worker.js';
 
-const hearth = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+const hearth = (...args: string[]) => spawnSync(...childCommand(process.execPath, ['--import', 'tsx', CLI, ...args]), { encoding: 'utf8', timeout: 60_000 });
 const PROMPT = 'The quick brown fox jumps over the lazy dog because';
 /** A path or figure as a regular expression that matches it literally. */
 const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -1,6 +1,5 @@
 // The worker daemon as users run it: a real `hearth worker` process with its real ggml-rpc-server.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import { describe, test } from 'node:test';
 import { loadBinding } from '../../native/binding.js';
 import { Batch, connectRpcServers, LlamaModel } from '../../native/llama.js';
 import { parseMemAvailable } from '../../host/host-memory.js';
+import { spawnChild } from '../helpers/children.js';
 import { testModel } from '../helpers/models.js';
 import { freePort } from '../helpers/rpc-server.js';
 import { isAlive, readyHealth, runCli, startWorker, waitFor } from '../helpers/worker.js';
@@ -155,9 +155,9 @@ describe('hearth worker', () => {
         for (const f of readdirSync(join(src, 'native'))) if (f.endsWith('.ts') || f === 'CMakeLists.txt' || f === 'package.json') cpSync(join(src, 'native', f), join(root, 'native', f));
         cpSync(join(src, 'package.json'), join(root, 'package.json'));
         symlinkSync(join(src, 'node_modules'), join(root, 'node_modules'));
-        const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'main.ts'), 'worker', '--host', '127.0.0.1', '--no-mdns'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawnChild(process.execPath, ['--import', 'tsx', join(root, 'cli', 'main.ts'), 'worker', '--host', '127.0.0.1', '--no-mdns'], { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
-        child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
         const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
         assert.equal(code, 1, out);
         assert.match(out, /the native build is missing \(addon not found at .*hearth\.node\); build it with `npm run build:native`/);

@@ -84,3 +84,24 @@ test('pipeline: auto by default, off, or a count (1 is off); the flag wins', () 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a model named by hub or URL is kept as a reference for the CLI to resolve; a file is a path', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-cluster-'));
+  try {
+    const hub = compileCoordinatorConfig({ file: null, flags: { model: 'hf:bartowski/Llama-3.3-70B-Instruct-GGUF:Q4_K_M' } });
+    assert.equal(hub.model, null);
+    assert.deepEqual(hub.modelRef, { kind: 'hub', repo: 'bartowski/Llama-3.3-70B-Instruct-GGUF', tag: 'Q4_K_M' });
+    const file = join(dir, 'cluster.yaml');
+    writeFileSync(file, 'model: https://example.com/m/model-Q8_0.gguf\n');
+    assert.deepEqual(compileCoordinatorConfig({ file, flags: {} }).modelRef, { kind: 'url', url: 'https://example.com/m/model-Q8_0.gguf' });
+    writeFileSync(file, 'model: m.gguf\n');
+    const local = compileCoordinatorConfig({ file, flags: {} });
+    assert.equal(local.model, join(dir, 'm.gguf'));
+    assert.equal(local.modelRef, null);
+    writeFileSync(file, 'model: hf:nope\n');
+    assert.throws(() => compileCoordinatorConfig({ file, flags: {} }), /model: 'nope' is not a Hugging Face repository/);
+    assert.throws(() => compileCoordinatorConfig({ file: null, flags: { draftModel: 'hf:a/b' } }), /--draft-model: 'hf:a\/b' must be a file: fetch it first with `hearth model pull hf:a\/b`/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,11 +1,12 @@
-// `hearth bench`: hearth against llama.cpp's own llama-server on the same workers (see bench/).
+// `hearth bench`: hearth against llama.cpp's own llama-server on the same workers. The benchmark sits
+// above the CLI (it runs hearth's own commands), so bin/hearth.js adds this command to the CLI's.
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 
-import { ErrorCode, HearthError } from '../../common/errors.js';
-import { configureLogger } from '../../common/logger.js';
-import { runBenchmark, writeReport } from '../../bench/run.js';
-import { parseInteger } from '../options.js';
+import { parseInteger } from '../cli/options.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
+import { configureLogger } from '../common/logger.js';
+import { runBenchmark, writeReport } from './run.js';
 
 export function registerBenchCommand(program: Command): void {
   program

@@ -1,0 +1,83 @@
+// A request in its sequence, from admission to its last token.
+import type { ChatTemplateRequest, Sampler } from '../../native/llama.js';
+import type { PreparedRequest } from './prepare-request.js';
+import type { FinishReason, FromEngine, Usage } from './protocol.js';
+import { SlotOutput } from './slot-output.js';
+
+/**
+ * Where a slot is: computing its prompt; in the batch being decoded, its next token not yet known;
+ * generating, with the token to feed in the next step; or done (its sequence released).
+ */
+export type SlotPhase = { readonly kind: 'prompt' } | { readonly kind: 'decoding' } | { readonly kind: 'generating'; readonly pending: number } | { readonly kind: 'done' };
+
+const PROMPT: SlotPhase = Object.freeze({ kind: 'prompt' });
+export const DECODING: SlotPhase = Object.freeze({ kind: 'decoding' });
+export const DONE: SlotPhase = Object.freeze({ kind: 'done' });
+
+/** A request's own draft settings (the engine's, or the request's): most and fewest tokens, and the draft model's pMin. */
+export interface DraftLimits {
+  readonly max: number;
+  readonly min: number;
+  readonly pMin: number;
+}
+
+export interface Slot {
+  readonly id: string;
+  readonly seq: number;
+  readonly sampler: Sampler;
+  readonly prompt: Int32Array;
+  readonly maxTokens: number;
+  readonly logprobs: boolean;
+  /** The rendering request of a chat whose reply is worth a warm-up afterwards; null otherwise. */
+  readonly chat: ChatTemplateRequest | null;
+  phase: SlotPhase;
+  /**
+   * Asked for between steps and acted on at the next one: a slot is never taken out of the batch
+   * being decoded.
+   */
+  cancelled: boolean;
+  /** Prompt tokens already decoded (the cached ones included). */
+  fed: number;
+  /** Position of the next token in this sequence. */
+  pos: number;
+  /** Tokens emitted so far (the pending one last); with the prompt, what a draft continues. */
+  readonly emitted: number[];
+  readonly output: SlotOutput;
+  readonly draft: DraftLimits;
+  /** What the request is told at the end; completionTokens counts against maxTokens as it goes. */
+  readonly usage: Usage;
+}
+
+/** A slot for an admitted request, in sequence `seq` whose first `cached` prompt tokens are computed already. */
+export function openSlot(r: PreparedRequest, seq: number, cached: number, sampler: Sampler, draft: DraftLimits): Slot {
+  return {
+    id: r.id,
+    seq,
+    sampler,
+    prompt: r.prompt,
+    maxTokens: r.params.maxTokens,
+    logprobs: r.params.logprobs !== null,
+    chat: r.chat,
+    phase: PROMPT,
+    cancelled: false,
+    fed: cached,
+    pos: cached,
+    emitted: [],
+    output: new SlotOutput(r.stops, r.parser),
+    draft,
+    usage: { promptTokens: r.prompt.length, completionTokens: 0, cachedTokens: cached, draftTokens: 0, draftAcceptedTokens: 0 },
+  };
+}
+
+/** A finished slot's last message: why it ended, its usage, its whole text and, for a chat, the reply. */
+export function doneMessage(slot: Slot, reason: FinishReason): FromEngine {
+  const reply = slot.output.reply;
+  return {
+    type: 'done',
+    id: slot.id,
+    finishReason: reason === 'stop' && reply && reply.toolCalls.length > 0 ? 'tool_calls' : reason,
+    usage: { ...slot.usage },
+    text: slot.output.text,
+    ...(reply ? { reply } : {}),
+  };
+}
