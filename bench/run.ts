@@ -13,7 +13,7 @@ import { CoordinatorClient } from '../coordinator/client.js';
 import { loadBinding } from '../native/binding.js';
 import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
-import { ensureLlamaServer } from './llama-server.js';
+import { ensureLlamaTool } from './llama-tools.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
 import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type Side, type SpeculativeResults } from './report.js';
 
@@ -111,7 +111,7 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
   const started = Date.now();
   const chat = o.ctxSize >= CHAT_CONTEXT ? { ...CHAT, ...(o.chatPauseMs > 0 ? { pauseMs: o.chatPauseMs } : {}) } : null;
   if (!chat) say(`the multi-turn chat needs --ctx-size ${CHAT_CONTEXT} or more; skipping it`);
-  const llamaServer = await ensureLlamaServer(say);
+  const llamaServer = await ensureLlamaTool('llama-server', say);
   const model = o.model ? resolve(o.model) : join(homedir(), '.cache', 'hearth', 'models', testModelFileName('1b', 'q8_0'));
   if (!o.model && !existsSync(model)) {
     say(`creating the 1b test model (Q8_0) at ${model} ...`);

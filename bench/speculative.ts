@@ -19,7 +19,7 @@ import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import { freePortOn } from '../common/ports.js';
 import { CoordinatorClient } from '../coordinator/client.js';
 import { createTestModel, testModelFileName, type TestModelPreset } from '../models/test-models.js';
-import { ensureLlamaServer } from './llama-server.js';
+import { ensureLlamaTool } from './llama-tools.js';
 import { streamEvents, uniqueProse, type StreamEvent } from './measure.js';
 import { speculativeSummary, stat, type SpeculativePrompt, type SpeculativeResults, type SpeculativeRun, type SpeculativeSide } from './report.js';
 import { serve, writeReport } from './run.js';
@@ -197,7 +197,7 @@ async function main(): Promise<void> {
     draftMax: parseInteger(values['draft-max']!, '--draft-max', { min: 1, max: 64 }),
     ngram: parseInteger(values.ngram!, '--ngram', { min: 1, max: 64 }),
   };
-  const llamaServer = await ensureLlamaServer(say);
+  const llamaServer = await ensureLlamaTool('llama-server', say);
   const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-speculative-'));
   const logFile = join(dir, 'servers.log');
   const workers: LocalWorker[] = [];

@@ -9,6 +9,7 @@ import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
 import { parseModelRef, type ModelRef } from '../models/model-ref.js';
+import { firstShardPath } from '../models/split.js';
 import type { SpeculationSettings } from './engine/protocol.js';
 import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
 import type { PlacementObjective } from './planner/types.js';
@@ -64,8 +65,9 @@ export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
 
 export interface CoordinatorConfig {
   /**
-   * Absolute path of the GGUF to serve (shard 1 of a split set), or null: plan and status commands
-   * need none, and a model named by hub or URL has none until the CLI resolves `modelRef`.
+   * Absolute path of the GGUF to serve (shard 1 of a split set, whichever shard was named), or null:
+   * plan and status commands need none, and a model named by hub or URL has none until the CLI
+   * resolves `modelRef`.
    */
   readonly model: string | null;
   /** The model as named when it is not a local file (hf:OWNER/REPO:QUANT, a URL): the library turns it into `model`. */
@@ -145,9 +147,10 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   }
   const batchSize = m.batchSize ?? 512;
   const ubatchSize = Math.min(m.ubatchSize ?? 512, batchSize);
-  // A model path in cluster.yaml is relative to the file; on the command line, to the shell.
+  // A model path in cluster.yaml is relative to the file; on the command line, to the shell. Any
+  // shard of a split model names the model; llama.cpp loads it from shard 1.
   const named = f.model !== undefined ? { ref: parseModelRef(f.model, '--model'), base: process.cwd() } : fromFile.model !== undefined ? { ref: parseModelRef(fromFile.model, 'model'), base } : null;
-  const model = named?.ref.kind === 'file' ? resolve(named.base, named.ref.path) : null;
+  const model = named?.ref.kind === 'file' ? firstShardPath(resolve(named.base, named.ref.path)) : null;
   const modelRef = named && named.ref.kind !== 'file' ? named.ref : null;
   const secret = resolveSecret({
     flag: f.token,
@@ -160,7 +163,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
       throw new HearthError(ErrorCode.InvalidArgument, `${where}: '${text}' must be a file: fetch it first with \`hearth model pull ${text}\`, which prints its path`);
     }
   }
-  const draftModel = f.draftModel !== undefined ? resolve(f.draftModel) : fromFile.draftModel !== undefined ? resolve(base, fromFile.draftModel) : null;
+  const draftModel = f.draftModel !== undefined ? firstShardPath(resolve(f.draftModel)) : fromFile.draftModel !== undefined ? firstShardPath(resolve(base, fromFile.draftModel)) : null;
   const draftMax = m.draftMax ?? SPECULATION_DEFAULTS.draftMax;
   const draftMin = m.draftMin ?? SPECULATION_DEFAULTS.draftMin;
   if (m.draftWorker !== undefined && draftModel === null) throw new HearthError(ErrorCode.InvalidArgument, `draftWorker: '${m.draftWorker}' names where the draft model runs, but no draftModel is given`);

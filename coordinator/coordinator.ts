@@ -137,8 +137,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   /** Reads the model header, starts discovery, waits one round of probes, then plans and loads. */
   async start(): Promise<void> {
-    await this.#cluster.prepare();
-    this.#contentId = modelContentId(this.config.model!);
+    const model = await this.#cluster.prepare();
+    this.#contentId = modelContentId(model.shards.map((s) => s.path));
     this.registry.start();
     for (const d of this.#discoveries) d.start({ found: (c, s) => this.registry.add(c, s), gone: (c) => this.registry.hintGone(c) });
     await this.registry.checkAll();

@@ -1,12 +1,28 @@
-// What hearth needs to know about a model, from its GGUF header alone (no weights are read).
-// summarizeGguf is pure; readModelFacts reads the header through the addon.
-import { ErrorCode, HearthError } from '../common/errors.js';
+// What hearth needs to know about a model, from its GGUF headers alone (no weights are read). A model
+// may be one file or a split set (llama.cpp's gguf-split: shards named PREFIX-0000k-of-0000n.gguf, only
+// the first with the model's metadata, each with the tensors it lists). summarizeGguf is pure;
+// readModelFacts finds the set from any shard's name and reads every header through the addon.
+import { existsSync } from 'node:fs';
+
+import { ErrorCode, HearthError, isHearthError, messageOf } from '../common/errors.js';
 import type { GgufScalar, GgufValue, RawGguf } from '../native/binding.js';
 import { readGguf } from '../native/llama.js';
+import { splitSetPaths } from './split.js';
+
+/** One file of a model. */
+export interface ModelShard {
+  path: string;
+  bytes: number;
+  tensorCount: number;
+}
 
 export interface ModelFacts {
+  /** The file llama.cpp loads: the model's only file, or shard 1 of a split set. */
   path: string;
+  /** Bytes on disk over every shard. */
   fileBytes: number;
+  /** The files the model is stored in, shard 1 first; empty for a model described on paper. */
+  shards: ModelShard[];
   architecture: string;
   name: string | null;
   layerCount: number;
@@ -96,7 +112,24 @@ function str(meta: Record<string, GgufValue>, key: string): string | null {
 const INPUT_TENSORS = new Set(['token_embd.weight', 'token_embd_norm.weight', 'token_embd_norm.bias', 'token_types.weight', 'position_embd.weight']);
 const OUTPUT_TENSORS = new Set(['output.weight', 'output.bias', 'output_norm.weight', 'output_norm.bias']);
 
-export function summarizeGguf(raw: RawGguf): ModelFacts {
+/**
+ * The facts of a model from its files' headers: one file, or every shard of a split set in order
+ * (checked to be one whole set: see checkShardSet).
+ */
+export function summarizeGguf(files: RawGguf | readonly RawGguf[]): ModelFacts {
+  const set = Array.isArray(files) ? (files as readonly RawGguf[]) : [files as RawGguf];
+  checkShardSet(set);
+  const first = set[0]!;
+  const raw: RawGguf = set.length === 1 ? first : { ...first, fileBytes: sum(set.map((r) => r.fileBytes)), tensors: set.flatMap((r) => r.tensors) };
+  const shards = set.map((r) => ({ path: r.path, bytes: r.fileBytes, tensorCount: r.tensors.length }));
+  return { ...summarizeHeader(raw), shards };
+}
+
+function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
+function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
   const architecture = str(raw.metadata, 'general.architecture');
   if (!architecture) {
     throw new HearthError(ErrorCode.InvalidModel, `${raw.path}: GGUF key 'general.architecture' is missing; this is not a model file`);
@@ -196,6 +229,96 @@ export function summarizeGguf(raw: RawGguf): ModelFacts {
   };
 }
 
+/** How many files a header says its model is split into (1 for a file that is not a shard). */
+function splitCount(raw: RawGguf): number {
+  return num(raw.metadata, 'split.count') ?? 1;
+}
+
+/**
+ * Refuses files that are not exactly one model's shard set, in order: gguf-split writes the same
+ * `split.count` and `split.tensors.count` into every shard, `split.no` 0, 1, ... in order, and each
+ * tensor into one shard only.
+ */
+function checkShardSet(set: readonly RawGguf[]): void {
+  const first = set[0];
+  if (!first) throw new HearthError(ErrorCode.InvalidArgument, 'a model needs at least one GGUF file');
+  const count = splitCount(first);
+  if (count <= 1 && set.length === 1) return;
+  const whole = `the ${count} shards of ${first.path}`;
+  const advice = 'keep the shards of one model together, named as gguf-split wrote them';
+  if (set.length !== count) {
+    throw new HearthError(ErrorCode.InvalidArgument, `${first.path} says the model is split into ${count} file(s), but ${set.length} were given; ${advice}`);
+  }
+  const tensorCount = num(first.metadata, 'split.tensors.count');
+  const seen = new Map<string, string>();
+  for (const [i, r] of set.entries()) {
+    const no = num(r.metadata, 'split.no');
+    if (splitCount(r) !== count) {
+      throw new HearthError(ErrorCode.InvalidArgument, `${r.path} is not one of ${whole}: its header says ${splitCount(r)} shard(s), not ${count}, so it is from another model; ${advice}`);
+    }
+    if (no !== i) {
+      throw new HearthError(ErrorCode.InvalidArgument, `${r.path} should be shard ${i + 1} of ${count}, but its header says shard ${no === null ? '(none)' : no + 1}: it was renamed or is from another model; ${advice}`);
+    }
+    if (num(r.metadata, 'split.tensors.count') !== tensorCount) {
+      throw new HearthError(ErrorCode.InvalidArgument, `${r.path} is not one of ${whole}: its header counts ${num(r.metadata, 'split.tensors.count')} tensors in the model, shard 1's ${tensorCount}, so it is from another model; ${advice}`);
+    }
+    for (const t of r.tensors) {
+      const other = seen.get(t.name);
+      if (other !== undefined) {
+        throw new HearthError(ErrorCode.InvalidArgument, `tensor '${t.name}' is in both ${other} and ${r.path}: they are shards of different models (or of different splits of one); ${advice}`);
+      }
+      seen.set(t.name, r.path);
+    }
+  }
+  if (seen.size !== tensorCount) {
+    throw new HearthError(ErrorCode.InvalidArgument, `${whole} hold ${seen.size} tensors, but their headers say the model has ${tensorCount}: a shard is from another model (or another split of it); ${advice}`);
+  }
+}
+
+/** Advice for a file the addon could not read as a GGUF. */
+function unreadable(e: unknown): HearthError {
+  if (!isHearthError(e) || e.code === ErrorCode.NotFound) return e instanceof HearthError ? e : new HearthError(ErrorCode.Internal, messageOf(e), { cause: e });
+  const what = /file is truncated/.test(e.message)
+    ? 'the file is incomplete (an interrupted download or copy?): fetch or copy it again'
+    : 'hearth reads models in llama.cpp\'s GGUF format: give a .gguf model file';
+  return new HearthError(ErrorCode.InvalidArgument, `${e.message}; ${what}`, { cause: e, detail: e.detail });
+}
+
+async function readShard(path: string): Promise<RawGguf> {
+  try {
+    return await readGguf(path);
+  } catch (e) {
+    throw unreadable(e);
+  }
+}
+
+/** The model `path` is a file of: the file itself, or, for any shard's path, its whole split set. */
 export async function readModelFacts(path: string): Promise<ModelFacts> {
-  return summarizeGguf(await readGguf(path));
+  const named = await readShard(path);
+  const count = splitCount(named);
+  if (count <= 1) return summarizeGguf(named);
+  const paths = splitSetPaths(path);
+  if (!paths || paths.length !== count) {
+    throw new HearthError(
+      ErrorCode.InvalidArgument,
+      `${path} is shard ${(num(named.metadata, 'split.no') ?? 0) + 1} of a model split into ${count} files, but its name does not end in ` +
+        `-0000k-of-${String(count).padStart(5, '0')}.gguf, so the other shards cannot be found (nor can llama.cpp find them); give the shards the names gguf-split wrote`,
+    );
+  }
+  const missing = paths.filter((p) => !existsSync(p));
+  if (missing.length > 0) throw missingShards(paths, missing);
+  const set: RawGguf[] = [];
+  for (const p of paths) set.push(p === path ? named : await readShard(p));
+  return summarizeGguf(set);
+}
+
+function missingShards(paths: readonly string[], missing: readonly string[]): HearthError {
+  const numbers = missing.map((p) => paths.indexOf(p) + 1);
+  const lastPresent = paths.reduce((last, p, i) => (missing.includes(p) ? last : i + 1), 0);
+  const gap = numbers.some((n) => n < lastPresent);
+  const list = missing.length === 1 ? `shard ${numbers[0]} (${missing[0]}) is` : `shards ${numbers.join(', ')} (${missing.join(', ')}) are`;
+  return new HearthError(
+    ErrorCode.InvalidArgument,
+    `the model ${paths[0]} is split into ${paths.length} files and ${list} missing${gap ? ' (a gap in the set)' : ''}: put every shard in the same folder under the name gguf-split gave it`,
+  );
 }

@@ -14,6 +14,7 @@ import { HttpStatusError, isNetworkError } from './http.js';
 import { HubClient, USER_AGENT, type HubFile } from './hub.js';
 import type { LibrarySettings } from './library-settings.js';
 import { formatModelRef, HUB_PREFIX, type ModelRef } from './model-ref.js';
+import { splitPath } from './split.js';
 
 /** Where the files came from: named by hand, already in the library, found in a Hugging Face cache, or fetched now. */
 export type ModelOrigin = 'file' | 'library' | 'hf-cache' | 'downloaded';
@@ -68,7 +69,7 @@ export function urlShards(url: string): string[] {
   if (info === null || info.count <= 1) return [url];
   return Array.from({ length: info.count }, (_, i) => {
     const part = new URL(u.href);
-    part.pathname = `${info.prefix}-${String(i + 1).padStart(5, '0')}-of-${String(info.count).padStart(5, '0')}.gguf`;
+    part.pathname = splitPath(info.prefix, i + 1, info.count);
     return part.href;
   });
 }

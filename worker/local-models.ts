@@ -1,4 +1,5 @@
-// Models on this machine's disk (`--models DIR`): each GGUF there is indexed by content id and its
+// Models on this machine's disk (`--models DIR`): each GGUF there, or each whole set of a split
+// model's shards (grouped by their names, as llama.cpp finds them), is indexed by content id and its
 // large tensors are written into the rpc server's tensor cache ahead of time (ggml-rpc-server
 // --hearth-seed, native/src/rpc-server/seed.cpp), so a coordinator loading one of them sends hashes
 // instead of weights. Seeding runs in a child process at low priority, one model at a time, with
@@ -13,13 +14,17 @@ import { createInterface } from 'node:readline';
 import { messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { modelContentId } from '../models/content-id.js';
+import { groupModelFiles } from '../models/split.js';
 import { requireNativeBuild } from '../native/binding.js';
 
 export type LocalModelState = 'queued' | 'seeding' | 'ready' | 'failed';
 
 export interface LocalModel {
   contentId: string;
+  /** The model's file, or shard 1 of a split model. */
   file: string;
+  /** Every file of the model, shard 1 first. */
+  files: string[];
   bytes: number;
   state: LocalModelState;
   /** 0..1 of the bytes to seed. */
@@ -46,11 +51,16 @@ export class LocalModels {
   constructor(dir: string, cacheDir: string, log: Logger) {
     this.#cacheDir = cacheDir;
     this.#log = log;
-    for (const file of ggufFiles(dir)) {
+    for (const { files, missing } of groupModelFiles(ggufFiles(dir))) {
+      if (missing.length > 0) {
+        this.#log.warn({ files: files.map((f) => basename(f)), missing: missing.map((f) => basename(f)) }, 'a split model in the models directory lacks shards; skipping it');
+        continue;
+      }
       try {
-        this.#models.push({ contentId: modelContentId(file), file, bytes: statSync(file).size, state: 'queued', progress: 0, error: '' });
+        const bytes = files.reduce((sum, f) => sum + statSync(f).size, 0);
+        this.#models.push({ contentId: modelContentId(files), file: files[0]!, files, bytes, state: 'queued', progress: 0, error: '' });
       } catch (e) {
-        this.#log.warn({ file, err: messageOf(e) }, 'cannot read a model in the models directory; skipping it');
+        this.#log.warn({ file: files[0], err: messageOf(e) }, 'cannot read a model in the models directory; skipping it');
       }
     }
     this.#log.info({ dir, models: this.#models.map((m) => ({ file: basename(m.file), contentId: m.contentId })) }, `${this.#models.length} local model(s) found`);
@@ -83,7 +93,7 @@ export class LocalModels {
     const { rpcServer } = requireNativeBuild();
     m.state = 'seeding';
     const started = Date.now();
-    const child = spawn(rpcServer, ['--hearth-seed', m.file, this.#cacheDir], {
+    const child = spawn(rpcServer, ['--hearth-seed', ...m.files, this.#cacheDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, HEARTH_PARENT_PID: String(process.pid) },
     });

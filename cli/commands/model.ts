@@ -55,7 +55,7 @@ export function registerModelCommands(program: Command): void {
 
   model
     .command('info <file>')
-    .description("show a GGUF's architecture, shape and per-layer sizes without loading weights")
+    .description("show a GGUF's architecture, shape and per-layer sizes without loading weights (any shard of a split model shows the whole model)")
     .option('--json', 'print the facts as JSON')
     .action(async (file: string, opts: { json?: boolean }) => {
       const f = await readModelFacts(file);
@@ -77,10 +77,14 @@ export function registerModelCommands(program: Command): void {
         ['input (host)', formatBytes(f.inputBytes)],
         ['output', `${formatBytes(f.outputBytes)}${f.outputTied ? ' (tied to the input embedding)' : ''}`],
         ['total tensors', formatBytes(f.totalTensorBytes)],
-        ['file', formatBytes(f.fileBytes)],
+        [f.shards.length > 1 ? `files (${f.shards.length} shards)` : 'file', formatBytes(f.fileBytes)],
         ['chat template', f.chatTemplate ? 'yes' : 'no'],
       ];
       process.stdout.write(table(rows) + '\n');
+      if (f.shards.length > 1) {
+        const shards = f.shards.map((s, i) => [String(i + 1), s.path, String(s.tensorCount), formatBytes(s.bytes)]);
+        process.stdout.write('\n' + table([['shard', 'file', 'tensors', 'size'], ...shards]) + '\n');
+      }
     });
 
   model

@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { parseSplitName } from '../../models/split.js';
 import { loadBinding } from '../../native/binding.js';
 import { keyRefusal, presentedKey } from '../api-keys.js';
 import type { Coordinator, GenerationRequest } from '../coordinator.js';
@@ -101,7 +102,8 @@ export class HttpApi {
 
   get modelId(): string {
     const c = this.#coordinator;
-    return c.model?.name ?? (c.config.model ? basename(c.config.model, '.gguf') : 'hearth');
+    // A split model is named without its shard suffix (NAME-00001-of-00003.gguf is NAME).
+    return c.model?.name ?? (c.config.model ? basename(parseSplitName(c.config.model)?.prefix ?? c.config.model, '.gguf') : 'hearth');
   }
 
   #modelCard() {

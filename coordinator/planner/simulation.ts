@@ -82,6 +82,7 @@ export function shapeFacts(shape: z.infer<typeof modelShape>): ModelFacts {
   return {
     path: '(simulated)',
     fileBytes: shape.layers * layer + output + input,
+    shards: [],
     architecture: 'simulated',
     name: shape.name ?? 'simulated model',
     layerCount: shape.layers,

@@ -14,6 +14,7 @@ export function plannerModel(overrides: Partial<ModelFacts> = {}): ModelFacts {
   return {
     path: '/models/tiny.gguf',
     fileBytes: 0,
+    shards: [],
     architecture: 'llama',
     name: 'tiny',
     layerCount,

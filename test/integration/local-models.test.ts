@@ -38,7 +38,7 @@ describe('weights from local disks', () => {
       return m?.state === 'ready' ? m : null;
     }, 60_000);
     assert.equal(ready.file, 'my-model.gguf');
-    assert.equal(ready.content_id, modelContentId(model));
+    assert.equal(ready.content_id, modelContentId([model]));
     assert.equal(Number(ready.bytes), statSync(model).size);
     assert.match(seeded.logs(), /model seeded: loads of it send hashes instead of weights/);
   });

@@ -52,6 +52,21 @@ test('flags win, and bad values are errors naming the key', () => {
   }
 });
 
+test('any shard of a split model names it, and llama.cpp is given shard 1 (model and draft, flag and file)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-cluster-'));
+  try {
+    const file = join(dir, 'cluster.yaml');
+    writeFileSync(file, 'model: big/m-00003-of-00004.gguf\ndraftModel: d-00002-of-00002.gguf\n');
+    const c = compileCoordinatorConfig({ file, flags: {} });
+    assert.equal(c.model, join(dir, 'big', 'm-00001-of-00004.gguf'));
+    assert.equal(c.speculation?.draftModel, join(dir, 'd-00001-of-00002.gguf'));
+    assert.equal(compileCoordinatorConfig({ file: null, flags: { model: '/abs/m-00002-of-00002.gguf' } }).model, '/abs/m-00001-of-00002.gguf');
+    assert.equal(compileCoordinatorConfig({ file: null, flags: { model: '/abs/m-2-of-2.gguf' } }).model, '/abs/m-2-of-2.gguf', 'not named as a shard: the file itself');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('pipeline: auto by default, off, or a count (1 is off); the flag wins', () => {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-cluster-'));
   try {

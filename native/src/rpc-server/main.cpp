@@ -10,7 +10,7 @@
 //
 // `--hearth-calibrate [-d DEVICES] [-t THREADS]`: measure each device's decode speed and exit
 // (calibrate.cpp); the worker runs it once at start, with the settings it serves with.
-// `--hearth-seed MODEL.gguf CACHE_DIR`: fill the tensor cache from a model on disk (seed.cpp).
+// `--hearth-seed MODEL.gguf [SHARD.gguf ...] CACHE_DIR`: fill the tensor cache from a model on disk (seed.cpp).
 // `--hearth-devices`: the build and the local devices with their memory, as JSON (devices.cpp); while
 // serving with HEARTH_MEMORY_FD set, the devices' memory on that descriptor every few seconds.
 #include "calibrate.h"

@@ -1,5 +1,7 @@
-// llama.cpp's own llama-server, built once from the same llama.cpp tree and with the same CPU flags
-// as hearth's native build, so the comparison is between the two programs and nothing else.
+// llama.cpp's own programs (llama-server for the benchmarks, llama-gguf-split for the split-model
+// tests), built once from the same llama.cpp tree and with the same CPU flags as hearth's native build,
+// so a comparison is between the two programs and nothing else. They share one build tree, so the
+// second tool costs only its own sources.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { cpus, homedir } from 'node:os';
@@ -8,7 +10,7 @@ import { join } from 'node:path';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { readBuildInfo } from '../native/binding.js';
 
-function run(cmd: string, args: string[], log: (line: string) => void): Promise<void> {
+function run(cmd: string, args: string[], what: string, log: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
@@ -21,7 +23,7 @@ function run(cmd: string, args: string[], log: (line: string) => void): Promise<
         const pct = m[3] !== undefined ? Number(m[3]) : Math.floor((Number(m[1]) / Number(m[2])) * 100);
         if (pct >= shown + 10) {
           shown = pct;
-          log(`  building llama-server: ${pct}%`);
+          log(`  building ${what}: ${pct}%`);
         }
       }
     };
@@ -32,18 +34,21 @@ function run(cmd: string, args: string[], log: (line: string) => void): Promise<
   });
 }
 
-/** The path of llama-server, building it first when this machine has not yet. */
-export async function ensureLlamaServer(log: (line: string) => void): Promise<string> {
+/** llama.cpp's executables hearth uses from outside its own build. */
+export type LlamaTool = 'llama-server' | 'llama-gguf-split';
+
+/** The path of a llama.cpp tool, building it first when this machine has not yet. */
+export async function ensureLlamaTool(tool: LlamaTool, log: (line: string) => void): Promise<string> {
   const info = readBuildInfo();
   if (!info.llamaCppDir || !existsSync(join(info.llamaCppDir, 'tools', 'server'))) {
     throw new HearthError(ErrorCode.FailedPrecondition, 'the native build does not record its llama.cpp tree; rebuild with `npm run build:native`');
   }
-  const dir = join(homedir(), '.cache', 'hearth', `llama-server-${info.llamaCppRelease}-${info.llamaCppCommit ?? 'x'}${info.nativeCpu ? '-native' : ''}`);
+  const dir = join(homedir(), '.cache', 'hearth', `llama-tools-${info.llamaCppRelease}-${info.llamaCppCommit ?? 'x'}${info.nativeCpu ? '-native' : ''}`);
   // llama.cpp's CMakeLists puts executables in <build>/bin.
-  const binary = join(dir, 'build', 'bin', 'llama-server');
+  const binary = join(dir, 'build', 'bin', tool);
   if (existsSync(binary)) return binary;
   mkdirSync(dir, { recursive: true });
-  log(`building llama.cpp's llama-server from ${info.llamaCppDir} (once; cached in ${dir})`);
+  log(`building llama.cpp's ${tool} from ${info.llamaCppDir} (once; cached in ${dir})`);
   const defs = {
     CMAKE_BUILD_TYPE: 'Release',
     BUILD_SHARED_LIBS: 'OFF',
@@ -62,13 +67,13 @@ export async function ensureLlamaServer(log: (line: string) => void): Promise<st
   if (await have('ninja')) args.push('-G', 'Ninja');
   if (await have('ccache')) args.push('-DCMAKE_C_COMPILER_LAUNCHER=ccache', '-DCMAKE_CXX_COMPILER_LAUNCHER=ccache');
   try {
-    await run('cmake', args, log);
+    await run('cmake', args, tool, log);
   } catch {
     // A build directory left by an earlier, different configuration (another generator): start afresh.
     rmSync(join(dir, 'build'), { recursive: true, force: true });
-    await run('cmake', args, log);
+    await run('cmake', args, tool, log);
   }
-  await run('cmake', ['--build', join(dir, 'build'), '--target', 'llama-server', '-j', String(Math.max(1, cpus().length))], log);
-  if (!existsSync(binary)) throw new HearthError(ErrorCode.Internal, `the llama-server build did not produce ${binary}`);
+  await run('cmake', ['--build', join(dir, 'build'), '--target', tool, '-j', String(Math.max(1, cpus().length))], tool, log);
+  if (!existsSync(binary)) throw new HearthError(ErrorCode.Internal, `the ${tool} build did not produce ${binary}`);
   return binary;
 }
