@@ -579,7 +579,7 @@ export function abMarkdown(p: AbResults): string {
   return [
     '## Before and after a change',
     '',
-    `hearth at \`${p.before}\` (before) and at \`${p.after}\` (after), each measured by \`hearth bench\` beside llama-server on the same two workers, the two checkouts alternating (${p.runs.length} runs, ${first.settings.reps} repetitions each, model \`${first.settings.model}\`). "÷ llama-server" divides hearth's median by llama-server's in the same run, which takes out most of a run's noise on this shared machine.`,
+    `hearth at \`${p.before}\` (before) and at \`${p.after}\` (after), each measured by \`hearth bench\` beside llama-server on the same two workers, the two checkouts alternating (${p.runs.length} runs, ${first.settings.reps} repetitions each, model \`${first.settings.model}\`). "÷ llama-server" divides hearth's median by llama-server's in the same run: it takes out what slows a whole run down on this shared machine, not the noise between repetitions.`,
     '',
     '| metric | hearth before | hearth after | after ÷ before | before ÷ llama-server | after ÷ llama-server | ratio of those |',
     '| --- | --- | --- | --- | --- | --- | --- |',
