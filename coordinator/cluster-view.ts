@@ -113,10 +113,10 @@ export class ClusterView {
   }
 
   /** The candidate devices now: the plannable workers' and, when enabled, the coordinator's own. */
-  candidates(): CandidateDevice[] {
+  candidates(workers: readonly WorkerRecord[] = this.plannable()): CandidateDevice[] {
     const host = hostMemory();
     return candidateDevices(
-      this.plannable(),
+      workers,
       { enabled: this.#config.localDevice, freeBytes: host.availableBytes, totalBytes: host.totalBytes, speeds: this.#localSpeed },
       calibrationTypeOf(this.#model?.fileType ?? null),
     );
@@ -126,11 +126,11 @@ export class ClusterView {
   planInput(objective: PlacementObjective, held: Plan | null): PlanInput {
     const model = this.#model;
     if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
-    const devices = this.candidates();
+    const workers = this.plannable();
+    const devices = this.candidates(workers);
     // Each worker's hop, priced from the kernel's round-trip time on its control connection; the
     // planner's default where there is none (a worker listed by name, or no `ss`).
     const rtts = minRtts();
-    const workers = this.plannable();
     for (const d of devices) {
       const w = workers.find((r) => d.key.startsWith(`${r.id}/`));
       const rtt = w ? rtts.get(w.control) : undefined;

@@ -20,11 +20,11 @@ import { ClusterView } from './cluster-view.js';
 import type { CoordinatorConfig } from './config.js';
 import type { Discovery } from './discovery/discovery.js';
 import { describeDrift, speedDrift } from './drift.js';
-import { EngineSupervisor, engineLoadSpec, samePlacement, type EngineLoss } from './engine-supervisor.js';
+import { EngineSupervisor, engineLoadSpec, lossCause, samePlacement, type EngineLoss } from './engine-supervisor.js';
 import type { GenerateHandlers, GenerateResult } from './engine/engine-process.js';
 import type { LoadedInfo, PromptInput } from './engine/protocol.js';
 import { FlapGuard } from './flaps.js';
-import { OpenLinks, remotePlan, SecureLinks, type WorkerLinks } from './links.js';
+import { linksFor, remotePlan, type WorkerLinks } from './links.js';
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import { plan as makePlan } from './planner/planner.js';
 import type { Plan, PlanInput, PlanResult } from './planner/types.js';
@@ -88,7 +88,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#log = log;
     this.#discoveries = discoveries;
     this.#plan = options.plan ?? makePlan;
-    this.links = config.secret ? new SecureLinks(config.secret, log.child({ part: 'link' })) : new OpenLinks();
+    this.links = linksFor(config.secret, log);
     this.registry = new WorkerRegistry(log.child({ part: 'registry' }), {
       links: this.links,
       clientVersion,
@@ -290,7 +290,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #onEngineLost(loss: EngineLoss): void {
     if (this.#stopped) return;
     this.#epoch++;
-    this.#setState('degraded', loss.reason === 'load-failed' ? `model load failed: ${loss.detail}` : loss.reason === 'watchdog' ? 'the engine stopped making progress' : 'the engine process ended');
+    this.#setState('degraded', lossCause(loss));
     const loss$ = this.#supervisor.diagnose(loss).then(
       (d) => {
         for (const f of d.failed) if (f.worker) this.#noteLoss(f.worker);
@@ -314,7 +314,6 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   #onAdmitted(w: WorkerRecord): void {
     this.#epoch++;
     this.#flaps.admitted(w.control, Date.now());
-    this.#noteWorkers();
     if (this.#stopped || this.#state === 'starting') return;
     const held = this.#flaps.heldUntil(w.control, Date.now());
     if (held > 0) {

@@ -40,6 +40,11 @@ export function remotePlan<P extends PlanResult>(plan: P, links: Pick<WorkerLink
   return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })) };
 }
 
+/** Open links without a cluster secret, authenticated relays with one. */
+export function linksFor(secret: ClusterSecret | null, log: Logger): WorkerLinks {
+  return secret ? new SecureLinks(secret, log.child({ part: 'link' })) : new OpenLinks();
+}
+
 export class OpenLinks extends EventEmitter<LinkEvents> implements WorkerLinks {
   readonly secure = false;
   readonly clusterId = null;

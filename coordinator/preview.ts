@@ -5,7 +5,7 @@ import type { RpcVersion } from '../native/rpc-protocol.js';
 import { ClusterView } from './cluster-view.js';
 import type { CoordinatorConfig } from './config.js';
 import type { Discovery } from './discovery/discovery.js';
-import { OpenLinks, remotePlan, SecureLinks } from './links.js';
+import { linksFor, remotePlan } from './links.js';
 import { plan as makePlan } from './planner/planner.js';
 import type { PlacementObjective, PlanResult } from './planner/types.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
@@ -25,7 +25,7 @@ export async function previewPlan(
   clientVersion: RpcVersion,
   waitMs: number,
 ): Promise<{ preview: PlanPreview; workers: WorkerRecord[] }> {
-  const links = config.secret ? new SecureLinks(config.secret, log.child({ part: 'link' })) : new OpenLinks();
+  const links = linksFor(config.secret, log);
   const registry = new WorkerRegistry(log.child({ part: 'registry' }), {
     links,
     clientVersion,
