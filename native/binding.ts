@@ -309,6 +309,8 @@ export interface NativeChatTemplates {
 
 export interface NativeSampler {
   accept(tokens: Int32Array): void;
+  /** Brings the sampler to where it was after generating these tokens (grammar, penalties, RNG draws). */
+  replay(tokens: Int32Array): void;
   reset(): void;
   dispose(): void;
 }

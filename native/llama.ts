@@ -359,6 +359,11 @@ export class Sampler {
     native(() => this.native.accept(Int32Array.from(tokens)));
   }
 
+  /** Brings this new sampler to the state of one that generated `tokens` (a resumed request): grammar, penalties and the seeded RNG. */
+  replay(tokens: ArrayLike<number>): void {
+    native(() => this.native.replay(Int32Array.from(tokens)));
+  }
+
   dispose(): void {
     if (this.#disposed) return;
     native(() => this.native.dispose());

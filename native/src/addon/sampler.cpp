@@ -273,6 +273,32 @@ Napi::Value AddonSampler::Accept(const Napi::CallbackInfo & info) {
     return env.Undefined();
 }
 
+// replay(tokens: Int32Array): brings a new sampler to the state of one that generated these tokens
+// (a request resumed on a new engine): each is accepted as Sample() accepts it (grammar, penalties),
+// and the chain is applied once to a one-token array, which draws the random choice's number exactly
+// as often as Sample() did, so seeded sampling continues from the same RNG state.
+Napi::Value AddonSampler::Replay(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (chain_ == nullptr) ThrowJs(env, "DISPOSED", "the sampler was disposed");
+    if (in_use.load()) ThrowJs(env, "INVALID_STATE", "the sampler is in use by a decode");
+    if (info.Length() < 1 || !info[0].IsTypedArray()) ThrowJs(env, "INVALID_ARGUMENT", "replay(tokens): tokens must be an Int32Array");
+    Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+    for (size_t i = 0; i < arr.ElementLength(); i++) {
+        const llama_token t = arr[i];
+        if (t < 0 || t >= n_vocab_) ThrowJs(env, "INVALID_ARGUMENT", "replay: token " + std::to_string(t) + " is outside the vocabulary");
+        llama_token_data one = {t, 0.0f, 0.0f};
+        llama_token_data_array cur_p = {&one, 1, -1, false};
+        try {
+            llama_sampler_apply(chain_, &cur_p);
+            if (grammar_ != nullptr) llama_sampler_accept(grammar_, t);
+            llama_sampler_accept(chain_, t);
+        } catch (const std::exception & e) {
+            ThrowJs(env, "GRAMMAR_FAILED", "replay: the grammar rejects token " + std::to_string(i) + " of the resumed output: " + e.what());
+        }
+    }
+    return env.Undefined();
+}
+
 Napi::Value AddonSampler::Reset(const Napi::CallbackInfo & info) {
     if (chain_ != nullptr && !in_use.load()) {
         llama_sampler_reset(chain_);
@@ -299,6 +325,7 @@ void AddonSampler::Init(Napi::Env env, Napi::Object exports) {
     Napi::Function fn = DefineClass(env, "AddonSampler",
                                     {
                                         InstanceMethod("accept", &AddonSampler::Accept),
+                                        InstanceMethod("replay", &AddonSampler::Replay),
                                         InstanceMethod("reset", &AddonSampler::Reset),
                                         InstanceMethod("dispose", &AddonSampler::Dispose),
                                     });

@@ -35,6 +35,7 @@ class AddonSampler : public Napi::ObjectWrap<AddonSampler> {
 
   private:
     Napi::Value Accept(const Napi::CallbackInfo & info);
+    Napi::Value Replay(const Napi::CallbackInfo & info);
     Napi::Value Reset(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
     void Free();
