@@ -55,6 +55,8 @@ export interface GenerateResult {
   text: string;
   /** A chat reply's content, reasoning and tool calls, as the template's format reads the text. */
   reply?: ChatReply | undefined;
+  /** How often admission resumed the request after an engine loss (absent from an engine's own answer). */
+  resumed?: number;
 }
 
 interface PendingRequest {
@@ -94,6 +96,10 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
     this.#watchdogMs = options.watchdogMs;
     this.#child = fork(engineEntry(), [], {
       execArgv: process.execArgv,
+      // A worker lost mid-decode makes llama.cpp's RPC client abort the engine, and ggml's abort handler
+      // would first attach gdb for a backtrace (2.5 s here), all of it a pause for the requests waiting
+      // to resume. HEARTH_ENGINE_BACKTRACE=1 keeps it, for debugging a crash of the engine itself.
+      env: process.env.HEARTH_ENGINE_BACKTRACE === '1' ? process.env : { GGML_NO_BACKTRACE: '1', ...process.env },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       serialization: 'json',
     });
