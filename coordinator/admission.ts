@@ -1,8 +1,10 @@
 // Admission: a bounded queue in front of the engine, and what a request does when its engine is lost.
-// A request that had produced nothing yet waits for the re-plan and runs again (within its attempts);
-// one that had produced output ends with an error naming what failed. Waiting for the cluster to
-// serve is a promise on the coordinator's changes, never a poll.
-import { randomUUID } from 'node:crypto';
+// It is resumed on the next plan: the engine is given the tokens its client has received, computes them
+// after the prompt, brings the sampler and the output to where they were, and goes on, so the client
+// sees a pause, then the rest of the same answer. Resumes are bounded in number (`maxResumes`) and
+// time (`requestTimeoutMs`, over every wait for the cluster); past either, the request fails with the
+// reason. Waiting for the cluster to serve is a promise on the coordinator's changes, never a poll.
+import { randomInt, randomUUID } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import PQueue from 'p-queue';
@@ -11,12 +13,13 @@ import { ErrorCode, HearthError, isHearthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { EngineExitError, type EngineProcess, type GenerateHandlers, type GenerateResult } from './engine/engine-process.js';
 import type { GenerateParams, PromptInput } from './engine/protocol.js';
+import type { ResumeLog, ResumeTicket } from './resumes.js';
 import type { CoordinatorEvents } from './snapshot.js';
 
-/** How often a request that produced nothing may be carried over an engine loss before it fails. */
-const MAX_ATTEMPTS = 3;
-/** How long such a request waits for lost workers to return when the re-plan found too few. */
+/** How long a request caught by an engine loss waits for lost workers to return when the re-plan found too few. */
 const RECOVERY_WAIT_MS = 15_000;
+/** llama.cpp's seed for "choose one at random". */
+const RANDOM_SEED = 0xffffffff;
 
 /** What admission needs to know of the cluster's serving state. */
 export interface ServingGate {
@@ -30,19 +33,30 @@ export interface ServingGate {
   lossReason(): Promise<string> | null;
 }
 
+export interface AdmissionOptions {
+  parallel: number;
+  maxWaiting: number;
+  /** How often a request is carried over an engine loss before it fails. */
+  maxResumes: number;
+  /** How long a request may wait for the cluster in all: for a slot, and for each resume. */
+  requestTimeoutMs: number;
+}
+
 export class Admission {
   readonly #queue: PQueue;
   readonly #log: Logger;
   readonly #gate: ServingGate;
   readonly #events: EventEmitter<CoordinatorEvents>;
-  readonly #maxWaiting: number;
+  readonly #resumes: ResumeLog;
+  readonly #options: AdmissionOptions;
 
-  constructor(log: Logger, gate: ServingGate, events: EventEmitter<CoordinatorEvents>, options: { parallel: number; maxWaiting: number }) {
+  constructor(log: Logger, gate: ServingGate, events: EventEmitter<CoordinatorEvents>, resumes: ResumeLog, options: AdmissionOptions) {
     this.#log = log;
     this.#gate = gate;
     this.#events = events;
+    this.#resumes = resumes;
     this.#queue = new PQueue({ concurrency: options.parallel });
-    this.#maxWaiting = options.maxWaiting;
+    this.#options = options;
   }
 
   get inFlight(): number {
@@ -58,12 +72,17 @@ export class Admission {
     this.#queue.clear();
   }
 
-  /** Runs one generation through the queue and the engine, carried over an engine loss while it has produced nothing. */
+  /** Runs one generation through the queue and the engine, resumed after an engine loss. */
   async run(prompt: PromptInput, params: GenerateParams, options: { signal?: AbortSignal | undefined; handlers?: GenerateHandlers | undefined } = {}): Promise<GenerateResult> {
-    if (this.#queue.size >= this.#maxWaiting) {
-      throw new HearthError(ErrorCode.ResourceExhausted, `server busy: ${this.#queue.size} requests are waiting (limit ${this.#maxWaiting}); retry later`);
+    const { maxWaiting, requestTimeoutMs } = this.#options;
+    if (this.#queue.size >= maxWaiting) {
+      throw new HearthError(ErrorCode.ResourceExhausted, `server busy: ${this.#queue.size} requests are waiting (limit ${maxWaiting}); retry later`);
     }
+    // A resumed request goes on from the same random state: "any seed" becomes one, chosen here.
+    if (params.sampling.seed === RANDOM_SEED) params = { ...params, sampling: { ...params.sampling, seed: randomInt(0, RANDOM_SEED) } };
     const signal = options.signal;
+    const deadline = Date.now() + requestTimeoutMs;
+    const queueSignal = AbortSignal.any([AbortSignal.timeout(requestTimeoutMs), ...(signal ? [signal] : [])]);
     const arrived = performance.now();
     let firstAt = 0;
     const handlers: GenerateHandlers = {
@@ -80,7 +99,7 @@ export class Admission {
       },
     };
     const task = this.#queue.add(async () => {
-      const result = await this.#attempts(prompt, params, handlers, signal).catch((e: unknown) => {
+      const result = await this.#attempts(prompt, params, handlers, signal, deadline).catch((e: unknown) => {
         this.#events.emit('request-finished', { outcome: 'error', usage: null, decodeTokensPerSecond: null });
         throw e;
       });
@@ -88,38 +107,73 @@ export class Admission {
       const decode = result.usage.completionTokens > 1 && seconds > 0 ? (result.usage.completionTokens - 1) / seconds : null;
       this.#events.emit('request-finished', { outcome: result.finishReason, usage: result.usage, decodeTokensPerSecond: decode });
       return result;
-    }, signal ? { signal } : {}) as Promise<GenerateResult>;
+    }, { signal: queueSignal }) as Promise<GenerateResult>;
     try {
       return await task;
     } catch (e) {
-      if (signal?.aborted && !isHearthError(e)) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting for a slot');
-      throw e;
+      if (isHearthError(e) || !queueSignal.aborted) throw e;
+      if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting for a slot');
+      throw new HearthError(ErrorCode.DeadlineExceeded, `the request waited ${requestTimeoutMs / 1000} s for a slot, its time limit (--request-timeout); the cluster is overloaded`);
     }
   }
 
-  async #attempts(prompt: PromptInput, params: GenerateParams, handlers: GenerateHandlers, signal: AbortSignal | undefined): Promise<GenerateResult> {
+  async #attempts(prompt: PromptInput, params: GenerateParams, handlers: GenerateHandlers, signal: AbortSignal | undefined, deadline: number): Promise<GenerateResult> {
+    /** The tokens the client has received: what a resume computes after the prompt. */
+    const sent: number[] = [];
+    let lastTokenAt = 0;
+    let started = false;
     let patientUntil = 0;
-    for (let attempt = 1; ; attempt++) {
-      const engine = await this.#whenServing(signal, patientUntil);
+    /** Set while the request waits to go on after a loss. */
+    let caught: { what: string; ticket: ResumeTicket } | null = null;
+    const goOn = () => {
+      caught?.ticket.resumed();
+      caught = null;
+    };
+    for (let resumes = 0; ; resumes++) {
+      let engine: EngineProcess;
+      try {
+        engine = await this.#whenServing(signal, patientUntil, deadline, caught?.what ?? null);
+      } catch (e) {
+        caught?.ticket.failed();
+        throw e;
+      }
       const id = randomUUID();
       const onAbort = () => engine.cancel(id);
       signal?.addEventListener('abort', onAbort, { once: true });
-      let produced = false;
       try {
-        return await engine.generate(id, prompt, params, {
-          ...handlers,
+        const result = await engine.generate(id, prompt, sent.length > 0 ? { ...params, resume: [...sent] } : params, {
+          onStarted: (promptTokens, cachedTokens) => {
+            if (started) return;
+            started = true;
+            handlers.onStarted?.(promptTokens, cachedTokens);
+          },
           onToken: (text, token, extra) => {
-            produced = true;
+            if (token >= 0) {
+              sent.push(token);
+              lastTokenAt = performance.now();
+            }
+            goOn();
             handlers.onToken?.(text, token, extra);
           },
         });
+        goOn();
+        return { ...result, resumed: resumes };
       } catch (e) {
-        if (!(e instanceof EngineExitError)) throw e;
+        if (!(e instanceof EngineExitError)) {
+          caught?.ticket.failed();
+          throw e;
+        }
         const what = (await this.#gate.lossReason()) ?? e.message;
-        // Nothing reached the client yet (queued, or still in its prompt): the loss costs it time,
-        // not an error. It waits for the re-plan and runs again, within its attempts.
-        if (produced || signal?.aborted || attempt >= MAX_ATTEMPTS) throw new HearthError(ErrorCode.Unavailable, `generation failed: ${what}`, { cause: e });
-        this.#log.info({ attempt, what }, 'a request that had produced no output waits for the re-plan');
+        const fail = (why: string) => {
+          caught?.ticket.failed();
+          return new HearthError(ErrorCode.Unavailable, `generation failed: ${what}${why}`, { cause: e });
+        };
+        if (signal?.aborted) throw fail('');
+        const { maxResumes } = this.#options;
+        if (resumes >= maxResumes) throw fail(maxResumes === 0 ? '' : ` (resumed ${resumes} time${resumes === 1 ? '' : 's'} already, the most --max-resumes allows)`);
+        // The pause counts from the client's last token, or from now for a request that had none.
+        caught ??= { what, ticket: this.#resumes.caught(e.exit, what, sent.length > 0 ? lastTokenAt : performance.now(), () => performance.now()) };
+        this.#log.info({ resume: resumes + 1, sentTokens: sent.length, what }, 'a request caught by an engine loss waits for the re-plan to go on');
         // A worker whose rpc server was restarted is back within a second or two: a re-plan that
         // found too few workers is not the end of the wait.
         patientUntil = Date.now() + RECOVERY_WAIT_MS;
@@ -131,15 +185,21 @@ export class Admission {
 
   /**
    * The engine to run on, once the cluster serves; fails fast when it cannot (before `patientUntil`, a
-   * request carried over an engine loss keeps waiting for its workers to return), or when the caller gives up.
+   * request caught by an engine loss, `lost` naming it, keeps waiting for its workers to return), when
+   * the request's time is up, or when the caller gives up.
    */
-  async #whenServing(signal: AbortSignal | undefined, patientUntil: number): Promise<EngineProcess> {
+  async #whenServing(signal: AbortSignal | undefined, patientUntil: number, deadline: number, lost: string | null): Promise<EngineProcess> {
+    const failed = lost ? `generation failed: ${lost}; ` : '';
     for (;;) {
       if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
       const engine = this.#gate.engine();
       if (engine) return engine;
       const refusal = this.#gate.refusal(patientUntil);
-      if (refusal) throw refusal;
+      if (refusal) throw lost ? new HearthError(refusal.code, `${failed}it cannot be resumed: ${refusal.message}`, { cause: refusal }) : refusal;
+      if (Date.now() >= deadline) {
+        const limit = `its time limit of ${this.#options.requestTimeoutMs / 1000} s (--request-timeout)`;
+        throw new HearthError(ErrorCode.DeadlineExceeded, lost ? `${failed}it was not resumed within ${limit}` : `the cluster did not serve within the request's ${limit}`);
+      }
       let timer: NodeJS.Timeout | undefined;
       let onAbort: (() => void) | undefined;
       await Promise.race([
@@ -147,8 +207,9 @@ export class Admission {
         new Promise<void>((resolve) => {
           onAbort = () => resolve();
           signal?.addEventListener('abort', onAbort, { once: true });
-          // Patience ends on its own: look again then.
-          if (patientUntil > Date.now()) timer = setTimeout(resolve, patientUntil - Date.now());
+          // Patience and the request's time end on their own: look again then.
+          const next = Math.min(deadline, patientUntil > Date.now() ? patientUntil : Infinity);
+          timer = setTimeout(resolve, Math.max(0, next - Date.now()));
         }),
       ]);
       clearTimeout(timer);

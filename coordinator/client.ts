@@ -21,6 +21,8 @@ export interface GenerateOutcome {
   tokens: number[];
   finishReason: string;
   usage: { prompt_tokens: number; completion_tokens: number; cached_prompt_tokens?: number; draft_tokens?: number; draft_accepted_tokens?: number };
+  /** How often the request went on after its engine was lost. */
+  resumed?: number;
 }
 
 
@@ -78,7 +80,7 @@ export class CoordinatorClient {
       const out: GenerateOutcome = { text: '', tokens: [], finishReason: '', usage: { prompt_tokens: 0, completion_tokens: 0 } };
       const onAbort = () => call.cancel();
       o.signal?.addEventListener('abort', onAbort, { once: true });
-      call.on('data', (m: { chunk?: { text: string; token_ids: number[] }; final?: { finish_reason: string; usage: GenerateOutcome['usage'] } }) => {
+      call.on('data', (m: { chunk?: { text: string; token_ids: number[] }; final?: { finish_reason: string; usage: GenerateOutcome['usage']; resumed?: number } }) => {
         if (m.chunk) {
           out.text += m.chunk.text;
           out.tokens.push(...m.chunk.token_ids);
@@ -86,6 +88,7 @@ export class CoordinatorClient {
         } else if (m.final) {
           out.finishReason = m.final.finish_reason;
           out.usage = m.final.usage;
+          out.resumed = m.final.resumed ?? 0;
         }
       });
       call.on('error', (e: grpc.ServiceError) => {

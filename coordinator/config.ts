@@ -41,6 +41,8 @@ export const clusterFileSchema = z.strictObject({
   maxWaiting: z.number().int().min(0).max(100_000).optional(),
   maxTokensDefault: z.number().int().min(1).max(1 << 20).optional(),
   watchdogSeconds: z.number().min(1).max(3600).optional(),
+  requestTimeoutSeconds: z.number().min(1).max(86_400).optional(),
+  maxResumes: z.number().int().min(0).max(100).optional(),
   heartbeatMs: z.number().int().min(100).max(60_000).optional(),
   workerTimeoutMs: z.number().int().min(200).max(600_000).optional(),
   autoReplan: z.boolean().optional(),
@@ -95,6 +97,10 @@ export interface CoordinatorConfig {
   readonly maxWaiting: number;
   readonly maxTokensDefault: number;
   readonly watchdogMs: number;
+  /** How long a request may wait for the cluster in all (its queue, and pauses after engine losses). */
+  readonly requestTimeoutMs: number;
+  /** How often a request is carried over an engine loss (resumed) before it fails. */
+  readonly maxResumes: number;
   readonly heartbeatMs: number;
   readonly workerTimeoutMs: number;
   readonly autoReplan: boolean;
@@ -195,6 +201,8 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     maxWaiting: m.maxWaiting ?? 64,
     maxTokensDefault: m.maxTokensDefault ?? 256,
     watchdogMs: (m.watchdogSeconds ?? 30) * 1000,
+    requestTimeoutMs: (m.requestTimeoutSeconds ?? 600) * 1000,
+    maxResumes: m.maxResumes ?? 3,
     heartbeatMs: m.heartbeatMs ?? 1000,
     workerTimeoutMs: m.workerTimeoutMs ?? 5000,
     autoReplan: m.autoReplan ?? true,

@@ -30,6 +30,7 @@ import { plan as makePlan } from './planner/planner.js';
 import type { Plan, PlanInput, PlanResult } from './planner/types.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 import type { CoordinatorEvents, CoordinatorSnapshot, CoordinatorState, LoadRecord } from './snapshot.js';
+import { ResumeLog } from './resumes.js';
 import { EventLog, ServingHistory } from './telemetry.js';
 
 /** How often the coordinator compares measured speeds with the ones its plan used. */
@@ -100,7 +101,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#supervisor = new EngineSupervisor(log.child({ part: 'engine' }), this.registry, this.links, { watchdogMs: config.watchdogMs });
     this.#supervisor.on('progress', (p) => (this.#load.progress = p));
     this.#supervisor.on('lost', (loss) => this.#onEngineLost(loss));
-    this.#admission = new Admission(log, this.#gate(), this, { parallel: config.parallel, maxWaiting: config.maxWaiting });
+    const resumes = new ResumeLog(this, (message) => this.#events.add('resume', message));
+    this.#admission = new Admission(log, this.#gate(), this, resumes, {
+      parallel: config.parallel,
+      maxWaiting: config.maxWaiting,
+      maxResumes: config.maxResumes,
+      requestTimeoutMs: config.requestTimeoutMs,
+    });
     this.#history = new ServingHistory(this, () => ({ inFlight: this.#admission.inFlight, waiting: this.#admission.waiting }));
     // The relay sees a worker's side of the link close or fail at once; llama.cpp may sit blocked on
     // it until the watchdog, so the engine is stopped here and the loss diagnosed as usual.

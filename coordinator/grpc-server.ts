@@ -96,7 +96,7 @@ export class CoordinatorGrpcServer {
         },
       });
       if (call.cancelled) return;
-      call.write({ final: { finish_reason: result.finishReason, usage: { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens, cached_prompt_tokens: result.usage.cachedTokens, draft_tokens: result.usage.draftTokens, draft_accepted_tokens: result.usage.draftAcceptedTokens } } });
+      call.write({ final: { finish_reason: result.finishReason, usage: { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens, cached_prompt_tokens: result.usage.cachedTokens, draft_tokens: result.usage.draftTokens, draft_accepted_tokens: result.usage.draftAcceptedTokens }, resumed: result.resumed ?? 0 } });
       call.end();
     } catch (e) {
       if (call.cancelled) return;

@@ -45,6 +45,17 @@ export class CoordinatorMetrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [this.registry],
   });
+  readonly requestsResumed = new Counter({
+    name: 'hearth_requests_resumed_total',
+    help: 'Requests caught by an engine loss (a worker lost or leaving, the engine crashed) that went on after the re-plan',
+    registers: [this.registry],
+  });
+  readonly resumePause = new Histogram({
+    name: 'hearth_resume_pause_seconds',
+    help: "A resumed request's pause: from its last token before the engine loss (or the loss) to its first token after",
+    buckets: [0.25, 0.5, 1, 2, 4, 8, 15, 30, 60],
+    registers: [this.registry],
+  });
   readonly tokensPerSecond = new Gauge({
     name: 'hearth_generation_tokens_per_second',
     help: 'Decode speed of the last finished request (tokens after the first, per second)',
@@ -54,6 +65,10 @@ export class CoordinatorMetrics {
   constructor(source: MetricsSource) {
     source.on('first-token', (seconds) => this.timeToFirstToken.observe(seconds));
     source.on('request-finished', (r) => this.#finished(r));
+    source.on('request-resumed', (pause) => {
+      this.requestsResumed.inc();
+      this.resumePause.observe(pause);
+    });
     const reg = [this.registry];
     const now = () => source.snapshot();
     new Gauge({ name: 'hearth_requests_in_flight', help: 'Requests holding a slot', registers: reg, collect() { this.set(now().inFlight); } });

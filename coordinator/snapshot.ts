@@ -10,7 +10,7 @@ export const COORDINATOR_STATES: readonly CoordinatorState[] = ['starting', 'pla
 /** Something that happened, for people to read: workers, state changes (re-plans, loads), the engine. */
 export interface CoordinatorEvent {
   time: string;
-  kind: 'worker' | 'state' | 'load';
+  kind: 'worker' | 'state' | 'load' | 'resume';
   message: string;
 }
 
@@ -49,6 +49,8 @@ export interface CoordinatorEvents {
   /** One generated token (streamed to its client). */
   token: [];
   'request-finished': [RequestFinished];
+  /** A request caught by an engine loss went on, after a pause of this long (from its last token before the loss). */
+  'request-resumed': [pauseSeconds: number];
 }
 
 /** The coordinator at one moment, as a plain value. Endpoints in `plan` are the workers' own addresses. */

@@ -45,6 +45,8 @@ interface ClusterFlags {
   placement?: string;
   threads?: string;
   watchdogSeconds?: string;
+  requestTimeout?: string;
+  maxResumes?: string;
   maxWaiting?: string;
   apiKey?: string[];
   logLevel?: string;
@@ -100,6 +102,8 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     placement: placementOf(flags.placement),
     threads: int(flags.threads, '--threads', 1, 1024),
     watchdogSeconds: int(flags.watchdogSeconds, '--watchdog-seconds', 1, 3600),
+    requestTimeoutSeconds: int(flags.requestTimeout, '--request-timeout', 1, 86_400),
+    maxResumes: int(flags.maxResumes, '--max-resumes', 0, 100),
     maxWaiting: int(flags.maxWaiting, '--max-waiting', 0, 100_000),
     apiKeys: flags.apiKey,
     logLevel: flags.logLevel as ClusterFileSettings['logLevel'],
@@ -240,6 +244,8 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--http-port <port>', 'HTTP API port (default 8080)')
     .option('--threads <n>', "CPU threads for the coordinator's own layers")
     .option('--watchdog-seconds <n>', 'kill the engine after this long without progress while work is pending (default 30)')
+    .option('--request-timeout <seconds>', 'the longest a request waits for the cluster in all: for a slot, and for its resume after a worker is lost (default 600)')
+    .option('--max-resumes <n>', 'how often a request is resumed after its engine is lost before it fails (default 3)')
     .option('--max-waiting <n>', 'requests that may wait for a slot before new ones are refused (default 64)')
     .option('--api-key <key...>', 'require this API key on the HTTP and gRPC APIs (repeatable)')
     .option('--insecure', 'serve the APIs on a non-loopback address without API keys (protected mode off)')

@@ -10,7 +10,10 @@ import { singleToolCall, toolCallsOnly } from './tool-grammar.js';
 /** A request ready to run: its tokens, and what its template asks of sampling and stopping. */
 export interface PreparedRequest {
   id: string;
+  /** The rendered prompt, followed by the `resumed` tokens a resumed request had generated. */
   prompt: Int32Array;
+  /** Tokens at the end of `prompt` that this request generated before its engine was lost (0: a new request). */
+  resumed: number;
   params: GenerateParams;
   grammar: Partial<SamplerSettings>;
   stops: string[];
@@ -27,11 +30,23 @@ const PENALTY_PRIMING = 64;
 
 /** Renders and tokenizes a request; errors name the request's fields. */
 export async function prepareRequest(model: LlamaModel, templates: ChatTemplates, id: string, prompt: PromptInput, params: GenerateParams): Promise<PreparedRequest> {
+  let r: PreparedRequest;
   try {
-    return await render(model, templates, id, prompt, params);
+    r = await render(model, templates, id, prompt, params);
   } catch (e) {
     throw namedFor(e, params.constraint);
   }
+  const resume = params.resume ?? [];
+  if (resume.length === 0) return r;
+  const tokens = new Int32Array(r.prompt.length + resume.length);
+  tokens.set(r.prompt);
+  tokens.set(resume, r.prompt.length);
+  return { ...r, prompt: tokens, resumed: resume.length };
+}
+
+/** The prompt as rendered, without the tokens a resumed request had generated. */
+export function renderedPrompt(r: Pick<PreparedRequest, 'prompt' | 'resumed'>): Int32Array {
+  return r.prompt.subarray(0, r.prompt.length - r.resumed);
 }
 
 async function render(model: LlamaModel, templates: ChatTemplates, id: string, prompt: PromptInput, params: GenerateParams): Promise<PreparedRequest> {
@@ -39,7 +54,7 @@ async function render(model: LlamaModel, templates: ChatTemplates, id: string, p
   if (prompt.kind === 'text') {
     const tokens = model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
     const grammar = c === null ? null : c.kind === 'grammar' ? c.grammar : jsonSchemaToGrammar(c.schema);
-    return { id, prompt: tokens, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
+    return { id, prompt: tokens, resumed: 0, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
   }
   const o = prompt.options;
   const request: ChatTemplateRequest = { messages: prompt.messages, add_generation_prompt: true };
@@ -62,7 +77,7 @@ async function render(model: LlamaModel, templates: ChatTemplates, id: string, p
   if (required && grammar.grammar && !grammar.grammarLazy) grammar.grammar = toolCallsOnly(grammar.grammar);
   if (o?.parallelToolCalls === false && grammar.grammar) grammar.grammar = singleToolCall(grammar.grammar);
   const tokens = model.tokenize(chat.prompt, { addSpecial: true, parseSpecial: true });
-  return { id, prompt: tokens, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
+  return { id, prompt: tokens, resumed: 0, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
 }
 
 /** Why a prompt of these tokens cannot run with `nCtxSeq` tokens per sequence; null when it can. */
@@ -82,12 +97,16 @@ export function namedFor(e: unknown, constraint: Constraint | null): unknown {
   return m ? new HearthError(ErrorCode.InvalidArgument, `${constraint.field}: ${m[2]}`) : e;
 }
 
-/** The request's own sampler (its grammar compiled), its penalties primed with the prompt's last tokens. */
+/**
+ * The request's own sampler (its grammar compiled), its penalties primed with the prompt's last tokens;
+ * for a resumed request, brought to where its sampler was after the tokens it had generated.
+ */
 export function requestSampler(model: Pick<LlamaModel, 'createSampler'>, r: PreparedRequest): Sampler {
   const sampler = model.createSampler({ ...r.params.sampling, ...r.grammar, nProbs: r.params.logprobs ?? -1 });
   const { repeatPenalty, frequencyPenalty, presencePenalty } = r.params.sampling;
   try {
-    if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(r.prompt.slice(-PENALTY_PRIMING));
+    if (repeatPenalty !== 1 || frequencyPenalty !== 0 || presencePenalty !== 0) sampler.accept(renderedPrompt(r).slice(-PENALTY_PRIMING));
+    if (r.resumed > 0) sampler.replay(r.prompt.subarray(r.prompt.length - r.resumed));
   } catch (e) {
     // The request fails; its sampler (and the grammar compiled into it) must not outlive it.
     sampler.dispose();
@@ -98,7 +117,7 @@ export function requestSampler(model: Pick<LlamaModel, 'createSampler'>, r: Prep
 
 /** The answer to a request cancelled before it started. */
 export function cancelledBeforeStart(r: PreparedRequest): FromEngine {
-  return { type: 'done', id: r.id, finishReason: 'cancelled', usage: { promptTokens: r.prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' };
+  return { type: 'done', id: r.id, finishReason: 'cancelled', usage: { promptTokens: r.prompt.length - r.resumed, completionTokens: r.resumed, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 }, text: '' };
 }
 
 /**

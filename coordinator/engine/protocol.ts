@@ -31,6 +31,11 @@ export interface GenerateParams {
   cachePrompt: boolean;
   /** This request's speculative decoding, over the engine's settings (null: theirs); nMax 0 turns it off. */
   speculative?: { nMax: number | null; nMin: number | null; pMin: number | null };
+  /**
+   * A request resumed after its engine was lost: the tokens its client has received already. The engine
+   * computes them after the prompt, brings the sampler and the output to where they were, and goes on.
+   */
+  resume?: number[];
 }
 
 /** A chat message in OpenAI's shape: assistant messages may carry tool calls, tool messages answer one. */

@@ -13,7 +13,7 @@ import { Batch, type ChatTemplates, type LlamaContext, type LlamaModel, type Sam
 import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
 import { PromptCache } from './prompt-cache.js';
 import type { FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
-import { DECODING, DONE, doneMessage, openSlot, type Slot } from './slot.js';
+import { DECODING, DONE, doneMessage, openSlot, requestOutput, type Slot } from './slot.js';
 import { tokenLogprob } from './slot-output.js';
 import { NO_DRAFTS, Speculator, type Speculation } from './speculator.js';
 
@@ -67,14 +67,22 @@ export class Scheduler {
     return prepareRequest(this.#model, this.#templates, id, prompt, params);
   }
 
-  /** Queues a prepared request (refused at once when it cannot fit). */
+  /**
+   * Queues a prepared request (refused at once when it cannot fit). A resumed request goes ahead of the
+   * new ones; one whose output has filled its context ends there, as it would have without the loss.
+   */
   enqueue(r: PreparedRequest): void {
     const unfit = promptUnfit(r.prompt, this.#ctx.info.nCtxSeq);
+    if (unfit && r.resumed > 0) {
+      this.#endAtLength(r);
+      return;
+    }
     if (unfit) {
       this.#fail(r.id, unfit);
       return;
     }
-    this.#waiting.push(r);
+    const at = r.resumed > 0 ? this.#waiting.findIndex((w) => w.resumed === 0) : -1;
+    this.#waiting.splice(at < 0 ? this.#waiting.length : at, 0, r);
     this.#kick();
   }
 
@@ -180,9 +188,26 @@ export class Scheduler {
         continue;
       }
       const { seq, cached } = claimed;
-      this.#slots.set(r.id, openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS));
-      this.#send({ type: 'started', id: r.id, promptTokens: r.prompt.length, cachedTokens: cached });
+      const slot = this.#open(r, seq, cached, sampler);
+      this.#slots.set(r.id, slot);
+      this.#send({ type: 'started', id: r.id, promptTokens: slot.usage.promptTokens, cachedTokens: slot.usage.cachedTokens });
     }
+  }
+
+  #open(r: PreparedRequest, seq: number, cached: number, sampler: Sampler): Slot {
+    return openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS, this.#pieceOf);
+  }
+
+  readonly #pieceOf = (token: number): Uint8Array => this.#model.tokenToPiece(token);
+
+  /** A resumed request whose output fills this engine's context: it ends with what it had, as at a full context. */
+  #endAtLength(r: PreparedRequest): void {
+    const output = requestOutput(r, this.#pieceOf);
+    const piece = output.finish(true);
+    if (piece) this.#send({ type: 'token', id: r.id, text: piece.text, token: -1, ...(piece.delta ? { delta: piece.delta } : {}) });
+    const reply = output.reply;
+    const usage = { promptTokens: r.prompt.length - r.resumed, completionTokens: r.resumed, cachedTokens: 0, draftTokens: 0, draftAcceptedTokens: 0 };
+    this.#send({ type: 'done', id: r.id, finishReason: 'length', usage, text: output.text, ...(reply ? { reply } : {}) });
   }
 
   /**

@@ -47,6 +47,14 @@ export class SlotOutput {
   }
 
   /**
+   * Output a resumed request had sent before its engine was lost, taken in without being sent again:
+   * the stop strings' held-back text, a split character and the chat reply are where they were.
+   */
+  replay(bytes: Uint8Array): void {
+    this.push(bytes);
+  }
+
+  /**
    * The end of the output: the text held back (unless `flush` is false: after a stop string, or a
    * cancellation) and the final reading of the reply; null when that adds nothing.
    */

@@ -48,8 +48,13 @@ export interface Slot {
   readonly usage: Usage;
 }
 
-/** A slot for an admitted request, in sequence `seq` whose first `cached` prompt tokens are computed already. */
-export function openSlot(r: PreparedRequest, seq: number, cached: number, sampler: Sampler, draft: DraftLimits): Slot {
+/**
+ * A slot for an admitted request, in sequence `seq` whose first `cached` prompt tokens are computed
+ * already. A resumed request's output takes in what it had sent (`pieceOf` spells a token), and its usage
+ * counts its rendered prompt and every token generated, before the loss and after.
+ */
+export function openSlot(r: PreparedRequest, seq: number, cached: number, sampler: Sampler, draft: DraftLimits, pieceOf: (token: number) => Uint8Array): Slot {
+  const promptTokens = r.prompt.length - r.resumed;
   return {
     id: r.id,
     seq,
@@ -63,10 +68,17 @@ export function openSlot(r: PreparedRequest, seq: number, cached: number, sample
     fed: cached,
     pos: cached,
     emitted: [],
-    output: new SlotOutput(r.stops, r.parser),
+    output: requestOutput(r, pieceOf),
     draft,
-    usage: { promptTokens: r.prompt.length, completionTokens: 0, cachedTokens: cached, draftTokens: 0, draftAcceptedTokens: 0 },
+    usage: { promptTokens, completionTokens: r.resumed, cachedTokens: Math.min(cached, promptTokens), draftTokens: 0, draftAcceptedTokens: 0 },
   };
+}
+
+/** A request's output: for a resumed request, with what it had sent taken in. */
+export function requestOutput(r: PreparedRequest, pieceOf: (token: number) => Uint8Array): SlotOutput {
+  const output = new SlotOutput(r.stops, r.parser);
+  if (r.resumed > 0) output.replay(Buffer.concat(Array.from(r.prompt.subarray(r.prompt.length - r.resumed), pieceOf)));
+  return output;
 }
 
 /** A finished slot's last message: why it ended, its usage, its whole text and, for a chat, the reply. */

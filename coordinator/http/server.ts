@@ -146,6 +146,8 @@ export class HttpApi {
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const finish = finishReason(result.finishReason);
+    // A request resumed after an engine loss says so, for clients that want to know of the pause.
+    reply.header(RESUMED_HEADER, String(result.resumed ?? 0));
     if (kind === 'chat') {
       return {
         id,
@@ -215,7 +217,8 @@ export class HttpApi {
         },
       });
       open();
-      write(chunk({}, finishReason(result.finishReason)));
+      // Headers are long gone: the final chunk says how often the stream paused for a resume.
+      write({ ...chunk({}, finishReason(result.finishReason)), hearth_resumed: result.resumed ?? 0 });
       if (so.includeUsage) write({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage: usage(result.usage) });
       write('[DONE]');
       res.end();
@@ -237,6 +240,9 @@ export class HttpApi {
     }
   }
 }
+
+/** How often a request went on after its engine was lost (on every non-streamed answer; streams say it in their final chunk as `hearth_resumed`). */
+export const RESUMED_HEADER = 'x-hearth-resumed';
 
 function finishReason(r: GenerateResult['finishReason']): string {
   return r === 'length' ? 'length' : r === 'tool_calls' ? 'tool_calls' : 'stop';

@@ -6,7 +6,12 @@ import { PROMPTS } from './generate.js';
 import { startWorker, type WorkerHandle } from './worker.js';
 
 export interface LoadTally {
+  /** Complete answers: every token asked for (or a stop). */
   ok: number;
+  /** Answers that came back without an error but cut short. */
+  incomplete: string[];
+  /** Answers that went on after their engine was lost (resumed at least once). */
+  resumed: number;
   /** Failed requests whose error said what happened, by message. */
   clearErrors: Map<string, number>;
   /** Failed requests without a clear error: a cut stream, a reset connection, an unreadable body. */
@@ -20,7 +25,7 @@ const CLEAR = /worker|engine|not serving|shutting down|re-plan|does not fit|mode
 
 /** `clients` loops, each sending one request at a time, alternating streamed and plain completions. */
 export function startLoad(http: string, options: { clients: number; maxTokens: number; hangMs: number }): { stop: () => Promise<LoadTally> } {
-  const tally: LoadTally = { ok: 0, clearErrors: new Map(), unclear: [], hung: 0 };
+  const tally: LoadTally = { ok: 0, incomplete: [], resumed: 0, clearErrors: new Map(), unclear: [], hung: 0 };
   let running = true;
   /** `status`: the HTTP status, or 200 for an error chunk in an event stream (its headers were sent already). */
   const clearError = (status: number, message: unknown) => {
@@ -31,14 +36,20 @@ export function startLoad(http: string, options: { clients: number; maxTokens: n
       tally.unclear.push(`${status}: ${String(message)}`);
     }
   };
+  /** An answer that ran to its end: every token asked for, or a stop of its own. */
+  const answered = (finish: string | null | undefined, tokens: number | undefined, resumed: number, what: string) => {
+    if (finish === 'stop' || (finish === 'length' && tokens === options.maxTokens)) tally.ok++;
+    else tally.incomplete.push(`${what}: finish ${finish}, ${tokens} of ${options.maxTokens} tokens`);
+    if (resumed > 0) tally.resumed++;
+  };
   const one = async (i: number, stream: boolean) => {
-    const body = { model: 'x', prompt: PROMPTS[i % PROMPTS.length], max_tokens: options.maxTokens, temperature: 0, stream };
+    const body = { model: 'x', prompt: PROMPTS[i % PROMPTS.length], max_tokens: options.maxTokens, temperature: 0, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
     let res: Response;
     try {
       res = await fetch(`${http}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(options.hangMs) });
       if (!stream || res.status !== 200) {
-        const json = (await res.json()) as { choices?: { text: string }[]; error?: { message?: string } };
-        if (res.status === 200 && typeof json.choices?.[0]?.text === 'string') tally.ok++;
+        const json = (await res.json()) as { choices?: { text: string; finish_reason: string }[]; usage?: { completion_tokens: number }; error?: { message?: string } };
+        if (res.status === 200 && typeof json.choices?.[0]?.text === 'string') answered(json.choices[0].finish_reason, json.usage?.completion_tokens, Number(res.headers.get('x-hearth-resumed')), 'plain');
         else if (res.status >= 400) clearError(res.status, json.error?.message);
         else tally.unclear.push(`${res.status} without a completion: ${JSON.stringify(json).slice(0, 200)}`);
         return;
@@ -47,8 +58,11 @@ export function startLoad(http: string, options: { clients: number; maxTokens: n
       const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
       const error = events.find((e) => e.startsWith('{"error"'));
       if (error) clearError(200, (JSON.parse(error) as { error: { message?: string } }).error.message);
-      else if (events.at(-1) === '[DONE]' && events.some((e) => e.includes('"finish_reason":"'))) tally.ok++;
-      else tally.unclear.push(`stream ended without [DONE]: ${text.slice(-200)}`);
+      else if (events.at(-1) === '[DONE]') {
+        const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { choices: { finish_reason: string | null }[]; usage?: { completion_tokens: number }; hearth_resumed?: number });
+        const final = chunks.find((c) => c.choices[0]?.finish_reason);
+        answered(final?.choices[0]?.finish_reason, chunks.find((c) => c.usage)?.usage?.completion_tokens, final?.hearth_resumed ?? 0, 'streamed');
+      } else tally.unclear.push(`stream ended without [DONE]: ${text.slice(-200)}`);
     } catch (e) {
       if ((e as Error).name === 'TimeoutError') tally.hung++;
       else tally.unclear.push(`request failed: ${String(e)}`);
@@ -75,6 +89,8 @@ export class ChurnWorker {
   handle: WorkerHandle;
   readonly #token: string | undefined;
   #thaw: Promise<void> = Promise.resolve();
+  /** The fault being carried out. */
+  #busy: Promise<void> = Promise.resolve();
 
   private constructor(name: string, handle: WorkerHandle, token: string | undefined) {
     this.name = name;
@@ -87,7 +103,14 @@ export class ChurnWorker {
   }
 
   /** Carries out one fault; a frozen worker thaws by itself after `freezeMs`. */
-  async fault(kind: FaultKind, freezeMs = 10_000): Promise<void> {
+  fault(kind: FaultKind, freezeMs = 10_000): Promise<void> {
+    const run = this.#fault(kind, freezeMs);
+    // A stop waits for it: a worker being started again must not outlive the test.
+    this.#busy = run.catch(() => undefined);
+    return run;
+  }
+
+  async #fault(kind: FaultKind, freezeMs: number): Promise<void> {
     await this.#thaw;
     switch (kind) {
       case 'kill-rpc-server': {
@@ -126,6 +149,7 @@ export class ChurnWorker {
   }
 
   async stop(): Promise<void> {
+    await this.#busy;
     await this.#thaw;
     await this.handle.stop();
   }

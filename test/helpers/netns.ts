@@ -6,6 +6,8 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { spawnChild } from './children.js';
 
 export const SUBNET = '10.231.0';
+/** This process's address on the bridge, for a network made with `joinHere`. */
+export const HERE = `${SUBNET}.1`;
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -41,7 +43,11 @@ export class TestNetwork {
     process.once('exit', this.#onExit);
   }
 
-  static create(names: string[]): TestNetwork {
+  /**
+   * `joinHere`: this process's own namespace joins the bridge too, as `${SUBNET}.1` (HERE), so a test
+   * can run the coordinator and its clients as usual and reach the hosts' addresses directly.
+   */
+  static create(names: string[], options: { joinHere?: boolean } = {}): TestNetwork {
     const tag = `h${process.pid}`;
     const hub = `${tag}-hub`;
     const hosts = names.map((name, i) => ({ name, netns: `${tag}-${name}`, address: `${SUBNET}.${i + 2}` }));
@@ -50,6 +56,14 @@ export class TestNetwork {
       ip('netns', 'add', hub);
       ip('-n', hub, 'link', 'add', 'br0', 'type', 'bridge');
       ip('-n', hub, 'link', 'set', 'br0', 'up');
+      if (options.joinHere) {
+        // Deleting the hub deletes the pair's other end, and with it this one.
+        ip('link', 'add', tag, 'type', 'veth', 'peer', 'name', 'here', 'netns', hub);
+        ip('-n', hub, 'link', 'set', 'here', 'master', 'br0');
+        ip('-n', hub, 'link', 'set', 'here', 'up');
+        ip('addr', 'add', `${HERE}/24`, 'dev', tag);
+        ip('link', 'set', tag, 'up');
+      }
       hosts.forEach((h, i) => {
         ip('netns', 'add', h.netns);
         const port = `p${i}`;

@@ -56,11 +56,12 @@ export function runCli(args: string[], options: { netns?: string; env?: NodeJS.P
 
 /**
  * `token`: start the worker with that cluster token (in a file of its own); the handle's client then
- * reaches the control service the only way there is, through a secure relay.
+ * reaches the control service the only way there is, through a secure relay. `netns`: run it in that
+ * network namespace (a TestNetwork host), bound to `host`, its address there.
  */
 export async function startWorker(
   extra: string[] = [],
-  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string; threads?: number | null; cgroups?: string[]; env?: NodeJS.ProcessEnv } = {},
+  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string; netns?: string; threads?: number | null; cgroups?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): Promise<WorkerHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-worker-'));
   const rpcPort = options.rpcPort ?? (await freePort());
@@ -74,12 +75,12 @@ export async function startWorker(
   const threads = options.threads === null ? [] : ['--threads', String(options.threads ?? 1)];
   const args = ['worker', '--host', options.host ?? '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), ...threads,
     '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...tokenArgs, ...extra];
-  const child = runCli(args, { cgroups: options.cgroups, env: options.env });
+  const child = runCli(args, { cgroups: options.cgroups, env: options.env, ...(options.netns ? { netns: options.netns } : {}) });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const control = `127.0.0.1:${controlPort}`;
+  const control = `${options.netns && options.host ? options.host : '127.0.0.1'}:${controlPort}`;
   const client = await WorkerClient.open(control, options.token ? ClusterSecret.fromToken(options.token, 'flag') : null);
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);

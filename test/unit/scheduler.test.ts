@@ -162,8 +162,8 @@ describe('speculator: drafters in order', () => {
 
   /** A slot generating in sequence `seq`. */
   function generating(seq: number, speculation: Speculator): Slot {
-    const r: PreparedRequest = { id: `r${seq}`, prompt: Int32Array.from([1, 2, 3, 4]), params: PARAMS, grammar: {}, stops: [], parser: null, chat: null };
-    const slot = openSlot(r, seq, 0, new FakeSampler(false) as unknown as Sampler, speculation.limitsFor(PARAMS));
+    const r: PreparedRequest = { id: `r${seq}`, prompt: Int32Array.from([1, 2, 3, 4]), resumed: 0, params: PARAMS, grammar: {}, stops: [], parser: null, chat: null };
+    const slot = openSlot(r, seq, 0, new FakeSampler(false) as unknown as Sampler, speculation.limitsFor(PARAMS), () => new Uint8Array());
     slot.phase = { kind: 'generating', pending: 7 };
     return slot;
   }
