@@ -117,6 +117,8 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
       readyReject = reject;
     });
     this.#ready.catch(() => undefined);
+    // A failed spawn or kill; the exit (if any) is what the coordinator acts on.
+    this.#child.on('error', (e) => this.#log.warn({ err: e.message }, 'engine process error'));
     this.#child.on('message', (m) => {
       const message = m as FromEngine;
       if (message.type === 'ready') readyResolve();
@@ -210,7 +212,13 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
   }
 
   #send(message: ToEngine): void {
-    if (this.#child.connected) this.#child.send(message);
+    // An engine being killed may still look connected: the write then fails (EPIPE), which without a
+    // callback would be an 'error' event that ends the coordinator. Its exit answers every pending call.
+    if (this.#child.connected) {
+      this.#child.send(message, (e) => {
+        if (e) this.#log.debug({ err: e.message, type: message.type }, 'a message to the engine was not delivered (it is exiting)');
+      });
+    }
   }
 
   #checkWatchdog(): void {
