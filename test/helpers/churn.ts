@@ -88,18 +88,21 @@ export class ChurnWorker {
   readonly name: string;
   handle: WorkerHandle;
   readonly #token: string | undefined;
+  readonly #extra: string[];
   #thaw: Promise<void> = Promise.resolve();
   /** The fault being carried out. */
   #busy: Promise<void> = Promise.resolve();
 
-  private constructor(name: string, handle: WorkerHandle, token: string | undefined) {
+  private constructor(name: string, handle: WorkerHandle, token: string | undefined, extra: string[]) {
     this.name = name;
     this.handle = handle;
     this.#token = token;
+    this.#extra = extra;
   }
 
-  static async start(name: string, token?: string): Promise<ChurnWorker> {
-    return new ChurnWorker(name, await startWorker(['--name', name], token ? { token } : {}), token);
+  /** `extra`: more of `hearth worker`'s flags, kept when the worker is started again. */
+  static async start(name: string, token?: string, extra: string[] = []): Promise<ChurnWorker> {
+    return new ChurnWorker(name, await startWorker(['--name', name, ...extra], token ? { token } : {}), token, extra);
   }
 
   /** Carries out one fault; a frozen worker thaws by itself after `freezeMs`. */
@@ -166,7 +169,7 @@ export class ChurnWorker {
     // The ports are free once the old processes are gone; a restarted worker may need a moment.
     for (let attempt = 1; ; attempt++) {
       try {
-        this.handle = await startWorker(['--name', this.name], { rpcPort, controlPort, ...(this.#token ? { token: this.#token } : {}) });
+        this.handle = await startWorker(['--name', this.name, ...this.#extra], { rpcPort, controlPort, ...(this.#token ? { token: this.#token } : {}) });
         return;
       } catch (e) {
         if (attempt >= 5) throw e;
