@@ -1,11 +1,12 @@
 // The image as a user runs it: `podman build` of the Containerfile, then `podman run --network host
 // IMAGE worker --token-file ...` with the token file mounted, reached over its secure link.
 //
-// No registry can be reached here and a native build takes minutes, so the build stage is replaced by
-// the checkout's own build (--build-context build=…, as docker buildx takes it too), and the base
-// images by one made from this machine's node and the libraries node and the native build link. The
-// runtime stage, the entrypoint, the volume and host networking are the real ones; the build stage's
-// steps are not run here (test/unit/containerfile.test.ts checks what it copies and runs).
+// No registry can be reached here and a native build takes minutes, so the two stages that need them
+// are replaced (--build-context, as docker buildx takes it too): `build` by the checkout's own build,
+// `runtime-base` by an image made of this machine's node and the libraries node and the native build
+// link. The runtime stage (what it copies, its environment, volume and entrypoint) and host networking
+// are the real ones; the replaced stages' steps are not run here (test/unit/containerfile.test.ts
+// checks what they install, copy and run).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -113,7 +114,7 @@ describe('container image', { skip }, () => {
     since = Date.now();
     const build = podman([
       'build', '--network', 'host', '-f', join(repo, 'Containerfile'), '-t', names.image,
-      '--build-arg', `NODE_IMAGE=${names.base}`, '--build-arg', `RUNTIME_IMAGE=${names.base}`, '--build-context', `build=container-image://${names.build}`, repo,
+      '--build-context', `runtime-base=container-image://${names.base}`, '--build-context', `build=container-image://${names.build}`, repo,
     ], 300_000);
     assert.equal(build.status, 0, build.stderr + build.stdout);
     assert.doesNotMatch(build.stdout, /STEP \d+\/\d+: RUN/, 'the build stage is replaced, not run');

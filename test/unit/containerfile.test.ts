@@ -43,7 +43,9 @@ const args = (name: string, op: string) => stage(name).filter((i) => i.op === op
 
 describe('Containerfile', () => {
   test('stages: node, a build stage, and the runtime stage last', () => {
-    assert.deepEqual([...parsed.keys()], ['', 'node', 'build', 'runtime']);
+    assert.deepEqual([...parsed.keys()], ['', 'node', 'build', 'runtime-base', 'runtime']);
+    assert.equal(stage('runtime')[0]!.args, 'runtime-base AS runtime');
+    assert.match(args('runtime-base', 'RUN').join('\n'), /apt-get install .*\biproute2\b/, '`ss`, for round-trip times and byte counts');
     assert.deepEqual(args('', 'ARG').map((a) => a.split('=')[0]), ['NODE_IMAGE', 'BUILD_IMAGE', 'RUNTIME_IMAGE'], 'the base images are build args');
     assert.match(args('build', 'ARG').join(), /HEARTH_GPU/, 'the GPU backend is a build arg');
     assert.match(args('build', 'RUN').join('\n'), /HEARTH_GPU="\$HEARTH_GPU" HEARTH_PORTABLE=1 node native\/scripts\/build\.mjs/);
@@ -53,7 +55,7 @@ describe('Containerfile', () => {
     const [entrypoint] = args('runtime', 'ENTRYPOINT');
     const argv = JSON.parse(entrypoint!) as string[];
     assert.equal(argv.length, 2);
-    assert.match(args('runtime', 'COPY').join('\n'), new RegExp(`--from=node ${argv[0]} `), 'node is copied where the entrypoint runs it');
+    assert.match(args('runtime-base', 'COPY').join('\n'), new RegExp(`--from=node ${argv[0]} `), 'node is copied where the entrypoint runs it');
     const [work] = args('build', 'WORKDIR');
     assert.equal(argv[1], `${work}/bin/hearth.js`);
     assert.ok(existsSync(`${repo}bin/hearth.js`));
