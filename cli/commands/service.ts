@@ -98,21 +98,27 @@ async function install(roleText: string, flags: string[], o: InstallOptions): Pr
   }
   out(`${replaced ? 'replaced' : 'wrote'} ${place.file}\n`);
   out(`  runs:   ${def.command.join(' ')}\n`);
-  out(`  as:     ${account.name}, in ${def.workingDirectory}${Object.keys(environment).length > 1 ? `, with ${Object.keys(environment).join(', ')} set` : ''}\n`);
+  out(`  as:     ${account.name}, in ${def.workingDirectory}, with ${Object.keys(environment).join(', ')} set\n`);
   out(`  models: ${serviceLibrary(environment)} (the model library, unless the flags name files)\n`);
   if (carried.tokenFile) out(`  token:  ${carried.tokenFile} (${account.name}'s alone)\n`);
   if (place.logFile) out(`  log:    ${place.logFile}\n`);
-  if (/[\\/]_npx[\\/]/.test(entry)) {
-    process.stderr.write(`hearth: note: ${entry} is in npx's cache, which npm may clear; install hearth for good (npm install -g) and install the service from there\n`);
-  }
   if (place.platform === 'systemd' && scope === 'user') {
     out(`  a user service starts at boot only when ${account.name}'s services linger: \`loginctl enable-linger ${account.name}\`\n`);
   }
-
-  if (!o.start) {
-    out(`not started (--no-start): it starts at the next boot, or now with \`${place.platform === 'systemd' ? `systemctl${userFlag(scope)} enable --now ${place.name}` : `launchctl bootstrap ${scope === 'system' ? 'system' : `gui/${account.uid}`} ${place.file}`}\`\n`);
-    return;
+  if (/[\\/]_npx[\\/]/.test(entry)) {
+    process.stderr.write(`hearth: note: ${entry} is in npx's cache, which npm may clear; install hearth for good (npm install -g) and install the service from there\n`);
   }
+  if (o.start) start(place, account, replaced);
+  else out(`not started (--no-start): it starts at the next boot, or now with \`${startCommand(place, account)}\`\n`);
+}
+
+function startCommand(place: ServicePlace, account: Account): string {
+  if (place.platform === 'systemd') return `systemctl${userFlag(place.scope)} enable --now ${place.name}`;
+  return `launchctl bootstrap ${place.scope === 'system' ? 'system' : `gui/${account.uid}`} ${place.file}`;
+}
+
+/** Asks the service manager to take the definition just written and run it; says why when it cannot. */
+function start(place: ServicePlace, account: Account, replaced: boolean): void {
   if (serviceRoot() !== null) {
     out(`not started: HEARTH_SERVICE_ROOT=${serviceRoot()} holds the files, and no service manager is asked\n`);
     return;
@@ -128,8 +134,11 @@ async function install(roleText: string, flags: string[], o: InstallOptions): Pr
   } catch (e) {
     throw new HearthError(ErrorCode.Unavailable, `${place.name} is written to ${place.file} but could not be started: ${messageOf(e)}`);
   }
-  out(`${replaced ? 'restarted' : 'started'}: ${place.name} runs now and at every ${scope === 'system' || place.platform === 'systemd' ? 'boot' : 'login'}; ` +
-    `\`hearth service status ${role}${userFlag(scope)}\` shows it, \`hearth service logs ${role}${userFlag(scope)} -f\` follows its log\n`);
+  const user = userFlag(place.scope);
+  out(
+    `${replaced ? 'restarted' : 'started'}: ${place.name} runs now and at every ${place.scope === 'user' && place.platform === 'launchd' ? 'login' : 'boot'}; ` +
+      `\`hearth service status ${place.role}${user}\` shows it, \`hearth service logs ${place.role}${user} -f\` follows its log\n`,
+  );
 }
 
 function status(roleText: string | undefined, o: { user?: boolean }): void {

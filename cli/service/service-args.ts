@@ -47,24 +47,32 @@ export function serviceArgs(i: ServiceArgsInputs): ServiceArgs {
   const args = absolutePaths(llamaServerFlags(i.args), i.role, i.cwd);
   const { flags, cmd } = parseAs(i.role, args);
   if (flags.token !== undefined) throw new HearthError(ErrorCode.InvalidArgument, `--token: ${TOKEN_ADVICE}`);
-  let secret: ClusterSecret | null;
-  let apiKeysFromFile = false;
+  if (flags.apiKey !== undefined) {
+    throw new HearthError(ErrorCode.InvalidArgument, '--api-key: a service definition can be read by every user of this machine. Put the keys in cluster.yaml (apiKeys:), `chmod 600` it, and give --config cluster.yaml');
+  }
+  const { secret, apiKeysInConfig } = compiled(i, cmd);
+  if (secret === null && i.invokerHasTokenEnv) throw new HearthError(ErrorCode.InvalidArgument, `${TOKEN_ENV_NOTE}, or unset it for an open cluster`);
+  const config = typeof flags.config === 'string' ? flags.config : null;
+  const tokenFile = secret?.source === 'file' ? secret.file : null;
+  const refusal =
+    (tokenFile && privateFileRefusal('the token file', tokenFile, i.account)) ||
+    (config && secret?.source === 'config' && privateFileRefusal('the config file (it holds the cluster token)', config, i.account)) ||
+    (config && apiKeysInConfig && privateFileRefusal('the config file (it holds API keys)', config, i.account));
+  if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
+  return { args, tokenFile };
+}
+
+/** The role's config compiled, and checked, as the command does before it starts anything. */
+function compiled(i: ServiceArgsInputs, cmd: Command): { secret: ClusterSecret | null; apiKeysInConfig: boolean } {
   try {
-    if (i.role === 'worker') {
-      secret = workerConfig(cmd.opts<WorkerFlags>(), cmd, i.env).secret;
-    } else {
-      if (flags.apiKey !== undefined) {
-        throw new HearthError(ErrorCode.InvalidArgument, '--api-key: a service definition can be read by every user of this machine. Put the keys in cluster.yaml (apiKeys:), `chmod 600` it, and give --config cluster.yaml');
-      }
-      const config = clusterConfig(cmd.opts<ClusterFlags>(), cmd, i.env);
-      checkCoordinatorStart(config);
-      // What the coordinator would say first when it starts: a model named as a file must be there.
-      for (const file of [config.model, config.speculation?.draftModel ?? null]) {
-        if (file !== null && !existsSync(file)) throw new HearthError(ErrorCode.NotFound, `model file not found: ${file}`);
-      }
-      secret = config.secret;
-      apiKeysFromFile = config.apiKeys.length > 0;
+    if (i.role === 'worker') return { secret: workerConfig(cmd.opts<WorkerFlags>(), cmd, i.env).secret, apiKeysInConfig: false };
+    const config = clusterConfig(cmd.opts<ClusterFlags>(), cmd, i.env);
+    checkCoordinatorStart(config);
+    // What the coordinator would say first when it starts: a model named as a file must be there.
+    for (const file of [config.model, config.speculation?.draftModel ?? null]) {
+      if (file !== null && !existsSync(file)) throw new HearthError(ErrorCode.NotFound, `model file not found: ${file}`);
     }
+    return { secret: config.secret, apiKeysInConfig: config.apiKeys.length > 0 };
   } catch (e) {
     // The worker's protected mode: the token it would have found in HEARTH_TOKEN here is not there.
     if (isHearthError(e, ErrorCode.FailedPrecondition) && i.role === 'worker' && i.invokerHasTokenEnv) {
@@ -72,17 +80,6 @@ export function serviceArgs(i: ServiceArgsInputs): ServiceArgs {
     }
     throw e;
   }
-  if (secret === null && i.invokerHasTokenEnv) throw new HearthError(ErrorCode.InvalidArgument, `${TOKEN_ENV_NOTE}, or unset it for an open cluster`);
-  const config = typeof flags.config === 'string' ? flags.config : null;
-  const tokenFile = secret?.source === 'file' ? secret.file : null;
-  const refusals = [
-    tokenFile ? privateFileRefusal('the token file', tokenFile, i.account) : null,
-    secret?.source === 'config' && config ? privateFileRefusal('the config file (it holds the cluster token)', config, i.account) : null,
-    apiKeysFromFile && config ? privateFileRefusal('the config file (it holds API keys)', config, i.account) : null,
-  ];
-  const refusal = refusals.find((r) => r !== null);
-  if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
-  return { args, tokenFile };
 }
 
 /** The flags parsed by the command's own options: an unknown or malformed flag fails as it would there. */
