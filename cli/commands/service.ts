@@ -66,7 +66,7 @@ function writeDefinition(file: string, text: string): void {
   });
 }
 
-async function install(roleText: string, flags: string[], o: InstallOptions): Promise<void> {
+function install(roleText: string, flags: string[], o: InstallOptions): void {
   const role = roleOf(roleText);
   const scope: ServiceScope = o.user ? 'user' : 'system';
   if (o.user && o.runAs !== undefined) throw new HearthError(ErrorCode.InvalidArgument, '--run-as is for a system-wide service; a --user service runs as you');
