@@ -9,6 +9,7 @@ import { localDevices } from '../native/llama.js';
 import { registerCoordinatorCommands } from './commands/coordinator.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerModelCommands } from './commands/model.js';
+import { registerServiceCommands } from './commands/service.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { formatBytes, table } from './format.js';
 import { llamaServerFlags, withoutToken } from './options.js';
@@ -46,6 +47,7 @@ export function hearthProgram(): Command {
   registerDemoCommand(program);
   registerWorkerCommand(program);
   registerCoordinatorCommands(program);
+  registerServiceCommands(program);
   return program;
 }
 

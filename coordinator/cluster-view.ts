@@ -9,7 +9,7 @@ import { calibrateDevices, calibrationTypeOf, type CalibrationType, type DeviceS
 import { hostMemory } from '../host/host-memory.js';
 import { minRtts } from '../host/tcp-bytes.js';
 import { readModelFacts, type ModelFacts } from '../models/gguf-info.js';
-import type { CoordinatorConfig } from './config.js';
+import { NO_MODEL, type CoordinatorConfig } from './config.js';
 import type { LoadedInfo } from './engine/protocol.js';
 import type { WorkerLinks } from './links.js';
 import { kvLayerBytes } from './planner/kv.js';
@@ -100,7 +100,7 @@ export class ClusterView {
 
   /** Reads the model's and the draft's headers and measures the local CPU: what planning needs before any worker. */
   async prepare(): Promise<ModelFacts> {
-    if (!this.#config.model) throw new HearthError(ErrorCode.InvalidArgument, 'no model: give --model FILE or model: in cluster.yaml');
+    if (!this.#config.model) throw new HearthError(ErrorCode.InvalidArgument, NO_MODEL);
     this.#model = await readModelFacts(this.#config.model);
     await this.#readDraft();
     await this.#measureLocalDevice();

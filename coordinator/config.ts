@@ -131,6 +131,13 @@ export function protectedModeRefusal(c: CoordinatorConfig): string | null {
   );
 }
 
+export const NO_MODEL = 'no model: give --model (a GGUF file, hf:OWNER/REPO[:QUANT] or a URL), -hf OWNER/REPO[:QUANT], or model: in cluster.yaml';
+
+/** Why `hearth coordinator` has nothing to serve, or null: a model given as a file, hub name or URL. */
+export function modelRefusal(c: Pick<CoordinatorConfig, 'model' | 'modelRef'>): string | null {
+  return c.model === null && c.modelRef === null ? NO_MODEL : null;
+}
+
 export function compileCoordinatorConfig(sources: { file: string | null; flags: ClusterFileSettings; env?: { HEARTH_TOKEN?: string | undefined } }): CoordinatorConfig {
   let fromFile: ClusterFileSettings = {};
   let base = process.cwd();

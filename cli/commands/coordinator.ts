@@ -8,7 +8,7 @@ import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
 import type { WireStatus } from '../../coordinator/wire.js';
 import { checkDraftModel } from '../../coordinator/draft-check.js';
-import { compileCoordinatorConfig, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
+import { compileCoordinatorConfig, modelRefusal, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { previewPlan, type PlanPreview } from '../../coordinator/preview.js';
@@ -29,7 +29,7 @@ import { withLocalModel } from '../model-source.js';
 import { runUntilSignal } from '../lifecycle.js';
 import { parseInteger } from '../options.js';
 
-interface ClusterFlags {
+export interface ClusterFlags {
   config?: string;
   model?: string;
   hfRepo?: string;
@@ -83,7 +83,8 @@ function placementOf(v: string | undefined): PlacementObjective | undefined {
   throw new HearthError(ErrorCode.InvalidArgument, `--placement: '${v}' must be speed (least time per token within memory) or memory (layers in proportion to free memory)`);
 }
 
-function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
+/** The coordinator's config from its parsed flags, as `hearth coordinator` and `hearth plan` compile it. */
+export function clusterConfig(flags: ClusterFlags, cmd: Command, env: { HEARTH_TOKEN?: string | undefined } = process.env): CoordinatorConfig {
   const int = (v: string | undefined, name: string, min: number, max: number) => (v === undefined ? undefined : parseInteger(v, name, { min, max }));
   if (flags.model !== undefined && flags.hfRepo !== undefined) {
     throw new HearthError(ErrorCode.InvalidArgument, `--model ${flags.model} and -hf ${flags.hfRepo} both name the model; give one`);
@@ -119,7 +120,7 @@ function clusterConfig(flags: ClusterFlags, cmd: Command): CoordinatorConfig {
     draftMaxSequences: int(flags.draftMaxSeqs, '--draft-max-seqs', 1, 64),
     draftTune: onOff(flags.draftTune, '--draft-tune'),
   };
-  return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings, env: process.env });
+  return compileCoordinatorConfig({ file: flags.config ?? null, flags: settings, env });
 }
 
 export function httpOptions(config: CoordinatorConfig): HttpOptions {
@@ -237,8 +238,9 @@ export function predictedSpeed(secondsPerToken: number | null): string {
   return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker)`;
 }
 
-export function registerCoordinatorCommands(program: Command): void {
-  clusterOptions(program.command('coordinator').description('discover workers, plan the split, load the model across them and serve it'))
+/** `hearth coordinator`'s options on `cmd`: the command itself and `hearth service install coordinator` parse with them. */
+export function coordinatorOptions(cmd: Command): Command {
+  return clusterOptions(cmd)
     .option('--host <addr>', 'address the APIs listen on (default 127.0.0.1)')
     .option('--grpc-port <port>', 'gRPC API port (default 50050; 0 picks a free one)')
     .option('--http-port <port>', 'HTTP API port (default 8080)')
@@ -255,11 +257,25 @@ export function registerCoordinatorCommands(program: Command): void {
     .option('--draft-p-min <p>', "the draft stops at a token it gives less than this probability (default 0: greedy)")
     .option('--draft-ngram <n>', 'speculative decoding without a draft model: look the last n tokens up in the prompt and reply, and draft what followed them (0: off)')
     .option('--draft-tune <on|off>', 'draft as many tokens per step as pays on this cluster (measured verification cost and acceptance), up to --draft-max; off: always --draft-max (default on)')
-    .option('--draft-max-seqs <n>', 'speculate only while at most this many requests generate; more make the batch compute-bound (default 2)')
+    .option('--draft-max-seqs <n>', 'speculate only while at most this many requests generate; more make the batch compute-bound (default 2)');
+}
+
+/**
+ * What stops `hearth coordinator` before it starts anything: the APIs on the network without keys
+ * (protected mode), or no model to serve.
+ */
+export function checkCoordinatorStart(config: CoordinatorConfig): void {
+  const refusal = protectedModeRefusal(config);
+  if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
+  const noModel = modelRefusal(config);
+  if (noModel) throw new HearthError(ErrorCode.InvalidArgument, noModel);
+}
+
+export function registerCoordinatorCommands(program: Command): void {
+  coordinatorOptions(program.command('coordinator').description('discover workers, plan the split, load the model across them and serve it'))
     .action(async (flags: ClusterFlags, cmd: Command) => {
       let config = clusterConfig(flags, cmd);
-      const refusal = protectedModeRefusal(config);
-      if (refusal) throw new HearthError(ErrorCode.FailedPrecondition, refusal);
+      checkCoordinatorStart(config);
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
       config = await withLocalModel(config, log.child({ part: 'models' }));
       config = await checkDraftModel(config, log);
