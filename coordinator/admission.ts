@@ -1,8 +1,8 @@
 // Admission: a bounded queue in front of the engine, and what a request does when its engine is lost.
 // It is resumed on the next plan: the engine is given the tokens its client has received, computes them
 // after the prompt, brings the sampler and the output to where they were, and goes on, so the client
-// sees a pause, then the rest of the same answer. Resumes are bounded in number (`maxResumes`) and
-// time (`requestTimeoutMs`, over every wait for the cluster); past either, the request fails with the
+// sees a pause, then the rest of the same answer. Resumes are bounded in number (`maxResumes` engine
+// losses; an engine retired for a re-plan is not one) and time (`requestTimeoutMs`, over every wait for the cluster); past either, the request fails with the
 // reason. Waiting for the cluster to serve is a promise on the coordinator's changes, never a poll.
 import { randomInt, randomUUID } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
@@ -36,7 +36,7 @@ export interface ServingGate {
 export interface AdmissionOptions {
   parallel: number;
   maxWaiting: number;
-  /** How often a request is carried over an engine loss before it fails. */
+  /** How many engine losses (crashes, watchdog stops; not retirements for a re-plan) a request is resumed after before it fails. */
   maxResumes: number;
   /** How long a request may wait for the cluster in all: for a slot, and for each resume. */
   requestTimeoutMs: number;
@@ -129,6 +129,8 @@ export class Admission {
       caught?.ticket.resumed();
       caught = null;
     };
+    /** Engines lost under this request (crashed or stopped by the watchdog), which --max-resumes bounds; an engine retired for a re-plan does not count. */
+    let faults = 0;
     for (let resumes = 0; ; resumes++) {
       let engine: EngineProcess;
       try {
@@ -170,7 +172,9 @@ export class Admission {
         };
         if (signal?.aborted) throw fail('');
         const { maxResumes } = this.#options;
-        if (resumes >= maxResumes) throw fail(maxResumes === 0 ? '' : ` (resumed ${resumes} time${resumes === 1 ? '' : 's'} already, the most --max-resumes allows)`);
+        if (e.exit.reason !== 'shutdown' && ++faults > maxResumes) {
+          throw fail(maxResumes === 0 ? '' : ` (resumed after ${maxResumes} engine loss${maxResumes === 1 ? '' : 'es'} already, the most --max-resumes allows)`);
+        }
         // The pause counts from the client's last token, or from now for a request that had none.
         caught ??= { what, ticket: this.#resumes.caught(e.exit, what, sent.length > 0 ? lastTokenAt : performance.now(), () => performance.now()) };
         this.#log.info({ resume: resumes + 1, sentTokens: sent.length, what }, 'a request caught by an engine loss waits for the re-plan to go on');

@@ -99,7 +99,7 @@ export interface CoordinatorConfig {
   readonly watchdogMs: number;
   /** How long a request may wait for the cluster in all (its queue, and pauses after engine losses). */
   readonly requestTimeoutMs: number;
-  /** How often a request is carried over an engine loss (resumed) before it fails. */
+  /** How many engine losses (crashes, watchdog stops) a request is resumed after before it fails. */
   readonly maxResumes: number;
   readonly heartbeatMs: number;
   readonly workerTimeoutMs: number;

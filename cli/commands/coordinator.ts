@@ -247,7 +247,7 @@ export function coordinatorOptions(cmd: Command): Command {
     .option('--threads <n>', "CPU threads for the coordinator's own layers")
     .option('--watchdog-seconds <n>', 'kill the engine after this long without progress while work is pending (default 30)')
     .option('--request-timeout <seconds>', 'the longest a request waits for the cluster in all: for a slot, and for its resume after a worker is lost (default 600)')
-    .option('--max-resumes <n>', 'how often a request is resumed after its engine is lost before it fails (default 3)')
+    .option('--max-resumes <n>', 'how many engine losses (a worker or the engine failing) a request is resumed after before it fails (default 3); re-plans that retire the engine do not count')
     .option('--max-waiting <n>', 'requests that may wait for a slot before new ones are refused (default 64)')
     .option('--api-key <key...>', 'require this API key on the HTTP and gRPC APIs (repeatable)')
     .option('--insecure', 'serve the APIs on a non-loopback address without API keys (protected mode off)')
