@@ -11,27 +11,59 @@
 // node-llama-cpp@3.22.1 (llama/gitRelease.bundle): the package tarball is fetched with `npm pack`
 // (no install, none of its prebuilt binaries), the bundle cloned once into the cache, reused after.
 // ccache, when present, makes rebuilds from a fresh clone quick; it never changes the output.
+//
+// It runs from a checkout (`npm ci`, `npm run build:native`) and as the install script of the
+// installed package (`npm install -g`, `npx`), where the working directory is the package and its
+// dependencies may sit in a node_modules above it.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, homedir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const LLAMA_RELEASE = 'v0.5.0';
 const SOURCE_PACKAGE = 'node-llama-cpp@3.22.1';
+const CMAKE_MIN = [3, 18];
+// cmake-js builds Release unless told --debug, which this script never passes.
+const BUILD_TYPE = 'Release';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const nativeDir = join(root, 'native');
 const buildDir = join(nativeDir, 'build');
 const outDir = join(buildDir, 'Release');
+const started = Date.now();
+
+// npm runs an installed package's install script with its output captured, and shows that output only
+// when the script fails: a global install would sit silent for minutes. So while npm hides this
+// script's output, progress also goes straight to the terminal, when there is one.
+// (`npm install --foreground-scripts` shows all of it, the compiler's lines included.)
+const terminal = (() => {
+  const env = process.env;
+  if (process.stderr.isTTY || env.npm_lifecycle_event !== 'install' || env.npm_config_foreground_scripts === 'true') return null;
+  try {
+    return openSync('/dev/tty', 'w');
+  } catch {
+    return null; // no controlling terminal (CI, a service): the captured output is all there is
+  }
+})();
 
 function log(message) {
-  process.stderr.write(`[hearth build] ${message}\n`);
+  const line = `[hearth build] ${message}\n`;
+  process.stderr.write(line);
+  if (terminal !== null) {
+    try {
+      // npm may have drawn its spinner on the line: clear it first.
+      writeSync(terminal, `\r\x1b[2K${line}`);
+    } catch {
+      // the terminal went away; stderr still has the line
+    }
+  }
 }
 
 function fail(message) {
-  process.stderr.write(`[hearth build] error: ${message}\n`);
+  log(`error: ${message}`);
   process.exit(1);
 }
 
@@ -41,8 +73,80 @@ function run(cmd, args, options = {}) {
   if (r.status !== 0) fail(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal}`);
 }
 
-function have(cmd) {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+/** The executable `cmd` resolves to on PATH (or `cmd` itself when it is a path), or null. */
+function which(cmd) {
+  const candidates = isAbsolute(cmd) || cmd.includes('/') ? [resolve(cmd)] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, cmd));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+const have = (cmd) => which(cmd) !== null;
+
+const INSTALL_HINT = {
+  cmake: 'apt-get install cmake (Debian, Ubuntu), dnf install cmake (Fedora), brew install cmake (macOS)',
+  compiler: 'apt-get install g++ (Debian, Ubuntu), dnf install gcc-c++ (Fedora), xcode-select --install (macOS)',
+  make: 'apt-get install make (Debian, Ubuntu), dnf install make (Fedora), xcode-select --install (macOS)',
+  git: 'apt-get install git (Debian, Ubuntu), dnf install git (Fedora), xcode-select --install (macOS)',
+};
+
+/**
+ * Everything the build needs, checked before anything is fetched or built, so that a missing tool is
+ * one line naming what to install rather than a CMake error deep in a log.
+ */
+function checkTools(env) {
+  const missing = [];
+  const cmake = which('cmake');
+  if (!cmake) {
+    missing.push(`cmake ${CMAKE_MIN.join('.')} or later (${INSTALL_HINT.cmake})`);
+  } else {
+    const version = /cmake version (\d+)\.(\d+)/.exec(spawnSync(cmake, ['--version'], { encoding: 'utf8' }).stdout ?? '');
+    const [major, minor] = version ? [Number(version[1]), Number(version[2])] : [0, 0];
+    if (major < CMAKE_MIN[0] || (major === CMAKE_MIN[0] && minor < CMAKE_MIN[1])) {
+      missing.push(`cmake ${CMAKE_MIN.join('.')} or later, found ${version ? `${major}.${minor}` : 'an unreadable version'} at ${cmake} (${INSTALL_HINT.cmake})`);
+    }
+  }
+  if (process.platform !== 'win32') {
+    // CMake takes the compilers from CC and CXX when they are set, and looks on PATH otherwise.
+    const cxx = env.CXX ? [env.CXX.split(' ')[0]] : ['c++', 'g++', 'clang++'];
+    const cc = env.CC ? [env.CC.split(' ')[0]] : ['cc', 'gcc', 'clang'];
+    if (!cxx.some(have)) missing.push(`a C++17 compiler (${env.CXX ? `CXX=${env.CXX} is not found` : 'none of c++, g++, clang++ is on PATH'}; ${INSTALL_HINT.compiler})`);
+    else if (!cc.some(have)) missing.push(`a C compiler (${env.CC ? `CC=${env.CC} is not found` : 'none of cc, gcc, clang is on PATH'}; ${INSTALL_HINT.compiler})`);
+    // cmake-js generates for Ninja when it is there, Unix Makefiles otherwise.
+    if (!have('ninja') && !have('make')) missing.push(`make or ninja (${INSTALL_HINT.make})`);
+  }
+  if (!env.LLAMA_CPP_DIR && !existsSync(join(llamaCacheDir(env), '.hearth-complete')) && !have('git')) {
+    missing.push(`git, to unpack the llama.cpp source the first time (${INSTALL_HINT.git}; or set LLAMA_CPP_DIR to a llama.cpp ${LLAMA_RELEASE} tree)`);
+  }
+  if (missing.length > 0) {
+    fail(`hearth's native build needs ${missing.length === 1 ? missing[0] : `these, which are missing:\n  - ${missing.join('\n  - ')}`}\nInstall ${missing.length === 1 ? 'it' : 'them'}, ${whatNext()}.`);
+  }
+}
+
+/** What to do after installing a missing tool, from where this build runs. */
+function whatNext() {
+  if (existsSync(join(root, '.git'))) return 'then run `npm run build:native`';
+  // npm removes a package whose install script failed: the install is what to repeat.
+  if (process.env.npm_lifecycle_event === 'install') return 'then install hearth again';
+  return `then run \`node ${join(root, 'native', 'scripts', 'build.mjs')}\``;
+}
+
+/**
+ * A dependency's folder, found as Node finds modules: in an installed package the dependencies may be
+ * hoisted into a node_modules above this package (npx, or a project's node_modules).
+ */
+function dependencyDir(name) {
+  try {
+    return dirname(createRequire(import.meta.url).resolve(`${name}/package.json`));
+  } catch {
+    fail(`the dependency ${name} is missing (looked from ${root}); in a checkout run \`npm ci\`, otherwise reinstall hearth`);
+  }
 }
 
 function parseOptions(argv, env) {
@@ -65,6 +169,10 @@ function cacheRoot(env) {
   return join(env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(homedir(), '.cache'), 'hearth');
 }
 
+function llamaCacheDir(env) {
+  return join(cacheRoot(env), `llama.cpp-${LLAMA_RELEASE}`);
+}
+
 function checkLlamaTree(dir, origin) {
   for (const f of ['CMakeLists.txt', 'include/llama.h', 'ggml/include/ggml-rpc.h', 'tools/rpc/rpc-server.cpp', 'models/ggml-vocab-llama-spm.gguf']) {
     if (!existsSync(join(dir, f))) fail(`${origin} ${dir} is not a usable llama.cpp tree: ${f} is missing`);
@@ -80,17 +188,22 @@ function obtainLlamaSource(env) {
     return { dir, release: env.HEARTH_LLAMA_RELEASE ?? 'custom' };
   }
   const cache = cacheRoot(env);
-  const dir = join(cache, `llama.cpp-${LLAMA_RELEASE}`);
+  const dir = llamaCacheDir(env);
   if (existsSync(join(dir, '.hearth-complete'))) {
     log(`using cached llama.cpp ${LLAMA_RELEASE} at ${dir}`);
     return { dir, release: LLAMA_RELEASE };
   }
-  if (!have('git')) fail('git is needed to unpack the llama.cpp source; install git, or set LLAMA_CPP_DIR');
   mkdirSync(cache, { recursive: true });
   const work = mkdtempSync(join(cache, 'fetch-'));
   try {
     log(`fetching llama.cpp ${LLAMA_RELEASE} from the npm package ${SOURCE_PACKAGE} (source bundle only)`);
-    run('npm', ['pack', SOURCE_PACKAGE, '--silent', '--pack-destination', work], { stdio: ['ignore', 'ignore', 'inherit'] });
+    // The npm that runs this script when it is an install script (npm_execpath), else the one on PATH.
+    // In the fetch's own folder: npm reads no project's settings there.
+    const npm = env.npm_execpath ? [process.execPath, [env.npm_execpath]] : ['npm', []];
+    const packed = spawnSync(npm[0], [...npm[1], 'pack', SOURCE_PACKAGE, '--silent', '--pack-destination', work], { cwd: work, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (packed.error || packed.status !== 0) {
+      fail(`could not fetch ${SOURCE_PACKAGE} from the npm registry (npm pack ${packed.error ? `could not start: ${packed.error.message}` : `exited with ${packed.status ?? packed.signal}`}); check that the registry is reachable, or set LLAMA_CPP_DIR to a llama.cpp ${LLAMA_RELEASE} tree`);
+    }
     const tgz = join(work, `${SOURCE_PACKAGE.replace('@', '-')}.tgz`);
     if (!existsSync(tgz)) fail(`npm pack did not produce ${tgz}`);
     run('tar', ['-xzf', tgz, '-C', work, 'package/llama/gitRelease.bundle', 'package/llama/binariesGithubRelease.json']);
@@ -110,39 +223,46 @@ function obtainLlamaSource(env) {
 }
 
 async function build(source, opts, env) {
-  if (!have('cmake')) fail('cmake is needed (apt-get install cmake, or brew install cmake)');
   if (opts.clean) rmSync(buildDir, { recursive: true, force: true });
-  const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
-  if (!existsSync(cmakeJs)) fail('cmake-js is missing: run `npm ci` first');
+  const cmakeJs = join(dependencyDir('cmake-js'), 'bin', 'cmake-js');
   const defs = {
     LLAMA_CPP_DIR: source.dir,
     HEARTH_LLAMA_RELEASE: source.release,
+    NODE_ADDON_API_DIR: dependencyDir('node-addon-api'),
     GGML_NATIVE: opts.portable ? 'OFF' : 'ON',
     GGML_CUDA: opts.gpu.includes('cuda') ? 'ON' : 'OFF',
     GGML_METAL: opts.gpu.includes('metal') ? 'ON' : 'OFF',
     GGML_VULKAN: opts.gpu.includes('vulkan') ? 'ON' : 'OFF',
   };
   const childEnv = { ...env };
-  if (have('ccache')) {
+  const ccache = have('ccache');
+  if (ccache) {
     defs.CMAKE_C_COMPILER_LAUNCHER = 'ccache';
     defs.CMAKE_CXX_COMPILER_LAUNCHER = 'ccache';
-    // Paths below these folders are hashed relative to them, so a clone elsewhere still hits the cache.
+    // Paths below this folder are hashed relative to it, so a clone or an installed copy elsewhere
+    // still hits the cache. The llama.cpp tree sits outside it, in the cache: its absolute paths are
+    // the same for every copy of hearth that uses the same cache.
     childEnv.CCACHE_BASEDIR = childEnv.CCACHE_BASEDIR ?? root;
   }
   const args = [cmakeJs, 'build', '-d', nativeDir, '-O', buildDir, '--parallel', String(Math.max(1, cpus().length))];
   for (const [k, v] of Object.entries(defs)) args.push(`--CD${k}=${v}`);
-  log(`building (backends: cpu${opts.gpu.length ? ', ' + opts.gpu.join(', ') : ''}; native CPU flags ${defs.GGML_NATIVE})`);
-  const started = Date.now();
+  log(`building in ${buildDir} (backends: cpu${opts.gpu.length ? ', ' + opts.gpu.join(', ') : ''}; native CPU flags ${defs.GGML_NATIVE}${ccache ? '; ccache' : ''}); a few minutes the first time`);
+  const compileStarted = Date.now();
   await compile(args, { cwd: root, env: childEnv });
-  log(`compiled in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  log(`compiled in ${seconds(Date.now() - compileStarted)}`);
 
   // Artefacts the runtime needs, side by side: the tokenizer for test models and what was built.
   copyFileSync(join(source.dir, 'models', 'ggml-vocab-llama-spm.gguf'), join(outDir, 'ggml-vocab-llama-spm.gguf'));
   const commit = spawnSync('git', ['-C', source.dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout?.trim() || null;
   writeFileSync(
     join(outDir, 'build-info.json'),
-    JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, llamaCppDir: source.dir, gpu: opts.gpu, nativeCpu: !opts.portable }, null, 2) + '\n',
+    JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, llamaCppDir: source.dir, gpu: opts.gpu, nativeCpu: !opts.portable, buildType: BUILD_TYPE }, null, 2) + '\n',
   );
+}
+
+function seconds(ms) {
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
 // The compiler's output (thousands of lines, mostly llama.cpp's warnings) goes to native/build/build.log;
@@ -189,7 +309,7 @@ function verify() {
   const info = JSON.parse(r.stdout);
   const server = spawnSync(join(outDir, 'ggml-rpc-server'), ['--help'], { encoding: 'utf8' });
   if (server.error) fail(`the built ggml-rpc-server does not run: ${server.error.message}`);
-  log(`ok: llama.cpp ${info.release}, ggml ${info.ggml}, RPC protocol ${info.rpc}, backends ${info.backends.join(', ')}`);
+  log(`done in ${seconds(Date.now() - started)}: llama.cpp ${info.release}, ggml ${info.ggml}, RPC protocol ${info.rpc}, backends ${info.backends.join(', ')}; in ${outDir}`);
 }
 
 async function main() {
@@ -199,6 +319,7 @@ async function main() {
     return;
   }
   const opts = parseOptions(process.argv.slice(2), env);
+  checkTools(env);
   const source = obtainLlamaSource(env);
   await build(source, opts, env);
   verify();
