@@ -8,7 +8,7 @@ import { cpus, homedir } from 'node:os';
 import { join } from 'node:path';
 
 import { ErrorCode, HearthError } from '../common/errors.js';
-import { readBuildInfo } from '../native/binding.js';
+import { nativeBuildHint, readBuildInfo } from '../native/binding.js';
 
 function run(cmd: string, args: string[], what: string, log: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -41,7 +41,7 @@ export type LlamaTool = 'llama-server' | 'llama-gguf-split';
 export async function ensureLlamaTool(tool: LlamaTool, log: (line: string) => void): Promise<string> {
   const info = readBuildInfo();
   if (!info.llamaCppDir || !existsSync(join(info.llamaCppDir, 'tools', 'server'))) {
-    throw new HearthError(ErrorCode.FailedPrecondition, 'the native build does not record its llama.cpp tree; rebuild with `npm run build:native`');
+    throw new HearthError(ErrorCode.FailedPrecondition, `the native build does not record its llama.cpp tree; ${nativeBuildHint()}`);
   }
   const dir = join(homedir(), '.cache', 'hearth', `llama-tools-${info.llamaCppRelease}-${info.llamaCppCommit ?? 'x'}${info.nativeCpu ? '-native' : ''}`);
   // llama.cpp's CMakeLists puts executables in <build>/bin.

@@ -4,7 +4,7 @@ import { Command, CommanderError } from 'commander';
 
 import { isHearthError, messageOf } from '../common/errors.js';
 import { newToken } from '../link/token.js';
-import { loadBinding, readBuildInfo } from '../native/binding.js';
+import { loadBinding, nativeArtifacts, readBuildInfo } from '../native/binding.js';
 import { localDevices } from '../native/llama.js';
 import { registerCoordinatorCommands } from './commands/coordinator.js';
 import { registerDemoCommand } from './commands/demo.js';
@@ -12,6 +12,7 @@ import { registerModelCommands } from './commands/model.js';
 import { registerServiceCommands } from './commands/service.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { formatBytes, table } from './format.js';
+import { describeInstallation, installation } from './installation.js';
 import { llamaServerFlags, withoutToken } from './options.js';
 
 export function hearthProgram(): Command {
@@ -23,16 +24,28 @@ export function hearthProgram(): Command {
 
   program
     .command('info')
-    .description('show the native build (llama.cpp, ggml, RPC protocol) and the local devices')
-    .action(() => {
+    .description('show which hearth this is (version, commit, where it is installed), its native build (llama.cpp, ggml, RPC protocol, backends) and the local devices')
+    .option('--json', 'print it as JSON')
+    .action((opts: { json?: boolean }) => {
+      const inst = installation();
+      // Which hearth and where come first: they are what to report when the native build is the trouble.
+      if (!opts.json) process.stdout.write(`hearth ${describeInstallation(inst)}\n${inst.kind === 'checkout' ? 'checkout at' : 'installed at'} ${inst.root}\n`);
       const sys = loadBinding().systemInfo();
       const build = readBuildInfo();
+      const { dir } = nativeArtifacts();
+      const devices = localDevices();
+      if (opts.json) {
+        const native = { dir, buildType: build.buildType, llamaCppRelease: sys.llamaCppRelease, llamaCppCommit: build.llamaCppCommit, llamaCppDir: build.llamaCppDir, ggmlVersion: sys.ggmlVersion, rpcProtocol: sys.rpcProtocol, backends: sys.backends, gpu: build.gpu, nativeCpu: build.nativeCpu, cpuFeatures: sys.cpuFeatures };
+        process.stdout.write(JSON.stringify({ hearth: inst, native, devices }, null, 2) + '\n');
+        return;
+      }
       process.stdout.write(
         `llama.cpp ${sys.llamaCppRelease} (${build.llamaCppCommit ?? 'unknown commit'}), ggml ${sys.ggmlVersion}, RPC protocol ${sys.rpcProtocol}\n` +
+          `native build: ${build.buildType ?? 'build type not recorded'}, ${build.nativeCpu ? "this machine's CPU flags (GGML_NATIVE)" : 'portable CPU flags'}, in ${dir}\n` +
           `backends: ${sys.backends.join(', ')}\n\n`,
       );
       const rows = [['device', 'backend', 'type', 'free', 'total', 'description']];
-      for (const d of localDevices()) rows.push([d.name, d.backend, d.type, formatBytes(d.freeBytes), formatBytes(d.totalBytes), d.description]);
+      for (const d of devices) rows.push([d.name, d.backend, d.type, formatBytes(d.freeBytes), formatBytes(d.totalBytes), d.description]);
       process.stdout.write(table(rows) + '\n');
     });
 

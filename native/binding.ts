@@ -401,10 +401,16 @@ export interface BuildInfo {
   llamaCppDir: string | null;
   gpu: string[];
   nativeCpu: boolean;
+  /** CMake's build type; null for a build made before it was recorded. */
+  buildType: string | null;
 }
 
-/** The repository root: the nearest folder above this file that holds native/CMakeLists.txt. */
-function findRoot(): string {
+/**
+ * The folder hearth runs from: a checkout, or the installed package (npm install -g, npx). It is the
+ * nearest folder above this file that holds native/CMakeLists.txt, whether this file runs from source
+ * or from dist/.
+ */
+export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     if (existsSync(join(dir, 'native', 'CMakeLists.txt'))) return dir;
@@ -414,8 +420,13 @@ function findRoot(): string {
   }
 }
 
+/** A checkout (a git working tree) rather than an installed package. */
+export function isCheckout(root: string = packageRoot()): boolean {
+  return existsSync(join(root, '.git'));
+}
+
 export function nativeArtifacts(): NativeArtifacts {
-  const dir = join(findRoot(), 'native', 'build', 'Release');
+  const dir = join(packageRoot(), 'native', 'build', 'Release');
   return {
     dir,
     addon: join(dir, 'hearth.node'),
@@ -425,21 +436,28 @@ export function nativeArtifacts(): NativeArtifacts {
   };
 }
 
-const BUILD_HINT = 'build it with `npm run build:native` (add --cuda, --metal or --vulkan for a GPU build)';
+/** How to (re)build the native parts from where hearth is: a checkout, or an installed package. */
+export function nativeBuildHint(): string {
+  const root = packageRoot();
+  return isCheckout(root)
+    ? 'build it with `npm run build:native` (add --cuda, --metal or --vulkan for a GPU build)'
+    : `build it with \`node ${join(root, 'native', 'scripts', 'build.mjs')}\` (add --cuda, --metal or --vulkan for a GPU build)`;
+}
 
 /** Throws a clear error when the native build is absent. */
 export function requireNativeBuild(): NativeArtifacts {
   const a = nativeArtifacts();
   for (const [what, path] of [['addon', a.addon], ['ggml-rpc-server', a.rpcServer], ['tokenizer', a.vocab]] as const) {
     if (!existsSync(path)) {
-      throw new HearthError(ErrorCode.FailedPrecondition, `the native build is missing (${what} not found at ${path}); ${BUILD_HINT}`);
+      throw new HearthError(ErrorCode.FailedPrecondition, `the native build is missing (${what} not found at ${path}); ${nativeBuildHint()}`);
     }
   }
   return a;
 }
 
 export function readBuildInfo(): BuildInfo {
-  return JSON.parse(readFileSync(requireNativeBuild().buildInfo, 'utf8')) as BuildInfo;
+  const raw = JSON.parse(readFileSync(requireNativeBuild().buildInfo, 'utf8')) as Omit<BuildInfo, 'buildType'> & { buildType?: string };
+  return { ...raw, buildType: raw.buildType ?? null };
 }
 
 let binding: NativeBinding | null = null;
@@ -451,7 +469,7 @@ export function loadBinding(): NativeBinding {
   try {
     binding = createRequire(import.meta.url)(addon) as NativeBinding;
   } catch (e) {
-    throw new HearthError(ErrorCode.FailedPrecondition, `the native addon at ${addon} does not load (${messageOf(e)}); rebuild it: ${BUILD_HINT}`, { cause: e });
+    throw new HearthError(ErrorCode.FailedPrecondition, `the native addon at ${addon} does not load (${messageOf(e)}); ${nativeBuildHint()}`, { cause: e });
   }
   return binding;
 }
