@@ -1,9 +1,9 @@
 // hearth's architecture as rules that `npm test` checks (test/unit/architecture.test.ts), and that
-// `npx depcruise common native link models host worker coordinator cli bench bin test` reports.
+// `npx depcruise common native link models host worker coordinator cli bench bin scripts test` reports.
 //
 // The folders are layers, each importing only the layers below it:
 //
-//   bin (the `hearth` command)
+//   bin (the `hearth` command), scripts (what npm pack and npm publish run)
 //   bench
 //   cli
 //   coordinator
@@ -17,7 +17,7 @@
 // import anything; nothing imports test/.
 
 /** Lowest first; folders on one line are one layer and do not import each other. */
-const LAYERS = [['common'], ['native'], ['link', 'models'], ['host'], ['worker'], ['coordinator'], ['cli'], ['bench'], ['bin']];
+const LAYERS = [['common'], ['native'], ['link', 'models'], ['host'], ['worker'], ['coordinator'], ['cli'], ['bench'], ['bin', 'scripts']];
 
 const layerRules = LAYERS.flatMap((layer, i) => {
   const below = LAYERS.slice(0, i).flat();

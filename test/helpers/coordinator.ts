@@ -19,13 +19,16 @@ export interface CoordinatorHandle {
   waitStatus: (ok?: (s: WireStatus) => boolean, timeoutMs?: number) => Promise<WireStatus>;
 }
 
-/** `token` reaches the coordinator as HEARTH_TOKEN; `apiKey` is what the handle's client sends; `env` is added to its environment. */
+/**
+ * `token` reaches the coordinator as HEARTH_TOKEN; `apiKey` is what the handle's client sends; `env` is
+ * added to its environment; `hearth` and `cwd` as runCli takes them.
+ */
 export async function startCoordinator(
   /** null: no --model (the extra arguments name it, or cluster.yaml does). */
   model: string | null,
   workers: string[],
   extra: string[] = [],
-  options: { waitServing?: boolean; token?: string; apiKey?: string; env?: NodeJS.ProcessEnv } = {},
+  options: { waitServing?: boolean; token?: string; apiKey?: string; env?: NodeJS.ProcessEnv; hearth?: string[]; cwd?: string } = {},
 ): Promise<CoordinatorHandle> {
   const port = await freePort();
   const httpPort = await freePort();
@@ -35,7 +38,7 @@ export async function startCoordinator(
     // objective would not do; the tests of placement itself pass --placement.
     ...(extra.includes('--placement') ? [] : ['--placement', 'memory']),
     ...extra];
-  const child = runCli(args, { env: { ...options.env, ...(options.token ? { HEARTH_TOKEN: options.token } : {}) } });
+  const child = runCli(args, { env: { ...options.env, ...(options.token ? { HEARTH_TOKEN: options.token } : {}) }, hearth: options.hearth, cwd: options.cwd });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));

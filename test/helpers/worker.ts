@@ -41,9 +41,15 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | null | unde
   }
 }
 
-/** `cgroups`: control group directories the process joins before it starts (so its children are in them too). */
-export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv; cgroups?: string[] } = {}): ChildProcess {
-  let node = [process.execPath, '--import', 'tsx', CLI, ...args];
+/** How the tests run hearth unless told otherwise: this checkout's sources, through tsx. */
+export const CHECKOUT_HEARTH = [process.execPath, '--import', 'tsx', CLI];
+
+/**
+ * `cgroups`: control group directories the process joins before it starts (so its children are in them
+ * too). `hearth`: the command line that runs hearth (an installed copy's bin, say); `cwd`: where it runs.
+ */
+export function runCli(args: string[], options: { netns?: string; env?: NodeJS.ProcessEnv; cgroups?: string[]; hearth?: string[]; cwd?: string } = {}): ChildProcess {
+  let node = [...(options.hearth ?? CHECKOUT_HEARTH), ...args];
   if (options.cgroups?.length) {
     const join = options.cgroups.map((d) => `echo $$ > '${d}/cgroup.procs'`).join(' && ');
     node = ['sh', '-c', `${join} && exec "$@"`, 'sh', ...node];
@@ -51,7 +57,7 @@ export function runCli(args: string[], options: { netns?: string; env?: NodeJS.P
   const [cmd, ...rest] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...node] : node;
   // Calibration is measured, not asserted, in most tests: a short one keeps each worker start quick.
   // A test that fails halfway may not reach its own cleanup: spawnChild stops the process anyway.
-  return spawnChild(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { HEARTH_CALIBRATE_MS: '200', ...process.env, ...options.env } });
+  return spawnChild(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd, env: { HEARTH_CALIBRATE_MS: '200', ...process.env, ...options.env } });
 }
 
 /**
@@ -61,7 +67,7 @@ export function runCli(args: string[], options: { netns?: string; env?: NodeJS.P
  */
 export async function startWorker(
   extra: string[] = [],
-  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string; netns?: string; threads?: number | null; cgroups?: string[]; env?: NodeJS.ProcessEnv } = {},
+  options: { mdns?: boolean; rpcPort?: number; controlPort?: number; token?: string; host?: string; netns?: string; threads?: number | null; cgroups?: string[]; env?: NodeJS.ProcessEnv; hearth?: string[]; cwd?: string } = {},
 ): Promise<WorkerHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'hearth-worker-'));
   const rpcPort = options.rpcPort ?? (await freePort());
@@ -75,7 +81,7 @@ export async function startWorker(
   const threads = options.threads === null ? [] : ['--threads', String(options.threads ?? 1)];
   const args = ['worker', '--host', options.host ?? '127.0.0.1', '--rpc-port', String(rpcPort), '--control-port', String(controlPort), ...threads,
     '--state-dir', join(dir, 'state'), '--cache-dir', join(dir, 'cache'), ...(options.mdns ? [] : ['--no-mdns']), ...tokenArgs, ...extra];
-  const child = runCli(args, { cgroups: options.cgroups, env: options.env, ...(options.netns ? { netns: options.netns } : {}) });
+  const child = runCli(args, { cgroups: options.cgroups, env: options.env, hearth: options.hearth, cwd: options.cwd, ...(options.netns ? { netns: options.netns } : {}) });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
