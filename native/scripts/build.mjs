@@ -38,10 +38,12 @@ const started = Date.now();
 // npm runs an installed package's install script with its output captured, and shows that output only
 // when the script fails: a global install would sit silent for minutes. So while npm hides this
 // script's output, progress also goes straight to the terminal, when there is one.
-// (`npm install --foreground-scripts` shows all of it, the compiler's lines included.)
+// (`npm install --foreground-scripts` shows all of it, the compiler's lines included.) A checkout's
+// own `npm ci` runs the script in the foreground: its output is wherever the user sent it.
 const terminal = (() => {
   const env = process.env;
-  if (process.stderr.isTTY || env.npm_lifecycle_event !== 'install' || env.npm_config_foreground_scripts === 'true') return null;
+  const hidden = env.npm_lifecycle_event === 'install' && env.npm_config_foreground_scripts !== 'true' && !existsSync(join(root, '.git'));
+  if (!hidden || process.stderr.isTTY) return null;
   try {
     return openSync('/dev/tty', 'w');
   } catch {
