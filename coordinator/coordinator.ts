@@ -396,8 +396,6 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   /** A worker lost soon after it joined flaps: it is held out of plans for a while, and re-planned with after. */
   #noteLoss(w: WorkerRecord): void {
-    // One that is leaving on purpose, or left, is no flap: its restart is admitted as any other.
-    if (w.state === 'leaving' || w.state === 'left') return;
     const hold = this.#flaps.lost(w.control, Date.now());
     if (!hold) return;
     this.#events.add('worker', `worker ${w.name} was lost ${hold.flaps} time(s) within seconds of joining: held out of plans for ${hold.holdMs / 1000} s`);
