@@ -64,7 +64,7 @@ export interface RegistryEvents {
   lost: [WorkerRecord];
   /** An admitted worker's rpc server was restarted (its pid changed): an engine using it lost it. */
   restarted: [WorkerRecord];
-  /** An admitted worker said it is draining: plan without it, then release() it. */
+  /** A worker said it is draining (found so, or admitted before): plan without it, then release() it. */
   leaving: [WorkerRecord];
   /** A leaving worker was released, or went away first (`released` false). */
   left: [WorkerRecord, { released: boolean }];
@@ -175,18 +175,25 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
   async release(r: WorkerRecord, why: string): Promise<void> {
     if (r.state !== 'leaving' || this.#releasing.has(r)) return;
     this.#releasing.add(r);
+    let missed: unknown = null;
     try {
       await this.#client(r.control).release(why, { timeoutMs: 2000 });
     } catch (e) {
-      // Gone already (its drain timed out, or it was killed): it has left all the same.
-      this.#log.info({ worker: r.name, err: messageOf(e) }, 'a leaving worker did not take its release');
+      missed = e;
     } finally {
       this.#releasing.delete(r);
     }
     if (r.state !== 'leaving') return;
+    if (missed) return this.#gone(r, missed); // its drain timed out, or it was killed: it has left all the same
     this.#set(r, 'left', `released ${((Date.now() - r.leavingSince) / 1000).toFixed(1)} s after it said it was leaving`);
     this.#log.info({ worker: r.name, control: r.control }, 'worker released');
     this.emit('left', r, { released: true });
+  }
+
+  #gone(r: WorkerRecord, e: unknown): void {
+    this.#set(r, 'left', `gone before it was released (${messageOf(e)})`);
+    this.#log.warn({ worker: r.name, control: r.control }, 'a leaving worker went away before it was released');
+    this.emit('left', r, { released: false });
   }
 
   byEndpoint(endpoint: string): WorkerRecord | undefined {
@@ -269,9 +276,10 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     }
     r.id = info.worker_id as WorkerId;
     if (info.draining) {
-      // Leaving before it was admitted: nothing uses it, so it may go at once.
-      this.#set(r, 'left', `it is leaving (${info.drain_reason || 'drain requested'}); not admitted`);
-      await this.#client(r.control).release('not admitted: it is leaving', { timeoutMs: 2000 }).catch(() => undefined);
+      // Leaving before it was admitted: in no plan, so it is released at once (it waits for that).
+      r.leavingSince = r.lastSeen = Date.now();
+      this.#set(r, 'leaving', info.drain_reason || 'drain requested');
+      this.emit('leaving', r);
       return;
     }
     const refusal = versionRefusal(this.#options.clientVersion, info.build.rpc_protocol);
@@ -349,9 +357,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       await this.#admit(r);
     } catch (e) {
       if (Date.now() - r.lastSeen <= this.#options.workerTimeoutMs || this.#releasing.has(r)) return;
-      this.#set(r, 'left', `gone before it was released (${messageOf(e)})`);
-      this.#log.warn({ worker: r.name, control: r.control }, 'a leaving worker went away before it was released');
-      this.emit('left', r, { released: false });
+      this.#gone(r, e);
     }
   }
 

@@ -348,8 +348,11 @@ export class WorkerDaemon {
       if (this.#stopping) return this.#stopping;
       const drain = this.#beginDrain(reason);
       const end = await drain.ended;
-      const log = end.outcome === 'released' ? this.#log.info.bind(this.#log) : this.#log.warn.bind(this.#log);
-      log({ reason, outcome: end.outcome, ms: Date.now() - drain.startedAt }, end.message);
+      // A drain nobody watched ended as it began, which #beginDrain said.
+      if (drain.watched) {
+        const log = end.outcome === 'released' ? this.#log.info.bind(this.#log) : this.#log.warn.bind(this.#log);
+        log({ reason, outcome: end.outcome, ms: Date.now() - drain.startedAt }, end.message);
+      }
       await this.stop();
     })();
     return this.#leaving;

@@ -122,7 +122,8 @@ interface DrainFlags {
 
 /** `hearth worker drain`: starts the worker's drain, then (unless --no-wait) waits until it has ended. */
 async function drainWorker(opts: DrainFlags, say: (line: string) => void): Promise<void> {
-  const fromFile = opts.config ? compileWorkerConfig({ file: opts.config, flags: {}, env: {} }) : null;
+  // Only its address and token are read: drain serves nothing, so protected mode is the daemon's concern.
+  const fromFile = opts.config ? compileWorkerConfig({ file: opts.config, flags: { insecure: true }, env: {} }) : null;
   const control = opts.control ?? (fromFile ? `${fromFile.host === '0.0.0.0' ? '127.0.0.1' : fromFile.host}:${fromFile.controlPort}` : '127.0.0.1:50051');
   const secret = resolveSecret({ flag: opts.token, file: opts.tokenFile, env: process.env.HEARTH_TOKEN }) ?? fromFile?.secret ?? null;
   let client: WorkerClient;
