@@ -20,6 +20,9 @@ export function hearthProgram(): Command {
     .name('hearth')
     .description('pool ordinary machines into one llama.cpp inference service')
     .showHelpAfterError()
+    // A command's options stop at its subcommand: `hearth worker drain --token-file F` gives the file to
+    // drain, not to the worker daemon's own --token-file.
+    .enablePositionalOptions()
     .exitOverride();
 
   program

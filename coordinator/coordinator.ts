@@ -1,7 +1,9 @@
 // The coordinator: its states, and the re-plan that moves between them. Admitted workers become a plan
 // (cluster-view.ts, planner/), the plan an engine process (engine-supervisor.ts), and requests reach
 // the engine through admission (admission.ts). When the engine dies, in-flight requests end with an
-// error naming the worker, and the coordinator re-plans with the workers still healthy.
+// error naming the worker, and the coordinator re-plans with the workers still healthy. A worker that
+// leaves on purpose (it drains) is no loss: the coordinator re-plans without it while the engine it
+// runs on retires as for any re-plan, and releases the worker once nothing runs on it.
 //
 // Re-plans run one at a time (replan() joins the one running), and every step re-reads what may have
 // changed under an await: the engine, the workers, whether the coordinator is stopping. A re-plan that
@@ -96,6 +98,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       heartbeatMs: config.heartbeatMs,
       workerTimeoutMs: config.workerTimeoutMs,
       busyEndpoints: () => this.#supervisor.busyEndpoints(),
+      // A draining worker waits for its release while this promise holds: as long as this coordinator
+      // itself would wait before calling it lost.
+      watchMs: Math.max(config.workerTimeoutMs, 2 * config.heartbeatMs),
     });
     this.#cluster = new ClusterView(config, log, this.registry, this.links, (control) => this.#flaps.heldUntil(control, Date.now()) > 0);
     this.#supervisor = new EngineSupervisor(log.child({ part: 'engine' }), this.registry, this.links, { watchdogMs: config.watchdogMs });
@@ -115,6 +120,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.registry.on('changed', () => this.#noteWorkers());
     this.registry.on('admitted', (w) => this.#onAdmitted(w));
     this.registry.on('lost', (w) => this.#onWorkerGone(w, `was lost: ${w.reason}`));
+    this.registry.on('leaving', (w) => this.#onWorkerLeaving(w));
+    this.registry.on('left', (w, { released }) =>
+      this.#events.add('worker', released ? `released ${w.name} (${((Date.now() - w.leavingSince) / 1000).toFixed(1)} s after it said it was leaving)` : `worker ${w.name} left before it was released: ${w.reason}`),
+    );
     this.registry.on('restarted', (w) => {
       this.#events.add('worker', `worker ${w.name} restarted its rpc server`);
       this.#onWorkerGone(w, 'restarted its rpc server');
@@ -210,7 +219,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#history.stop();
     this.#admission.clear();
     await this.#supervisor.close(graceMs);
-    this.registry.stop();
+    await this.registry.stop();
     await Promise.all(this.#discoveries.map((d) => d.stop()));
     await this.links.close();
   }
@@ -226,6 +235,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       } catch (e) {
         this.#replanFailed(e);
         return;
+      } finally {
+        this.#releaseLeavers();
       }
       reason = this.#replanAgain;
     }
@@ -243,8 +254,19 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (!next.fits) {
       this.#log.warn({ reason: next.reason, suggestions: next.suggestions }, 'the model does not fit the cluster');
       // With an engine running, keep serving on its plan; the new one only lacks a newcomer's help.
-      if (this.#supervisor.engine) this.#setState('serving', '');
-      else this.#setState('degraded', [next.reason, ...next.suggestions].join(' '));
+      const leaving = this.#leavingUnderEngine();
+      if (this.#supervisor.engine && leaving.length === 0) return this.#setState('serving', '');
+      if (leaving.length > 0) {
+        // Unless a worker of that plan is leaving: it was asked to go, so it goes, and the cluster
+        // serves nothing until enough workers join.
+        const names = leaving.map((w) => w.name).join(', ');
+        this.#log.error({ leaving: names, reason: next.reason, suggestions: next.suggestions }, `the model does not fit without ${names}: stopping the engine so that it can leave; not serving until enough workers join`);
+        this.#events.add('worker', `the model does not fit without ${names}: not serving until enough workers join (${next.reason})`);
+        this.#setState('draining', `re-planning: ${why}`);
+        await this.#supervisor.retire(Math.max(this.config.watchdogMs, 10_000));
+        if (this.#stopped) return;
+      }
+      this.#setState('degraded', [next.reason, ...next.suggestions].join(' '));
       return;
     }
     if (!force && running && samePlacement(running, next)) {
@@ -255,6 +277,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.#setState('draining', `re-planning: ${why}`);
       await this.#supervisor.retire(Math.max(this.config.watchdogMs, 10_000));
       if (this.#stopped) return;
+      // Nothing runs on a leaving worker now: it need not wait for the next engine's load.
+      this.#releaseLeavers();
     }
     if (epoch !== this.#epoch) {
       // The cluster changed while the engine drained: this plan is stale. An engine loss re-plans
@@ -329,6 +353,38 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       void this.replan(`worker ${w.name} joined`);
     } else {
       this.#log.info({ worker: w.name }, 'worker admitted; autoReplan is off, so it waits for a Replan call');
+    }
+  }
+
+  /** A worker leaves on purpose: no loss. Re-planned without when a plan uses it, released once none does. */
+  #onWorkerLeaving(w: WorkerRecord): void {
+    if (this.#stopped) return;
+    const used = this.#uses(w);
+    this.#events.add('worker', `worker ${w.name} is leaving (${w.reason}): ${used ? 're-planning without it' : 'it is not in the plan'}`);
+    if (used) {
+      this.#epoch++;
+      void this.replan(`worker ${w.name} is leaving (${w.reason})`);
+    }
+    this.#releaseLeavers();
+  }
+
+  /** Whether the live engine, or the plan made last (maybe loading now), runs on worker `w`. */
+  #uses(w: WorkerRecord): boolean {
+    if (!w.rpcEndpoint) return false;
+    if (this.#supervisor.busyEndpoints().has(w.rpcEndpoint)) return true;
+    return this.#current?.fits === true && this.#current.devices.some((d) => d.endpoint === w.rpcEndpoint);
+  }
+
+  /** Leaving workers the live engine still runs on. */
+  #leavingUnderEngine(): WorkerRecord[] {
+    const busy = this.#supervisor.busyEndpoints();
+    return this.registry.all().filter((w) => w.state === 'leaving' && w.rpcEndpoint !== null && busy.has(w.rpcEndpoint));
+  }
+
+  /** Releases every leaving worker that nothing runs on any more: it stops. */
+  #releaseLeavers(): void {
+    for (const w of this.registry.all()) {
+      if (w.state === 'leaving' && !this.#uses(w)) void this.registry.release(w, 'the coordinator runs the model without it');
     }
   }
 

@@ -205,6 +205,9 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
 
   async #verdict(endpoint: string): Promise<Diagnosis['failed'][number] | null> {
     const worker = this.#registry.byEndpoint(endpoint);
+    // A worker leaving on purpose is released only once no engine runs on it, so its going is not what
+    // ended an engine (one that went before its release has an event of its own).
+    if (worker?.state === 'leaving' || worker?.state === 'left') return null;
     const where = this.#links.remoteOf(endpoint);
     const name = worker ? `worker ${worker.name} (${where})` : `worker ${where}`;
     if (worker) {

@@ -32,6 +32,8 @@ export async function previewPlan(
     heartbeatMs: config.heartbeatMs,
     workerTimeoutMs: config.workerTimeoutMs,
     busyEndpoints: () => new Set(),
+    // A look, not a use: a worker that drains meanwhile need not wait for a release from it.
+    watchMs: 0,
   });
   const cluster = new ClusterView(config, log, registry, links);
   try {
@@ -51,7 +53,7 @@ export async function previewPlan(
     const preview = { ...remotePlan(plan, links), alternative, ...(draft ? { draft } : {}) };
     return { preview, workers: registry.all() };
   } finally {
-    registry.stop();
+    await registry.stop();
     await Promise.all(discoveries.map((d) => d.stop()));
     await links.close();
   }

@@ -1,7 +1,8 @@
 // The workers the coordinator knows of, and which of them it may plan with. A worker is admitted only
 // after its control service answers GetInfo, its RPC protocol matches this build, and its RPC port
 // answers a HELLO. Admitted workers are watched with Health heartbeats: one that stays silent past
-// the timeout is lost, whether or not an mDNS goodbye arrived.
+// the timeout is lost, whether or not an mDNS goodbye arrived. A worker that says it is draining is
+// leaving on purpose: it is no loss, only kept out of plans until the coordinator releases it.
 import { EventEmitter } from 'node:events';
 
 import { messageOf } from '../common/errors.js';
@@ -14,7 +15,11 @@ import type { WireWorkerInfo, WorkerId } from '../link/worker-wire.js';
 import type { DiscoverySource } from './discovery/discovery.js';
 import type { WorkerLinks } from './links.js';
 
-export type WorkerRecordState = 'probing' | 'admitted' | 'refused' | 'lost' | 'suspect';
+/**
+ * `leaving`: the worker is draining (it was stopped, or asked to leave): out of plans, watched until
+ * released. `left`: released (or gone while leaving); found again, it is admitted as any other.
+ */
+export type WorkerRecordState = 'probing' | 'admitted' | 'refused' | 'lost' | 'suspect' | 'leaving' | 'left';
 
 export interface WorkerRecord {
   control: string;
@@ -34,6 +39,8 @@ export interface WorkerRecord {
   /** When `info` was last fetched. */
   infoAt: number;
   rpcPid: number;
+  /** When the coordinator learnt that the worker is leaving (0: it is not). */
+  leavingSince: number;
 }
 
 const INFO_REFRESH_MS = 5000;
@@ -45,6 +52,11 @@ export interface RegistryOptions {
   /** RPC endpoints an engine is connected to: their servers serve one client, so never probe them. */
   busyEndpoints: () => ReadonlySet<string>;
   links: WorkerLinks;
+  /**
+   * Sent with every GetInfo and Health: "I call again within this long, and release you when you
+   * leave", so that a draining worker waits for the release. 0 (a plan preview): no such promise.
+   */
+  watchMs: number;
 }
 
 export interface RegistryEvents {
@@ -52,6 +64,10 @@ export interface RegistryEvents {
   lost: [WorkerRecord];
   /** An admitted worker's rpc server was restarted (its pid changed): an engine using it lost it. */
   restarted: [WorkerRecord];
+  /** A worker said it is draining (found so, or admitted before): plan without it, then release() it. */
+  leaving: [WorkerRecord];
+  /** A leaving worker was released, or went away first (`released` false). */
+  left: [WorkerRecord, { released: boolean }];
   changed: [];
 }
 
@@ -69,6 +85,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
   readonly #records = new Map<string, WorkerRecord>();
   readonly #clients = new Map<string, WorkerClient>();
   readonly #checking = new Map<string, Promise<void>>();
+  readonly #releasing = new Set<WorkerRecord>();
   #timer: NodeJS.Timeout | null = null;
   #seq = 0;
   #stopped = false;
@@ -84,9 +101,17 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     this.#timer.unref();
   }
 
-  stop(): void {
+  /**
+   * Stops watching. Workers that were promised a release get it (the coordinator uses them no more):
+   * one that is draining, or drains later, then stops at once instead of waiting for a release.
+   */
+  async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#options.watchMs > 0) {
+      const watched = this.all().filter((r) => r.state === 'admitted' || r.state === 'suspect' || r.state === 'leaving');
+      await Promise.all(watched.map((r) => this.#client(r.control).release('the coordinator is stopping', { timeoutMs: 1000 }).catch(() => undefined)));
+    }
     for (const c of this.#clients.values()) c.close();
     this.#clients.clear();
   }
@@ -95,7 +120,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
   add(control: string, source: DiscoverySource): void {
     if (this.#records.has(control)) {
       const r = this.#records.get(control)!;
-      if (r.state === 'lost') void this.#check(r);
+      if (r.state === 'lost' || r.state === 'left') void this.#check(r);
       return;
     }
     const record: WorkerRecord = {
@@ -112,6 +137,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       lastSeen: 0,
       infoAt: 0,
       rpcPid: 0,
+      leavingSince: 0,
     };
     this.#records.set(control, record);
     this.emit('changed');
@@ -140,6 +166,34 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     return this.all()
       .filter((r) => r.state === 'admitted')
       .sort((a, b) => b.admittedSeq - a.admittedSeq);
+  }
+
+  /**
+   * Tells a leaving worker that the coordinator is done with it (it was re-planned without, or was
+   * never in a plan): the worker stops. Once per leave; the record is `left` after.
+   */
+  async release(r: WorkerRecord, why: string): Promise<void> {
+    if (r.state !== 'leaving' || this.#releasing.has(r)) return;
+    this.#releasing.add(r);
+    let missed: unknown = null;
+    try {
+      await this.#client(r.control).release(why, { timeoutMs: 2000 });
+    } catch (e) {
+      missed = e;
+    } finally {
+      this.#releasing.delete(r);
+    }
+    if (r.state !== 'leaving') return;
+    if (missed) return this.#gone(r, missed); // its drain timed out, or it was killed: it has left all the same
+    this.#set(r, 'left', `released ${((Date.now() - r.leavingSince) / 1000).toFixed(1)} s after it said it was leaving`);
+    this.#log.info({ worker: r.name, control: r.control }, 'worker released');
+    this.emit('left', r, { released: true });
+  }
+
+  #gone(r: WorkerRecord, e: unknown): void {
+    this.#set(r, 'left', `gone before it was released (${messageOf(e)})`);
+    this.#log.warn({ worker: r.name, control: r.control }, 'a leaving worker went away before it was released');
+    this.emit('left', r, { released: false });
   }
 
   byEndpoint(endpoint: string): WorkerRecord | undefined {
@@ -183,6 +237,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       try {
         if (r.state === 'admitted') await this.#heartbeat(r);
         else if (r.state === 'suspect') await this.#recheckSuspect(r);
+        else if (r.state === 'leaving') await this.#watchLeaving(r);
         else await this.#admit(r);
       } finally {
         this.#checking.delete(r.control);
@@ -197,14 +252,14 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     let info: WireWorkerInfo;
     try {
       const dial = await links.dial('control', r.control);
-      info = await this.#client(r.control, dial).getInfo({ timeoutMs: Math.min(3000, this.#options.workerTimeoutMs) });
+      info = await this.#client(r.control, dial).getInfo({ timeoutMs: Math.min(3000, this.#options.workerTimeoutMs), watchMs: this.#options.watchMs });
     } catch (e) {
       if (e instanceof LinkError && e.kind !== 'network') {
         this.#refuse(r, e.message.replace(/^secure link to \S+: /, ''));
         return;
       }
       const hint = links.secure ? '' : ' (a worker started with a cluster token answers only a coordinator given the same token)';
-      if (r.state !== 'lost') this.#set(r, 'probing', `control service ${r.control} unreachable: ${messageOf(e)}${hint}`);
+      if (r.state !== 'lost' && r.state !== 'left') this.#set(r, 'probing', `control service ${r.control} unreachable: ${messageOf(e)}${hint}`);
       return;
     }
     r.info = info;
@@ -220,6 +275,13 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       return;
     }
     r.id = info.worker_id as WorkerId;
+    if (info.draining) {
+      // Leaving before it was admitted: in no plan, so it is released at once (it waits for that).
+      r.leavingSince = r.lastSeen = Date.now();
+      this.#set(r, 'leaving', info.drain_reason || 'drain requested');
+      this.emit('leaving', r);
+      return;
+    }
     const refusal = versionRefusal(this.#options.clientVersion, info.build.rpc_protocol);
     if (refusal) {
       this.#refuse(r, refusal);
@@ -253,7 +315,7 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
 
   async #heartbeat(r: WorkerRecord): Promise<void> {
     try {
-      const h = await this.#client(r.control).health({ timeoutMs: Math.min(2000, this.#options.workerTimeoutMs) });
+      const h = await this.#client(r.control).health({ timeoutMs: Math.min(2000, this.#options.workerTimeoutMs), watchMs: this.#options.watchMs });
       r.lastSeen = Date.now();
       if (r.rpcPid !== 0 && h.rpc_server_pid !== 0 && h.rpc_server_pid !== r.rpcPid) {
         this.#log.warn({ worker: r.name, before: r.rpcPid, now: h.rpc_server_pid }, 'worker restarted its rpc server');
@@ -262,10 +324,17 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
       } else if (h.rpc_server_pid !== 0) {
         r.rpcPid = h.rpc_server_pid;
       }
+      if (h.draining) {
+        r.leavingSince = Date.now();
+        this.#set(r, 'leaving', h.drain_reason || 'drain requested');
+        this.#log.info({ worker: r.name, control: r.control, reason: r.reason }, 'worker is leaving');
+        this.emit('leaving', r);
+        return;
+      }
       // Keep the memory figures fresh for the next plan; every few seconds is fresh enough, and spares
       // the worker's CPU (which it shares with the rpc server) a directory walk per heartbeat.
       if (r.info && Date.now() - r.infoAt >= INFO_REFRESH_MS) {
-        r.info = await this.#client(r.control).getInfo({ timeoutMs: 2000 }).catch(() => r.info);
+        r.info = await this.#client(r.control).getInfo({ timeoutMs: 2000, watchMs: this.#options.watchMs }).catch(() => r.info);
         r.infoAt = Date.now();
       }
     } catch (e) {
@@ -274,6 +343,21 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
         this.#log.warn({ worker: r.name, control: r.control }, 'worker lost');
         this.emit('lost', r);
       }
+    }
+  }
+
+  /** Keeps a leaving worker watched (so it waits for its release); one that went away has left. */
+  async #watchLeaving(r: WorkerRecord): Promise<void> {
+    try {
+      const h = await this.#client(r.control).health({ timeoutMs: Math.min(2000, this.#options.workerTimeoutMs), watchMs: this.#options.watchMs });
+      r.lastSeen = Date.now();
+      if (h.draining) return;
+      // A new process on its address (it left and came back before this look): admit it afresh.
+      this.#set(r, 'probing', 'back, no longer leaving');
+      await this.#admit(r);
+    } catch (e) {
+      if (Date.now() - r.lastSeen <= this.#options.workerTimeoutMs || this.#releasing.has(r)) return;
+      this.#gone(r, e);
     }
   }
 

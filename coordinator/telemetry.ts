@@ -39,6 +39,8 @@ export class EventLog {
       if (before === w.state) continue;
       this.#workerStates.set(w.control, w.state);
       if (w.state === 'probing' && before === undefined) continue;
+      // The coordinator says these in its own words (why it leaves, what it does about it, the release).
+      if (w.state === 'leaving' || w.state === 'left') continue;
       this.add('worker', `worker ${w.name} (${where(w)}) ${w.state}${w.reason && w.state !== 'admitted' ? `: ${w.reason}` : ''}`);
     }
   }

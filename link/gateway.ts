@@ -100,12 +100,23 @@ export class SecureGateway {
     });
   }
 
-  /** Stops listening and cuts every joined connection. Idempotent. */
-  close(): Promise<void> {
+  /**
+   * Stops listening and cuts every joined connection; `graceMs`: first lets them end on their own for
+   * that long (a link whose local service closed ends once its last bytes are out). Idempotent.
+   */
+  async close(graceMs = 0): Promise<void> {
     if (this.#staleTimer) clearInterval(this.#staleTimer);
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    if (graceMs > 0 && this.#open.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      // A socket leaves #open when it closes: every one here is still open.
+      const ended = [...this.#open.keys()].map((s) => new Promise((resolve) => s.once('close', resolve)));
+      await Promise.race([Promise.all(ended), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
     for (const s of this.#open.keys()) s.destroy();
     this.#open.clear();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    await closed;
   }
 
   #join(tls: TLSSocket): void {

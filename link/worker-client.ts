@@ -3,7 +3,7 @@ import { clientConstructor, grpc } from '../common/grpc.js';
 import { unaryCall } from '../common/grpc-errors.js';
 import { SecureRelay } from './relay.js';
 import type { ClusterSecret } from './token.js';
-import type { WireHealth, WireWorkerInfo } from './worker-wire.js';
+import type { WireDrain, WireDrainRequest, WireHealth, WireRelease, WireWorkerInfo } from './worker-wire.js';
 
 /**
  * A worker that was cut off must be found again within seconds of the network returning: reconnect
@@ -25,11 +25,20 @@ export class WorkerClient {
 
   /**
    * A client for the worker at `control`: straight there, or with the cluster's secret through a
-   * relay of its own (a closed worker answers nothing else). close() closes the relay too.
+   * relay of its own (a closed worker answers nothing else). close() closes the relay too. `check`:
+   * prove the key first, so that a wrong token fails with a LinkError that says so.
    */
-  static async open(control: string, secret: ClusterSecret | null): Promise<WorkerClient> {
+  static async open(control: string, secret: ClusterSecret | null, options: { check?: boolean } = {}): Promise<WorkerClient> {
     if (!secret) return new WorkerClient(control);
     const relay = await SecureRelay.open({ secret, kind: 'control', remote: control });
+    if (options.check) {
+      try {
+        await relay.check();
+      } catch (e) {
+        await relay.close();
+        throw e;
+      }
+    }
     const client = new WorkerClient(relay.endpoint);
     client.#relay = relay;
     return client;
@@ -41,12 +50,23 @@ export class WorkerClient {
     this.#client = new Ctor(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   }
 
-  getInfo(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WireWorkerInfo> {
-    return unaryCall(this.#client, 'GetInfo', {}, { timeoutMs: options.timeoutMs ?? 3000, signal: options.signal }, `worker ${this.address}`);
+  /** `watchMs`: only from a coordinator that admits or admitted the worker (see GetInfoRequest in worker.proto). */
+  getInfo(options: { timeoutMs?: number; signal?: AbortSignal; watchMs?: number } = {}): Promise<WireWorkerInfo> {
+    return unaryCall(this.#client, 'GetInfo', { watch_ms: options.watchMs ?? 0 }, { timeoutMs: options.timeoutMs ?? 3000, signal: options.signal }, `worker ${this.address}`);
   }
 
-  health(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WireHealth> {
-    return unaryCall(this.#client, 'Health', {}, { timeoutMs: options.timeoutMs ?? 3000, signal: options.signal }, `worker ${this.address}`);
+  health(options: { timeoutMs?: number; signal?: AbortSignal; watchMs?: number } = {}): Promise<WireHealth> {
+    return unaryCall(this.#client, 'Health', { watch_ms: options.watchMs ?? 0 }, { timeoutMs: options.timeoutMs ?? 3000, signal: options.signal }, `worker ${this.address}`);
+  }
+
+  /** Asks the worker to leave; with `wait`, the answer comes when the drain has ended (give a timeout to match). */
+  drain(request: WireDrainRequest, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WireDrain> {
+    return unaryCall(this.#client, 'Drain', request, { timeoutMs: options.timeoutMs ?? 3000, signal: options.signal }, `worker ${this.address}`);
+  }
+
+  /** Tells the worker this coordinator no longer uses it: a draining worker stops. */
+  release(reason: string, options: { timeoutMs?: number } = {}): Promise<WireRelease> {
+    return unaryCall(this.#client, 'Release', { reason }, { timeoutMs: options.timeoutMs ?? 2000 }, `worker ${this.address}`);
   }
 
   close(): void {

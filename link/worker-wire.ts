@@ -74,6 +74,9 @@ export interface WireWorkerInfo {
   link: WireLink;
   limits: WireLimits;
   models: WireLocalModel[];
+  /** Leaving the cluster: plan without it, then Release it. */
+  draining: boolean;
+  drain_reason: string;
 }
 
 export interface WireLocalModel {
@@ -91,4 +94,43 @@ export interface WireHealth {
   rpc_server_pid: number;
   rpc_restarts: number;
   uptime_ms: string;
+  draining: boolean;
+  drain_reason: string;
+}
+
+/**
+ * GetInfo and Health requests. `watch_ms`: sent by a coordinator that admits or admitted the worker, a
+ * promise to call again within that long and to Release the worker when it leaves; 0 from anyone else.
+ */
+export interface WireWatch {
+  watch_ms: number;
+}
+
+export interface WireDrainRequest {
+  reason: string;
+  /** Answer when the drain has ended (just before the worker stops), not at once. */
+  wait: boolean;
+}
+
+/** How a drain ended: the coordinator released the worker, none counted on it, or the timeout passed. */
+export type DrainOutcome = 'released' | 'unwatched' | 'timed-out';
+
+export interface WireDrain {
+  reason: string;
+  /** A coordinator counts on the worker: it waits for that coordinator's Release. */
+  watched: boolean;
+  timeout_ms: number;
+  started_at_ms: string;
+  /** With `wait`: how the drain ended; '' without. */
+  outcome: DrainOutcome | '';
+  message: string;
+}
+
+export interface WireReleaseRequest {
+  reason: string;
+}
+
+export interface WireRelease {
+  /** The worker was draining and stops now. */
+  leaving: boolean;
 }

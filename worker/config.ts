@@ -31,6 +31,8 @@ export const workerFileSchema = z.strictObject({
   models: z.string().min(1).optional(),
   cacheDir: z.string().min(1).nullable().optional(),
   mdns: z.boolean().optional(),
+  /** On SIGTERM or a Drain call, how long to wait for the coordinator to release the worker (seconds). */
+  drainTimeoutSeconds: z.number().min(0).max(3600).optional(),
   stateDir: z.string().min(1).optional(),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).optional(),
   token: z.string().min(1).optional(),
@@ -58,6 +60,8 @@ export interface WorkerConfig {
   /** Tensor cache directory, or null when the cache is off. */
   readonly cacheDir: string | null;
   readonly mdns: boolean;
+  /** When it leaves, the longest it waits for the coordinator's release (0: it stops at once). */
+  readonly drainTimeoutMs: number;
   /** Where the worker keeps its identity. */
   readonly stateDir: string;
   readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -135,6 +139,7 @@ export function compileWorkerConfig(sources: WorkerConfigSources): WorkerConfig 
     modelsDir,
     cacheDir: merged.cacheDir === null ? null : resolve(merged.cacheDir ?? join(cacheHome, 'hearth', 'rpc-cache')),
     mdns: merged.mdns ?? true,
+    drainTimeoutMs: Math.round((merged.drainTimeoutSeconds ?? 60) * 1000),
     stateDir: resolve(merged.stateDir ?? join(stateHome, 'hearth')),
     logLevel: merged.logLevel ?? 'info',
     secret,

@@ -1,12 +1,14 @@
 // The worker's gRPC control service (hearth.v1.WorkerService). It answers from the daemon's state and
 // never touches the rpc port.
 import { bindGrpcServer, closeGrpcServer, grpc, serviceDefinition } from '../common/grpc.js';
-import { messageOf } from '../common/errors.js';
-import type { WireHealth, WireWorkerInfo } from '../link/worker-wire.js';
+import { toGrpcError } from '../common/grpc-errors.js';
+import type { WireDrain, WireDrainRequest, WireHealth, WireRelease, WireReleaseRequest, WireWatch, WireWorkerInfo } from '../link/worker-wire.js';
 
 export interface WorkerStatusSource {
-  info(): WireWorkerInfo;
-  health(): WireHealth;
+  info(request: WireWatch): WireWorkerInfo;
+  health(request: WireWatch): WireHealth;
+  drain(request: WireDrainRequest): Promise<WireDrain>;
+  release(request: WireReleaseRequest): WireRelease;
 }
 
 export class ControlServer {
@@ -15,17 +17,20 @@ export class ControlServer {
 
   constructor(source: WorkerStatusSource) {
     const unary =
-      <T>(answer: () => T) =>
-      (_call: grpc.ServerUnaryCall<unknown, T>, callback: grpc.sendUnaryData<T>) => {
-        try {
-          callback(null, answer());
-        } catch (e) {
-          callback({ code: grpc.status.INTERNAL, details: messageOf(e) });
-        }
+      <Req, Res>(answer: (request: Req) => Res | Promise<Res>) =>
+      (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => {
+        Promise.resolve()
+          .then(() => answer(call.request))
+          .then(
+            (res) => callback(null, res),
+            (e: unknown) => callback(toGrpcError(e)),
+          );
       };
     this.#server.addService(serviceDefinition('WorkerService'), {
-      GetInfo: unary(() => source.info()),
-      Health: unary(() => source.health()),
+      GetInfo: unary((r: WireWatch) => source.info(r)),
+      Health: unary((r: WireWatch) => source.health(r)),
+      Drain: unary((r: WireDrainRequest) => source.drain(r)),
+      Release: unary((r: WireReleaseRequest) => source.release(r)),
     });
   }
 

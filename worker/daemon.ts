@@ -1,5 +1,6 @@
 // The worker daemon: a supervised ggml-rpc-server, a gRPC control service and an mDNS advert, with an
-// explicit lifecycle. Everything it serves comes from the WorkerConfig it was given.
+// explicit lifecycle (running, draining, stopped). Everything it serves comes from the WorkerConfig it
+// was given.
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
@@ -12,6 +13,7 @@ import type { DeviceInfo } from '../native/binding.js';
 import { readBuildInfo } from '../native/binding.js';
 import type { WorkerConfig } from './config.js';
 import { ControlServer } from './control-server.js';
+import { CoordinatorWatch, Drain } from './leave.js';
 import { calibrateDevices, medianSpeeds, type DeviceSpeed } from '../host/calibration.js';
 import { cpuQuota } from '../host/cgroup.js';
 import { LocalModels } from './local-models.js';
@@ -22,7 +24,9 @@ import { loadOrCreateWorkerId } from './identity.js';
 import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
 import { RpcServerSupervisor } from './supervisor.js';
 import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
-import type { WireBuildInfo, WireHealth, WireLink, WireWorkerInfo, WorkerId } from '../link/worker-wire.js';
+import type {
+  WireBuildInfo, WireDrain, WireDrainRequest, WireHealth, WireLink, WireRelease, WireReleaseRequest, WireWatch, WireWorkerInfo, WorkerId,
+} from '../link/worker-wire.js';
 
 const MEMORY_POLL_MS = 5000;
 /** How often the worker looks whether its rpc server is idle and a new calibration is due. */
@@ -48,6 +52,9 @@ export function processCpuTicks(pid: number | null): number {
  * coordinator heartbeats every second and its control channel pings every 2 s).
  */
 const STALE_LINK_MS = 8000;
+
+/** How long the gateways let their links finish sending (the control service's last replies) when the worker stops. */
+const GATEWAY_GRACE_MS = 1000;
 
 /** Fails with a clear message when something already listens on host:port. */
 async function assertPortFree(host: string, port: number, what: string, flag: string): Promise<void> {
@@ -88,7 +95,17 @@ export class WorkerDaemon {
   #gateways: SecureGateway[] = [];
   #memoryTimer: NodeJS.Timeout | null = null;
   #startedAt = Date.now();
+  /** Who counts on this worker (a coordinator's heartbeats): a drain waits for its release. */
+  readonly #watch = new CoordinatorWatch();
+  /** Set once the worker leaves the cluster (a signal, or a Drain call). */
+  #drain: Drain | null = null;
+  #leaving: Promise<void> | null = null;
+  /** The advert's withdrawal, once a drain began. */
+  #advertGone: Promise<void> | null = null;
   #stopping: Promise<void> | null = null;
+  #stoppedResolve!: () => void;
+  /** Resolves once the worker has stopped, however that came about (a signal, a Drain call, stop()). */
+  readonly stopped = new Promise<void>((resolve) => (this.#stoppedResolve = resolve));
 
   constructor(config: WorkerConfig, log: Logger) {
     this.config = config;
@@ -139,7 +156,12 @@ export class WorkerDaemon {
     await this.#supervisor.start();
 
     try {
-      this.#control = new ControlServer({ info: () => this.info(), health: () => this.health() });
+      this.#control = new ControlServer({
+        info: (r) => this.info(r),
+        health: (r) => this.health(r),
+        drain: (r) => this.#onDrain(r),
+        release: (r) => this.#onRelease(r),
+      });
       const controlPort = await this.#control.listen(inner.host, inner.controlPort);
       if (c.secret) {
         const log = this.#log.child({ part: 'link' });
@@ -186,7 +208,9 @@ export class WorkerDaemon {
     );
   }
 
-  info(): WireWorkerInfo {
+  /** `request`: a coordinator's watch (see leave.ts). */
+  info(request: WireWatch = { watch_ms: 0 }): WireWorkerInfo {
+    this.#watch.note(request.watch_ms, Date.now());
     const c = this.config;
     const host = hostMemory();
     const cache = c.cacheDir ? cacheUsage(c.cacheDir) : { bytes: 0, files: 0 };
@@ -229,6 +253,8 @@ export class WorkerDaemon {
         progress: m.progress,
         error: m.error,
       })),
+      draining: this.#drain !== null,
+      drain_reason: this.#drain?.reason ?? '',
     };
   }
 
@@ -269,7 +295,7 @@ export class WorkerDaemon {
    * from a decode in progress.
    */
   async #maybeRecalibrate(): Promise<void> {
-    if (this.#calibrating || this.#stopping) return;
+    if (this.#calibrating || this.#drain || this.#stopping) return;
     const cpu = processCpuTicks(this.#supervisor?.pid ?? null);
     const idle = cpu >= 0 && cpu === this.#serverCpu;
     this.#serverCpu = cpu;
@@ -297,7 +323,9 @@ export class WorkerDaemon {
     };
   }
 
-  health(): WireHealth {
+  /** `request`: a coordinator's watch (see leave.ts). */
+  health(request: WireWatch = { watch_ms: 0 }): WireHealth {
+    this.#watch.note(request.watch_ms, Date.now());
     const state = this.#supervisor?.state ?? 'STARTING';
     return {
       state,
@@ -305,20 +333,87 @@ export class WorkerDaemon {
       rpc_server_pid: this.#supervisor?.pid ?? 0,
       rpc_restarts: this.#supervisor?.restarts ?? 0,
       uptime_ms: String(Date.now() - this.#startedAt),
+      draining: this.#drain !== null,
+      drain_reason: this.#drain?.reason ?? '',
     };
   }
 
-  /** Stops advert (goodbye), control service and rpc server, in that order. Idempotent. */
+  /**
+   * Leaves the cluster: says it is draining and withdraws the advert, waits until the coordinator
+   * using this worker has re-planned without it and released it (at once when none uses it; at most
+   * the drain timeout), then stops. Idempotent: the first reason stays.
+   */
+  leave(reason: string): Promise<void> {
+    this.#leaving ??= (async () => {
+      if (this.#stopping) return this.#stopping;
+      const drain = this.#beginDrain(reason);
+      const end = await drain.ended;
+      // A drain nobody watched ended as it began, which #beginDrain said.
+      if (drain.watched) {
+        const log = end.outcome === 'released' ? this.#log.info.bind(this.#log) : this.#log.warn.bind(this.#log);
+        log({ reason, outcome: end.outcome, ms: Date.now() - drain.startedAt }, end.message);
+      }
+      await this.stop();
+    })();
+    return this.#leaving;
+  }
+
+  #beginDrain(reason: string): Drain {
+    if (this.#drain) return this.#drain;
+    const drain = new Drain(reason, this.config.drainTimeoutMs, this.#watch);
+    this.#drain = drain;
+    this.#log.info(
+      { reason, timeoutMs: drain.timeoutMs },
+      drain.watched
+        ? `leaving (${reason}): waiting for the coordinator to re-plan without this worker and release it (at most ${drain.timeoutMs / 1000} s)`
+        : `leaving (${reason}): no coordinator uses this worker`,
+    );
+    // Withdrawn now (a goodbye), so that no coordinator finds it anew; with mDNS, the goodbye also
+    // makes the coordinator look at once instead of at its next heartbeat.
+    const mdns = this.#mdns;
+    this.#mdns = null;
+    this.#advertGone = mdns?.stop().catch((e: unknown) => this.#log.warn({ err: messageOf(e) }, 'could not withdraw the mDNS advert')) ?? null;
+    return drain;
+  }
+
+  async #onDrain(request: WireDrainRequest): Promise<WireDrain> {
+    const reason = request.reason.trim() || 'drain requested';
+    void this.leave(reason);
+    // #beginDrain ran synchronously inside leave(), unless the worker was stopping already.
+    const drain = this.#drain;
+    if (!drain) throw new HearthError(ErrorCode.Unavailable, 'the worker is stopping');
+    const end = request.wait ? await drain.ended : null;
+    return {
+      reason: drain.reason,
+      watched: drain.watched,
+      timeout_ms: drain.timeoutMs,
+      started_at_ms: String(drain.startedAt),
+      outcome: end?.outcome ?? '',
+      message: end?.message ?? '',
+    };
+  }
+
+  #onRelease(request: WireReleaseRequest): WireRelease {
+    this.#watch.clear();
+    if (!this.#drain) return { leaving: false };
+    this.#drain.release(request.reason);
+    return { leaving: true };
+  }
+
+  /**
+   * Stops advert (goodbye), rpc server, control service and the secure gateways, in that order: a
+   * reply in flight (a Release, a Drain) still leaves through its gateway. Idempotent.
+   */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
       if (this.#recalibrateTimer) clearInterval(this.#recalibrateTimer);
       this.#localModels?.stop();
       const steps: [string, () => Promise<void>][] = [
-        ['mdns', async () => this.#mdns?.stop()],
-        ['link', async () => void (await Promise.all(this.#gateways.map((g) => g.close())))],
+        ['mdns', async () => this.#advertGone ?? this.#mdns?.stop()],
         ['rpc-server', async () => this.#supervisor?.stop()],
         ['control', async () => this.#control?.close()],
+        ['link', async () => void (await Promise.all(this.#gateways.map((g) => g.close(GATEWAY_GRACE_MS))))],
       ];
       for (const [part, step] of steps) {
         try {
@@ -328,6 +423,7 @@ export class WorkerDaemon {
         }
       }
       this.#log.info('worker stopped');
+      this.#stoppedResolve();
     })();
     return this.#stopping;
   }

@@ -35,13 +35,14 @@ describe('coordinator wire types', () => {
     inFlight: 1, waiting: 0, parallel: 2, ctxSize: 512,
     workers: [{
       control: '10.0.0.2:50051', source: 'static', state: 'admitted', reason: '', id: 'w1' as WorkerId, name: 'alpha', rpcEndpoint: '127.0.0.1:40000', rpcRemote: '10.0.0.2:50052',
-      admittedSeq: 1, lastSeen: 0, infoAt: 0, rpcPid: 7,
+      admittedSeq: 1, lastSeen: 0, infoAt: 0, rpcPid: 7, leavingSince: 0,
       info: {
         worker_id: 'w1', name: 'alpha', hostname: 'alpha', state: 'READY', build: { llama_cpp_release: 'v0.5.0', ggml_version: '0.25.1', ggml_commit: 'x', rpc_protocol: '7.0.0', backends: ['CPU'] },
         devices: [{ name: 'CPU', backend: 'CPU', type: 'cpu', description: 'cpu', free_bytes: String(8 * GiB), total_bytes: String(8 * GiB), bytes_per_second: 2e10, bytes_per_second_by_type: {} }],
         rpc_host: '10.0.0.2', rpc_port: 50052, control_port: 50051, host_total_bytes: '0', host_available_bytes: '0', cache: { enabled: true, dir: '/c', bytes: '42', files: 1 }, threads: 1, rpc_restarts: 0,
         started_at_ms: '0', link: { secure: false, cluster_id: '', accepted: 0, refused: 0, token_mismatches: 0 }, limits: { memory_cap_bytes: '0', cgroup_memory_bytes: '0', cpu_quota_cores: 0 },
         models: [{ content_id: 'abc', file: 'tiny.gguf', bytes: '1', state: 'seeding', progress: 0.5, error: '' }],
+        draining: false, drain_reason: '',
       },
     }],
     secure: false, clusterId: null, lastReplan: '', speculation: 'off',

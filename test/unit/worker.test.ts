@@ -1,4 +1,5 @@
-// The worker's pure decisions: config compilation, backoff, memory reporting, the mDNS TXT record.
+// The worker's pure decisions: config compilation, backoff, memory reporting, the mDNS TXT record, and
+// when a leaving worker stops waiting for its release.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +9,7 @@ import { describe, test } from 'node:test';
 import type { DeviceInfo } from '../../native/binding.js';
 import { compileWorkerConfig } from '../../worker/config.js';
 import { selectDevices, withRealMemory } from '../../worker/devices.js';
+import { CoordinatorWatch, Drain } from '../../worker/leave.js';
 import { parseMemAvailable } from '../../host/host-memory.js';
 import { advertTxt, materialChange } from '../../worker/mdns.js';
 import { backoffDelay, DEFAULT_BACKOFF } from '../../worker/supervisor.js';
@@ -24,6 +26,7 @@ describe('worker config', () => {
     assert.equal(c.rpcPort, 50052);
     assert.equal(c.controlPort, 50051);
     assert.equal(c.mdns, true);
+    assert.equal(c.drainTimeoutMs, 60_000);
     assert.equal(c.devices, null);
     assert.equal(c.cacheDir, '/var/cache/x/hearth/rpc-cache');
     assert.equal(c.stateDir, '/var/state/x/hearth');
@@ -35,7 +38,7 @@ describe('worker config', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hearth-cfg-'));
     try {
       const file = join(dir, 'worker.yaml');
-      writeFileSync(file, 'name: gpu-box\nrpcPort: 6000\ncontrolPort: 6001\ndevices: [CUDA0, CPU]\nmdns: false\ncacheDir: null\ninsecure: true\n');
+      writeFileSync(file, 'name: gpu-box\nrpcPort: 6000\ncontrolPort: 6001\ndevices: [CUDA0, CPU]\nmdns: false\ncacheDir: null\ninsecure: true\ndrainTimeoutSeconds: 5\n');
       const c = compileWorkerConfig({ file, flags: { rpcPort: 7000 }, env });
       assert.equal(c.name, 'gpu-box');
       assert.equal(c.rpcPort, 7000);
@@ -43,6 +46,7 @@ describe('worker config', () => {
       assert.deepEqual(c.devices, ['CUDA0', 'CPU']);
       assert.equal(c.mdns, false);
       assert.equal(c.cacheDir, null, 'cacheDir: null turns the cache off');
+      assert.equal(c.drainTimeoutMs, 5000);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -113,5 +117,46 @@ describe('mDNS advert', () => {
     assert.equal(materialChange(10 * GiB, 10 * GiB + 100 * 2 ** 20, 24 * GiB), false);
     assert.equal(materialChange(10 * GiB, 8 * GiB, 24 * GiB), true);
     assert.equal(materialChange(1 * GiB, 1 * GiB + 300 * 2 ** 20, 2 * GiB), true, '256 MiB floor on small hosts');
+  });
+});
+
+describe('leaving', () => {
+  test('a coordinator watches the worker until its promise to call again lapses, or it releases the worker', () => {
+    const watch = new CoordinatorWatch();
+    assert.equal(watch.watched(1000), false, 'nobody yet');
+    watch.note(0, 1000);
+    assert.equal(watch.watched(1000), false, 'a Health call without a watch (a test, `hearth status`) promises nothing');
+    watch.note(5000, 1000);
+    watch.note(2000, 2000);
+    assert.equal(watch.watched(5999), true, 'the later promise does not shorten the earlier');
+    assert.equal(watch.watched(6000), false);
+    watch.note(5000, 7000);
+    watch.clear();
+    assert.equal(watch.watched(7001), false, 'released');
+  });
+
+  test('a drain ends at once when nobody watches, at the release, at the timeout, or when the watch lapses', async () => {
+    assert.deepEqual(await new Drain('SIGTERM', 60_000, new CoordinatorWatch()).ended, { outcome: 'unwatched', message: 'no coordinator uses this worker' });
+
+    const watched = () => {
+      const w = new CoordinatorWatch();
+      w.note(60_000, Date.now());
+      return w;
+    };
+    const released = new Drain('drain requested', 60_000, watched());
+    assert.equal(released.watched, true);
+    released.release('the coordinator runs the model without it');
+    const r = await released.ended;
+    assert.equal(r.outcome, 'released');
+    assert.match(r.message, /^released by the coordinator after 0\.\d s \(the coordinator runs the model without it\)$/);
+
+    const timedOut = await new Drain('SIGTERM', 50, watched()).ended;
+    assert.deepEqual(timedOut, { outcome: 'timed-out', message: 'no release within 0.05 s (--drain-timeout); leaving anyway' });
+
+    const lapsing = new CoordinatorWatch();
+    lapsing.note(100, Date.now());
+    const lapsed = await new Drain('SIGTERM', 60_000, lapsing).ended;
+    assert.equal(lapsed.outcome, 'unwatched');
+    assert.match(lapsed.message, /went silent/);
   });
 });

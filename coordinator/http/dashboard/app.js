@@ -127,7 +127,8 @@ function renderWorkers(s) {
     const total = Number(w.total_bytes);
     const free = Number(w.free_bytes);
     const used = usedByHearth(s.plan ?? {}, w);
-    const bad = w.state !== 'admitted';
+    // A worker that leaves, or left, on purpose is no fault.
+    const bad = !['admitted', 'leaving', 'left'].includes(w.state);
     return h('tr', { 'data-worker': w.name, 'data-state': w.state, class: bad ? 'bad' : null },
       h('th', { scope: 'row' }, w.name),
       h('td', { 'data-label': 'Address' }, w.control_address, w.rpc_endpoint ? h('small', {}, ` rpc ${w.rpc_endpoint}`) : null, w.link ? h('small', {}, ` · ${w.link}`) : null),
