@@ -30,7 +30,13 @@ export interface ServingGate {
   /** Resolves at the coordinator's next change (state, re-plan, loss). */
   changed(): Promise<void>;
   /** What the last engine loss was put down to (awaits its diagnosis), or null. */
-  lossReason(): Promise<string> | null;
+  lossReason(): Promise<LossReason> | null;
+}
+
+/** An engine loss as diagnosed: the whole sentence (for errors), and what happened alone (for the resume event). */
+export interface LossReason {
+  message: string;
+  blame: string;
 }
 
 export interface AdmissionOptions {
@@ -165,7 +171,8 @@ export class Admission {
           caught?.ticket.failed();
           throw e;
         }
-        const what = (await this.#gate.lossReason()) ?? e.message;
+        const reason = (await this.#gate.lossReason()) ?? { message: e.message, blame: e.message };
+        const what = reason.message;
         const fail = (why: string) => {
           caught?.ticket.failed();
           return new HearthError(ErrorCode.Unavailable, `generation failed: ${what}${why}`, { cause: e });
@@ -176,7 +183,7 @@ export class Admission {
           throw fail(maxResumes === 0 ? '' : ` (resumed after ${maxResumes} engine loss${maxResumes === 1 ? '' : 'es'} already, the most --max-resumes allows)`);
         }
         // The pause counts from the client's last token, or from now for a request that had none.
-        caught ??= { what, ticket: this.#resumes.caught(e.exit, what, sent.length > 0 ? lastTokenAt : performance.now(), () => performance.now()) };
+        caught ??= { what, ticket: this.#resumes.caught(e.exit, reason.blame, sent.length > 0 ? lastTokenAt : performance.now(), () => performance.now()) };
         this.#log.info({ resume: resumes + 1, sentTokens: sent.length, what }, 'a request caught by an engine loss waits for the re-plan to go on');
         // A worker whose rpc server was restarted is back within a second or two: a re-plan that
         // found too few workers is not the end of the wait.

@@ -17,7 +17,7 @@ import { Timers } from '../common/timers.js';
 import { modelContentId } from '../models/content-id.js';
 import type { ModelFacts } from '../models/gguf-info.js';
 import type { RpcVersion } from '../native/rpc-protocol.js';
-import { Admission, type ServingGate } from './admission.js';
+import { Admission, type LossReason, type ServingGate } from './admission.js';
 import { ClusterView } from './cluster-view.js';
 import type { CoordinatorConfig } from './config.js';
 import type { Discovery } from './discovery/discovery.js';
@@ -77,7 +77,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Failed re-plans in a row: they drive the retry's back-off. */
   #failures = 0;
   /** Set while an engine loss is being diagnosed and recovered from; requests that died with the engine await it. */
-  #loss: Promise<string> | null = null;
+  #loss: Promise<LossReason> | null = null;
   readonly #timers = new Timers();
   #changeWaiters: (() => void)[] = [];
   /** Every candidate device's measured speed when the current plan was made. */
@@ -327,9 +327,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         for (const f of d.failed) if (f.worker) this.#noteLoss(f.worker);
         // Only while nothing has moved on: a re-plan may already be loading the next engine.
         if (this.#state === 'degraded') this.#setState('degraded', d.what);
-        return d.what;
+        return { message: d.what, blame: d.blame };
       },
-      (e: unknown) => `the engine was lost (${messageOf(e)})`,
+      (e: unknown): LossReason => {
+        const message = `the engine was lost (${messageOf(e)})`;
+        return { message, blame: message };
+      },
     );
     this.#loss = loss$;
     void loss$

@@ -49,7 +49,10 @@ export function lossCause(loss: Pick<EngineLoss, 'reason' | 'detail'>): string {
 /** What a diagnosis found: the workers to blame, and one sentence for people. */
 export interface Diagnosis {
   failed: { worker: WorkerRecord | undefined; what: string }[];
+  /** What happened, in one sentence, with what the coordinator does about it. */
   what: string;
+  /** What happened alone: the workers that failed, or why none could be blamed. */
+  blame: string;
 }
 
 export type StartOutcome = { kind: 'loaded'; info: LoadedInfo } | { kind: 'lost' } | { kind: 'failed'; loss: EngineLoss };
@@ -200,7 +203,7 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
     const cause = lossCause(loss);
     const blame = failed.length > 0 ? failed.map((f) => f.what).join('; ') : `no worker could be blamed (${cause})`;
     this.#log.error({ reason: loss.reason, failed: failed.map((f) => f.what) }, `engine lost: ${blame}`);
-    return { failed, what: `${blame}; ${cause}; re-planning with the workers still healthy` };
+    return { failed, what: `${blame}; ${cause}; re-planning with the workers still healthy`, blame };
   }
 
   async #verdict(endpoint: string): Promise<Diagnosis['failed'][number] | null> {
