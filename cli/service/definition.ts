@@ -23,6 +23,11 @@ export interface ServiceDefinition {
 
 /** Seconds between a failure and the next start. */
 export const RESTART_SECONDS = 5;
+/**
+ * How long a stop may take before the service manager kills what is left: a worker drains first (the
+ * coordinator re-plans without it and releases it, at most --drain-timeout, 60 s by default).
+ */
+const STOP_SECONDS = 90;
 
 const DESCRIPTION: Record<ServiceRole, string> = {
   worker: "hearth worker: lends this machine's devices to a hearth cluster",
@@ -52,7 +57,7 @@ export function systemdUnit(def: ServiceDefinition): string {
   lines.push(`WorkingDirectory=${specifierSafe(checkedText(def.workingDirectory))}`);
   for (const [name, value] of Object.entries(def.environment)) lines.push(`Environment=${systemdWord(`${name}=${value}`, false)}`);
   lines.push(`ExecStart=${def.command.map((a) => systemdWord(a, true)).join(' ')}`);
-  lines.push('Restart=on-failure', `RestartSec=${RESTART_SECONDS}`, 'KillMode=mixed', '');
+  lines.push('Restart=on-failure', `RestartSec=${RESTART_SECONDS}`, 'KillMode=mixed', `TimeoutStopSec=${STOP_SECONDS}`, '');
   lines.push('[Install]', `WantedBy=${def.scope === 'system' ? 'multi-user.target' : 'default.target'}`, '');
   return lines.join('\n');
 }
@@ -121,6 +126,7 @@ export function launchdPlist(def: ServiceDefinition, o: LaunchdOptions): string 
     '    <key>SuccessfulExit</key><false/>',
     '  </dict>',
     `  <key>ThrottleInterval</key><integer>${RESTART_SECONDS}</integer>`,
+    `  <key>ExitTimeOut</key><integer>${STOP_SECONDS}</integer>`,
     `  <key>StandardOutPath</key>${str(o.logFile)}`,
     `  <key>StandardErrorPath</key>${str(o.logFile)}`,
     '</dict>',
