@@ -246,8 +246,15 @@ async function build(source, opts, env) {
     // the same for every copy of hearth that uses the same cache.
     childEnv.CCACHE_BASEDIR = childEnv.CCACHE_BASEDIR ?? root;
   }
-  const args = [cmakeJs, 'build', '-d', nativeDir, '-O', buildDir, '--parallel', String(Math.max(1, cpus().length))];
-  for (const [k, v] of Object.entries(defs)) args.push(`--CD${k}=${v}`);
+  const defArgs = Object.entries(defs).map(([k, v]) => `--CD${k}=${v}`);
+  // cmake-js configures only a build folder that has none yet: a folder configured before a setting was
+  // added (NODE_ADDON_API_DIR, by an older hearth) is configured again first, keeping what it has built.
+  const cache = join(buildDir, 'CMakeCache.txt');
+  if (existsSync(cache) && !readFileSync(cache, 'utf8').includes('NODE_ADDON_API_DIR:')) {
+    log('configuring the build folder again: an older hearth configured it');
+    run(process.execPath, [cmakeJs, 'configure', '-d', nativeDir, '-O', buildDir, ...defArgs], { cwd: root, env: childEnv, stdio: 'ignore' });
+  }
+  const args = [cmakeJs, 'build', '-d', nativeDir, '-O', buildDir, '--parallel', String(Math.max(1, cpus().length)), ...defArgs];
   log(`building in ${buildDir} (backends: cpu${opts.gpu.length ? ', ' + opts.gpu.join(', ') : ''}; native CPU flags ${defs.GGML_NATIVE}${ccache ? '; ccache' : ''}); a few minutes the first time`);
   const compileStarted = Date.now();
   await compile(args, { cwd: root, env: childEnv });

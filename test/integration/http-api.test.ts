@@ -257,11 +257,11 @@ describe('HTTP API: keys, health and failures', () => {
     }
   });
 
-  test('a worker lost mid-stream ends the stream with an error chunk, then [DONE]', async () => {
+  test('a worker lost mid-stream, with resumes off (--max-resumes 0), ends the stream with an error chunk, then [DONE]', async () => {
     const model = await testModel('tiny');
     const a = await startWorker(['--name', 'w-a']);
     const b = await startWorker(['--name', 'w-b']);
-    const coord = await startCoordinator(model, [a.control, b.control]);
+    const coord = await startCoordinator(model, [a.control, b.control], ['--max-resumes', '0']);
     try {
       const victim = await readyHealth(b.client);
       const r = await fetch(`${coord.http}/v1/chat/completions`, {

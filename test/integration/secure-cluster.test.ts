@@ -65,7 +65,7 @@ function killWhileAnotherArrives(client: CoordinatorClient, victimPid: number, l
       }
     },
   });
-  /** The second request, once the first has failed (it is sent during the first). */
+  /** The second request, once the first has ended (it is sent during the first). */
   const second = async (): Promise<GenerateOutcome> => {
     await long.catch(() => undefined);
     assert.ok(late, 'the second request was sent');
@@ -232,23 +232,29 @@ describe('a closed cluster', () => {
     }
   });
 
-  test('SIGKILL of a worker rpc server mid-stream ends the stream at once, through the relay; serving resumes', async () => {
+  test('SIGKILL of a worker rpc server mid-stream is seen at once through the relay: the stream goes on after a short pause; serving resumes', async () => {
     const victim = await readyHealth(workers[1]!.client);
     let chunks = 0;
     let killedAt = 0;
+    let nextAfterKill = 0;
     const long = coord.client.generate(PROMPTS[0]!, {
       maxTokens: 480,
       sampling: GREEDY,
       onChunk: () => {
+        if (killedAt > 0 && nextAfterKill === 0) nextAfterKill = Date.now();
         if (++chunks === 5) {
           killedAt = Date.now();
           process.kill(victim.rpc_server_pid, 'SIGKILL');
         }
       },
     });
-    await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable && /worker w-b \(127\.0\.0\.1:\d+\)/.test(e.message));
-    const took = Date.now() - killedAt;
-    assert.ok(took < 5000, `the stream ended ${took} ms after the kill (the watchdog is 30 s)`);
+    const out = await long;
+    assert.equal(out.tokens.length, 480, 'the stream went on to its end');
+    assert.equal(out.resumed, 1);
+    const { events } = await coord.client.getStatus();
+    assert.ok(events.some((e) => /^resumed 1 request after worker w-b \(127\.0\.0\.1:\d+\)/.test(e.message)), JSON.stringify(events.slice(-5)));
+    const took = nextAfterKill - killedAt;
+    assert.ok(took < 10_000, `the stream paused ${took} ms after the kill (the watchdog is 30 s)`);
     // Served again, at first by the other worker alone or by both; the restarted one is taken back.
     await coord.waitStatus((x) => x.state === 'serving' && x.load.loads >= 2, 60_000);
     await coord.waitStatus((x) => x.state === 'serving' && x.plan.devices.length === 2, 60_000);
@@ -259,7 +265,7 @@ describe('a closed cluster', () => {
   test('a request with no output yet when its worker is lost waits for the re-plan instead of failing', async () => {
     const victim = await readyHealth(workers[0]!.client);
     const { long, second } = killWhileAnotherArrives(coord.client, victim.rpc_server_pid, PROMPTS[2]!);
-    await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable);
+    assert.equal((await long).tokens.length, 480, 'the request in flight went on too');
     const out = await second();
     assert.deepEqual(out.tokens, refs[2]!.tokens, 'the waiting request ran after the re-plan, with the same greedy tokens');
     await coord.waitStatus();
@@ -271,8 +277,8 @@ describe('a closed cluster', () => {
     try {
       const victim = await readyHealth(solo.client);
       const { long, second } = killWhileAnotherArrives(c.client, victim.rpc_server_pid, PROMPTS[1]!);
-      await assert.rejects(long, (e) => e instanceof HearthError && e.code === ErrorCode.Unavailable);
-      // The re-plan right after the loss finds no worker; the request waits until the worker is back.
+      // The re-plan right after the loss finds no worker; the requests wait until the worker is back.
+      assert.equal((await long).tokens.length, 480, 'the request in flight went on');
       assert.deepEqual((await second()).tokens, refs[1]!.tokens);
     } finally {
       await c.stop();
