@@ -267,7 +267,8 @@ describe('a closed cluster', () => {
     const { long, second } = killWhileAnotherArrives(coord.client, victim.rpc_server_pid, PROMPTS[2]!);
     assert.equal((await long).tokens.length, 480, 'the request in flight went on too');
     const out = await second();
-    assert.deepEqual(out.tokens, refs[2]!.tokens, 'the waiting request ran after the re-plan, with the same greedy tokens');
+    // Decoded beside the resumed request's prefill: the same greedy tokens, near ties aside.
+    assertGreedyMatches(out.tokens, refs[2]!, 'the waiting request ran after the re-plan');
     await coord.waitStatus();
   });
 
@@ -279,7 +280,7 @@ describe('a closed cluster', () => {
       const { long, second } = killWhileAnotherArrives(c.client, victim.rpc_server_pid, PROMPTS[1]!);
       // The re-plan right after the loss finds no worker; the requests wait until the worker is back.
       assert.equal((await long).tokens.length, 480, 'the request in flight went on');
-      assert.deepEqual((await second()).tokens, refs[1]!.tokens);
+      assertGreedyMatches((await second()).tokens, refs[1]!, 'the waiting request ran once the worker was back');
     } finally {
       await c.stop();
       await solo.stop();
