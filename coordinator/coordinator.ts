@@ -239,6 +239,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         this.#releaseLeavers();
       }
       reason = this.#replanAgain;
+      // Requests waiting to resume were woken by the load that just served: they take the engine
+      // before the next re-plan drains it, instead of waiting out a second load (a worker that rejoins
+      // during a load asks for that re-plan at once).
+      if (reason !== null) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
