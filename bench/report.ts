@@ -665,7 +665,7 @@ export interface ResumeResults {
 
 /** A run's pause as the client saw it (its stream's longest gap), and the median gap before the fault, s. */
 export function resumePause(r: ResumeRun): { pause: number; baseline: number } {
-  return { pause: Math.max(...r.gapsMs) / 1000, baseline: stat(r.gapsMs.slice(0, r.gapsBeforeFault)).median / 1000 };
+  return { pause: r.gapsMs.length > 0 ? Math.max(...r.gapsMs) / 1000 : NaN, baseline: stat(r.gapsMs.slice(0, r.gapsBeforeFault)).median / 1000 };
 }
 
 /** The segments between a run's steps, s: each ends at a step, the first starts at the strike. */
@@ -686,19 +686,20 @@ const RESUME_FAULT_TEXT: Record<ResumeFault, string> = {
   'kill-worker': 'a worker killed (SIGKILL; its rpc server dies with it), started again after the repetition',
   'term-worker': 'a worker stopped (SIGTERM), started again after the repetition',
   'kill-engine': "the coordinator's engine process killed (SIGKILL; a spare engine process waits beside it)",
-  'cut-cable': "a worker's cable pulled (its port on a bridge of network namespaces down), plugged back after the repetition",
+  'cut-cable': "a worker's cable pulled, plugged back after the repetition: on a cluster of its own whose workers each run in a network namespace on a bridge (the coordinator's namespace joins it), the worker's port on the bridge set down",
 };
 
-/** The resumed-requests section of BENCHMARKS.md. */
-export function resumeMarkdown(p: ResumeResults): string {
+/** The resumed-requests section of BENCHMARKS.md; `notes`: hand-written (bench/resume-notes.md), kept across regenerations. */
+export function resumeMarkdown(p: ResumeResults, notes: string | null = null): string {
   const s2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
   const fmt = (x: Stat) => `${s2(x.median)} (${s2(x.min)}–${s2(x.max)})`;
   const kinds = (m: ResumeModelResults) => RESUME_FAULTS.filter((k) => m.runs.some((r) => r.kind === k));
   const first = p.models[0]!;
+  const label = (m: ResumeModelResults) => `${m.model}, ${m.watchdogSeconds} s`;
   const lines = [
     '## Resumed requests: the pause a fault costs',
     '',
-    `Three workers on this machine with one thread each, each holding layers of the model (\`--placement memory\`; any two of them hold it all), and a coordinator with \`--local-device off --watchdog-seconds ${first.watchdogSeconds} --parallel ${first.parallel} --ctx-size ${first.ctxSize}\`. Each repetition sends four greedy requests of ${first.tokens} tokens at once over gRPC (streamed, \`ignore_eos\`, every prompt unique) and strikes a fault when the first of them has its ${first.faultAt}th token; every answer must come back complete (finish \`length\`, every token) and resumed. The **pause** is that stream's longest gap between two tokens, as its client sees it; the **baseline** is its median gap before the fault. The coordinator's own figures are its \`hearth_resume_pause_seconds\` histogram over the repetition (the mean of the four requests' pauses) and its event log's \`resumed N requests after …: X s pause at most\`. The faults, in an order rotated each repetition, the struck worker taken in turn:`,
+    `Three workers on this machine with one thread each, each holding layers of the model (\`--placement memory\`; any two of them hold it all), and a coordinator with \`--local-device off --parallel ${first.parallel} --ctx-size ${first.ctxSize}\` and the engine watchdog each row names (\`--watchdog-seconds\`: an engine that shows no progress for that long while it has work is killed). Each repetition sends four greedy requests of ${first.tokens} tokens at once over gRPC (streamed, \`ignore_eos\`, every prompt unique) and strikes a fault when the first of them has its ${first.faultAt}th token; every answer must come back complete (finish \`length\`, every token) and resumed. The **pause** is that stream's longest gap between two tokens, as its client sees it; the **baseline** is its median gap before the fault. The coordinator's own figures are its \`hearth_resume_pause_seconds\` histogram over the repetition (the mean of the four requests' pauses) and its event log's \`resumed N requests after …: X s pause at most\`. The faults, in an order rotated each repetition, the struck worker taken in turn:`,
     '',
     ...RESUME_FAULTS.map((k) => `- \`${k}\`: ${RESUME_FAULT_TEXT[k]}`),
     '',
@@ -708,21 +709,24 @@ export function resumeMarkdown(p: ResumeResults): string {
     ...p.models.map((m) => `${m.command}      # ${m.date}`),
     '```',
     '',
-    ...p.models.map((m) => `- \`${m.model}\`: \`${m.file}\` (${(m.bytes / 2 ** 20).toFixed(0)} MiB), ${m.split.join(' + ')} layers on the three workers, a ${m.promptTokens}-token prompt, ${m.reps} repetitions of each fault.${m.skipped.map((s) => ` \`${s.kind}\` not measured: ${s.why}.`).join('')}`),
+    ...p.models.map((m) => `- ${label(m)}: \`${m.file}\` (${(m.bytes / 2 ** 20).toFixed(0)} MiB), ${m.split.join(' + ')} layers on the three workers, prompts of ${m.promptTokens} tokens, ${m.reps} repetition${m.reps === 1 ? '' : 's'} of each fault.${m.skipped.map((s) => ` \`${s.kind}\` not measured: ${s.why}.`).join('')}`),
     '',
-    '| model | fault | pause, median (min–max), s | baseline between tokens, s | coordinator: mean pause / event log, s | times resumed | answers complete |',
+    '| model, watchdog | fault | pause, median (min–max), s | baseline between tokens, s | coordinator: mean pause / event log, s | times resumed | answers complete |',
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
+  // A repetition whose answers failed has no pause to show: it is counted in the last column and listed below.
+  const complete = (m: ResumeModelResults, kind: ResumeFault) => m.runs.filter((r) => r.kind === kind && r.failures.length === 0);
   for (const m of p.models) {
     for (const kind of kinds(m)) {
-      const runs = m.runs.filter((r) => r.kind === kind);
+      const all = m.runs.filter((r) => r.kind === kind);
+      const runs = complete(m, kind);
       const pauses = runs.map(resumePause);
       const mean = stat(runs.map((r) => (r.coordinator.resumed > 0 ? r.coordinator.pauseSumSeconds / r.coordinator.resumed : NaN)));
       const logged = stat(runs.map((r) => Number(/([\d.]+) s pause/.exec(r.coordinator.event ?? '')?.[1] ?? NaN)));
-      const failed = runs.filter((r) => r.failures.length > 0).length;
-      const resumes = [...new Set(runs.flatMap((r) => r.resumes.filter((n) => n >= 0)))].sort();
+      const failed = all.length - runs.length;
+      const resumes = [...new Set(all.flatMap((r) => r.resumes.filter((n) => n >= 0)))].sort();
       lines.push(
-        `| ${m.model} | ${kind} | ${fmt(stat(pauses.map((x) => x.pause)))} | ${s2(stat(pauses.map((x) => x.baseline)).median)} | ${s2(mean.median)} / ${s2(logged.median)} | ${resumes.join(' or ')} | ${failed === 0 ? `${runs.length} of ${runs.length}` : `**${runs.length - failed} of ${runs.length}**`} |`,
+        `| ${label(m)} | ${kind} | ${fmt(stat(pauses.map((x) => x.pause)))} | ${s2(stat(pauses.map((x) => x.baseline)).median)} | ${s2(mean.median)} / ${s2(logged.median)} | ${resumes.join(' or ')} | ${failed === 0 ? `${all.length} of ${all.length}` : `**${runs.length} of ${all.length}**`} |`,
       );
     }
   }
@@ -732,27 +736,31 @@ export function resumeMarkdown(p: ResumeResults): string {
     '',
     "Medians over the repetitions, seconds, each step ending at a line of the coordinator's log (their timestamps against the strike's, on the same clock): **detection** until `coordinator degraded` (the engine's exit handled), **diagnosis** until `engine lost: …` (which worker failed), **re-plan** until the last `coordinator loading` before the resume, **engine** until that load's first `loading model: N%` (an engine process ready to load: the spare, or a new one when the spare is still starting), **load** until `model loaded; serving` (on how many workers, and the weights / context phases the engine timed), **resume** until the stream's next token (the resumed requests' prompts and sent tokens computed again, and one token more). Where the coordinator loaded more than once before the resume (the loads column), the re-plan step holds the earlier loads too. The steps need not add up to the pause exactly: they are medians each, and the pause starts at the last token before the strike.",
     '',
-    '| model | fault | detection | diagnosis | re-plan | engine | load (workers; weights / context) | resume | pause | loads |',
+    '| model, watchdog | fault | detection | diagnosis | re-plan | engine | load (workers; weights / context) | resume | pause | loads |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   );
   for (const m of p.models) {
     for (const kind of kinds(m)) {
-      const runs = m.runs.filter((r) => r.kind === kind);
+      const runs = complete(m, kind);
+      if (runs.length === 0) continue;
       const seg = runs.map((r) => resumeSegments(r.steps));
       const med = (pick: (x: ReturnType<typeof resumeSegments>) => number) => s2(stat(seg.map(pick)).median);
       const loads = runs.flatMap((r) => (r.load ? [r.load] : []));
       const devices = [...new Set(loads.map((l) => l.devices))].sort().join(' or ');
       const phases = loads.length > 0 ? `${s2(stat(loads.map((l) => l.weights)).median)} / ${s2(stat(loads.map((l) => l.context)).median)}` : 'n/a';
-      lines.push(`| ${m.model} | ${kind} | ${med((x) => x.detection)} | ${med((x) => x.diagnosis)} | ${med((x) => x.replan)} | ${med((x) => x.engine)} | ${med((x) => x.load)} (${devices || '?'}; ${phases}) | ${med((x) => x.prefill)} | ${s2(stat(runs.map((r) => resumePause(r).pause)).median)} | ${[...new Set(runs.map((r) => r.loads))].sort().join(' or ')} |`);
+      lines.push(`| ${label(m)} | ${kind} | ${med((x) => x.detection)} | ${med((x) => x.diagnosis)} | ${med((x) => x.replan)} | ${med((x) => x.engine)} | ${med((x) => x.load)} (${devices || '?'}; ${phases}) | ${med((x) => x.prefill)} | ${s2(stat(runs.map((r) => resumePause(r).pause)).median)} | ${[...new Set(runs.map((r) => r.loads))].sort().join(' or ')} |`);
     }
   }
   const failed = p.models.flatMap((m) => m.runs.filter((r) => r.failures.length > 0).map((r) => ({ m, r })));
   if (failed.length > 0) {
     lines.push('', '### Failed answers', '');
     for (const { m, r } of failed) {
-      lines.push(`- ${m.model}, \`${r.kind}\`, repetition ${r.rep + 1}${r.target ? ` (${r.target})` : ''}: ${r.failures.join('; ')}`);
+      // The requests of one repetition mostly fail alike: each reason once.
+      const reasons = [...new Set(r.failures.map((f) => f.replace(/^(the measured stream|request \d+) /, 'an answer ')))];
+      lines.push(`- ${label(m)}, \`${r.kind}\`, repetition ${r.rep + 1}${r.target ? ` (${r.target})` : ''}: ${reasons.join('; ')}`);
     }
   }
+  if (notes) lines.push('', notes.trim());
   lines.push('');
   return lines.join('\n');
 }

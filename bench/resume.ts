@@ -6,9 +6,10 @@
 // sees; the coordinator's log lines, timed on the same clock, say where the time went.
 //
 //   npm run bench:resume -- [--models small,1b] [--reps 3] [--faults kill-rpc-server,...] [--tokens 64]
+//                           [--watchdog-seconds 6] [--ctx-size 1024]
 //
-// Writes bench/resume-results.json (a run replaces only its models' entries) and regenerates
-// BENCHMARKS.md (its resume section).
+// Writes bench/resume-results.json (a run replaces only its models' entries at its watchdog) and
+// regenerates BENCHMARKS.md (its resume section, with bench/resume-notes.md appended).
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';
@@ -36,6 +37,7 @@ const { values } = parseArgs({
     faults: { type: 'string', default: RESUME_FAULTS.join(',') },
     tokens: { type: 'string', default: '64' },
     'ctx-size': { type: 'string', default: '1024' },
+    'watchdog-seconds': { type: 'string', default: '6' },
     out: { type: 'string', default: 'bench/resume-results.json' },
   },
 });
@@ -46,7 +48,6 @@ const MODELS: Record<string, { preset: TestModelPreset; quant: TestModelQuant }>
 const FAULT_AT = 8;
 /** Requests in flight at the fault: the measured stream and three more. */
 const PARALLEL = 4;
-const WATCHDOG_SECONDS = 6;
 /** Words of each request's prompt (uniqueProse). */
 const PROMPT_WORDS = 60;
 const GREEDY = { temperature: 0, greedy: true, ignore_eos: true };
@@ -119,14 +120,14 @@ class Cluster {
     return this.#coordinator!.pid!;
   }
 
-  async start(model: string, ctxSize: number): Promise<void> {
+  async start(model: string, ctxSize: number, watchdogSeconds: number): Promise<void> {
     const hosts = this.#net?.hosts ?? ['resume-a', 'resume-b', 'resume-c'].map((name) => ({ name, netns: null, address: '127.0.0.1' }));
     for (const h of hosts) this.workers.push(await this.#startWorker(h.name, null));
     const grpc = await freePortOn('127.0.0.1');
     const http = await freePortOn('127.0.0.1');
     const child = spawnHearth(
       ['coordinator', '--model', model, ...this.workers.flatMap((w) => ['--worker', w.control]), '--no-mdns', '--local-device', 'off', '--placement', 'memory',
-        '--watchdog-seconds', String(WATCHDOG_SECONDS), '--ctx-size', String(ctxSize), '--parallel', String(PARALLEL), '--threads', '1',
+        '--watchdog-seconds', String(watchdogSeconds), '--ctx-size', String(ctxSize), '--parallel', String(PARALLEL), '--threads', '1',
         '--host', '127.0.0.1', '--grpc-port', String(grpc), '--http-port', String(http), '--log-level', 'info'],
       ['ignore', 'pipe', 'pipe'],
     );
@@ -262,7 +263,7 @@ function stepsOf(lines: LogLine[], struck: number, resumed: number | null): { st
   const last = (test: (l: LogLine) => boolean) => before.findLast(test) ?? null;
   const at = (l: LogLine | null) => (l ? l.time - struck : null);
   const loaded = last((l) => l.msg === 'model loaded; serving');
-  const loading = last((l) => l.msg === 'coordinator loading');
+  const loading = (loaded ? before.slice(0, before.indexOf(loaded)) : before).findLast((l) => l.msg === 'coordinator loading') ?? null;
   const loadStarted = loading ? (before.slice(before.indexOf(loading)).find((l) => /^loading model: \d+%$/.test(l.msg)) ?? null) : null;
   return {
     steps: {
@@ -288,6 +289,7 @@ async function strike(cluster: Cluster, kind: ResumeFault, i: number | null, rep
   let struck = 0;
   let chunksBeforeFault = 0;
   let strikeError: string | null = null;
+  const sent = Date.now();
   const stream = cluster.client.generate(uniqueProse(tag, PROMPT_WORDS), {
     maxTokens: tokens, sampling: GREEDY, cachePrompt: false, timeoutMs: 600_000,
     onChunk: (_text, ids) => {
@@ -311,11 +313,11 @@ async function strike(cluster: Cluster, kind: ResumeFault, i: number | null, rep
   if (struck === 0) failures.push(`the fault never struck (the stream had ${received} tokens)`);
   if (strikeError) failures.push(strikeError);
   const target = i === null ? null : cluster.workers[i]!.name;
-  await cluster.recover(kind, i ?? 0);
+  if (struck > 0) await cluster.recover(kind, i ?? 0);
   // The resume's event is noted once every request the loss caught has gone on.
   const status = await cluster.status();
   const metricsAfter = await cluster.metrics();
-  const event = status.events.findLast((e) => e.kind === 'resume' && Date.parse(e.time) >= struck)?.message ?? null;
+  const event = status.events.findLast((e) => e.kind === 'resume' && Date.parse(e.time) >= sent)?.message ?? null;
 
   const gapsMs = chunks.slice(1).map((t, k) => t - chunks[k]!);
   const gapsBeforeFault = Math.max(0, chunksBeforeFault - 1);
@@ -323,11 +325,13 @@ async function strike(cluster: Cluster, kind: ResumeFault, i: number | null, rep
   const after = gapsMs.slice(gapsBeforeFault);
   const longest = after.length > 0 ? gapsBeforeFault + after.indexOf(Math.max(...after)) : -1;
   const resumedAt = longest >= 0 ? chunks[longest + 1]! : null;
-  const { steps, loaded, loads } = stepsOf(cluster.lines, struck, resumedAt);
+  // Without a strike, the steps and the timeline count from the requests' start.
+  const zero = struck > 0 ? struck : sent;
+  const { steps, loaded, loads } = stepsOf(cluster.lines, zero, resumedAt);
   const end = resumedAt ?? Date.now();
   const timeline = cluster.lines
-    .filter((l) => l.time >= struck && l.time <= end && !l.engine && !/^loading model: \d+%$/.test(l.msg))
-    .map((l) => ({ ms: l.time - struck, msg: l.msg }));
+    .filter((l) => l.time >= zero && l.time <= end && !l.engine && !/^loading model: \d+%$/.test(l.msg))
+    .map((l) => ({ ms: l.time - zero, msg: l.msg }));
   return {
     kind, rep, target, failures, resumes: answers.map((a) => (a.status === 'fulfilled' ? (a.value.resumed ?? 0) : -1)), gapsMs, gapsBeforeFault, steps, loads, loadAverage,
     load: loaded?.phases && loaded.seconds !== undefined
@@ -353,14 +357,17 @@ async function modelFile(name: string): Promise<string> {
   return file;
 }
 
-/** The results file with this model's entry replaced (a run of one model keeps the others'). */
+/** The results file with this model's entry at this watchdog replaced (a run of one model keeps the others'). */
 function save(out: string, entry: ResumeModelResults): void {
   const old: ResumeResults = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as ResumeResults) : { models: [] };
-  const models = [...old.models.filter((m) => m.model !== entry.model), entry].sort((a, b) => Object.keys(MODELS).indexOf(a.model) - Object.keys(MODELS).indexOf(b.model));
+  const same = (m: ResumeModelResults) => m.model === entry.model && m.watchdogSeconds === entry.watchdogSeconds;
+  const order = (m: ResumeModelResults) => Object.keys(MODELS).indexOf(m.model) * 10_000 + m.watchdogSeconds;
+  const models = [...old.models.filter((m) => !same(m)), entry].sort((a, b) => order(a) - order(b));
   writeFileSync(out, JSON.stringify({ models }, null, 2) + '\n');
 }
 
-function describe(r: ResumeRun): string {
+/** One repetition in a line, for the console. */
+function summary(r: ResumeRun): string {
   const { pause, baseline } = resumePause(r);
   const seg = resumeSegments(r.steps);
   const s = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '?');
@@ -383,7 +390,7 @@ async function measure(cluster: Cluster, entry: ResumeModelResults, faults: Resu
       const run = await strike(cluster, kind, i, rep, entry.tokens, 1000 * (rep + 1) + 10 * RESUME_FAULTS.indexOf(kind));
       entry.runs.push(run);
       save(out, entry);
-      say(`${entry.model} rep ${rep + 1}/${entry.reps} ${kind.padEnd(15)}${run.target ? ` ${run.target}` : ''}: ${describe(run)}`);
+      say(`${entry.model} rep ${rep + 1}/${entry.reps} ${kind.padEnd(15)}${run.target ? ` ${run.target}` : ''}: ${summary(run)}`);
       for (const f of run.failures) say(`  ${f}`);
       if (run.failures.length > 0) for (const l of run.timeline) say(`  +${(l.ms / 1000).toFixed(2)} s ${l.msg}`);
       await cluster.settled();
@@ -398,6 +405,7 @@ async function main(): Promise<void> {
   const reps = parseInteger(values.reps!, '--reps', { min: 1, max: 100 });
   const tokens = parseInteger(values.tokens!, '--tokens', { min: FAULT_AT * 2, max: 4096 });
   const ctxSize = parseInteger(values['ctx-size']!, '--ctx-size', { min: 256, max: 1 << 20 });
+  const watchdogSeconds = parseInteger(values['watchdog-seconds']!, '--watchdog-seconds', { min: 1, max: 3600 });
   const faults = values.faults!.split(',').filter(Boolean) as ResumeFault[];
   for (const f of faults) if (!RESUME_FAULTS.includes(f)) throw new HearthError(ErrorCode.InvalidArgument, `--faults: '${f}' is not one of ${RESUME_FAULTS.join(', ')}`);
   const out = values.out!;
@@ -412,8 +420,8 @@ async function main(): Promise<void> {
     say(`${name}: servers' output goes to ${logFile}`);
     const entry: ResumeModelResults = {
       model: name, file: basename(model), bytes: statSync(model).size, date: new Date().toISOString(),
-      command: `npm run bench:resume -- --models ${name} --reps ${reps} --tokens ${tokens}${values.faults === RESUME_FAULTS.join(',') ? '' : ` --faults ${faults.join(',')}`}${ctxSize === 1024 ? '' : ` --ctx-size ${ctxSize}`}`,
-      reps, tokens, faultAt: FAULT_AT, ctxSize, parallel: PARALLEL, watchdogSeconds: WATCHDOG_SECONDS, promptTokens: 0, split: [],
+      command: `npm run bench:resume -- --models ${name} --reps ${reps} --tokens ${tokens}${values.faults === RESUME_FAULTS.join(',') ? '' : ` --faults ${faults.join(',')}`}${ctxSize === 1024 ? '' : ` --ctx-size ${ctxSize}`}${watchdogSeconds === 6 ? '' : ` --watchdog-seconds ${watchdogSeconds}`}`,
+      reps, tokens, faultAt: FAULT_AT, ctxSize, parallel: PARALLEL, watchdogSeconds, promptTokens: 0, split: [],
       skipped: netns && faults.includes('cut-cable') ? [{ kind: 'cut-cable', why: netns }] : [],
       runs: [],
     };
@@ -427,7 +435,7 @@ async function main(): Promise<void> {
         const net = group.net ? BenchNetwork.create(['cut-a', 'cut-b', 'cut-c']) : null;
         const cluster = new Cluster(dir, logFile, net);
         try {
-          await cluster.start(model, ctxSize);
+          await cluster.start(model, ctxSize, watchdogSeconds);
           const s = await cluster.settled();
           // Just admitted: a worker lost now would flap.
           cluster.struckAt.fill(Date.now());

@@ -276,7 +276,9 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const linkFile = join(dirname(jsonFile), 'link-results.json');
   const link = existsSync(linkFile) ? linkMarkdown(JSON.parse(readFileSync(linkFile, 'utf8')) as LinkResults) : null;
   const resumeFile = join(dirname(jsonFile), 'resume-results.json');
-  const resume = existsSync(resumeFile) ? resumeMarkdown(JSON.parse(readFileSync(resumeFile, 'utf8')) as ResumeResults) : null;
+  const resumeNotesFile = join(dirname(jsonFile), 'resume-notes.md');
+  const resumeNotes = existsSync(resumeNotesFile) ? readFileSync(resumeNotesFile, 'utf8') : null;
+  const resume = existsSync(resumeFile) ? resumeMarkdown(JSON.parse(readFileSync(resumeFile, 'utf8')) as ResumeResults, resumeNotes) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
