@@ -589,3 +589,178 @@ export function abMarkdown(p: AbResults): string {
     '',
   ].join('\n');
 }
+
+/** The faults bench/resume.ts strikes requests in flight with. */
+export const RESUME_FAULTS = ['kill-rpc-server', 'kill-worker', 'term-worker', 'kill-engine', 'cut-cable'] as const;
+export type ResumeFault = (typeof RESUME_FAULTS)[number];
+
+/** The steps of a resume, each the time of a coordinator log line (or the stream's next token), ms after the strike. */
+export interface ResumeSteps {
+  /** `coordinator degraded`: the loss noticed. */
+  degraded: number | null;
+  /** `engine lost: …`: the diagnosis done. */
+  engineLost: number | null;
+  /** `coordinator loading`: the re-plan done, the next engine loading. */
+  loading: number | null;
+  /** The load's first `loading model: N%`: an engine process ready and loading (the spare, or one started then). */
+  loadStarted: number | null;
+  /** `model loaded; serving`. */
+  loaded: number | null;
+  /** The measured stream's first token after the fault. */
+  resumed: number | null;
+}
+
+/** One fault struck at four requests in flight. */
+export interface ResumeRun {
+  kind: ResumeFault;
+  rep: number;
+  /** The worker struck; null for the engine. */
+  target: string | null;
+  /** Answers that failed or came back incomplete or not resumed, and why; empty when all were complete. */
+  failures: string[];
+  /** How often each answer was resumed (the measured stream's first; -1 for a failed one). */
+  resumes: number[];
+  /** The measured stream's gaps between consecutive tokens, ms; the first `gapsBeforeFault` came before the strike. */
+  gapsMs: number[];
+  gapsBeforeFault: number;
+  steps: ResumeSteps;
+  /** Loads the coordinator finished between the strike and the resume (more than one: the requests were caught again). */
+  loads: number;
+  /** This machine's 1-minute load average as the repetition began (it is shared: a busy moment shows here). */
+  loadAverage: number;
+  /** The load that ended the pause, as the coordinator logged it. */
+  load: { seconds: number; connect: number; weights: number; context: number; devices: number } | null;
+  /** The coordinator's own account: its /metrics pause histogram over this repetition, and its event log. */
+  coordinator: { resumed: number; pauseSumSeconds: number; event: string | null };
+  /** The coordinator's log from the strike to the first token after (progress lines left out), ms after the strike. */
+  timeline: { ms: number; msg: string }[];
+}
+
+/** What bench/resume.ts measured on one model (a run of it replaces only its models' entries). */
+export interface ResumeModelResults {
+  /** The test model preset. */
+  model: string;
+  file: string;
+  bytes: number;
+  date: string;
+  command: string;
+  reps: number;
+  tokens: number;
+  /** The fault strikes when the measured stream has this many tokens. */
+  faultAt: number;
+  ctxSize: number;
+  parallel: number;
+  watchdogSeconds: number;
+  promptTokens: number;
+  /** Layers on each of the three workers, undisturbed. */
+  split: number[];
+  skipped: { kind: ResumeFault; why: string }[];
+  runs: ResumeRun[];
+}
+
+/** bench/resume-results.json. */
+export interface ResumeResults {
+  models: ResumeModelResults[];
+}
+
+/** A run's pause as the client saw it (its stream's longest gap), and the median gap before the fault, s. */
+export function resumePause(r: ResumeRun): { pause: number; baseline: number } {
+  return { pause: r.gapsMs.length > 0 ? Math.max(...r.gapsMs) / 1000 : NaN, baseline: stat(r.gapsMs.slice(0, r.gapsBeforeFault)).median / 1000 };
+}
+
+/** The segments between a run's steps, s: each ends at a step, the first starts at the strike. */
+export function resumeSegments(s: ResumeSteps): Record<'detection' | 'diagnosis' | 'replan' | 'engine' | 'load' | 'prefill', number> {
+  const span = (from: number | null, to: number | null) => (from === null || to === null ? NaN : (to - from) / 1000);
+  return {
+    detection: span(0, s.degraded),
+    diagnosis: span(s.degraded, s.engineLost),
+    replan: span(s.engineLost, s.loading),
+    engine: span(s.loading, s.loadStarted),
+    load: span(s.loadStarted, s.loaded),
+    prefill: span(s.loaded, s.resumed),
+  };
+}
+
+const RESUME_FAULT_TEXT: Record<ResumeFault, string> = {
+  'kill-rpc-server': "a worker's ggml-rpc-server killed (SIGKILL; the worker restarts it)",
+  'kill-worker': 'a worker killed (SIGKILL; its rpc server dies with it), started again after the repetition',
+  'term-worker': 'a worker stopped (SIGTERM), started again after the repetition',
+  'kill-engine': "the coordinator's engine process killed (SIGKILL; a spare engine process waits beside it)",
+  'cut-cable': "a worker's cable pulled, plugged back after the repetition: on a cluster of its own whose workers each run in a network namespace on a bridge (the coordinator's namespace joins it), the worker's port on the bridge set down",
+};
+
+/** The resumed-requests section of BENCHMARKS.md; `notes`: hand-written (bench/resume-notes.md), kept across regenerations. */
+export function resumeMarkdown(p: ResumeResults, notes: string | null = null): string {
+  const s2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+  const fmt = (x: Stat) => `${s2(x.median)} (${s2(x.min)}–${s2(x.max)})`;
+  const kinds = (m: ResumeModelResults) => RESUME_FAULTS.filter((k) => m.runs.some((r) => r.kind === k));
+  const first = p.models[0]!;
+  const label = (m: ResumeModelResults) => `${m.model}, ${m.watchdogSeconds} s`;
+  const lines = [
+    '## Resumed requests: the pause a fault costs',
+    '',
+    `Three workers on this machine with one thread each, each holding layers of the model (\`--placement memory\`; any two of them hold it all), and a coordinator with \`--local-device off --parallel ${first.parallel} --ctx-size ${first.ctxSize}\` and the engine watchdog each row names (\`--watchdog-seconds\`: an engine that shows no progress for that long while it has work is killed). Each repetition sends four greedy requests of ${first.tokens} tokens at once over gRPC (streamed, \`ignore_eos\`, every prompt unique) and strikes a fault when the first of them has its ${first.faultAt}th token; every answer must come back complete (finish \`length\`, every token) and resumed. The **pause** is that stream's longest gap between two tokens, as its client sees it; the **baseline** is its median gap before the fault. The coordinator's own figures are its \`hearth_resume_pause_seconds\` histogram over the repetition (the mean of the four requests' pauses) and its event log's \`resumed N requests after …: X s pause at most\`. The faults, in an order rotated each repetition, the struck worker taken in turn:`,
+    '',
+    ...RESUME_FAULTS.map((k) => `- \`${k}\`: ${RESUME_FAULT_TEXT[k]}`),
+    '',
+    'Made by:',
+    '',
+    '```sh',
+    ...p.models.map((m) => `${m.command}      # ${m.date}`),
+    '```',
+    '',
+    ...p.models.map((m) => `- ${label(m)}: \`${m.file}\` (${(m.bytes / 2 ** 20).toFixed(0)} MiB), ${m.split.join(' + ')} layers on the three workers, prompts of ${m.promptTokens} tokens, ${m.reps} repetition${m.reps === 1 ? '' : 's'} of each fault.${m.skipped.map((s) => ` \`${s.kind}\` not measured: ${s.why}.`).join('')}`),
+    '',
+    '| model, watchdog | fault | pause, median (min–max), s | baseline between tokens, s | coordinator: mean pause / event log, s | times resumed | answers complete |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  // A repetition whose answers failed has no pause to show: it is counted in the last column and listed below.
+  const complete = (m: ResumeModelResults, kind: ResumeFault) => m.runs.filter((r) => r.kind === kind && r.failures.length === 0);
+  for (const m of p.models) {
+    for (const kind of kinds(m)) {
+      const all = m.runs.filter((r) => r.kind === kind);
+      const runs = complete(m, kind);
+      const pauses = runs.map(resumePause);
+      const mean = stat(runs.map((r) => (r.coordinator.resumed > 0 ? r.coordinator.pauseSumSeconds / r.coordinator.resumed : NaN)));
+      const logged = stat(runs.map((r) => Number(/([\d.]+) s pause/.exec(r.coordinator.event ?? '')?.[1] ?? NaN)));
+      const failed = all.length - runs.length;
+      const resumes = [...new Set(all.flatMap((r) => r.resumes.filter((n) => n >= 0)))].sort();
+      lines.push(
+        `| ${label(m)} | ${kind} | ${fmt(stat(pauses.map((x) => x.pause)))} | ${s2(stat(pauses.map((x) => x.baseline)).median)} | ${s2(mean.median)} / ${s2(logged.median)} | ${resumes.join(' or ')} | ${failed === 0 ? `${all.length} of ${all.length}` : `**${runs.length} of ${all.length}**`} |`,
+      );
+    }
+  }
+  lines.push(
+    '',
+    '### Where the pause goes',
+    '',
+    "Medians over the repetitions, seconds, each step ending at a line of the coordinator's log (their timestamps against the strike's, on the same clock): **detection** until `coordinator degraded` (the engine's exit handled), **diagnosis** until `engine lost: …` (which worker failed), **re-plan** until the last `coordinator loading` before the resume, **engine** until that load's first `loading model: N%` (an engine process ready to load: the spare, or a new one when the spare is still starting), **load** until `model loaded; serving` (on how many workers, and the weights / context phases the engine timed), **resume** until the stream's next token (the resumed requests' prompts and sent tokens computed again, and one token more). Where the coordinator loaded more than once before the resume (the loads column), the re-plan step holds the earlier loads too. The steps need not add up to the pause exactly: they are medians each, and the pause starts at the last token before the strike.",
+    '',
+    '| model, watchdog | fault | detection | diagnosis | re-plan | engine | load (workers; weights / context) | resume | pause | loads |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  );
+  for (const m of p.models) {
+    for (const kind of kinds(m)) {
+      const runs = complete(m, kind);
+      if (runs.length === 0) continue;
+      const seg = runs.map((r) => resumeSegments(r.steps));
+      const med = (pick: (x: ReturnType<typeof resumeSegments>) => number) => s2(stat(seg.map(pick)).median);
+      const loads = runs.flatMap((r) => (r.load ? [r.load] : []));
+      const devices = [...new Set(loads.map((l) => l.devices))].sort().join(' or ');
+      const phases = loads.length > 0 ? `${s2(stat(loads.map((l) => l.weights)).median)} / ${s2(stat(loads.map((l) => l.context)).median)}` : 'n/a';
+      lines.push(`| ${label(m)} | ${kind} | ${med((x) => x.detection)} | ${med((x) => x.diagnosis)} | ${med((x) => x.replan)} | ${med((x) => x.engine)} | ${med((x) => x.load)} (${devices || '?'}; ${phases}) | ${med((x) => x.prefill)} | ${s2(stat(runs.map((r) => resumePause(r).pause)).median)} | ${[...new Set(runs.map((r) => r.loads))].sort().join(' or ')} |`);
+    }
+  }
+  const failed = p.models.flatMap((m) => m.runs.filter((r) => r.failures.length > 0).map((r) => ({ m, r })));
+  if (failed.length > 0) {
+    lines.push('', '### Failed answers', '');
+    for (const { m, r } of failed) {
+      // The requests of one repetition mostly fail alike: each reason once.
+      const reasons = [...new Set(r.failures.map((f) => f.replace(/^(the measured stream|request \d+) /, 'an answer ')))];
+      lines.push(`- ${label(m)}, \`${r.kind}\`, repetition ${r.rep + 1}${r.target ? ` (${r.target})` : ''}: ${reasons.join('; ')}`);
+    }
+  }
+  if (notes) lines.push('', notes.trim());
+  lines.push('');
+  return lines.join('\n');
+}

@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaTool } from './llama-tools.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type Side, type SpeculativeResults } from './report.js';
+import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -275,10 +275,14 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const speculative = existsSync(speculativeFile) ? speculativeMarkdown(JSON.parse(readFileSync(speculativeFile, 'utf8')) as SpeculativeResults) : null;
   const linkFile = join(dirname(jsonFile), 'link-results.json');
   const link = existsSync(linkFile) ? linkMarkdown(JSON.parse(readFileSync(linkFile, 'utf8')) as LinkResults) : null;
+  const resumeFile = join(dirname(jsonFile), 'resume-results.json');
+  const resumeNotesFile = join(dirname(jsonFile), 'resume-notes.md');
+  const resumeNotes = existsSync(resumeNotesFile) ? readFileSync(resumeNotesFile, 'utf8') : null;
+  const resume = existsSync(resumeFile) ? resumeMarkdown(JSON.parse(readFileSync(resumeFile, 'utf8')) as ResumeResults, resumeNotes) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [placement, speculative, link, ab].map((s) => (s ? `\n${s}` : '')).join(''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { abMarkdown, chartSvg, markdown, met, stat, targets, type BenchResults } from '../../bench/report.js';
+import { abMarkdown, chartSvg, markdown, met, resumeMarkdown, resumePause, resumeSegments, stat, targets, type BenchResults, type ResumeModelResults, type ResumeRun } from '../../bench/report.js';
 import { EMPTY_REPLY, replyDelta, withToolCallIds } from '../../coordinator/engine/chat-reply.js';
 import { commonPrefix } from '../../coordinator/engine/prefix.js';
 import { pickSequence } from '../../coordinator/engine/prompt-cache.js';
@@ -174,6 +174,30 @@ describe('benchmark report', () => {
     assert.match(md, /llama-server 0 \/ 1505 \/ 1553 \/ not reported; hearth 0 \/ 1537 \/ 1585 \/ 1631\./);
     assert.doesNotMatch(markdown(results, 'bench/aggregate.svg'), /Multi-turn chat/);
     assert.equal(targets(results).some((x) => /later-turn/.test(x.name)), false);
+  });
+
+  test('resumed requests: the pause is the longest gap, the steps are spans between log lines, failed repetitions are listed, not timed', () => {
+    const run = (rep: number, gapsMs: number[], failures: string[] = []): ResumeRun => ({
+      kind: 'kill-worker', rep, target: 'w1', failures, resumes: failures.length > 0 ? [-1, -1, -1, -1] : [1, 1, 1, 1], gapsMs, gapsBeforeFault: 3,
+      steps: { degraded: 100, engineLost: 150, loading: 200, loadStarted: 400, loaded: 1400, resumed: 2600 }, loads: 1, loadAverage: 2,
+      load: { seconds: 1, connect: 0.01, weights: 0.8, context: 0.2, devices: 2 },
+      coordinator: { resumed: 4, pauseSumSeconds: 10, event: 'resumed 4 requests after worker w1 was lost: 2.7 s pause at most' }, timeline: [],
+    });
+    const ok = run(0, [40, 60, 50, 2650, 45]);
+    assert.deepEqual(resumePause(ok), { pause: 2.65, baseline: 0.05 });
+    assert.ok(Number.isNaN(resumePause(run(1, [])).pause), 'no tokens, no pause');
+    assert.deepEqual(resumeSegments(ok.steps), { detection: 0.1, diagnosis: 0.05, replan: 0.05, engine: 0.2, load: 1, prefill: 1.2 });
+    const m: ResumeModelResults = {
+      model: 'small', file: 'small.gguf', bytes: 2 ** 20, date: '2026-12-05T00:00:00Z', command: 'npm run bench:resume -- --models small --reps 2', reps: 2, tokens: 64, faultAt: 8,
+      ctxSize: 1024, parallel: 4, watchdogSeconds: 6, promptTokens: 80, split: [3, 3, 3], skipped: [],
+      runs: [ok, run(1, [40, 50], ['the measured stream failed: resumed 3 times already', 'request 2 failed: resumed 3 times already'])],
+    };
+    const md = resumeMarkdown({ models: [m] }, '### Notes\n\nby hand');
+    assert.match(md, /\| small, 6 s \| kill-worker \| 2\.65 \(2\.65–2\.65\) \| 0\.05 \| 2\.50 \/ 2\.70 \| 1 \| \*\*1 of 2\*\* \|/);
+    assert.match(md, /\| small, 6 s \| kill-worker \| 0\.10 \| 0\.05 \| 0\.05 \| 0\.20 \| 1\.00 \(2; 0\.80 \/ 0\.20\) \| 1\.20 \| 2\.65 \| 1 \|/);
+    assert.match(md, /- small, 6 s, `kill-worker`, repetition 2 \(w1\): an answer failed: resumed 3 times already\n/);
+    assert.match(md, /npm run bench:resume -- --models small --reps 2/);
+    assert.match(md, /### Notes\n\nby hand\n$/);
   });
 });
 
