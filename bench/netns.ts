@@ -1,11 +1,12 @@
-// Hosts in network namespaces for a benchmark that pulls a cable: each host a namespace with one veth to
-// a bridge in a hub namespace, and this process's namespace on the bridge too, so the coordinator and
-// its clients run as usual and reach the hosts' addresses. Nothing touches this machine's interfaces.
-// The minimum of test/helpers/netns.ts (bench/ may not import test/); destroy() and the exit hook
-// remove every namespace again.
+// Hosts in network namespaces, for the tests and the benchmarks of what crosses a network: each host is a
+// namespace with one veth to a bridge that lives in a hub namespace of its own, so nothing touches this
+// machine's real interfaces and no packet leaves it. A host's cable can be pulled. Every namespace is
+// removed again by destroy() (and by the process exit hook). (test/helpers/netns.ts adds processes
+// that the tests' cleanup stops.)
 import { execFileSync } from 'node:child_process';
 
-const SUBNET = '10.232.0';
+/** The tests' subnet; a benchmark takes another (`subnet`), so the two can run at once. */
+export const SUBNET = '10.231.0';
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -23,47 +24,63 @@ export function netnsUnavailable(): string | null {
   return null;
 }
 
-export interface BenchHost {
+export interface NetHost {
   name: string;
   netns: string;
   address: string;
 }
 
-export class BenchNetwork {
-  readonly hosts: BenchHost[];
+export class HostNetwork {
+  readonly hosts: NetHost[];
   readonly #hub: string;
   #destroyed = false;
   readonly #onExit = () => this.destroy();
 
-  private constructor(hub: string, hosts: BenchHost[]) {
+  /** Made by create(), which builds the namespaces. */
+  constructor(hub: string, hosts: NetHost[]) {
     this.#hub = hub;
     this.hosts = hosts;
     process.once('exit', this.#onExit);
   }
 
-  static create(names: string[]): BenchNetwork {
-    const tag = `b${process.pid}`;
+  /**
+   * `joinHere`: this process's own namespace joins the bridge too, as the subnet's `.1`, so the
+   * coordinator and its clients run as usual and reach the hosts' addresses directly. `subnet` (three
+   * octets) and `tag` (a prefix of the namespaces' names) keep two networks of one machine apart.
+   */
+  static create<T extends HostNetwork>(
+    this: new (hub: string, hosts: NetHost[]) => T,
+    names: string[],
+    options: { joinHere?: boolean; subnet?: string; tag?: string } = {},
+  ): T {
+    const subnet = options.subnet ?? SUBNET;
+    const tag = `${options.tag ?? 'h'}${process.pid}`;
     const hub = `${tag}-hub`;
-    const hosts = names.map((name, i) => ({ name, netns: `${tag}-${name}`, address: `${SUBNET}.${i + 2}` }));
-    const net = new BenchNetwork(hub, hosts);
+    const hosts = names.map((name, i) => ({ name, netns: `${tag}-${name}`, address: `${subnet}.${i + 2}` }));
+    const net = new this(hub, hosts);
     try {
       ip('netns', 'add', hub);
       ip('-n', hub, 'link', 'add', 'br0', 'type', 'bridge');
       ip('-n', hub, 'link', 'set', 'br0', 'up');
-      // Deleting the hub deletes the pair's other end, and with it this one.
-      ip('link', 'add', tag, 'type', 'veth', 'peer', 'name', 'here', 'netns', hub);
-      ip('-n', hub, 'link', 'set', 'here', 'master', 'br0');
-      ip('-n', hub, 'link', 'set', 'here', 'up');
-      ip('addr', 'add', `${SUBNET}.1/24`, 'dev', tag);
-      ip('link', 'set', tag, 'up');
+      if (options.joinHere) {
+        // Deleting the hub deletes the pair's other end, and with it this one.
+        ip('link', 'add', tag, 'type', 'veth', 'peer', 'name', 'here', 'netns', hub);
+        ip('-n', hub, 'link', 'set', 'here', 'master', 'br0');
+        ip('-n', hub, 'link', 'set', 'here', 'up');
+        ip('addr', 'add', `${subnet}.1/24`, 'dev', tag);
+        ip('link', 'set', tag, 'up');
+      }
       hosts.forEach((h, i) => {
         ip('netns', 'add', h.netns);
-        ip('link', 'add', 'eth0', 'netns', h.netns, 'type', 'veth', 'peer', 'name', `p${i}`, 'netns', hub);
-        ip('-n', hub, 'link', 'set', `p${i}`, 'master', 'br0');
-        ip('-n', hub, 'link', 'set', `p${i}`, 'up');
+        const port = `p${i}`;
+        ip('link', 'add', 'eth0', 'netns', h.netns, 'type', 'veth', 'peer', 'name', port, 'netns', hub);
+        ip('-n', hub, 'link', 'set', port, 'master', 'br0');
+        ip('-n', hub, 'link', 'set', port, 'up');
         ip('-n', h.netns, 'link', 'set', 'lo', 'up');
         ip('-n', h.netns, 'addr', 'add', `${h.address}/24`, 'dev', 'eth0');
         ip('-n', h.netns, 'link', 'set', 'eth0', 'up');
+        // Multicast needs a route; the default one keeps it on eth0.
+        ip('-n', h.netns, 'route', 'add', 'default', 'dev', 'eth0');
       });
     } catch (e) {
       net.destroy();
@@ -72,7 +89,16 @@ export class BenchNetwork {
     return net;
   }
 
-  /** Pulls a host's cable: its port on the bridge goes down, and its packets vanish (no reset, no error). */
+  host(name: string): NetHost {
+    const h = this.hosts.find((x) => x.name === name);
+    if (!h) throw new Error(`no host ${name} on this network`);
+    return h;
+  }
+
+  /**
+   * Pulls a host's cable: its port on the bridge goes down, so packets to and from it vanish (no
+   * reset, no error on the other hosts). `restore` plugs it back in.
+   */
   cut(host: string): void {
     ip('-n', this.#hub, 'link', 'set', this.#port(host), 'down');
   }
@@ -83,7 +109,7 @@ export class BenchNetwork {
 
   #port(host: string): string {
     const i = this.hosts.findIndex((x) => x.name === host);
-    if (i < 0) throw new Error(`no bench host ${host}`);
+    if (i < 0) throw new Error(`no host ${host} on this network`);
     return `p${i}`;
   }
 

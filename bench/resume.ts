@@ -26,7 +26,7 @@ import type { WireStatus } from '../coordinator/wire.js';
 import { WorkerClient } from '../link/worker-client.js';
 import { createTestModel, testModelFileName, type TestModelPreset, type TestModelQuant } from '../models/test-models.js';
 import { uniqueProse } from './measure.js';
-import { BenchNetwork, netnsUnavailable } from './netns.js';
+import { HostNetwork, netnsUnavailable } from './netns.js';
 import { RESUME_FAULTS, resumePause, resumeSegments, type ResumeFault, type ResumeModelResults, type ResumeResults, type ResumeRun, type ResumeSteps } from './report.js';
 import { writeReport } from './run.js';
 
@@ -100,13 +100,13 @@ class Cluster {
   readonly lines: LogLine[] = [];
   readonly #dir: string;
   readonly #logFd: number;
-  readonly #net: BenchNetwork | null;
+  readonly #net: HostNetwork | null;
   #coordinator: ChildProcess | null = null;
   #exited: Promise<void> = Promise.resolve();
   #client: CoordinatorClient | null = null;
   #http = '';
 
-  constructor(dir: string, logFile: string, net: BenchNetwork | null) {
+  constructor(dir: string, logFile: string, net: HostNetwork | null) {
     this.#dir = dir;
     this.#logFd = openSync(logFile, 'a');
     this.#net = net;
@@ -432,7 +432,7 @@ async function main(): Promise<void> {
     ];
     try {
       for (const group of groups.filter((g) => g.faults.length > 0)) {
-        const net = group.net ? BenchNetwork.create(['cut-a', 'cut-b', 'cut-c']) : null;
+        const net = group.net ? HostNetwork.create(['cut-a', 'cut-b', 'cut-c'], { joinHere: true, subnet: '10.232.0', tag: 'b' }) : null;
         const cluster = new Cluster(dir, logFile, net);
         try {
           await cluster.start(model, ctxSize, watchdogSeconds);
