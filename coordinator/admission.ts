@@ -183,7 +183,7 @@ export class Admission {
           throw fail(maxResumes === 0 ? '' : ` (resumed after ${maxResumes} engine loss${maxResumes === 1 ? '' : 'es'} already, the most --max-resumes allows)`);
         }
         // The pause counts from the client's last token, or from now for a request that had none.
-        caught ??= { what, ticket: this.#resumes.caught(e.exit, reason.blame, sent.length > 0 ? lastTokenAt : performance.now(), () => performance.now()) };
+        caught ??= { what, ticket: this.#resumes.caught(e.exit, reason.blame, sent.length > 0 ? lastTokenAt : performance.now()) };
         this.#log.info({ resume: resumes + 1, sentTokens: sent.length, what }, 'a request caught by an engine loss waits for the re-plan to go on');
         // A worker whose rpc server was restarted is back within a second or two: a re-plan that
         // found too few workers is not the end of the wait.

@@ -3,6 +3,7 @@
 // once every request the loss caught has gone on or ended, one event says how many went on and how
 // long they paused: `resumed 3 requests after worker beta was lost: 1.8 s pause`.
 import type { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 
 import type { CoordinatorEvents } from './snapshot.js';
 
@@ -33,7 +34,7 @@ export class ResumeLog {
   }
 
   /** A request caught by `loss` (described as `what`) waits to go on; its pause counts from `since` (ms, performance.now()). */
-  caught(loss: object, what: string, since: number, now: () => number): ResumeTicket {
+  caught(loss: object, what: string, since: number): ResumeTicket {
     let l = this.#losses.get(loss);
     if (!l) {
       l = { what, waiting: 0, pauses: [], failed: 0 };
@@ -53,7 +54,7 @@ export class ResumeLog {
       }
       if (entry.waiting === 0) this.#report(loss, entry);
     };
-    return { resumed: () => settle((now() - since) / 1000), failed: () => settle(null) };
+    return { resumed: () => settle((performance.now() - since) / 1000), failed: () => settle(null) };
   }
 
   #report(key: object, l: Loss): void {
