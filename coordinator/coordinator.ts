@@ -10,6 +10,7 @@
 // fails is logged, leaves the coordinator degraded, and is tried again with back-off: no lifecycle
 // promise is ever left to reject unhandled.
 import { EventEmitter } from 'node:events';
+import { basename } from 'node:path';
 
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -33,12 +34,17 @@ import type { Plan, PlanInput, PlanResult } from './planner/types.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 import type { CoordinatorEvents, CoordinatorSnapshot, CoordinatorState, LoadRecord } from './snapshot.js';
 import { ResumeLog } from './resumes.js';
+import type { ModelKind, ServedModel } from './served-models.js';
 import { EventLog, ServingHistory } from './telemetry.js';
+
+const KIND_NAMES: Record<ModelKind, string> = { chat: 'a text generation model', embedding: 'an embedding model', rerank: 'a reranker model' };
 
 /** How often the coordinator compares measured speeds with the ones its plan used. */
 const DRIFT_CHECK_MS = 2000;
 
 export interface GenerationRequest {
+  /** The model's id or alias as the request named it; undefined: the default model. */
+  model?: string;
   prompt: PromptInput;
   settings: RequestSettings;
 }
@@ -200,6 +206,27 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.#notify();
     });
     return this.#replanning;
+  }
+
+  /** The models this cluster serves (one, for now), in the order the configuration lists them. */
+  models(): ServedModel[] {
+    const facts = this.#cluster.model;
+    const id = facts?.name ?? (this.config.model ? basename(this.config.model, '.gguf') : 'hearth');
+    const status = this.#state === 'serving' ? 'loaded' : this.#state === 'loading' ? 'loading' : 'on disk';
+    const loadedBytes = this.#loaded ? this.#loaded.memory.reduce((a, m) => a + m.modelBytes + m.contextBytes + m.computeBytes, 0) : 0;
+    return [{ id, aliases: [], kind: 'chat', status, policy: 'pinned', facts, ctxSize: this.config.ctxSize, loadedBytes, expiresAt: null, lastUsedAt: null }];
+  }
+
+  /**
+   * The model a request names (by id or alias; undefined: the default), refused with the names that
+   * exist when there is none, and when it is not of the kind the request needs.
+   */
+  resolveModel(name: string | undefined, kind: ModelKind): ServedModel {
+    const all = this.models();
+    const found = name === undefined || name === '' ? all[0]! : all.find((m) => m.id === name || m.aliases.includes(name));
+    if (!found) throw new HearthError(ErrorCode.NotFound, `model '${name}' is not served here; the models are: ${all.map((m) => m.id).join(', ')}`);
+    if (found.kind !== kind) throw new HearthError(ErrorCode.InvalidArgument, `model: '${found.id}' is ${KIND_NAMES[found.kind]}; this request needs ${KIND_NAMES[kind]}`);
+    return found;
   }
 
   /** Runs one generation through admission, the engine and its failure handling. */
