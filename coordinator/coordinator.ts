@@ -34,7 +34,7 @@ import type { Plan, PlanInput, PlanResult } from './planner/types.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 import type { CoordinatorEvents, CoordinatorSnapshot, CoordinatorState, LoadRecord } from './snapshot.js';
 import { ResumeLog } from './resumes.js';
-import type { ModelKind, ServedModel } from './served-models.js';
+import type { EmbedRequest, EmbedResult, ModelKind, RerankRequest, RerankResult, ServedModel } from './served-models.js';
 import { EventLog, ServingHistory } from './telemetry.js';
 
 const KIND_NAMES: Record<ModelKind, string> = { chat: 'a text generation model', embedding: 'an embedding model', rerank: 'a reranker model' };
@@ -227,6 +227,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (!found) throw new HearthError(ErrorCode.NotFound, `model '${name}' is not served here; the models are: ${all.map((m) => m.id).join(', ')}`);
     if (found.kind !== kind) throw new HearthError(ErrorCode.InvalidArgument, `model: '${found.id}' is ${KIND_NAMES[found.kind]}; this request needs ${KIND_NAMES[kind]}`);
     return found;
+  }
+
+  /** Pooled vectors of each input from an embedding model. */
+  async embed(request: EmbedRequest): Promise<EmbedResult> {
+    this.resolveModel(request.model, 'embedding');
+    throw new HearthError(ErrorCode.Unsupported, 'embeddings are not served yet');
+  }
+
+  /** The documents scored against the query by a reranker model. */
+  async rerank(request: RerankRequest): Promise<RerankResult> {
+    this.resolveModel(request.model, 'rerank');
+    throw new HearthError(ErrorCode.Unsupported, 'rerank is not served yet');
   }
 
   /** Runs one generation through admission, the engine and its failure handling. */
