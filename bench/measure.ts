@@ -177,6 +177,11 @@ export interface ChatSettings {
   replyTokens: number;
   /** Milliseconds between a reply and the next turn: the time a person reads and types (0: none). */
   pauseMs?: number;
+  /**
+   * Picks the conversation's prose: every side of a repetition is given the same one, so their token
+   * counts compare one for one (absent: a new one each time).
+   */
+  tag?: number;
 }
 
 /** A multi-turn chat whose later turns can take their prompt's prefix from the cache. */
@@ -222,7 +227,7 @@ let tagCounter = 1;
  * message, so every later prompt extends the one before it by the reply and a few tokens.
  */
 export async function runChat(base: string, c: ChatSettings): Promise<ChatFigures> {
-  const messages: ChatMessage[] = [{ role: 'user', content: `${uniqueProse(tagCounter++, c.firstPromptWords)}\n\nTell me a story that goes on from this.` }];
+  const messages: ChatMessage[] = [{ role: 'user', content: `${uniqueProse(c.tag ?? tagCounter++, c.firstPromptWords)}\n\nTell me a story that goes on from this.` }];
   const turns: ChatTurnTiming[] = [];
   for (let t = 0; t < c.turns; t++) {
     if (t > 0) messages.push({ role: 'assistant', content: turns[t - 1]!.reply }, { role: 'user', content: FOLLOW_UPS[(t - 1) % FOLLOW_UPS.length]! });

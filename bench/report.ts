@@ -764,3 +764,110 @@ export function resumeMarkdown(p: ResumeResults, notes: string | null = null): s
   lines.push('');
   return lines.join('\n');
 }
+
+/** bench/chat.ts: the multi-turn chat alone, the same conversation on both sides, token counts per turn. */
+export type ChatBenchSide = 'llama-server' | 'hearth';
+
+/** Streamed (time to the first reply text) or not (time to the whole answer); the reading time before each later turn. */
+export interface ChatBenchMode {
+  stream: boolean;
+  pauseMs: number;
+}
+
+export interface ChatBenchTurn {
+  turn: number;
+  /** Request sent → first reply text (streamed) or the whole answer (not streamed), ms. */
+  ms: number;
+  promptTokens: number;
+  /** Prompt tokens the server took from its cache (usage.prompt_tokens_details.cached_tokens). */
+  cachedTokens: number;
+  /** Prompt tokens it computed: promptTokens − cachedTokens. */
+  computedTokens: number;
+  /** llama-server's own count of the prompt tokens it evaluated (timings.prompt_n); null from hearth. */
+  serverEvaluated: number | null;
+  reply: string;
+}
+
+export interface ChatBenchRun {
+  side: ChatBenchSide;
+  rep: number;
+  mode: ChatBenchMode;
+  turns: ChatBenchTurn[];
+}
+
+export interface ChatBenchResults {
+  date: string;
+  command: string;
+  model: string;
+  settings: { turns: number; firstWords: number; replyTokens: number; parallel: number; ctxSize: number; threadsPerWorker: number; split: number[]; pipelineGroups: number; hearthArgs: string[]; reps: number };
+  runs: ChatBenchRun[];
+}
+
+interface ChatBenchModeFigures {
+  mode: ChatBenchMode;
+  first: Record<ChatBenchSide, Stat>;
+  /** Each repetition's median over turns 2..n, then median (min–max) over the repetitions. */
+  later: Record<ChatBenchSide, Stat>;
+  /** Per turn: prompt tokens, and tokens computed (median over the repetitions, min–max). */
+  prompt: Record<ChatBenchSide, Stat[]>;
+  computed: Record<ChatBenchSide, Stat[]>;
+}
+
+function chatBenchFigures(p: ChatBenchResults): ChatBenchModeFigures[] {
+  const modes: ChatBenchMode[] = [];
+  for (const r of p.runs) if (!modes.some((m) => m.stream === r.mode.stream && m.pauseMs === r.mode.pauseMs)) modes.push(r.mode);
+  return modes.map((mode) => {
+    const of = (side: ChatBenchSide) => p.runs.filter((r) => r.side === side && r.mode.stream === mode.stream && r.mode.pauseMs === mode.pauseMs);
+    const perTurn = (side: ChatBenchSide, pick: (t: ChatBenchTurn) => number) => Array.from({ length: p.settings.turns }, (_, i) => stat(of(side).map((r) => (r.turns[i] ? pick(r.turns[i]) : NaN))));
+    const both = <T>(f: (side: ChatBenchSide) => T) => ({ 'llama-server': f('llama-server'), hearth: f('hearth') });
+    return {
+      mode,
+      first: both((side) => stat(of(side).map((r) => r.turns[0]?.ms ?? NaN))),
+      later: both((side) => stat(of(side).map((r) => stat(r.turns.slice(1).map((t) => t.ms)).median))),
+      prompt: both((side) => perTurn(side, (t) => t.promptTokens)),
+      computed: both((side) => perTurn(side, (t) => t.computedTokens)),
+    };
+  });
+}
+
+function chatModeName(m: ChatBenchMode): string {
+  return `${m.stream ? 'streamed' : 'not streamed'}, ${m.pauseMs > 0 ? `${(m.pauseMs / 1000).toFixed(1)} s reading time before each later turn` : 'each later turn sent as soon as the reply ends'}`;
+}
+
+function tokensText(xs: Stat[]): string {
+  return xs.map((x) => (x.min === x.max ? f0(x.median) : `${f0(x.median)} (${f0(x.min)}–${f0(x.max)})`)).join(' / ');
+}
+
+function f0(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(0) : '–';
+}
+
+/** Lines for the console at the end of a bench:chat run. */
+export function chatTurnsSummary(p: ChatBenchResults): string[] {
+  return chatBenchFigures(p).flatMap((f) => [
+    `${chatModeName(f.mode)}: later turns ${f0(f.later.hearth.median)} ms (hearth) / ${f0(f.later['llama-server'].median)} ms (llama-server) = ${(f.later.hearth.median / f.later['llama-server'].median).toFixed(3)}`,
+    `  tokens computed by turn: hearth ${tokensText(f.computed.hearth)}; llama-server ${tokensText(f.computed['llama-server'])}`,
+  ]);
+}
+
+export function chatBenchMarkdown(p: ChatBenchResults): string {
+  const s = p.settings;
+  const lines = [
+    '## Multi-turn chat, token by token',
+    '',
+    `The multi-turn chat alone (\`bench/chat.ts\`), to compare the two prompt caches token by token: a ${s.turns}-turn conversation over \`/v1/chat/completions\`, greedy, ${s.replyTokens} tokens per reply (ignore_eos), a first user message of ${s.firstWords} words of prose and the follow-ups of \`hearth bench\`'s chat; each later turn carries the previous reply back as the client received it. Both sides get the same conversation in a repetition, so their prompts are the same tokens. Model \`${p.model}\`, split ${s.split.join(' + ')} layers over two ${s.threadsPerWorker}-thread workers, ${s.parallel} slots of ${s.ctxSize} tokens on both sides (hearth decodes in ${s.pipelineGroups} context${s.pipelineGroups === 1 ? '' : 's'})${s.hearthArgs.length > 0 ? `, hearth started with \`${s.hearthArgs.join(' ')}\`` : ''}; ${s.reps} repetitions, the sides alternating. Times are medians (min–max) over the repetitions of each repetition's median over turns 2–${s.turns}; tokens computed are prompt tokens minus cached ones (llama-server's \`timings.prompt_n\` agrees), median (min–max) by turn.`,
+    '',
+    ...madeBy(p.command, 'bench/chat.ts', p.date),
+    '',
+    '| mode | later turns, ms: llama-server | hearth | hearth / llama-server | turn 1, ms: llama-server | hearth | prompt tokens by turn | tokens computed by turn: llama-server | hearth |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const f of chatBenchFigures(p)) {
+    const prompts = f.prompt.hearth.map((x, i) => (x.median === f.prompt['llama-server'][i]!.median ? f0(x.median) : `${f0(x.median)} (llama-server ${f0(f.prompt['llama-server'][i]!.median)})`)).join(' / ');
+    lines.push(
+      `| ${chatModeName(f.mode)} | ${range(f.later['llama-server'])} | ${range(f.later.hearth)} | ${(f.later.hearth.median / f.later['llama-server'].median).toFixed(3)} | ${range(f.first['llama-server'])} | ${range(f.first.hearth)} | ${prompts} | ${tokensText(f.computed['llama-server'])} | ${tokensText(f.computed.hearth)} |`,
+    );
+  }
+  lines.push('');
+  return lines.join('\n');
+}

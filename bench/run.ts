@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaTool } from './llama-tools.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults } from './report.js';
+import { abMarkdown, chartSvg, chatBenchMarkdown, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type ChatBenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -208,7 +208,8 @@ export async function runBenchmark(o: BenchOptions, say: (line: string) => void)
                   logFile,
                 );
         try {
-          const figures = await runSuite(server.base, suite);
+          // The same conversation on every side of a repetition (its prose picked by the repetition).
+          const figures = await runSuite(server.base, { ...suite, chat: suite.chat && { ...suite.chat, tag: 5000 + rep } });
           runs.push({ side, rep, figures });
           say(`rep ${rep + 1}/${o.reps} ${side.padEnd(13)}: gen ${figures.genTps.toFixed(2)} t/s, pp ${figures.ppTps.toFixed(1)} t/s, ttft ${figures.ttftMs.toFixed(0)} ms, aggregate ${Object.entries(figures.aggregateTps).map(([n, v]) => `${n}:${v.toFixed(2)}`).join(' ')}`);
           const chat = figures.chat;
@@ -279,10 +280,12 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const resumeNotesFile = join(dirname(jsonFile), 'resume-notes.md');
   const resumeNotes = existsSync(resumeNotesFile) ? readFileSync(resumeNotesFile, 'utf8') : null;
   const resume = existsSync(resumeFile) ? resumeMarkdown(JSON.parse(readFileSync(resumeFile, 'utf8')) as ResumeResults, resumeNotes) : null;
+  const chatFile = join(dirname(jsonFile), 'chat-results.json');
+  const chat = existsSync(chatFile) ? chatBenchMarkdown(JSON.parse(readFileSync(chatFile, 'utf8')) as ChatBenchResults) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [chat, placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }
