@@ -36,7 +36,7 @@ export const WORTH_FOLLOWING = 64;
  * spares at least WORTH_FOLLOWING; otherwise the least loaded group, lowest index first. With no free
  * sequence anywhere, the least loaded group queues it.
  */
-export function pickGroup(groups: readonly GroupScheduler[], prompt: Int32Array, reuse: boolean): number {
+export function pickGroup(groups: readonly GroupScheduler[], prompt: Int32Array, reuse: boolean, split: number | null = null): number {
   const indices = groups.map((_, i) => i);
   const open = indices.filter((i) => groups[i]!.active < groups[i]!.capacity);
   const pool = open.length > 0 ? open : indices;
@@ -46,7 +46,7 @@ export function pickGroup(groups: readonly GroupScheduler[], prompt: Int32Array,
   let best = least;
   let bestSaved = 0;
   for (const i of near) {
-    const saved = groups[i]!.cachedPrefix(prompt, reuse);
+    const saved = groups[i]!.cachedPrefix(prompt, reuse, split);
     if (saved > bestSaved || (saved === bestSaved && groups[i]!.active < groups[best]!.active)) {
       best = i;
       bestSaved = saved;
@@ -104,7 +104,7 @@ export class SchedulerGroups implements RequestSink {
   }
 
   #enqueue(w: PreparedRequest): void {
-    const group = this.#groups[pickGroup(this.#groups, w.prompt, w.params.cachePrompt)]!;
+    const group = this.#groups[pickGroup(this.#groups, w.prompt, w.params.cachePrompt, w.split)]!;
     this.#owner.set(w.id, group);
     group.enqueue(w);
   }

@@ -14,6 +14,12 @@ export interface PreparedRequest {
   prompt: Int32Array;
   /** Tokens at the end of `prompt` that this request generated before its engine was lost (0: a new request). */
   resumed: number;
+  /**
+   * Where a chat prompt's last message begins (its content as rendered, then the generation prompt), as
+   * a token index; the prompt cache computes a short last message apart from the rest (prompt-cache.ts).
+   * null for a text prompt, a resumed request, or a last message that is the first or not found.
+   */
+  split: number | null;
   params: GenerateParams;
   grammar: Partial<SamplerSettings>;
   stops: string[];
@@ -41,7 +47,7 @@ export async function prepareRequest(model: LlamaModel, templates: ChatTemplates
   const tokens = new Int32Array(r.prompt.length + resume.length);
   tokens.set(r.prompt);
   tokens.set(resume, r.prompt.length);
-  return { ...r, prompt: tokens, resumed: resume.length };
+  return { ...r, prompt: tokens, resumed: resume.length, split: null };
 }
 
 /** The prompt as rendered, without the tokens a resumed request had generated. */
@@ -54,7 +60,7 @@ async function render(model: LlamaModel, templates: ChatTemplates, id: string, p
   if (prompt.kind === 'text') {
     const tokens = model.tokenize(prompt.text, { addSpecial: true, parseSpecial: false });
     const grammar = c === null ? null : c.kind === 'grammar' ? c.grammar : jsonSchemaToGrammar(c.schema);
-    return { id, prompt: tokens, resumed: 0, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
+    return { id, prompt: tokens, resumed: 0, split: null, params, grammar: { grammar }, stops: params.stop, parser: null, chat: null };
   }
   const o = prompt.options;
   const request: ChatTemplateRequest = { messages: prompt.messages, add_generation_prompt: true };
@@ -77,7 +83,28 @@ async function render(model: LlamaModel, templates: ChatTemplates, id: string, p
   if (required && grammar.grammar && !grammar.grammarLazy) grammar.grammar = toolCallsOnly(grammar.grammar);
   if (o?.parallelToolCalls === false && grammar.grammar) grammar.grammar = singleToolCall(grammar.grammar);
   const tokens = model.tokenize(chat.prompt, { addSpecial: true, parseSpecial: true });
-  return { id, prompt: tokens, resumed: 0, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
+  const split = lastMessageStart(model, chat.prompt, tokens, prompt.messages);
+  return { id, prompt: tokens, resumed: 0, split, params, grammar, stops: [...params.stop, ...chat.additionalStops], parser: chat.parser, chat: params.cachePrompt ? request : null };
+}
+
+/**
+ * Where the last of a chat's messages begins in its rendered and tokenized prompt: the token from which
+ * the text is that message's content and what follows it (the generation prompt), counted from the end
+ * (a token that straddles the content's first byte belongs to the message). null when the last message
+ * is the first one, has no content, or the rendering does not hold its content as given.
+ */
+export function lastMessageStart(model: Pick<LlamaModel, 'tokenToPiece'>, rendered: string, tokens: Int32Array, messages: readonly { content: string | null }[]): number | null {
+  const content = messages.at(-1)?.content;
+  if (messages.length < 2 || !content) return null;
+  const at = rendered.lastIndexOf(content);
+  if (at <= 0) return null;
+  const bytes = Buffer.byteLength(rendered.slice(at));
+  let tail = 0;
+  for (let i = tokens.length - 1; i > 0; i--) {
+    tail += model.tokenToPiece(tokens[i]!, true).length;
+    if (tail >= bytes) return i;
+  }
+  return null;
 }
 
 /** Why a prompt of these tokens cannot run with `nCtxSeq` tokens per sequence; null when it can. */

@@ -13,12 +13,20 @@ import { Batch, type ChatTemplates, type LlamaContext, type LlamaModel, type Sam
 import { cancelledBeforeStart, namedFor, nextTurnTokens, prepareRequest, promptUnfit, requestSampler, type PreparedRequest } from './prepare-request.js';
 import { PromptCache } from './prompt-cache.js';
 import type { FinishReason, FromEngine, GenerateParams, PromptInput, TokenLogprob } from './protocol.js';
-import { DECODING, DONE, doneMessage, openSlot, requestOutput, type Slot } from './slot.js';
+import { cellsOf, DECODING, DONE, doneMessage, openSlot, requestOutput, type Slot } from './slot.js';
 import { tokenLogprob } from './slot-output.js';
 import { NO_DRAFTS, Speculator, type Speculation } from './speculator.js';
 
 /** How long a scheduler starting from idle waits for companions of the first request. */
 const GATHER_MS = 3;
+
+/**
+ * How long a finished chat's sequence stays idle before its warm-up begins. A turn sent as soon as the
+ * reply ends (a script, an agent's next step) arrives well within it and takes the reply's generated
+ * cells at once; one sent later (a person reading) finds the warm-up done. A warm-up begun just before
+ * a turn arrives would make the turn wait for its chunk, which a decode over RPC cannot cut short.
+ */
+export const WARMUP_GRACE_MS = 500;
 
 export class Scheduler {
   readonly #model: LlamaModel;
@@ -86,9 +94,9 @@ export class Scheduler {
     this.#kick();
   }
 
-  /** Prompt tokens a free sequence's cache would spare this prompt if it were admitted now. */
-  cachedPrefix(prompt: Int32Array, reuse: boolean): number {
-    return this.#cache.cachedPrefix(prompt, reuse);
+  /** Prompt tokens a free sequence's cache would spare this prompt (its last message at `split`) if it were admitted now. */
+  cachedPrefix(prompt: Int32Array, reuse: boolean, split: number | null = null): number {
+    return this.#cache.cachedPrefix(prompt, reuse, split);
   }
 
   /** Sequences this scheduler decodes side by side. */
@@ -178,24 +186,25 @@ export class Scheduler {
         this.#fail(r.id, namedFor(e, r.params.constraint));
         continue;
       }
-      let claimed: { seq: number; cached: number };
+      let claimed: ReturnType<PromptCache['claim']>;
       try {
-        claimed = this.#cache.claim(r.prompt, r.params.cachePrompt);
+        claimed = this.#cache.claim(r.prompt, r.params.cachePrompt, r.split);
       } catch (e) {
         // Only this request fails: the sequence stays free, and the loop goes on.
         sampler.dispose();
         this.#fail(r.id, e);
         continue;
       }
-      const { seq, cached } = claimed;
-      const slot = this.#open(r, seq, cached, sampler);
+      const { seq, cached, inexactFrom } = claimed;
+      const slot = this.#open(r, seq, cached, sampler, inexactFrom);
       this.#slots.set(r.id, slot);
       this.#send({ type: 'started', id: r.id, promptTokens: slot.usage.promptTokens, cachedTokens: slot.usage.cachedTokens });
     }
   }
 
-  #open(r: PreparedRequest, seq: number, cached: number, sampler: Sampler): Slot {
-    return openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS, this.#pieceOf);
+  #open(r: PreparedRequest, seq: number, cached: number, sampler: Sampler, inexactFrom: number | null): Slot {
+    const reuse = { inexactFrom, split: this.#cache.lastSegment(r.prompt.length, r.split) };
+    return openSlot(r, seq, cached, sampler, this.#speculator?.limitsFor(r.params) ?? NO_DRAFTS, this.#pieceOf, reuse);
   }
 
   readonly #pieceOf = (token: number): Uint8Array => this.#model.tokenToPiece(token);
@@ -223,7 +232,7 @@ export class Scheduler {
     const chunks = new Map<Slot, number>();
     for (const slot of this.#slots.values()) {
       if (slot.phase.kind !== 'prompt' || room <= 0) continue;
-      const take = this.#cache.chunk(slot.prompt.length - slot.fed, room);
+      const take = this.#cache.promptChunk(slot.fed, slot.prompt.length, room, slot.inexactFrom === null, slot.split);
       if (take === 0) continue;
       chunks.set(slot, take);
       room -= take;
@@ -314,7 +323,9 @@ export class Scheduler {
     const reply = slot.output.reply;
     if (reply && slot.chat && reason !== 'cancelled') {
       // The conversation so far, rendered as its next turn will render it, computed while the sequence is idle.
-      this.#cache.warmUp(slot.seq, nextTurnTokens(this.#model, this.#templates, slot.chat, reply)).then(
+      const grace = new Promise<void>((r) => setTimeout(r, WARMUP_GRACE_MS).unref());
+      const rendering = Promise.all([nextTurnTokens(this.#model, this.#templates, slot.chat, reply), grace]).then(([tokens]) => tokens);
+      this.#cache.warmUp(slot.seq, rendering).then(
         (queued) => queued && this.#kick(),
         (e: unknown) => this.#send({ type: 'log', level: 'warn', msg: `warm-up of a finished chat failed: ${messageOf(e)}` }),
       );
@@ -327,13 +338,13 @@ export class Scheduler {
     this.#fail(slot.id, e);
   }
 
-  /** Frees the slot's sequence; its KV stays as a cache of the prompt, unless the request failed. */
+  /** Frees the slot's sequence; its KV stays as a cache of the prompt and the reply, unless the request failed. */
   #release(slot: Slot, keepCache: boolean): void {
     this.#slots.delete(slot.id);
     slot.phase = DONE;
     try {
-      // The generated tokens' cells stay too, until the sequence is claimed; they are not reused.
-      this.#cache.release(slot.seq, keepCache ? slot.prompt.subarray(0, slot.fed) : null);
+      const cells = cellsOf(slot);
+      this.#cache.release(slot.seq, keepCache ? cells.tokens : null, cells.exact, cells.promptEnd);
     } finally {
       slot.sampler.dispose();
     }

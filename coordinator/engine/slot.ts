@@ -38,6 +38,14 @@ export interface Slot {
   cancelled: boolean;
   /** Prompt tokens already decoded (the cached ones included). */
   fed: number;
+  /**
+   * Where the sequence's cells stop being computed as a fresh run computes them: null while its prompt
+   * is (then in chunks of the exact rule, prompt-cache.ts); otherwise the exact part of the prefix it
+   * reused, the rest of its prompt computed in chunks of any size.
+   */
+  readonly inexactFrom: number | null;
+  /** Where its short last message begins, computed apart from the rest (PromptCache.lastSegment); null: none. */
+  readonly split: number | null;
   /** Position of the next token in this sequence. */
   pos: number;
   /** Tokens emitted so far (the pending one last); with the prompt, what a draft continues. */
@@ -50,10 +58,19 @@ export interface Slot {
 
 /**
  * A slot for an admitted request, in sequence `seq` whose first `cached` prompt tokens are computed
- * already. A resumed request's output takes in what it had sent (`pieceOf` spells a token), and its usage
- * counts its rendered prompt and every token generated, before the loss and after.
+ * already (exact up to `inexactFrom`, see Slot). A resumed request's output takes in what it had sent
+ * (`pieceOf` spells a token), and its usage counts its rendered prompt and every token generated, before
+ * the loss and after.
  */
-export function openSlot(r: PreparedRequest, seq: number, cached: number, sampler: Sampler, draft: DraftLimits, pieceOf: (token: number) => Uint8Array): Slot {
+export function openSlot(
+  r: PreparedRequest,
+  seq: number,
+  cached: number,
+  sampler: Sampler,
+  draft: DraftLimits,
+  pieceOf: (token: number) => Uint8Array,
+  reuse: { inexactFrom: number | null; split: number | null } = { inexactFrom: null, split: null },
+): Slot {
   const promptTokens = r.prompt.length - r.resumed;
   return {
     id: r.id,
@@ -66,6 +83,8 @@ export function openSlot(r: PreparedRequest, seq: number, cached: number, sample
     phase: PROMPT,
     cancelled: false,
     fed: cached,
+    inexactFrom: reuse.inexactFrom,
+    split: reuse.split,
     pos: cached,
     emitted: [],
     output: requestOutput(r, pieceOf),
@@ -79,6 +98,18 @@ export function requestOutput(r: PreparedRequest, pieceOf: (token: number) => Ui
   const output = new SlotOutput(r.stops, r.parser);
   if (r.resumed > 0) output.replay(Buffer.concat(Array.from(r.prompt.subarray(r.prompt.length - r.resumed), pieceOf)));
   return output;
+}
+
+/**
+ * What a finished slot's sequence holds, for the prompt cache: its prompt as far as it was computed, then
+ * the generated tokens whose cells it wrote; how many of them are exact, and where the prompt ends.
+ */
+export function cellsOf(slot: Slot): { tokens: Int32Array; exact: number; promptEnd: number } {
+  const generated = slot.fed === slot.prompt.length ? Math.max(0, slot.pos - slot.fed) : 0;
+  const tokens = new Int32Array(slot.fed + generated);
+  tokens.set(slot.prompt.subarray(0, slot.fed));
+  tokens.set(slot.emitted.slice(0, generated), slot.fed);
+  return { tokens, exact: slot.inexactFrom ?? Math.min(slot.fed, slot.split ?? slot.fed), promptEnd: slot.fed };
 }
 
 /** A finished slot's last message: why it ended, its usage, its whole text and, for a chat, the reply. */
