@@ -3,17 +3,19 @@
 // Both sides get the very same conversation in a repetition (the same prose, the same follow-ups), so
 // their token counts compare one for one: per turn, the prompt, the tokens each server took from its
 // cache and the tokens it computed (prompt minus cached; llama-server's own `timings.prompt_n` is
-// checked against it). Each mode (streamed or not, a reading pause or none) is its own conversation;
+// printed beside it where the two differ). Each mode (streamed or not, a reading pause or none) is its own conversation;
 // the sides alternate in a rotated order every repetition.
 //
 //   npm run bench:chat -- [--model FILE | --preset 1b --quant q8_0] [--reps 3] [--modes stream:0,plain:0,stream:3000]
 //                         [--turns 4] [--first-words 1200] [--reply-tokens 32] [--parallel 8] [--llama-server FILE]
 //
-// Writes bench/chat-results.json and regenerates BENCHMARKS.md (its chat section).
+// Writes bench/chat-results.json (or --out; bench/chat-results-<name>.json for another setup, shown beside
+// it) and regenerates BENCHMARKS.md (its chat section; figures newer than `hearth bench`'s run give the
+// multi-turn chat's targets).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
@@ -253,7 +255,8 @@ async function main(): Promise<void> {
   const out = resolve(values.out!);
   writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
   for (const line of chatTurnsSummary(results)) say(line);
-  if (out === resolve('bench/chat-results.json')) writeReport(resolve('bench/results.json'), resolve('BENCHMARKS.md'), resolve('bench/aggregate.svg'));
+  // The report shows bench/chat-results.json and any bench/chat-results-<name>.json (another setup).
+  if (dirname(out) === resolve('bench') && /^chat-results(-[\w.-]+)?\.json$/.test(basename(out))) writeReport(resolve('bench/results.json'), resolve('BENCHMARKS.md'), resolve('bench/aggregate.svg'));
   say(`wrote ${out}`);
 }
 

@@ -77,7 +77,11 @@ function hasChat(r: BenchResults): boolean {
   return (['llama-server', 'hearth'] as const).every((side) => r.runs.some((x) => x.side === side && x.figures.chat));
 }
 
-export function targets(r: BenchResults): Target[] {
+/**
+ * The targets of a run. `chats`: bench:chat's results; those newer than the run give the multi-turn chat's
+ * target instead of the run's own chat, once per mode (every setup must meet it).
+ */
+export function targets(r: BenchResults, chats: readonly ChatBenchResults[] = []): Target[] {
   const ratio = (pick: (f: SuiteFigures) => number) => metric(r, 'hearth', pick).median / metric(r, 'llama-server', pick).median;
   const top = String(Math.max(...r.settings.concurrency));
   const out: Target[] = [
@@ -102,11 +106,24 @@ export function targets(r: BenchResults): Target[] {
   if (r.secureLoad) {
     out.push({ name: 'cold load time (hearth secure / hearth open)', ratio: stat(r.secureLoad.secureColdSeconds).median / stat(r.secureLoad.openColdSeconds).median, kind: 'max', bound: 1.15 });
   }
-  if (hasChat(r)) {
+  const newer = newerChats(r, chats);
+  if (newer.length > 0) {
+    for (const c of newer) {
+      for (const f of chatBenchFigures(c)) {
+        const what = f.mode.stream ? 'time to first token' : 'time to the answer';
+        out.push({ name: `multi-turn chat, later-turn ${what} (hearth / llama-server), ${c.model}, ${chatModeName(f.mode)} (bench:chat)`, ratio: f.later.hearth.median / f.later['llama-server'].median, kind: 'max', bound: 1.1 });
+      }
+    }
+  } else if (hasChat(r)) {
     const later = (side: Side) => chatMetric(r, side, (c) => c.laterTtftMs).median;
     out.push({ name: 'multi-turn chat, later-turn time to first token (hearth / llama-server)', ratio: later('hearth') / later('llama-server'), kind: 'max', bound: 1.1 });
   }
   return out;
+}
+
+/** bench:chat's results made after the run `r`. */
+function newerChats(r: BenchResults, chats: readonly ChatBenchResults[]): ChatBenchResults[] {
+  return chats.filter((c) => Date.parse(c.date) > Date.parse(r.date));
 }
 
 function hasSecure(r: BenchResults): boolean {
@@ -120,8 +137,11 @@ export function met(t: Target): boolean {
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(x >= 100 ? 0 : x >= 10 ? 1 : 2) : 'n/a');
 const range = (s: Stat) => `${f1(s.median)} (${f1(s.min)}–${f1(s.max)})`;
 
-/** `analysis`: hand-written notes on the figures (bench/analysis.md), kept across regenerations. */
-export function markdown(r: BenchResults, chartFile: string, analysis: string | null = null): string {
+/**
+ * `analysis`: hand-written notes on the figures (bench/analysis.md), kept across regenerations. `chats`:
+ * bench:chat's results, whose newer figures replace the run's own in the targets.
+ */
+export function markdown(r: BenchResults, chartFile: string, analysis: string | null = null, chats: readonly ChatBenchResults[] = []): string {
   const rows: [string, (f: SuiteFigures) => number][] = [
     ['single-request generation, tokens/s', (f) => f.genTps],
     [`prompt processing (${r.runs[0]?.figures.ppPromptTokens ?? '?'}-token prompt), tokens/s`, (f) => f.ppTps],
@@ -186,8 +206,12 @@ export function markdown(r: BenchResults, chartFile: string, analysis: string | 
   }
   if (r.runs.some((x) => x.side === 'hearth-serial')) lines.push('', ...pipelineMarkdown(r));
   if (hasChat(r)) lines.push('', ...chatMarkdown(r, secure));
+  const newer = newerChats(r, chats);
+  if (hasChat(r) && newer.length > 0) {
+    lines.push('', `These chat figures are this run's (${r.date.slice(0, 10)}); \`npm run bench:chat\` measured the multi-turn chat again since (${newer.map((c) => c.date.slice(0, 10)).join(', ')}), and the targets below take its figures: see [Multi-turn chat, token by token](#multi-turn-chat-token-by-token).`);
+  }
   lines.push('', '## Targets', '', '| target | ratio | bound | met |', '| --- | --- | --- | --- |');
-  for (const t of targets(r)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
+  for (const t of targets(r, chats)) lines.push(`| ${t.name} | ${t.ratio.toFixed(3)} | ${t.kind === 'min' ? '≥' : '≤'} ${t.bound} | ${met(t) ? 'yes' : `**no** (by ${Math.abs(t.ratio - t.bound).toFixed(3)})`} |`);
   lines.push('', `![aggregate tokens/s against concurrency](${chartFile})`, '');
   if (analysis) lines.push(analysis.trim(), '');
   return lines.join('\n');
@@ -850,23 +874,29 @@ export function chatTurnsSummary(p: ChatBenchResults): string[] {
   ]);
 }
 
-export function chatBenchMarkdown(p: ChatBenchResults): string {
-  const s = p.settings;
+export function chatBenchMarkdown(results: readonly ChatBenchResults[]): string {
   const lines = [
     '## Multi-turn chat, token by token',
     '',
-    `The multi-turn chat alone (\`bench/chat.ts\`), to compare the two prompt caches token by token: a ${s.turns}-turn conversation over \`/v1/chat/completions\`, greedy, ${s.replyTokens} tokens per reply (ignore_eos), a first user message of ${s.firstWords} words of prose and the follow-ups of \`hearth bench\`'s chat; each later turn carries the previous reply back as the client received it. Both sides get the same conversation in a repetition, so their prompts are the same tokens. Model \`${p.model}\`, split ${s.split.join(' + ')} layers over two ${s.threadsPerWorker}-thread workers, ${s.parallel} slots of ${s.ctxSize} tokens on both sides (hearth decodes in ${s.pipelineGroups} context${s.pipelineGroups === 1 ? '' : 's'})${s.hearthArgs.length > 0 ? `, hearth started with \`${s.hearthArgs.join(' ')}\`` : ''}; ${s.reps} repetitions, the sides alternating. Times are medians (min–max) over the repetitions of each repetition's median over turns 2–${s.turns}; tokens computed are prompt tokens minus cached ones (llama-server's \`timings.prompt_n\` agrees), median (min–max) by turn.`,
-    '',
-    ...madeBy(p.command, 'bench/chat.ts', p.date),
-    '',
-    '| mode | later turns, ms: llama-server | hearth | hearth / llama-server | turn 1, ms: llama-server | hearth | prompt tokens by turn | tokens computed by turn: llama-server | hearth |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    "The multi-turn chat alone (`bench/chat.ts`), to compare the two prompt caches token by token: a conversation over `/v1/chat/completions`, greedy, a fixed number of tokens per reply (ignore_eos), a first user message of prose and the follow-ups of `hearth bench`'s chat; each later turn carries the previous reply back as the client received it. Both sides get the same conversation in a repetition, so their prompts are the same tokens (the replies may part at a near tie between the two programs, and then so do the later prompts). Each mode is its own conversation: streamed (time to the first reply text) or not (time to the whole answer), each later turn sent as soon as the reply ends or after a reading time. The sides alternate. Times are medians (min–max) over the repetitions of each repetition's median over the later turns; tokens computed are prompt tokens minus cached ones (llama-server's `timings.prompt_n` agrees), median (min–max) by turn.",
   ];
-  for (const f of chatBenchFigures(p)) {
-    const prompts = f.prompt.hearth.map((x, i) => (x.median === f.prompt['llama-server'][i]!.median ? f0(x.median) : `${f0(x.median)} (llama-server ${f0(f.prompt['llama-server'][i]!.median)})`)).join(' / ');
+  for (const p of results) {
+    const s = p.settings;
     lines.push(
-      `| ${chatModeName(f.mode)} | ${range(f.later['llama-server'])} | ${range(f.later.hearth)} | ${(f.later.hearth.median / f.later['llama-server'].median).toFixed(3)} | ${range(f.first['llama-server'])} | ${range(f.first.hearth)} | ${prompts} | ${tokensText(f.computed['llama-server'])} | ${tokensText(f.computed.hearth)} |`,
+      '',
+      `Model \`${p.model}\`, split ${s.split.join(' + ')} layers over two ${s.threadsPerWorker}-thread workers, ${s.parallel} slots of ${s.ctxSize} tokens on both sides (hearth decodes in ${s.pipelineGroups} context${s.pipelineGroups === 1 ? '' : 's'})${s.hearthArgs.length > 0 ? `, hearth started with \`${s.hearthArgs.join(' ')}\`` : ''}; ${s.turns} turns, a first message of ${s.firstWords} words, ${s.replyTokens} tokens per reply; ${s.reps} repetitions.`,
+      '',
+      ...madeBy(p.command, 'bench/chat.ts', p.date),
+      '',
+      '| mode | later turns, ms: llama-server | hearth | hearth / llama-server | turn 1, ms: llama-server | hearth | prompt tokens by turn | tokens computed by turn: llama-server | hearth |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     );
+    for (const f of chatBenchFigures(p)) {
+      const prompts = f.prompt.hearth.map((x, i) => (x.median === f.prompt['llama-server'][i]!.median ? f0(x.median) : `${f0(x.median)} (llama-server ${f0(f.prompt['llama-server'][i]!.median)})`)).join(' / ');
+      lines.push(
+        `| ${chatModeName(f.mode)} | ${range(f.later['llama-server'])} | ${range(f.later.hearth)} | ${(f.later.hearth.median / f.later['llama-server'].median).toFixed(3)} | ${range(f.first['llama-server'])} | ${range(f.first.hearth)} | ${prompts} | ${tokensText(f.computed['llama-server'])} | ${tokensText(f.computed.hearth)} |`,
+      );
+    }
   }
   lines.push('');
   return lines.join('\n');

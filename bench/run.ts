@@ -280,12 +280,16 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const resumeNotesFile = join(dirname(jsonFile), 'resume-notes.md');
   const resumeNotes = existsSync(resumeNotesFile) ? readFileSync(resumeNotesFile, 'utf8') : null;
   const resume = existsSync(resumeFile) ? resumeMarkdown(JSON.parse(readFileSync(resumeFile, 'utf8')) as ResumeResults, resumeNotes) : null;
-  const chatFile = join(dirname(jsonFile), 'chat-results.json');
-  const chat = existsSync(chatFile) ? chatBenchMarkdown(JSON.parse(readFileSync(chatFile, 'utf8')) as ChatBenchResults) : null;
+  // bench:chat's results: chat-results.json, and any chat-results-<name>.json beside it (another setup).
+  const chats = readdirSync(dirname(jsonFile))
+    .filter((f) => /^chat-results(-[\w.-]+)?\.json$/.test(f))
+    .sort()
+    .map((f) => JSON.parse(readFileSync(join(dirname(jsonFile), f), 'utf8')) as ChatBenchResults);
+  const chat = chats.length > 0 ? chatBenchMarkdown(chats) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [chat, placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis, chats) + [chat, placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }
