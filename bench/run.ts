@@ -283,7 +283,7 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   // bench:chat's results: chat-results.json, and any chat-results-<name>.json beside it (another setup).
   const chats = readdirSync(dirname(jsonFile))
     .filter((f) => /^chat-results(-[\w.-]+)?\.json$/.test(f))
-    .sort()
+    .sort((a, b) => Number(a !== 'chat-results.json') - Number(b !== 'chat-results.json') || a.localeCompare(b))
     .map((f) => JSON.parse(readFileSync(join(dirname(jsonFile), f), 'utf8')) as ChatBenchResults);
   const chat = chats.length > 0 ? chatBenchMarkdown(chats) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
