@@ -35,7 +35,7 @@ export function registerModelCommands(program: Command): void {
 
   model
     .command('create-test')
-    .description('write a llama-architecture GGUF with random weights and the real llama SPM tokenizer')
+    .description('write a GGUF with random weights and the real llama SPM tokenizer: chat models of several architectures, an embedding model (embed) and a reranker (rerank)')
     .requiredOption('--out <file>', 'where to write the model')
     .option('--preset <name>', `shape: ${Object.keys(TEST_MODEL_PRESETS).join(' | ')}`, 'tiny')
     .option('--quant <type>', `weights: ${TEST_MODEL_QUANTS.join(' | ')}`, 'f16')
