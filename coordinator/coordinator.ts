@@ -34,7 +34,7 @@ import type { Plan, PlanInput, PlanResult } from './planner/types.js';
 import { WorkerRegistry, type WorkerRecord } from './registry.js';
 import type { CoordinatorEvents, CoordinatorSnapshot, CoordinatorState, LoadRecord } from './snapshot.js';
 import { ResumeLog } from './resumes.js';
-import type { EmbedRequest, EmbedResult, ModelKind, RerankRequest, RerankResult, ServedModel } from './served-models.js';
+import { modelKind, type EmbedRequest, type EmbedResult, type ModelKind, type RerankRequest, type RerankResult, type ServedModel } from './served-models.js';
 import { EventLog, ServingHistory } from './telemetry.js';
 
 const KIND_NAMES: Record<ModelKind, string> = { chat: 'a text generation model', embedding: 'an embedding model', rerank: 'a reranker model' };
@@ -214,7 +214,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const id = facts?.name ?? (this.config.model ? basename(this.config.model, '.gguf') : 'hearth');
     const status = this.#state === 'serving' ? 'loaded' : this.#state === 'loading' ? 'loading' : 'on disk';
     const loadedBytes = this.#loaded ? this.#loaded.memory.reduce((a, m) => a + m.modelBytes + m.contextBytes + m.computeBytes, 0) : 0;
-    return [{ id, aliases: [], kind: 'chat', status, policy: 'pinned', facts, ctxSize: this.config.ctxSize, loadedBytes, expiresAt: null, lastUsedAt: null }];
+    return [{ id, aliases: [], kind: modelKind(facts), status, policy: 'pinned', facts, ctxSize: this.config.ctxSize, loadedBytes, expiresAt: null, lastUsedAt: null }];
   }
 
   /**
@@ -243,6 +243,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   /** Runs one generation through admission, the engine and its failure handling. */
   async generate(request: GenerationRequest, options: { signal?: AbortSignal; handlers?: GenerateHandlers } = {}): Promise<GenerateResult> {
+    this.resolveModel(request.model, 'chat');
     const prompt = checkPrompt(request.prompt);
     const params = resolveParams(request.settings, { maxTokens: this.config.maxTokensDefault, contextTokens: this.#loaded?.nCtxSeq ?? this.config.ctxSize });
     if (this.#stopped) throw new HearthError(ErrorCode.Unavailable, 'the coordinator is shutting down');

@@ -59,7 +59,16 @@ export interface ModelFacts {
    * `ffn_{up,gate,down,gate_up}_{,ch}exps`), and how many of the experts a token uses. Absent for dense models.
    */
   experts?: { count: number; used: number; layerBytes: number[] } | null;
+  /**
+   * `<arch>.pooling_type`: how an embedding model pools a sequence's outputs into one vector (mean, cls,
+   * last), or `rank` for a reranker's score. Absent or null: the file says none (a text generation model).
+   */
+  poolingType?: PoolingType | null;
 }
+
+/** llama.cpp's pooling types as a GGUF names them (enum llama_pooling_type: 0 none ... 4 rank). */
+export type PoolingType = 'none' | 'mean' | 'cls' | 'last' | 'rank';
+const POOLING_TYPES: readonly PoolingType[] = ['none', 'mean', 'cls', 'last', 'rank'];
 
 /** A block's sparse expert tensors: llama.cpp's fit matches the same names (common/fit.cpp, LAYER_FRACTION_MOE). */
 export const EXPERT_TENSOR = /^blk\.(\d+)\.ffn_(up|down|gate_up|gate)_(ch|)exps/;
@@ -197,6 +206,7 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
       ? { count: expertCount, used: Math.min(Math.max(expertUsed, 1), expertCount), layerBytes: expertBytes }
       : null;
   const outputTied = !hasOutput && embdBytes > 0;
+  const pooling = num(raw.metadata, `${a}.pooling_type`);
   if (outputTied) outputBytes += embdBytes;
 
   return {
@@ -226,6 +236,7 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
     slidingWindow: swaLayers ? slidingWindow : null,
     swaLayers,
     experts,
+    poolingType: pooling === null ? null : (POOLING_TYPES[pooling] ?? null),
   };
 }
 
