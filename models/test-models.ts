@@ -12,7 +12,7 @@ import { loadBinding, nativeAsync, requireNativeBuild, type TestModelSpec } from
 export type TestModelShape = Pick<
   TestModelSpec,
   'nLayer' | 'nEmbd' | 'nHead' | 'nHeadKv' | 'nFf' | 'nCtxTrain' | 'architecture' | 'nExpert' | 'nExpertUsed' | 'nFfExp' | 'nSwa' | 'swaPattern' | 'residualScale' | 'outputStdev'
-  | 'poolingType' | 'classifierLabels' | 'rerankTemplate' | 'tiedOutput' | 'addBos'
+  | 'poolingType' | 'classifierLabels' | 'rerankTemplate' | 'tiedOutput' | 'addBos' | 'addEos'
 >;
 
 /**
@@ -59,10 +59,11 @@ export const TEST_MODEL_PRESETS = {
   target: { nLayer: 24, nEmbd: 512, nHead: 8, nHeadKv: 4, nFf: 2048, nCtxTrain: 4096, residualScale: 0.01, outputStdev: 0.4 },
   draft: { nLayer: 1, nEmbd: 512, nHead: 8, nHeadKv: 4, nFf: 2048, nCtxTrain: 4096, residualScale: 0.01, outputStdev: 0.4 },
   /**
-   * Qwen3-Embedding-style: qwen3 with last-token pooling (qwen3.pooling_type = last) and the output head
-   * tied to the token embedding, 4 blocks; it serves /v1/embeddings, not chat.
+   * Qwen3-Embedding-style: qwen3 with last-token pooling (qwen3.pooling_type = last) of the end-of-text
+   * token the tokenizer appends, and the output head tied to the token embedding, 4 blocks; it serves
+   * /v1/embeddings, not chat.
    */
-  embed: { architecture: 'qwen3', nLayer: 4, nEmbd: 256, nHead: 8, nHeadKv: 2, nFf: 768, nCtxTrain: 4096, poolingType: 'last', tiedOutput: true },
+  embed: { architecture: 'qwen3', nLayer: 4, nEmbd: 256, nHead: 8, nHeadKv: 2, nFf: 768, nCtxTrain: 4096, poolingType: 'last', addEos: true, tiedOutput: true },
   /**
    * Qwen3-Reranker-style, as llama.cpp's converter writes one: rank pooling, a two-row rank head
    * (cls.output: "yes", "no"; llama.cpp takes the softmax, and the score is P(yes)), the rerank prompt,

@@ -374,8 +374,9 @@ export interface TestModelSpec {
   rerankTemplate?: string;
   /** No output.weight: llama.cpp uses the token embedding as the output head. */
   tiedOutput?: boolean;
-  /** tokenizer.ggml.add_bos_token over the vocabulary's own (Qwen's tokenizers add no BOS). */
+  /** tokenizer.ggml.add_bos_token and add_eos_token over the vocabulary's own (Qwen's tokenizers add no BOS; Qwen3-Embedding adds EOS). */
   addBos?: boolean;
+  addEos?: boolean;
 }
 
 export interface FitOptions {

@@ -36,8 +36,9 @@ struct TestModelSpec {
     std::vector<std::string> classifier_labels;
     std::string rerank_template;
     bool tied_output = false;
-    // -1: the tokenizer's own setting; 0/1: whether llama.cpp adds BOS (Qwen's tokenizers add none).
-    int32_t add_bos = -1;
+    // -1: the tokenizer's own setting; 0/1: whether llama.cpp adds BOS (Qwen's tokenizers add none) and
+    // EOS (a Qwen3-Embedding GGUF adds it: last-token pooling reads the end-of-text token).
+    int32_t add_bos = -1, add_eos = -1;
 };
 
 // The layer a tensor belongs to ("blk.N."), or -1.
@@ -111,6 +112,7 @@ class CreateTestModelWorker : public PromiseWorker {
         gguf_set_kv(g, vocab);  // general.* and tokenizer.* of the real llama SPM vocabulary
         gguf_free(vocab);
         if (spec_.add_bos >= 0) gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", spec_.add_bos == 1);
+        if (spec_.add_eos >= 0) gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", spec_.add_eos == 1);
 
         const ggml_type wtype = spec_.weight_type == "f16" ? GGML_TYPE_F16 : GGML_TYPE_F32;
         const std::string & a = spec_.arch;
@@ -270,6 +272,7 @@ Napi::Value CreateTestModel(const Napi::CallbackInfo & info) {
     s.rerank_template = GetString(o, "rerankTemplate", "");
     s.tied_output = GetBool(o, "tiedOutput", false);
     if (o.Has("addBos") && o.Get("addBos").IsBoolean()) s.add_bos = o.Get("addBos").As<Napi::Boolean>().Value() ? 1 : 0;
+    if (o.Has("addEos") && o.Get("addEos").IsBoolean()) s.add_eos = o.Get("addEos").As<Napi::Boolean>().Value() ? 1 : 0;
     if (!s.classifier_labels.empty() && s.arch != "qwen3") {
         ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: classifierLabels (a rank head, cls.output) is read by llama.cpp's qwen3 only among these architectures");
     }
