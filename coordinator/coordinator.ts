@@ -337,7 +337,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#loaded = null;
     this.#load = { ...this.#load, progress: 0 };
     this.#setState('loading', `loading ${this.#cluster.model?.name ?? this.config.model} onto ${plan.devices.length} device(s)`);
-    const outcome = await this.#supervisor.start(plan, engineLoadSpec(this.config, plan, this.#cluster.draftHost()?.endpoint ?? null));
+    const outcome = await this.#supervisor.start(plan, engineLoadSpec(this.config, plan, this.#cluster.draftHost()?.endpoint ?? null, modelKind(this.#cluster.model)));
     if (this.#stopped || outcome.kind === 'lost') return; // a loss is diagnosed and re-planned by #onEngineLost
     // A failed load is diagnosed like a lost engine: the worker to blame is kept out, and the re-plan backs off.
     if (outcome.kind === 'failed') return this.#onEngineLost(outcome.loss);
