@@ -23,6 +23,7 @@ import { ClusterView } from './cluster-view.js';
 import type { CoordinatorConfig } from './config.js';
 import type { Discovery } from './discovery/discovery.js';
 import { describeDrift, speedDrift } from './drift.js';
+import { PooledRequests } from './embeddings.js';
 import { EngineSupervisor, engineLoadSpec, lossCause, samePlacement, type EngineLoss } from './engine-supervisor.js';
 import type { GenerateHandlers, GenerateResult } from './engine/engine-process.js';
 import type { LoadedInfo, PromptInput } from './engine/protocol.js';
@@ -64,6 +65,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly #cluster: ClusterView;
   readonly #supervisor: EngineSupervisor;
   readonly #admission: Admission;
+  readonly #pooled: PooledRequests;
   readonly #events = new EventLog(this);
   readonly #history: ServingHistory;
   readonly #flaps = new FlapGuard();
@@ -119,6 +121,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       maxResumes: config.maxResumes,
       requestTimeoutMs: config.requestTimeoutMs,
     });
+    this.#pooled = new PooledRequests(log, this.#gate(), this, { parallel: config.parallel, maxWaiting: config.maxWaiting, maxResumes: config.maxResumes, requestTimeoutMs: config.requestTimeoutMs });
     this.#history = new ServingHistory(this, () => ({ inFlight: this.#admission.inFlight, waiting: this.#admission.waiting }));
     // The relay sees a worker's side of the link close or fail at once; llama.cpp may sit blocked on
     // it until the watchdog, so the engine is stopped here and the loss diagnosed as usual.
@@ -180,8 +183,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       contentId: this.#contentId,
       plan: this.#current && remotePlan(this.#current, this.links),
       load: { ...this.#load },
-      inFlight: this.#admission.inFlight,
-      waiting: this.#admission.waiting,
+      inFlight: this.#admission.inFlight + this.#pooled.inFlight,
+      waiting: this.#admission.waiting + this.#pooled.waiting,
       parallel: this.config.parallel,
       ctxSize: this.config.ctxSize,
       workers: this.registry.all().map((w) => ({ ...w })),
@@ -230,15 +233,17 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   }
 
   /** Pooled vectors of each input from an embedding model. */
-  async embed(request: EmbedRequest): Promise<EmbedResult> {
-    this.resolveModel(request.model, 'embedding');
-    throw new HearthError(ErrorCode.Unsupported, 'embeddings are not served yet');
+  async embed(request: EmbedRequest, options: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+    const model = this.resolveModel(request.model, 'embedding');
+    if (this.#stopped) throw new HearthError(ErrorCode.Unavailable, 'the coordinator is shutting down');
+    return this.#pooled.embed(model, request, options.signal);
   }
 
   /** The documents scored against the query by a reranker model. */
-  async rerank(request: RerankRequest): Promise<RerankResult> {
-    this.resolveModel(request.model, 'rerank');
-    throw new HearthError(ErrorCode.Unsupported, 'rerank is not served yet');
+  async rerank(request: RerankRequest, options: { signal?: AbortSignal } = {}): Promise<RerankResult> {
+    const model = this.resolveModel(request.model, 'rerank');
+    if (this.#stopped) throw new HearthError(ErrorCode.Unavailable, 'the coordinator is shutting down');
+    return this.#pooled.rerank(model, request, options.signal);
   }
 
   /** Runs one generation through admission, the engine and its failure handling. */
@@ -258,6 +263,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.#timers.clear();
     this.#history.stop();
     this.#admission.clear();
+    this.#pooled.clear();
     await this.#supervisor.close(graceMs);
     await this.registry.stop();
     await Promise.all(this.#discoveries.map((d) => d.stop()));

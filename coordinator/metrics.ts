@@ -56,6 +56,23 @@ export class CoordinatorMetrics {
     buckets: [0.25, 0.5, 1, 2, 4, 8, 15, 30, 60],
     registers: [this.registry],
   });
+  readonly embeddingRequests = new Counter({
+    name: 'hearth_embedding_requests_total',
+    help: 'Finished embeddings and rerank requests by endpoint (embeddings, rerank) and outcome (ok, error)',
+    labelNames: ['endpoint', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly embeddingInputs = new Counter({
+    name: 'hearth_embedding_inputs_total',
+    help: 'Inputs embedded, or documents scored, by requests that succeeded',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
+  readonly embeddingPromptTokens = new Counter({
+    name: 'hearth_embedding_prompt_tokens_total',
+    help: 'Tokens the engine computed for embeddings and rerank requests',
+    registers: [this.registry],
+  });
   readonly tokensPerSecond = new Gauge({
     name: 'hearth_generation_tokens_per_second',
     help: 'Decode speed of the last finished request (tokens after the first, per second)',
@@ -65,6 +82,12 @@ export class CoordinatorMetrics {
   constructor(source: MetricsSource) {
     source.on('first-token', (seconds) => this.timeToFirstToken.observe(seconds));
     source.on('request-finished', (r) => this.#finished(r));
+    source.on('pooled-finished', (r) => {
+      this.embeddingRequests.inc({ endpoint: r.endpoint, outcome: r.outcome });
+      if (r.outcome !== 'ok') return;
+      this.embeddingInputs.inc({ endpoint: r.endpoint }, r.inputs);
+      this.embeddingPromptTokens.inc(r.promptTokens);
+    });
     source.on('request-resumed', (pause) => {
       this.requestsResumed.inc();
       this.resumePause.observe(pause);

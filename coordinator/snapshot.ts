@@ -41,6 +41,15 @@ export interface RequestFinished {
   decodeTokensPerSecond: number | null;
 }
 
+/** How one embeddings or rerank request ended, and what it held. */
+export interface PooledFinished {
+  endpoint: 'embeddings' | 'rerank';
+  outcome: 'ok' | 'error';
+  /** Inputs embedded, or documents scored. */
+  inputs: number;
+  promptTokens: number;
+}
+
 export interface CoordinatorEvents {
   state: [CoordinatorState, string];
   event: [CoordinatorEvent];
@@ -49,6 +58,8 @@ export interface CoordinatorEvents {
   /** One generated token (streamed to its client). */
   token: [];
   'request-finished': [RequestFinished];
+  /** An embeddings or rerank request ended. */
+  'pooled-finished': [PooledFinished];
   /** A request caught by an engine loss went on, after a pause of this long (from its last token before the loss). */
   'request-resumed': [pauseSeconds: number];
 }
