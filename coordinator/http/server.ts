@@ -15,6 +15,7 @@ import type { ChatDelta, TokenLogprob } from '../engine/protocol.js';
 import type { CoordinatorMetrics } from '../metrics.js';
 import { statusView } from '../views.js';
 import { registerDashboard } from './dashboard.js';
+import { registerEmbeddingRoutes } from './embedding-routes.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
 import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
 
@@ -84,6 +85,7 @@ export class HttpApi {
     this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: [this.#modelCard()] }));
     this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));
     this.app.post('/v1/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('completion', req, reply));
+    registerEmbeddingRoutes(this.app, coordinator, this.#auth);
   }
 
   async listen(host: string, port: number): Promise<number> {
