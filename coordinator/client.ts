@@ -3,7 +3,7 @@
 import { clientConstructor, deadline, grpc } from '../common/grpc.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { fromGrpcError, unaryCall } from '../common/grpc-errors.js';
-import type { WirePlan, WireStatus, WireWorkerSummary } from './wire.js';
+import type { WireEmbed, WireEmbedResponse, WirePlan, WireRerank, WireRerankResponse, WireStatus, WireWorkerSummary } from './wire.js';
 
 export interface GenerateOptions {
   maxTokens?: number;
@@ -62,6 +62,14 @@ export class CoordinatorClient {
 
   getStatus(timeoutMs = 3000): Promise<WireStatus> {
     return this.#unary('GetStatus', timeoutMs);
+  }
+
+  embed(request: WireEmbed, timeoutMs = 120_000): Promise<WireEmbedResponse> {
+    return this.#unary('Embed', timeoutMs, request);
+  }
+
+  rerank(request: WireRerank, timeoutMs = 120_000): Promise<WireRerankResponse> {
+    return this.#unary('Rerank', timeoutMs, request);
   }
 
   close(): void {

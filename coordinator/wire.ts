@@ -23,6 +23,32 @@ export interface WireGenerate {
   cache_prompt?: boolean;
 }
 
+export interface WireEmbed {
+  model?: string;
+  inputs?: string[];
+  normalize?: boolean | null;
+  truncate?: boolean;
+}
+
+export interface WireEmbedResponse {
+  model: string;
+  embeddings: { values: number[] }[];
+  prompt_tokens: number;
+}
+
+export interface WireRerank {
+  model?: string;
+  query?: string;
+  documents?: string[];
+  top_n?: number | null;
+}
+
+export interface WireRerankResponse {
+  model: string;
+  results: { index: number; relevance_score: number }[];
+  prompt_tokens: number;
+}
+
 export interface WireWorkerSummary {
   worker_id: string;
   name: string;
