@@ -24,7 +24,8 @@ export async function createEmbeddingContext(model: LlamaModel, spec: EngineLoad
   const ctx = await model.createContext({
     embeddings: true,
     nCtx: spec.ctxSize * spec.parallel,
-    nSeqMax: EMBED_SEQUENCES,
+    // llama.cpp keeps an output per sequence within a batch's outputs: no more sequences than tokens.
+    nSeqMax: Math.min(EMBED_SEQUENCES, nBatch),
     // One pool of cells: the split into equal micro-batches that separate per-sequence caches use would
     // cut a sequence across micro-batches, which mean and cls pooling cannot take.
     kvUnified: true,

@@ -99,6 +99,11 @@ AddonContext::AddonContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<A
         ThrowJs(env, "INVALID_ARGUMENT", "nBatch and nUbatch must be >= 1 with nUbatch <= nBatch");
     }
     if (params_.n_threads < 1 || params_.n_threads_batch < 1) ThrowJs(env, "INVALID_ARGUMENT", "nThreads must be >= 1");
+    // llama.cpp keeps room for one output per sequence within a batch's outputs (n_outputs_max, n_batch
+    // by default) and aborts the process at the first decode otherwise.
+    if (params_.n_seq_max > params_.n_batch || (params_.n_ctx > 0 && params_.n_seq_max > params_.n_ctx)) {
+        ThrowJs(env, "INVALID_ARGUMENT", "nSeqMax (" + std::to_string(params_.n_seq_max) + ") must not exceed nBatch (" + std::to_string(params_.n_batch) + ") or nCtx: llama.cpp reserves one output per sequence in a batch");
+    }
     if (params_.type_v != GGML_TYPE_F16 && params_.type_v != GGML_TYPE_F32 && params_.type_v != GGML_TYPE_BF16 &&
         params_.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_DISABLED) {
         ThrowJs(env, "INVALID_ARGUMENT", "typeV: a quantized V cache needs flash attention (flashAttn 'on' or 'auto')");
