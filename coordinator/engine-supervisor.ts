@@ -31,6 +31,7 @@ export function engineLoadSpec(c: CoordinatorConfig, plan: Plan, draftEndpoint: 
     nGpuLayers: plan.nGpuLayers, ctxSize: c.ctxSize, parallel: c.parallel, groups: plan.groups, nBatch: c.batchSize, nUbatch: c.ubatchSize,
     typeK: c.cacheTypeK, typeV: c.cacheTypeV, threads: c.threads,
     speculation: c.speculation && { ...c.speculation, draftEndpoint },
+    chatTemplate: c.chatTemplate,
   };
 }
 

@@ -132,6 +132,8 @@ export interface EngineLoadSpec {
   threads: number;
   /** Speculative decoding; null: none. */
   speculation: SpeculationSettings | null;
+  /** A Jinja chat template in place of the model's own, or null. */
+  chatTemplate?: string | null;
 }
 
 export interface LoadedInfo {
