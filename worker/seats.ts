@@ -14,6 +14,9 @@ import { RpcServerProcess, type RpcServerOptions } from './rpc-server-process.js
 import { residentBytes } from './devices.js';
 import type { RpcServerSupervisor } from './supervisor.js';
 
+/** How long a connection waits for the primary server to be released before another is started for it. */
+const PRIMARY_WAIT_MS = 300;
+
 /** A connection's own server, until `release`. */
 export interface Seat {
   endpoint: { host: string; port: number };
@@ -25,6 +28,8 @@ export class SeatPool {
   readonly #options: RpcServerOptions;
   readonly #log: Logger;
   #primaryTaken = false;
+  /** Connections waiting a moment for the primary to be released. */
+  #primaryFree: (() => void)[] = [];
   readonly #extras = new Set<RpcServerProcess>();
   #closed = false;
 
@@ -50,6 +55,10 @@ export class SeatPool {
   /** A server no other connection uses: the primary when it is free and running, else a new one. */
   async take(): Promise<Seat> {
     if (this.#closed) throw new HearthError(ErrorCode.Unavailable, 'the worker is stopping');
+    // A connection that is about to end (a probe, an engine that just stopped) leaves the primary to
+    // the next one: wait a moment for it before starting another server, so that one engine keeps
+    // one server, the one whose pid the worker reports.
+    if (this.#primaryTaken) await Promise.race([new Promise<void>((resolve) => this.#primaryFree.push(resolve)), new Promise((r) => setTimeout(r, PRIMARY_WAIT_MS))]);
     const primary = this.#primary.endpoint;
     if (!this.#primaryTaken && primary && this.#primary.state === 'READY') {
       this.#primaryTaken = true;
@@ -60,6 +69,7 @@ export class SeatPool {
           if (released) return;
           released = true;
           this.#primaryTaken = false;
+          this.#primaryFree.splice(0).forEach((f) => f());
         },
       };
     }

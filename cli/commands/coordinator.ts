@@ -11,7 +11,7 @@ import { checkChatTemplates, checkDraftModel } from '../../coordinator/draft-che
 import { compileCoordinatorConfig, modelRefusal, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
-import { previewPlan, type PlanPreview } from '../../coordinator/preview.js';
+import { previewPlan, previewPlans, type ModelPreview, type PlanPreview } from '../../coordinator/preview.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
@@ -205,6 +205,17 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   }
 }
 
+/** `hearth plan` for several models: each one's plan, and which on-demand models take each other's place. */
+export function printModelPlans(models: readonly ModelPreview[], out: (s: string) => void = (s) => process.stdout.write(s)): void {
+  for (const m of models) {
+    const beside = m.policy === 'pinned' ? 'beside the pinned models before it' : 'beside the pinned models';
+    out(`\nmodel ${m.id} (${m.policy}), ${beside}:\n`);
+    printPlan(m.plan, (s) => out(s.replace(/^/gm, '  ')));
+    if (m.excludes.length > 0) out(`  does not fit beside ${m.excludes.join(', ')}: loading it unloads ${m.excludes.length === 1 ? 'it' : 'them, least recently used first, as many as it takes'}\n`);
+    else if (m.policy === 'on-demand' && m.plan.fits) out('  fits beside any one other on-demand model\n');
+  }
+}
+
 /** "0-5, 9, 12-13": block numbers as ranges. */
 export function layerRanges(layers: readonly number[]): string {
   const parts: string[] = [];
@@ -335,6 +346,14 @@ export function registerCoordinatorCommands(program: Command): void {
       }
       configureLogger({ level: 'warn' });
       const config = await withLocalModel(clusterConfig(flags, cmd), logger('models'));
+      if (config.models.length > 1) {
+        const { models, workers } = await previewPlans(config, logger('plan'), discoveries(config), rpcProtocolVersion(), config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
+        for (const w of workers.filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
+        if (flags.json) process.stdout.write(JSON.stringify(models, null, 2) + '\n');
+        else printModelPlans(models);
+        process.exitCode = models.every((m) => m.plan.fits) ? 0 : 3;
+        return;
+      }
       const { preview: plan, workers } = await previewPlan(config, logger('plan'), discoveries(config), rpcProtocolVersion(), config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
       for (const w of workers.filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
       if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');

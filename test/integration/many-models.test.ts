@@ -14,7 +14,7 @@ import OpenAI from 'openai';
 import type { WireModelStatus, WireStatus } from '../../coordinator/wire.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { assertGreedyMatches, GREEDY, PROMPTS, referenceRuns, type GreedyRun } from '../helpers/generate.js';
-import { expectApiError } from '../helpers/http-api.js';
+import { expectApiError, metric } from '../helpers/http-api.js';
 import { testModel } from '../helpers/models.js';
 import { runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
@@ -118,6 +118,9 @@ describe('several models on one cluster', () => {
     assert.equal(model(s, 'qwen').status, 'loaded');
     assert.equal(model(s, 'big').status, 'loaded');
     assert.equal(model(s, 'big').load.loads, bigLoads, 'the pinned model was never reloaded');
+    const metrics = await (await fetch(`${coord.http}/metrics`)).text();
+    assert.equal(metric(metrics, 'hearth_model_loaded', 'model="qwen"'), 1);
+    assert.equal(metric(metrics, 'hearth_model_loaded', 'model="tiny"'), 0);
     assert.ok(
       s.events.some((e) => /model qwen does not fit beside the loaded models: unloading tiny \(least recently used\) to make room/.test(e.message)),
       `the eviction is an event:\n${s.events.map((e) => e.message).join('\n')}`,
@@ -150,6 +153,19 @@ describe('several models on one cluster', () => {
     });
     assert.match(out, /models:/);
     for (const id of ['big', 'tiny', 'qwen']) assert.match(out, new RegExp(`\\b${id}\\b`));
+  });
+
+  test('hearth plan shows each model\'s plan, and which on-demand models take each other\'s place', async () => {
+    const p = runCli(['plan', '--config', join(dir, 'cluster.yaml'), '--no-mdns', ...workers.flatMap((w) => ['--worker', w.control])]);
+    let text = '';
+    p.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+    const code = await new Promise<number | null>((resolve) => p.once('exit', resolve));
+    assert.equal(code, 3, `huge-context does not fit, so the plan fails:\n${text}`);
+    assert.match(text, /model big \(pinned\)/);
+    assert.match(text, /model tiny \(on-demand\), beside the pinned models:[\s\S]*does not fit beside qwen: loading it unloads it/);
+    assert.match(text, /model qwen \(on-demand\), beside the pinned models:[\s\S]*does not fit beside tiny/);
+    assert.match(text, /model huge-context \(on-demand\), beside the pinned models:\n  does not fit/);
   });
 
   test('refused at start, naming the model: a name given twice, a chat template that does not parse', async () => {
