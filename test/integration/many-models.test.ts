@@ -156,7 +156,7 @@ describe('several models on one cluster', () => {
   });
 
   test('hearth plan shows each model\'s plan, and which on-demand models take each other\'s place', async () => {
-    const p = runCli(['plan', '--config', join(dir, 'cluster.yaml'), '--no-mdns', ...workers.flatMap((w) => ['--worker', w.control])]);
+    const p = runCli(['plan', '--config', join(dir, 'cluster.yaml'), '--no-mdns', '--local-device', 'off', '--placement', 'memory', ...workers.flatMap((w) => ['--worker', w.control])]);
     let text = '';
     p.stdout!.on('data', (d: Buffer) => (text += d.toString()));
     p.stderr!.on('data', (d: Buffer) => (text += d.toString()));
