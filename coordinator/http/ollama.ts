@@ -261,7 +261,7 @@ class OllamaApi {
       reply.header(RESUMED_HEADER, String(result.resumed ?? 0));
       return reply.send(finalLine(endpoint, g.name, new Date(), result, timing, { logprobs: g.logprobs ? lps : null }));
     } catch (e) {
-      if (abort.signal.aborted) return;
+      // Also after a disconnect (the answer then goes nowhere), so that the handler always answers.
       return this.#fail(reply, e);
     }
   }

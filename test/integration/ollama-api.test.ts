@@ -24,16 +24,14 @@ const PERSON = {
   additionalProperties: false,
 } as const;
 
-const TOOLS: Tool[] = [
-  {
-    type: 'function',
-    function: {
-      name: 'get_weather',
-      description: 'The weather in a city',
-      parameters: { type: 'object', properties: { city: { type: 'string', description: 'a city', maxLength: 16 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } }, required: ['city', 'unit'] },
-    },
-  },
-];
+/** A bounded string: random weights would otherwise write a city name until num_predict runs out. */
+const WEATHER_PARAMETERS = {
+  type: 'object',
+  properties: { city: { type: 'string', description: 'a city', maxLength: 16 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+  required: ['city', 'unit'],
+};
+
+const TOOLS: Tool[] = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city', parameters: WEATHER_PARAMETERS } }];
 
 const ajv = new Ajv({ strict: false });
 
@@ -192,7 +190,7 @@ describe('Ollama API through the official ollama client', () => {
     assert.equal(calls.length, 1, JSON.stringify(r.message));
     assert.equal(calls[0]!.function.name, 'get_weather');
     assert.equal(typeof calls[0]!.function.arguments, 'object', 'arguments are an object, not a string');
-    assertValid(TOOLS[0]!.function.parameters!, calls[0]!.function.arguments, 'the arguments');
+    assertValid(WEATHER_PARAMETERS, calls[0]!.function.arguments, 'the arguments');
 
     const stream = await ollama.chat({ ...request, stream: true });
     const streamed = [];
