@@ -282,7 +282,10 @@ class OllamaApi {
     const open = () => {
       if (opened || res.destroyed) return;
       opened = true;
-      res.writeHead(200, { ...headers, 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+      // `connection` set here, as /v1's streams set it, keeps Node from advertising its 72-s Keep-Alive
+      // timeout: a client that aborts a stream (Node's fetch) keeps its socket for that long, and the
+      // server's close waits for it (a coordinator's stop took 69 s instead of 3).
+      res.writeHead(200, { ...headers, 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     };
     const headersTimer = setTimeout(open, this.#options.headersAfterMs);
     const chat = g.request.prompt.kind === 'chat';
