@@ -209,7 +209,7 @@ function constraint(b: Body): Constraint | null {
   return found[0] ?? null;
 }
 
-function chatOptions(b: Body): ChatOptions {
+export function chatOptions(b: Body): ChatOptions {
   const tools = chatTools(b);
   const parallel = optionalBoolean(b, 'parallel_tool_calls');
   const rf = b.reasoning_format ?? 'auto';

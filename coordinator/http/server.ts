@@ -15,6 +15,7 @@ import type { ServedModel } from '../served-models.js';
 import { statusView } from '../views.js';
 import { registerDashboard } from './dashboard.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
+import { registerOllama } from './ollama.js';
 import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
 
 export interface HttpOptions {
@@ -83,6 +84,7 @@ export class HttpApi {
     this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: coordinator.models().map((m) => this.#modelCard(m)) }));
     this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));
     this.app.post('/v1/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('completion', req, reply));
+    registerOllama(this.app, coordinator, options, log);
   }
 
   async listen(host: string, port: number): Promise<number> {
