@@ -37,6 +37,7 @@ export function engineLoadSpec(c: CoordinatorConfig, plan: Plan, draftEndpoint: 
     nGpuLayers: plan.nGpuLayers, ctxSize: c.ctxSize, parallel: c.parallel, groups: plan.groups, nBatch: c.batchSize, nUbatch: c.ubatchSize,
     typeK: c.cacheTypeK, typeV: c.cacheTypeV, threads: c.threads,
     speculation: !embeddings && c.speculation ? { ...c.speculation, draftEndpoint } : null,
+    chatTemplate: c.chatTemplate,
     embeddings,
   };
 }

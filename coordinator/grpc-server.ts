@@ -69,8 +69,8 @@ export class CoordinatorGrpcServer {
           );
       };
     this.#server.addService(serviceDefinition('CoordinatorService'), {
-      Generate: stream((r) => ({ prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
-      Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
+      Generate: stream((r) => ({ model: r.model || undefined, prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
+      Chat: stream((r) => ({ model: r.model || undefined, prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
       ListWorkers: unary(() => {
         const c = this.#coordinator.snapshot();
         return { workers: c.workers.map((w) => workerView(w, c.secure, c.contentId)) };

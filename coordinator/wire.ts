@@ -21,6 +21,8 @@ export interface WireGenerate {
   sampling?: WireSampling | null;
   stop?: string[];
   cache_prompt?: boolean;
+  /** The served model by id or alias; empty: the default. */
+  model?: string;
 }
 
 export interface WireEmbed {
@@ -121,4 +123,26 @@ export interface WireStatus {
   events: { time: string; kind: string; message: string }[];
   /** Serving figures, a sample every 2 s for the last five minutes, oldest first. */
   history: { t: number; tokens_per_second: number; ttft_ms: number; in_flight: number; waiting: number }[];
+  /** Every served model, the default first. */
+  models: WireModelStatus[];
+}
+
+export interface WireModelStatus {
+  id: string;
+  aliases: string[];
+  kind: string;
+  policy: string;
+  status: string;
+  state: string;
+  reason: string;
+  model: string;
+  model_name: string;
+  plan: WirePlan;
+  load: WireStatus['load'];
+  in_flight: number;
+  waiting: number;
+  loaded_bytes: string;
+  last_used: number;
+  expires: number;
+  speculation: string;
 }

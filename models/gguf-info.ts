@@ -47,6 +47,8 @@ export interface ModelFacts {
   /** Tensors that belong to no block, input or output. */
   otherBytes: number;
   totalTensorBytes: number;
+  /** Weights over every tensor (the product of each one's shape); absent for a model described on paper. */
+  parameterCount?: number | null;
   /** Tensor count by ggml type name. */
   tensorTypes: Record<string, number>;
   /** KV heads of each layer, when the model varies them (GQA per layer); otherwise absent or null. */
@@ -173,11 +175,13 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
   let outputBytes = 0;
   let otherBytes = 0;
   let total = 0;
+  let parameters = 0;
   let embdBytes = 0;
   let hasOutput = false;
   const tensorTypes: Record<string, number> = {};
   for (const t of raw.tensors) {
     total += t.bytes;
+    parameters += t.shape.reduce((a, b) => a * b, 1);
     tensorTypes[t.type] = (tensorTypes[t.type] ?? 0) + 1;
     const block = /^blk\.(\d+)\./.exec(t.name);
     if (block) {
@@ -231,6 +235,7 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
     outputTied,
     otherBytes,
     totalTensorBytes: total,
+    parameterCount: parameters,
     tensorTypes,
     headCountKvPerLayer,
     slidingWindow: swaLayers ? slidingWindow : null,

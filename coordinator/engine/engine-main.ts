@@ -72,8 +72,8 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   const speculation = (g: number) => (settings ? { settings, drafters: draftersOf(settings, drafts[g] ?? null), tuner } : null);
   scheduler =
     contexts.length === 1
-      ? new Scheduler(m, ctx, send, speculation(0))
-      : new SchedulerGroups(contexts.length, (g, sendOf) => new Scheduler(m, contexts[g]!, sendOf, speculation(g)), send);
+      ? new Scheduler(m, ctx, send, speculation(0), spec.chatTemplate ?? null)
+      : new SchedulerGroups(contexts.length, (g, sendOf) => new Scheduler(m, contexts[g]!, sendOf, speculation(g), spec.chatTemplate ?? null), send);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),

@@ -132,6 +132,8 @@ export interface EngineLoadSpec {
   threads: number;
   /** Speculative decoding; null: none. */
   speculation: SpeculationSettings | null;
+  /** A Jinja chat template in place of the model's own, or null. */
+  chatTemplate?: string | null;
   /**
    * An embedding or reranker model: one embeddings context (the model's pooling type) answering `embed`
    * and `rerank` instead of the generation contexts. Absent: false.

@@ -1,0 +1,163 @@
+// Seats: the worker's rpc port serves several engines at once. llama.cpp's rpc server takes one client
+// at a time (a second client's HELLO waits until the first leaves), and a coordinator that serves
+// several models runs an engine per model. So each connection to the rpc port gets a server of its
+// own: the first free one (the primary, which the supervisor keeps running), or another started for
+// it on a loopback port, stopped when its connection ends (its buffers are freed then anyway; the
+// process would only hold memory the cluster could use).
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { freePortOn } from '../common/ports.js';
+import { joinSockets } from '../link/pipe.js';
+import { RpcServerProcess, type RpcServerOptions } from './rpc-server-process.js';
+import { residentBytes } from './devices.js';
+import type { RpcServerSupervisor } from './supervisor.js';
+
+/** How long a connection waits for the primary server to be released before another is started for it. */
+const PRIMARY_WAIT_MS = 300;
+
+/** A connection's own server, until `release`. */
+export interface Seat {
+  endpoint: { host: string; port: number };
+  release(): void;
+}
+
+export class SeatPool {
+  readonly #primary: RpcServerSupervisor;
+  readonly #options: RpcServerOptions;
+  readonly #log: Logger;
+  #primaryTaken = false;
+  /** Connections waiting a moment for the primary to be released. */
+  #primaryFree: (() => void)[] = [];
+  readonly #extras = new Set<RpcServerProcess>();
+  #closed = false;
+
+  /** `options`: how a further server is started (its port is chosen each time, on loopback). */
+  constructor(primary: RpcServerSupervisor, options: RpcServerOptions, log: Logger) {
+    this.#primary = primary;
+    this.#options = options;
+    this.#log = log;
+  }
+
+  /** Servers serving a connection now. */
+  get inUse(): number {
+    return (this.#primaryTaken ? 1 : 0) + this.#extras.size;
+  }
+
+  /** Memory every server holds (resident): what the worker lends counts it against its cap. */
+  heldBytes(): number {
+    let bytes = residentBytes(this.#primary.pid);
+    for (const s of this.#extras) bytes += residentBytes(s.pid);
+    return bytes;
+  }
+
+  /** A server no other connection uses: the primary when it is free and running, else a new one. */
+  async take(): Promise<Seat> {
+    if (this.#closed) throw new HearthError(ErrorCode.Unavailable, 'the worker is stopping');
+    // A connection that is about to end (a probe, an engine that just stopped) leaves the primary to
+    // the next one: wait a moment for it before starting another server, so that one engine keeps
+    // one server, the one whose pid the worker reports.
+    if (this.#primaryTaken) await Promise.race([new Promise<void>((resolve) => this.#primaryFree.push(resolve)), new Promise((r) => setTimeout(r, PRIMARY_WAIT_MS))]);
+    const primary = this.#primary.endpoint;
+    if (!this.#primaryTaken && primary && this.#primary.state === 'READY') {
+      this.#primaryTaken = true;
+      let released = false;
+      return {
+        endpoint: hostPort(primary),
+        release: () => {
+          if (released) return;
+          released = true;
+          this.#primaryTaken = false;
+          this.#primaryFree.splice(0).forEach((f) => f());
+        },
+      };
+    }
+    const port = await freePortOn('127.0.0.1');
+    const started = Date.now();
+    const server = await RpcServerProcess.start({ ...this.#options, host: '127.0.0.1', port }, {
+      onLine: (stream, line) => this.#log.debug({ stream, rpcServer: true, port }, line),
+    });
+    this.#extras.add(server);
+    this.#log.info({ port, pid: server.pid, ms: Date.now() - started, servers: this.inUse }, 'another engine connected: started an rpc server for it');
+    let released = false;
+    void server.exited.then(() => this.#extras.delete(server));
+    if (this.#closed) void server.stop();
+    return {
+      endpoint: { host: '127.0.0.1', port },
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#extras.delete(server);
+        void server.stop().then(() => this.#log.info({ port, servers: this.inUse }, 'an engine left: stopped its rpc server'));
+      },
+    };
+  }
+
+  /** Joins `client` to a seat of its own for as long as it stays connected. */
+  async join(client: Socket, onEnd?: (error: Error | null) => void): Promise<void> {
+    client.pause();
+    let seat: Seat;
+    try {
+      seat = await this.take();
+    } catch (e) {
+      this.#log.error({ err: messageOf(e) }, 'could not start an rpc server for a connection; closing it');
+      client.destroy();
+      return;
+    }
+    if (client.destroyed) return seat.release();
+    const inner = connect(seat.endpoint);
+    joinSockets(client, inner, (_side, error) => {
+      seat.release();
+      onEnd?.(error);
+    });
+    client.resume();
+  }
+
+  /** Stops the further servers (the supervisor stops the primary). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all([...this.#extras].map((s) => s.stop()));
+    this.#extras.clear();
+  }
+}
+
+/** The rpc port for open clusters: a plain TCP listener that gives each connection a seat. */
+export class SeatListener {
+  readonly #server: Server;
+  readonly #open = new Set<Socket>();
+
+  constructor(pool: SeatPool) {
+    this.#server = createServer({ pauseOnConnect: true }, (socket) => {
+      this.#open.add(socket);
+      socket.once('close', () => this.#open.delete(socket));
+      socket.on('error', () => undefined);
+      void pool.join(socket);
+    });
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: NodeJS.ErrnoException) =>
+        reject(new HearthError(ErrorCode.FailedPrecondition, e.code === 'EADDRINUSE' ? `rpc port ${port} on ${host} is already in use; choose another with --rpc-port` : `cannot listen on ${host}:${port} for the rpc port: ${e.message}`));
+      this.#server.once('error', onError);
+      this.#server.listen({ host, port, exclusive: true }, () => {
+        this.#server.off('error', onError);
+        const addr = this.#server.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : port);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const s of this.#open) s.destroy();
+    this.#open.clear();
+    await closed;
+  }
+}
+
+function hostPort(endpoint: string): { host: string; port: number } {
+  const i = endpoint.lastIndexOf(':');
+  return { host: endpoint.slice(0, i), port: Number(endpoint.slice(i + 1)) };
+}
