@@ -137,9 +137,10 @@ export class ClusterView {
 
   /**
    * The planner's input now. `held`: the running engine's plan, whose memory is free again once it is
-   * replaced; `others`: the plans of the other models' engines, whose memory is not this model's.
+   * replaced; `others`: the plans of the other models' engines, whose memory is not this model's;
+   * `lent`: count what the workers' servers hold now as free (a plan of several models from scratch).
    */
-  planInput(objective: PlacementObjective, held: Plan | null, others: readonly Plan[] = []): PlanInput {
+  planInput(objective: PlacementObjective, held: Plan | null, others: readonly Plan[] = [], options: { lent?: boolean } = {}): PlanInput {
     const model = this.#model;
     if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
     const workers = this.plannable();
@@ -153,7 +154,8 @@ export class ClusterView {
       if (rtt !== undefined) d.hopSeconds = hopSecondsFromRtt(rtt);
     }
     for (const d of devices) {
-      const lent = others.length > 0 ? hostMemoryLent(d, workers) : null;
+      // `lent`: plan in what the machine lends in all, as if no engine held any of it (hearth plan).
+      const lent = others.length > 0 || options.lent ? hostMemoryLent(d, workers) : null;
       if (lent !== null) {
         // Several models: what the machine lends in all, less what the other models' plans take on it
         // (this model's own engine, if it runs, is in `lent` already). Counted from plans, not from

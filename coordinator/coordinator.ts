@@ -216,6 +216,20 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.#room(request.model, 'rerank').rerank(request, options.signal);
   }
 
+  /** Loads a model if it is not in memory (an on-demand one, as its first request would), and resolves once it serves. */
+  async loadModel(name: string, signal?: AbortSignal): Promise<void> {
+    const room = this.#room(name, null);
+    await room.engineWhenServing(signal, Date.now() + room.config.requestTimeoutMs);
+  }
+
+  /** Unloads an on-demand model once its requests in flight end; false for a pinned model, which stays. */
+  async unloadModel(name: string): Promise<boolean> {
+    const room = this.#room(name, null);
+    if (room.spec.policy === 'pinned') return false;
+    await room.unload('asked to (keep_alive 0)');
+    return true;
+  }
+
   /** Stops taking requests, lets in-flight ones finish (bounded), and stops the engines and discovery. */
   async stop(graceMs = 5000): Promise<void> {
     if (this.#stopped) return;
@@ -233,7 +247,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.#rooms[0]!;
   }
 
-  #room(name: string | undefined, kind: ModelKind): ModelRoom {
+  /** The room a request names; `kind` null: any kind. */
+  #room(name: string | undefined, kind: ModelKind | null): ModelRoom {
     // One model answers to any name, as llama-server does (clients send whatever they were written
     // for); of several, a name must be one of theirs, or the name inside a model's file.
     const found =
@@ -242,7 +257,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         : (this.#rooms.find((r) => r.id === name || r.spec.aliases.includes(name)) ?? this.#rooms.find((r) => r.model?.name === name));
     if (!found) throw new HearthError(ErrorCode.NotFound, `model '${name}' is not served here; the models are: ${this.#rooms.map((r) => r.id).join(', ')}`);
     const has = found.describe().kind;
-    if (has !== kind) throw new HearthError(ErrorCode.InvalidArgument, `model: '${found.id}' is ${KIND_NAMES[has]}; this request needs ${KIND_NAMES[kind]}`);
+    if (kind !== null && has !== kind) throw new HearthError(ErrorCode.InvalidArgument, `model: '${found.id}' is ${KIND_NAMES[has]}; this request needs ${KIND_NAMES[kind]}`);
     return found;
   }
 

@@ -89,7 +89,7 @@ export async function previewPlans(
     for (const d of discoveries) d.start({ found: (c, s) => registry.add(c, s), gone: () => undefined });
     await new Promise((r) => setTimeout(r, waitMs));
     await registry.checkAll();
-    const planBeside = (i: number, others: Plan[]) => makePlan(views[i]!.view.planInput(config.placement, null, others));
+    const planBeside = (i: number, others: Plan[]) => makePlan(views[i]!.view.planInput(config.placement, null, others, { lent: true }));
     const pinned: Plan[] = [];
     const out: ModelPreview[] = views.map(({ m }, i) => {
       if (m.policy !== 'pinned') return { id: m.id, policy: m.policy, plan: planBeside(i, pinned), excludes: [] };

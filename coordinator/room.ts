@@ -561,6 +561,22 @@ export class ModelRoom {
     return engine && this.#loaded && (this.#state === 'serving' || this.#state === 'degraded') ? engine : null;
   }
 
+  /** The serving engine, once the model serves (an on-demand one is loaded first): what Ollama's load waits for. */
+  async engineWhenServing(signal: AbortSignal | undefined, deadline: number): Promise<EngineProcess> {
+    this.#use();
+    for (;;) {
+      if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
+      const engine = this.#engineServing();
+      if (engine) return engine;
+      const refusal = this.#gate().refusal(0);
+      if (refusal) throw refusal;
+      if (Date.now() >= deadline) throw new HearthError(ErrorCode.DeadlineExceeded, `model ${this.id} did not serve within the request's time limit of ${this.config.requestTimeoutMs / 1000} s (--request-timeout)`);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#changed(), new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))))]);
+      clearTimeout(timer);
+    }
+  }
+
   #changed(): Promise<void> {
     return new Promise<void>((resolve) => this.#changeWaiters.push(resolve));
   }

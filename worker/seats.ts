@@ -16,6 +16,8 @@ import type { RpcServerSupervisor } from './supervisor.js';
 
 /** How long a connection waits for the primary server to be released before another is started for it. */
 const PRIMARY_WAIT_MS = 300;
+/** How long a connection waits for a crashed primary server to be restarted (the supervisor's back-off is at most 10 s). */
+const RESTART_WAIT_MS = 12_000;
 
 /** A connection's own server, until `release`. */
 export interface Seat {
@@ -59,6 +61,9 @@ export class SeatPool {
     // the next one: wait a moment for it before starting another server, so that one engine keeps
     // one server, the one whose pid the worker reports.
     if (this.#primaryTaken) await Promise.race([new Promise<void>((resolve) => this.#primaryFree.push(resolve)), new Promise((r) => setTimeout(r, PRIMARY_WAIT_MS))]);
+    // A free primary that is being restarted (it crashed) is waited for, not replaced: the engine that
+    // connects now must be on the server whose pid and restarts the worker reports.
+    if (!this.#primaryTaken && this.#primary.state !== 'READY' && this.#primary.state !== 'STOPPING') await this.#primaryReady(RESTART_WAIT_MS);
     const primary = this.#primary.endpoint;
     if (!this.#primaryTaken && primary && this.#primary.state === 'READY') {
       this.#primaryTaken = true;
@@ -92,6 +97,22 @@ export class SeatPool {
         void server.stop().then(() => this.#log.info({ port, servers: this.inUse }, 'an engine left: stopped its rpc server'));
       },
     };
+  }
+
+  /** Resolves once the primary is ready again, or after `ms`. */
+  #primaryReady(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#primary.off('state', onState);
+        resolve();
+      };
+      const onState = (state: string) => {
+        if (state === 'READY' || state === 'STOPPING') done();
+      };
+      const timer = setTimeout(done, ms);
+      this.#primary.on('state', onState);
+    });
   }
 
   /** Joins `client` to a seat of its own for as long as it stays connected. */

@@ -27,6 +27,10 @@ export interface OllamaBackend {
   resolveModel(name: string | undefined, kind: ModelKind): ServedModel;
   generate(request: GenerationRequest, options: { signal?: AbortSignal; handlers?: GenerateHandlers }): Promise<GenerateResult>;
   embed(request: EmbedRequest): Promise<EmbedResult>;
+  /** Loads the model if it is not in memory, and resolves once it serves. */
+  loadModel(name: string, signal?: AbortSignal): Promise<void>;
+  /** Unloads an on-demand model (after its requests in flight); false for a pinned one, which stays. */
+  unloadModel(name: string): Promise<boolean>;
 }
 
 export interface OllamaOptions {
@@ -219,7 +223,7 @@ class OllamaApi {
       }
     }
     if (g.options.ignored.length > 0) notes.push(`options not supported, ignored: ${g.options.ignored.join(', ')}`);
-    if (g.unload) notes.push(`keep_alive 0 (unload): hearth loads and unloads models as the cluster's configuration says; ${model.id} stays loaded`);
+    if (g.unload && model.policy === 'pinned') notes.push(`keep_alive 0 (unload): ${model.id} is pinned in the cluster's configuration, so it stays loaded`);
     return notes;
   }
 
@@ -237,8 +241,16 @@ class OllamaApi {
     const notes = this.#notes(g, model);
     const headers: Record<string, string> = notes.length > 0 ? { [NOTES_HEADER]: headerText(notes.join(' | ')) } : {};
     reply.headers(headers);
-    // Ollama's "load the model": the cluster has it loaded (or loading) already.
-    if (g.loadOnly) return reply.send(loadLine(endpoint, g.name, new Date()));
+    // Ollama's "load the model" (an empty prompt), or with keep_alive 0 its "unload the model".
+    if (g.loadOnly) {
+      try {
+        if (g.unload) await this.#backend.unloadModel(model.id);
+        else await this.#backend.loadModel(model.id);
+      } catch (e) {
+        return this.#fail(reply, e);
+      }
+      return reply.send({ ...loadLine(endpoint, g.name, new Date()), ...(g.unload ? { done_reason: 'unload' } : {}) });
+    }
     const abort = new AbortController();
     // A client that disconnects cancels its generation and frees its slot.
     reply.raw.on('close', () => {

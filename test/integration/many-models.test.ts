@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 
 import type { WireModelStatus, WireStatus } from '../../coordinator/wire.js';
@@ -155,8 +156,24 @@ describe('several models on one cluster', () => {
     for (const id of ['big', 'tiny', 'qwen']) assert.match(out, new RegExp(`\\b${id}\\b`));
   });
 
+  test('the ollama client picks models by name, lists what is loaded, and loads and unloads an on-demand model', async () => {
+    const ollama = new Ollama({ host: coord.http });
+    const tags = await ollama.list();
+    assert.deepEqual(tags.models.map((m) => m.name).sort(), ['big', 'default-chat', 'huge-context', 'qwen', 'tiny']);
+    const chat = await ollama.chat({ model: 'tiny', messages: [{ role: 'user', content: PROMPTS[0]! }], options: { temperature: 0, num_predict: 4 } });
+    assert.equal(chat.model, 'tiny');
+    assert.ok((await ollama.ps()).models.some((m) => m.name === 'tiny'), 'tiny is loaded after its request');
+    const unloaded = await ollama.generate({ model: 'tiny', prompt: '', keep_alive: 0 });
+    assert.equal(unloaded.done_reason, 'unload');
+    assert.equal(model(await coord.client.getStatus(), 'tiny').status, 'on disk');
+    const loaded = await ollama.generate({ model: 'tiny', prompt: '' });
+    assert.equal(loaded.done_reason, 'load');
+    assert.equal(model(await coord.client.getStatus(), 'tiny').status, 'loaded');
+    assert.ok(!(await ollama.ps()).models.some((m) => m.name === 'qwen'), 'qwen made room for tiny');
+  });
+
   test('hearth plan shows each model\'s plan, and which on-demand models take each other\'s place', async () => {
-    const p = runCli(['plan', '--config', join(dir, 'cluster.yaml'), '--no-mdns', '--local-device', 'off', '--placement', 'memory', ...workers.flatMap((w) => ['--worker', w.control])]);
+    const p = runCli(['plan', '--config', join(dir, 'cluster.yaml'), '--no-mdns', '--local-device', 'off', '--placement', 'memory', '--ctx-size', '512', '--parallel', '4', ...workers.flatMap((w) => ['--worker', w.control])]);
     let text = '';
     p.stdout!.on('data', (d: Buffer) => (text += d.toString()));
     p.stderr!.on('data', (d: Buffer) => (text += d.toString()));

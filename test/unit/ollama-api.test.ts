@@ -46,6 +46,16 @@ class FakeCoordinator extends EventEmitter implements OllamaBackend {
     this.embeds.push(request);
     return { model: request.model ?? '', embeddings: request.inputs.map(() => [0.6, 0.8, 0]), promptTokens: 4 * request.inputs.length };
   }
+
+  loads: string[] = [];
+  async loadModel(name: string): Promise<void> {
+    this.loads.push(`load ${name}`);
+  }
+
+  async unloadModel(name: string): Promise<boolean> {
+    this.loads.push(`unload ${name}`);
+    return true;
+  }
 }
 
 /** A reply streamed as the engine streams a chat: reasoning, then content, then a tool call read at the end. */
@@ -187,11 +197,14 @@ describe('the Ollama API on the HTTP server (a fake coordinator)', () => {
     assert.match(route.json().error, /no route GET \/api\/nothing/);
   });
 
-  test("loading the model answers at once; what hearth cannot do as asked is said in x-hearth-notes", async () => {
-    const load = await post('/api/generate', { model: 'tiny', keep_alive: 0 });
+  test("an empty prompt loads the model, with keep_alive 0 unloads it; what hearth cannot do as asked is said in x-hearth-notes", async () => {
+    const load = await post('/api/generate', { model: 'tiny' });
     assert.equal(load.statusCode, 200);
     assert.equal(load.json().done_reason, 'load');
-    assert.match(String(load.headers['x-hearth-notes']), /keep_alive 0 \(unload\).*tiny stays loaded/);
+    const unload = await post('/api/generate', { model: 'tiny', keep_alive: 0 });
+    assert.equal(unload.statusCode, 200);
+    assert.equal(unload.json().done_reason, 'unload');
+    assert.deepEqual(fake.loads, ['load tiny', 'unload tiny']);
     fake.script = CHAT_SCRIPT;
     const wide = await post('/api/chat', { model: 'tiny', messages: [{ role: 'user', content: 'x' }], options: { num_ctx: 32768, mirostat: 2 }, stream: false });
     assert.equal(wide.statusCode, 200);
