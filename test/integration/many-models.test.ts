@@ -16,6 +16,7 @@ import type { WireModelStatus, WireStatus } from '../../coordinator/wire.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { assertGreedyMatches, GREEDY, PROMPTS, referenceRuns, type GreedyRun } from '../helpers/generate.js';
 import { expectApiError, metric } from '../helpers/http-api.js';
+import { cosine, llamaEmbedding, referenceEmbeddings } from '../helpers/llama-embedding.js';
 import { testModel } from '../helpers/models.js';
 import { runCli, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
@@ -31,11 +32,17 @@ describe('several models on one cluster', () => {
   let openai: OpenAI;
   let dir: string;
   const refs: Record<string, GreedyRun[]> = {};
+  let embedPath: string;
+  let embedRefs: number[][];
   const N = 16;
 
   before(async () => {
     const paths = { big: await testModel('small'), tiny: await testModel('tiny'), qwen: await testModel('qwen3') };
     for (const [id, path] of Object.entries(paths)) refs[id] = await referenceRuns(path, PROMPTS.slice(0, 2), N);
+    embedPath = await testModel('embed');
+    await llamaEmbedding();
+    embedRefs = [];
+    for (const p of PROMPTS.slice(0, 2)) embedRefs.push((await referenceEmbeddings(embedPath, [p], { normalize: 2 }))[0]!);
     dir = mkdtempSync(join(tmpdir(), 'hearth-models-'));
     const config = join(dir, 'cluster.yaml');
     writeFileSync(
@@ -46,6 +53,7 @@ describe('several models on one cluster', () => {
         `  - { model: ${paths.big}, id: big, aliases: [default-chat] }`,
         `  - { model: ${paths.tiny}, id: tiny, policy: on-demand, idle: 10m }`,
         `  - { model: ${paths.qwen}, id: qwen, policy: on-demand, idle: 4s }`,
+        `  - { model: ${embedPath}, id: embed }`,
         // Its KV cache alone is over a GiB: it fits nowhere, whatever else is unloaded.
         `  - { model: ${paths.tiny}, id: huge-context, ctxSize: 262144 }`,
         '',
@@ -65,11 +73,14 @@ describe('several models on one cluster', () => {
 
   test('the pinned model is loaded across both workers; the on-demand ones are listed on disk', async () => {
     const s = await coord.client.getStatus();
-    assert.deepEqual(s.models.map((m) => [m.id, m.policy, m.status]), [['big', 'pinned', 'loaded'], ['tiny', 'on-demand', 'on disk'], ['qwen', 'on-demand', 'on disk'], ['huge-context', 'on-demand', 'on disk']]);
+    assert.deepEqual(s.models.map((m) => [m.id, m.kind, m.policy, m.status]), [
+      ['big', 'chat', 'pinned', 'loaded'], ['tiny', 'chat', 'on-demand', 'on disk'], ['qwen', 'chat', 'on-demand', 'on disk'],
+      ['embed', 'embedding', 'on-demand', 'on disk'], ['huge-context', 'chat', 'on-demand', 'on disk'],
+    ]);
     assert.ok(s.events.some((e) => /model huge-context does not fit these workers even alone/.test(e.message)), 'said at start');
     assert.equal(model(s, 'big').plan.devices.filter((d) => d.layers > 0).length, 2, 'the pinned model is split over both workers');
     const list = await openai.models.list();
-    assert.deepEqual(list.data.map((m) => [m.id, (m as unknown as { status: string }).status]), [['big', 'loaded'], ['tiny', 'on disk'], ['qwen', 'on disk'], ['huge-context', 'on disk']]);
+    assert.deepEqual(list.data.map((m) => [m.id, (m as unknown as { status: string }).status]), [['big', 'loaded'], ['tiny', 'on disk'], ['qwen', 'on disk'], ['embed', 'on disk'], ['huge-context', 'on disk']]);
   });
 
   test('a request loads an on-demand model; requests alternating between models each equal their own reference', async () => {
@@ -91,7 +102,22 @@ describe('several models on one cluster', () => {
     assert.ok(s.events.some((e) => /tiny: model tiny was asked for: loading it/.test(e.message)), 'the load on demand is an event');
   });
 
+  test('a chat model and an embedding model in turn: each answer equals its own reference', async () => {
+    for (let round = 0; round < 2; round++) {
+      const chat = await coord.client.generate(PROMPTS[round]!, { model: 'big', maxTokens: N, sampling: GREEDY });
+      assertGreedyMatches(chat.tokens, refs.big![round]!, `big, round ${round}`);
+      const e = await openai.embeddings.create({ model: 'embed', input: PROMPTS.slice(0, 2) });
+      e.data.forEach((d, i) => assert.ok(cosine(d.embedding, embedRefs[i]!) >= 0.9999, `embedding ${i}, round ${round}: cosine ${cosine(d.embedding, embedRefs[i]!)} with llama.cpp's`));
+      assert.equal(e.model, 'embed');
+    }
+    // An embeddings request to a chat model, and a chat request to the embedding model, are refused naming it.
+    await expectApiError(openai.embeddings.create({ model: 'big', input: 'x' }), 400, 'invalid_request_error', /'big' is a text generation model; this request needs an embedding model/);
+    await expectApiError(openai.chat.completions.create({ model: 'embed', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }), 400, 'invalid_request_error', /'embed' is an embedding model/);
+  });
+
   test('requests to two loaded models progress side by side', async () => {
+    // tiny made way for the embedding model: it is loaded again first, so that both are in memory.
+    await coord.client.generate(PROMPTS[0]!, { model: 'tiny', maxTokens: 1 });
     const arrivals: Record<string, number[]> = { big: [], tiny: [] };
     const run = (id: 'big' | 'tiny') =>
       coord.client.generate(PROMPTS[2]!, { model: id, maxTokens: 48, sampling: { ...GREEDY, ignore_eos: true }, onChunk: (_t, tokens) => tokens.forEach(() => arrivals[id]!.push(performance.now())) });
@@ -137,7 +163,7 @@ describe('several models on one cluster', () => {
   });
 
   test('an unknown model is a 404 naming the models, one that fits nowhere a 400 naming it; status shows every model', async () => {
-    await expectApiError(openai.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }), 404, 'not_found_error', /model 'nope' is not served here; the models are: big, tiny, qwen, huge-context/);
+    await expectApiError(openai.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }), 404, 'not_found_error', /model 'nope' is not served here; the models are: big, tiny, qwen, embed, huge-context/);
     await expectApiError(
       openai.chat.completions.create({ model: 'huge-context', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }),
       400,
@@ -158,8 +184,13 @@ describe('several models on one cluster', () => {
 
   test('the ollama client picks models by name, lists what is loaded, and loads and unloads an on-demand model', async () => {
     const ollama = new Ollama({ host: coord.http });
+    await assert.rejects(ollama.chat({ model: 'llama3.2', messages: [{ role: 'user', content: 'hi' }] }), (e: Error & { status_code?: number }) => {
+      assert.equal(e.status_code, 404);
+      assert.match(e.message, /model 'llama3\.2' not found; the models served here are: big, .*tiny/);
+      return true;
+    });
     const tags = await ollama.list();
-    assert.deepEqual(tags.models.map((m) => m.name).sort(), ['big', 'default-chat', 'huge-context', 'qwen', 'tiny']);
+    assert.deepEqual(tags.models.map((m) => m.name).sort(), ['big', 'default-chat', 'embed', 'huge-context', 'qwen', 'tiny']);
     const chat = await ollama.chat({ model: 'tiny', messages: [{ role: 'user', content: PROMPTS[0]! }], options: { temperature: 0, num_predict: 4 } });
     assert.equal(chat.model, 'tiny');
     assert.ok((await ollama.ps()).models.some((m) => m.name === 'tiny'), 'tiny is loaded after its request');
@@ -180,8 +211,8 @@ describe('several models on one cluster', () => {
     const code = await new Promise<number | null>((resolve) => p.once('exit', resolve));
     assert.equal(code, 3, `huge-context does not fit, so the plan fails:\n${text}`);
     assert.match(text, /model big \(pinned\)/);
-    assert.match(text, /model tiny \(on-demand\), beside the pinned models:[\s\S]*does not fit beside qwen: loading it unloads it/);
-    assert.match(text, /model qwen \(on-demand\), beside the pinned models:[\s\S]*does not fit beside tiny/);
+    assert.match(text, /model tiny \(on-demand\), beside the pinned models:[\s\S]*?does not fit beside qwen, embed: loading it unloads them, least recently used first/);
+    assert.match(text, /model qwen \(on-demand\), beside the pinned models:[\s\S]*?does not fit beside tiny, embed/);
     assert.match(text, /model huge-context \(on-demand\), beside the pinned models:\n  does not fit/);
   });
 
