@@ -15,7 +15,9 @@ import { residentBytes } from './devices.js';
 import type { RpcServerSupervisor } from './supervisor.js';
 
 /** How long a connection waits for the primary server to be released before another is started for it. */
-const PRIMARY_WAIT_MS = 300;
+const PRIMARY_WAIT_MS = 100;
+/** How long a further server that its connection left waits for another before it stops. */
+const IDLE_SERVER_MS = 5000;
 /** How long a connection waits for a crashed primary server to be restarted (the supervisor's back-off is at most 10 s). */
 const RESTART_WAIT_MS = 12_000;
 
@@ -32,6 +34,8 @@ export class SeatPool {
   #primaryTaken = false;
   /** Connections waiting a moment for the primary to be released. */
   #primaryFree: (() => void)[] = [];
+  /** Further servers no connection uses now, each stopped when its timer runs out. */
+  #idle: { server: RpcServerProcess; timer: NodeJS.Timeout }[] = [];
   readonly #extras = new Set<RpcServerProcess>();
   #closed = false;
 
@@ -44,7 +48,7 @@ export class SeatPool {
 
   /** Servers serving a connection now. */
   get inUse(): number {
-    return (this.#primaryTaken ? 1 : 0) + this.#extras.size;
+    return (this.#primaryTaken ? 1 : 0) + this.#extras.size - this.#idle.length;
   }
 
   /** Memory every server holds (resident): what the worker lends counts it against its cap. */
@@ -54,13 +58,18 @@ export class SeatPool {
     return bytes;
   }
 
-  /** A server no other connection uses: the primary when it is free and running, else a new one. */
+  /**
+   * A server no other connection uses: the primary when it is free and running; else a further server
+   * that a connection left a moment ago; else a new one. llama.cpp's client opens several short
+   * connections per worker before the one that carries a load (device count, memory, buffer types),
+   * one after another: each finds the server the last one left instead of starting its own.
+   */
   async take(): Promise<Seat> {
     if (this.#closed) throw new HearthError(ErrorCode.Unavailable, 'the worker is stopping');
-    // A connection that is about to end (a probe, an engine that just stopped) leaves the primary to
-    // the next one: wait a moment for it before starting another server, so that one engine keeps
-    // one server, the one whose pid the worker reports.
-    if (this.#primaryTaken) await Promise.race([new Promise<void>((resolve) => this.#primaryFree.push(resolve)), new Promise((r) => setTimeout(r, PRIMARY_WAIT_MS))]);
+    // A connection that is about to end (an engine that just stopped) leaves the primary to the next
+    // one: wait a moment for it before taking another server, so that one engine keeps the server
+    // whose pid the worker reports.
+    if (this.#primaryTaken && this.#idle.length === 0) await Promise.race([new Promise<void>((resolve) => this.#primaryFree.push(resolve)), new Promise((r) => setTimeout(r, PRIMARY_WAIT_MS))]);
     // A free primary that is being restarted (it crashed) is waited for, not replaced: the engine that
     // connects now must be on the server whose pid and restarts the worker reports.
     if (!this.#primaryTaken && this.#primary.state !== 'READY' && this.#primary.state !== 'STOPPING') await this.#primaryReady(RESTART_WAIT_MS);
@@ -78,25 +87,55 @@ export class SeatPool {
         },
       };
     }
+    const server = this.#takeIdle() ?? (await this.#start());
+    let released = false;
+    return {
+      endpoint: hostPort(server.endpoint),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#leaveIdle(server);
+      },
+    };
+  }
+
+  #takeIdle(): RpcServerProcess | null {
+    for (let entry = this.#idle.shift(); entry; entry = this.#idle.shift()) {
+      clearTimeout(entry.timer);
+      if (entry.server.running) return entry.server;
+    }
+    return null;
+  }
+
+  async #start(): Promise<RpcServerProcess> {
     const port = await freePortOn('127.0.0.1');
     const started = Date.now();
     const server = await RpcServerProcess.start({ ...this.#options, host: '127.0.0.1', port }, {
       onLine: (stream, line) => this.#log.debug({ stream, rpcServer: true, port }, line),
     });
     this.#extras.add(server);
-    this.#log.info({ port, pid: server.pid, ms: Date.now() - started, servers: this.inUse }, 'another engine connected: started an rpc server for it');
-    let released = false;
-    void server.exited.then(() => this.#extras.delete(server));
+    void server.exited.then(() => {
+      this.#extras.delete(server);
+      this.#idle = this.#idle.filter((e) => e.server !== server);
+    });
     if (this.#closed) void server.stop();
-    return {
-      endpoint: { host: '127.0.0.1', port },
-      release: () => {
-        if (released) return;
-        released = true;
-        this.#extras.delete(server);
-        void server.stop().then(() => this.#log.info({ port, servers: this.inUse }, 'an engine left: stopped its rpc server'));
-      },
-    };
+    this.#log.info({ port, pid: server.pid, ms: Date.now() - started, servers: this.#extras.size + 1 }, 'another engine connected: started an rpc server for it');
+    return server;
+  }
+
+  /** A further server its connection left waits a moment for the next one (its buffers are freed already), then stops. */
+  #leaveIdle(server: RpcServerProcess): void {
+    if (this.#closed || !server.running) {
+      void server.stop();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#idle = this.#idle.filter((e) => e.server !== server);
+      this.#extras.delete(server);
+      void server.stop().then(() => this.#log.info({ port: server.endpoint, servers: this.#extras.size + 1 }, 'an engine left: stopped its rpc server'));
+    }, IDLE_SERVER_MS);
+    timer.unref();
+    this.#idle.push({ server, timer });
   }
 
   /** Resolves once the primary is ready again, or after `ms`. */
@@ -138,6 +177,8 @@ export class SeatPool {
   /** Stops the further servers (the supervisor stops the primary). */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const e of this.#idle) clearTimeout(e.timer);
+    this.#idle = [];
     await Promise.all([...this.#extras].map((s) => s.stop()));
     this.#extras.clear();
   }

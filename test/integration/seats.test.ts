@@ -35,7 +35,7 @@ describe('a worker with several engines connected', () => {
     await worker?.stop();
   });
 
-  test('a second client is served while the first holds its server; the extra server stops when its client leaves', async () => {
+  test('a second client is served while the first holds its server; a third reuses the server the second left; it stops when idle', async () => {
     const first = await heldClient(worker.rpcPort);
     try {
       // With one llama.cpp server this HELLO would wait for the first client to leave.
@@ -48,8 +48,9 @@ describe('a worker with several engines connected', () => {
     } finally {
       first.destroy();
     }
-    await waitFor('the extra servers stopped', async () => (worker.logs().match(/an engine left: stopped its rpc server/g)?.length ?? 0) >= 2, 10_000);
-    assert.match(worker.logs(), /another engine connected: started an rpc server for it/);
+    await waitFor('the extra server stopped', async () => (worker.logs().match(/an engine left: stopped its rpc server/g)?.length ?? 0) >= 1, 15_000);
+    // llama.cpp's client opens short connections one after another while it loads: one server serves them in turn.
+    assert.equal(worker.logs().match(/another engine connected: started an rpc server for it/g)?.length, 1, 'the third client took the server the second left');
     // The primary serves again once it is free: a probe is answered without starting another server.
     const before = worker.logs().match(/another engine connected/g)?.length ?? 0;
     await probeRpcServer(`127.0.0.1:${worker.rpcPort}`, { timeoutMs: 5000 });
