@@ -793,6 +793,8 @@ export interface SwitchCpu {
   user: number;
   sys: number;
   faults: number;
+  /** Seconds the tree's threads were runnable but waited for a CPU (threads that ended within the switch not counted); absent in older runs. */
+  waited?: number;
 }
 
 /** One switch: a request for the model on disk while the other of the pair holds its memory. */
@@ -839,6 +841,8 @@ export interface SwitchSetup {
   reps: number;
   /** The emulated LAN's rate limit per cable (tc tbf), or null on loopback. */
   rate: string | null;
+  /** What a worker's cable carried in a probe before the measurements, Gb/s (LAN only). */
+  probeGbps?: number;
   date: string;
   command: string;
   promptTokens: number;
@@ -880,12 +884,14 @@ export function switchMarkdown(p: SwitchResults, notes: string | null = null): s
     'Made by:',
     '',
     '```sh',
-    ...p.setups.map((m) => `${m.command}      # ${m.date}`),
+    // A pair's networks are measured by one command: each command once, with its first setup's date.
+    ...[...new Map(p.setups.map((m) => [m.command, m.date] as const).reverse()).entries()].reverse().map(([command, date]) => `${command}      # ${date}`),
     '```',
     '',
     ...p.setups.map((m) => {
       const layers = m.runs[0]?.load?.layers.join(' + ') ?? m.firstLoad?.layers.join(' + ') ?? '?';
-      const where = m.net === 'lan' ? `each worker in a network namespace of its own on a bridge, its cable limited to ${m.rate} both ways (tc \`tbf\`, no added delay)` : 'the workers on 127.0.0.1';
+      const probe = m.probeGbps === undefined ? '' : `; a 64 MiB probe over it carried ${m.probeGbps.toFixed(2)} Gb/s before the measurements`;
+      const where = m.net === 'lan' ? `each worker in a network namespace of its own on a bridge, its cable limited to ${m.rate} both ways (tc \`tbf\`, no added delay${probe})` : 'the workers on 127.0.0.1';
       return `- ${label(m)}: \`${m.files.join('`, `')}\` (${(m.bytes / 2 ** 20).toFixed(0)} MiB each), ${where}, ${m.memoryMiB} MiB lent per worker, layers ${layers}; ${m.reps} repetition${m.reps === 1 ? '' : 's'} (${m.runs.filter((r) => r.kind === 'cold').length} cold and ${m.runs.filter((r) => r.kind === 'warm').length} warm switches). The pair's first load, with nothing to evict: first token after ${m.firstLoad ? s2(m.firstLoad.ttftMs / 1000) : '?'} s.`;
     }),
     '',
@@ -909,12 +915,15 @@ export function switchMarkdown(p: SwitchResults, notes: string | null = null): s
     '',
     '### Where a switch goes',
     '',
-    "Medians over the switches, seconds, each step ending at a line of the coordinator's log (timed on the client's clock): **pick** until the loaded model's `model draining` (the request reaches the coordinator, the workers' memory figures are fetched, the plan says the model does not fit and the least recently used on-demand model is chosen), **unload** until its `model unloaded` (its engine drained and stopped), **re-plan** until the new model's `model loading` (the workers' figures fetched again, the plan made), **engine** until that load's first `loading model: N%` (the engine connects to the workers, each of which starts an rpc server for it, and llama.cpp reads the header and allocates the weights' buffers), **load** until `model loaded; serving` (the weights sent or found by hash, then the context), **first token** until the client has it (the prompt computed, one token). The engine's own timing of its load follows (connect / weights / context, where weights is everything in `llama_model_load` after the connections), then the CPU seconds (user + system) the coordinator's process tree (API process and engines) and each worker's (worker and rpc servers) used from the request to its first token, with their minor page faults.",
+    "Medians over the switches, seconds, each step ending at a line of the coordinator's log (timed on the client's clock): **pick** until the loaded model's `model draining` (the request reaches the coordinator, the workers' memory figures are fetched, the plan says the model does not fit and the least recently used on-demand model is chosen), **unload** until its `model unloaded` (its engine drained and stopped), **re-plan** until the new model's `model loading` (the workers' figures fetched again, the plan made), **engine** until that load's first `loading model: N%` (the engine connects to the workers and llama.cpp reads the header, queries the devices and allocates the weights' buffers; a worker gives each connection an rpc server of its own, and with the pinned model's engine holding its first server, each connection starts a new one), **load** until `model loaded; serving` (the weights sent or found by hash, then the context), **first token** until the client has it (the prompt computed, one token). The engine's own timing of its load follows (connect / weights / context, where weights is everything in `llama_model_load` after the connections), then the CPU seconds (user + system) the coordinator's process tree (API process and engines) and each worker's (worker and rpc servers) used from the request to its first token, the seconds their threads were ready to run but waited for one of the machine's two cores (schedstat's run-queue time, summed over threads, so it can exceed the switch; threads that ended within the switch are not counted), and their minor page faults.",
     '',
-    '| pair, network | switch | pick | unload | re-plan | engine | load | first token | total | connect / weights / context | CPU coordinator, s (faults) | CPU per worker, s (faults) |',
+    '| pair, network | switch | pick | unload | re-plan | engine | load | first token | total | connect / weights / context | CPU coordinator, s: user + sys, waited (faults) | CPU per worker, s: user + sys, waited (faults) |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   );
-  const cpu = (u: SwitchCpu[]) => `${s2(stat(u.map((x) => x.user)).median)} + ${s2(stat(u.map((x) => x.sys)).median)} (${(stat(u.map((x) => x.faults)).median / 1000).toFixed(0)}k)`;
+  const cpu = (u: SwitchCpu[]) => {
+    const waited = stat(u.map((x) => x.waited ?? NaN)).median;
+    return `${s2(stat(u.map((x) => x.user)).median)} + ${s2(stat(u.map((x) => x.sys)).median)}${Number.isFinite(waited) ? `, waited ${s2(waited)}` : ''} (${(stat(u.map((x) => x.faults)).median / 1000).toFixed(0)}k)`;
+  };
   for (const m of p.setups) {
     for (const kind of kinds) {
       const k = ok(m).filter((r) => r.kind === kind);

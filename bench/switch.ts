@@ -13,13 +13,16 @@
 //
 // Each repetition empties the caches and switches four times: cold to B, cold to A, warm to B, warm to
 // A, each followed by its baseline. `lan`: each worker on a host of its own (network namespaces on a
-// bridge, root only), its cable limited to --rate both ways by tc's tbf. Writes bench/switch-results.json
+// bridge, root only), its cable limited to --rate both ways by tc's tbf. A pair's networks run side by
+// side, a cluster each, and take turns repetition by repetition. Writes bench/switch-results.json
 // (a run replaces only its own setups) and regenerates BENCHMARKS.md (its switch section, with
 // bench/switch-notes.md appended).
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { basename, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
@@ -31,8 +34,8 @@ import { CoordinatorClient } from '../coordinator/client.js';
 import type { WireModelStatus, WireStatus } from '../coordinator/wire.js';
 import { WorkerClient } from '../link/worker-client.js';
 import { createTestModel, testModelFileName, type TestModelPreset, type TestModelQuant } from '../models/test-models.js';
-import { HostNetwork, netnsUnavailable } from './netns.js';
-import { SWITCH_NETS, switchSegments, type SwitchKind, type SwitchNet, type SwitchResults, type SwitchRun, type SwitchSetup, type SwitchSteps } from './report.js';
+import { HostNetwork, netnsUnavailable, type NetHost } from './netns.js';
+import { SWITCH_NETS, switchSegments, type SwitchCpu, type SwitchKind, type SwitchNet, type SwitchResults, type SwitchRun, type SwitchSetup, type SwitchSteps } from './report.js';
 import { writeReport } from './run.js';
 
 const { values } = parseArgs({
@@ -83,11 +86,15 @@ async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
-/** CPU seconds (user, system) and minor page faults of a process and its descendants. */
+/**
+ * CPU seconds (user, system) and minor page faults of a process and its descendants so far, and the
+ * nanoseconds each of their live threads has been runnable but waited for a CPU (schedstat), by thread.
+ */
 interface TreeUsage {
   user: number;
   sys: number;
   faults: number;
+  waits: Map<number, number>;
 }
 
 /** /proc's clock ticks per second (sysconf CLK_TCK; 100 on Linux everywhere in practice). */
@@ -120,10 +127,11 @@ function treeUsage(root: number): TreeUsage {
       grew = true;
     }
   }
-  const out = { user: 0, sys: 0, faults: 0 };
+  const out = { user: 0, sys: 0, faults: 0, waits: new Map<number, number>() };
   for (const pid of tree) {
     const f = stats.get(pid)?.f;
     if (!f) continue;
+    runQueueWaits(pid, out.waits);
     // Fields 10, 11 (minflt, cminflt) and 14-17 (utime, stime, cutime, cstime), counted from the state (field 3).
     out.faults += Number(f[7]) + Number(f[8]);
     out.user += (Number(f[11]) + Number(f[13])) / TICKS;
@@ -132,8 +140,57 @@ function treeUsage(root: number): TreeUsage {
   return out;
 }
 
-function usageSince(before: TreeUsage, after: TreeUsage): TreeUsage {
-  return { user: after.user - before.user, sys: after.sys - before.sys, faults: after.faults - before.faults };
+/** Adds the nanoseconds each live thread of `pid` has waited on a run queue (the second field of its schedstat) to `into`. */
+function runQueueWaits(pid: number, into: Map<number, number>): void {
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        into.set(Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1] ?? 0));
+      } catch {
+        // the thread ended while we looked
+      }
+    }
+  } catch {
+    // the process ended while we looked
+  }
+}
+
+/** What a tree used between two readings; the wait counts each thread alive at the second (one that ended in between is lost). */
+function usageSince(before: TreeUsage, after: TreeUsage): SwitchCpu {
+  let waited = 0;
+  for (const [tid, ns] of after.waits) waited += ns - (before.waits.get(tid) ?? 0);
+  return { user: after.user - before.user, sys: after.sys - before.sys, faults: after.faults - before.faults, waited: waited / 1e9 };
+}
+
+/**
+ * What a host's cable carries now, Gb/s: 64 MiB sent from here to a sink on the host, timed until the
+ * sink has counted them all. On a busy machine the namespaces' veths and bridge may carry less than
+ * the cable's limit: then the limit is not what bounds a load.
+ */
+async function cableGbps(host: NetHost): Promise<number> {
+  const bytes = 64 * 2 ** 20;
+  const port = await freePortOn('127.0.0.1');
+  const sinkCode = `const s=require('net').createServer((c)=>{let n=0;c.on('data',(d)=>{n+=d.length;if(n>=${bytes})c.end('done')})}).listen(${port},'${host.address}',()=>console.log('up'));setTimeout(()=>process.exit(1),60000).unref();process.stdin.on('end',()=>s.close()).resume()`;
+  const sink = spawn('ip', ['netns', 'exec', host.netns, process.execPath, '-e', sinkCode], { stdio: ['pipe', 'pipe', 'ignore'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sink.stdout!.once('data', () => resolve());
+      sink.once('exit', (code) => reject(new HearthError(ErrorCode.Unavailable, `the rate probe's sink on ${host.name} exited (${code})`)));
+    });
+    const started = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const c = connect(port, host.address, () => c.write(Buffer.alloc(bytes)));
+      c.once('data', () => {
+        c.destroy();
+        resolve();
+      });
+      c.once('error', reject);
+    });
+    return (bytes * 8) / 1e9 / ((performance.now() - started) / 1000);
+  } finally {
+    sink.stdin!.end();
+    sink.kill();
+  }
 }
 
 async function modelFile(preset: TestModelPreset, quant: TestModelQuant, seed: number): Promise<string> {
@@ -305,7 +362,7 @@ function stepsOf(lines: LogLine[], events: WireStatus['events'], sent: number, f
   };
 }
 
-/** Waits until the switch has settled: the target loaded, the other on disk, nothing in flight, the evicted engine's rpc servers gone. */
+/** Waits until the switch has settled: the target loaded and serving, the other on disk, nothing in flight, the pinned model loaded. */
 async function settled(cluster: Cluster, to: string, other: string, pinned: string | null): Promise<WireStatus> {
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -325,11 +382,15 @@ async function settled(cluster: Cluster, to: string, other: string, pinned: stri
   }
 }
 
+/** How far what a worker's rpc servers hold may move between two switches to the same model (resident pages come and go a little). */
+const HELD_SLACK = { bytes: 16 * 2 ** 20, fraction: 0.1 };
+
 /**
  * One switch to `to` (its `other` loaded now) and the baseline after it; the checks that it behaved:
- * the answer whole, the other model unloaded, the pinned model untouched, the memory given back.
+ * the answer whole, the other model unloaded first, the pinned model untouched, and the memory given
+ * back (the workers' rpc servers holding what they held after the last switch to `to`, `heldBefore`).
  */
-async function switchTo(cluster: Cluster, setup: SwitchSetup, ids: { to: string; other: string; pinned: string | null }, kind: SwitchKind, rep: number): Promise<SwitchRun> {
+async function switchTo(cluster: Cluster, setup: SwitchSetup, ids: { to: string; other: string; pinned: string | null }, kind: SwitchKind, rep: number, heldBefore: number[] | null): Promise<SwitchRun> {
   const before = await cluster.status();
   const failures: string[] = [];
   if (modelOf(before, ids.other).status !== 'loaded' || modelOf(before, ids.to).status !== 'on disk') failures.push(`before the switch: ${ids.other} ${modelOf(before, ids.other).status}, ${ids.to} ${modelOf(before, ids.to).status}`);
@@ -354,6 +415,12 @@ async function switchTo(cluster: Cluster, setup: SwitchSetup, ids: { to: string;
   // The evicted engine's rpc servers stop after its connections close: give the workers a moment.
   await sleep(1000);
   const memory = await cluster.workerMemory();
+  memory.forEach((m, i) => {
+    const then = heldBefore?.[i];
+    if (then !== undefined && Math.abs(m.held - then) > Math.max(HELD_SLACK.bytes, HELD_SLACK.fraction * then)) {
+      failures.push(`worker ${cluster.workers[i]!.name}'s rpc servers hold ${(m.held / 2 ** 20).toFixed(0)} MiB with ${ids.to} loaded, against ${(then / 2 ** 20).toFixed(0)} MiB the last time`);
+    }
+  });
   return {
     rep, kind, from: ids.other, to: ids.to, ttftMs: req.ttftMs, totalMs: req.totalMs, baselineTtftMs: base.ttftMs, steps, cpu: req.cpu,
     load: loaded?.phases && loaded.seconds !== undefined
@@ -370,7 +437,8 @@ async function switchTo(cluster: Cluster, setup: SwitchSetup, ids: { to: string;
   };
 }
 
-function say2(x: number): string {
+/** Milliseconds as seconds, for the console. */
+function msAsSeconds(x: number): string {
   return Number.isFinite(x) ? (x / 1000).toFixed(2) : '?';
 }
 
@@ -380,86 +448,171 @@ function summary(r: SwitchRun): string {
   const s = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '?');
   const load = r.load ? ` (connect ${s(r.load.connect)}, weights ${s(r.load.weights)}, context ${s(r.load.context)}; ${(r.load.bytesSent / 2 ** 20).toFixed(1)} MiB sent; ${r.load.layers.join(', ')})` : '';
   const mib = (v: number[]) => v.map((b) => (b / 2 ** 20).toFixed(0)).join('/');
-  const cpu = (u: { user: number; sys: number }) => `${u.user.toFixed(1)}+${u.sys.toFixed(1)}`;
-  return `${r.kind} ${r.from}→${r.to}: first token ${say2(r.ttftMs)} s (baseline ${say2(r.baselineTtftMs)} s; load average ${r.loadAverage.toFixed(1)}; cpu user+sys s: coordinator ${cpu(r.cpu.coordinator)}, workers ${r.cpu.workers.map(cpu).join(' / ')}): pick ${s(seg.pick)}, unload ${s(seg.unload)}, re-plan ${s(seg.replan)}, engine ${s(seg.engine)}, load ${s(seg.load)}${load}, first token ${s(seg.firstToken)}; held ${mib(r.heldBytes)} MiB${r.failures.length > 0 ? `; FAILED: ${r.failures.join('; ')}` : ''}`;
+  const cpu = (u: SwitchCpu) => `${u.user.toFixed(1)}+${u.sys.toFixed(1)} (waited ${(u.waited ?? NaN).toFixed(1)})`;
+  return `${r.kind} ${r.from}→${r.to}: first token ${msAsSeconds(r.ttftMs)} s (baseline ${msAsSeconds(r.baselineTtftMs)} s; load average ${r.loadAverage.toFixed(1)}; cpu user+sys s: coordinator ${cpu(r.cpu.coordinator)}, workers ${r.cpu.workers.map(cpu).join(' / ')}): pick ${s(seg.pick)}, unload ${s(seg.unload)}, re-plan ${s(seg.replan)}, engine ${s(seg.engine)}, load ${s(seg.load)}${load}, first token ${s(seg.firstToken)}; held ${mib(r.heldBytes)} MiB${r.failures.length > 0 ? `; FAILED: ${r.failures.join('; ')}` : ''}`;
 }
 
 /** The results file with this setup replaced (a run of one model or network keeps the others'). */
 function save(out: string, entry: SwitchSetup): void {
   const old: SwitchResults = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as SwitchResults) : { setups: [] };
   const key = (m: SwitchSetup) => `${m.model}/${m.net}/${m.pinned ?? 'none'}`;
-  const order = (m: SwitchSetup) => Object.keys(PAIRS).indexOf(m.model) * 100 + SWITCH_NETS.indexOf(m.net) * 10 + (m.pinned ? 0 : 1);
+  const order = (m: SwitchSetup) => Object.keys(PAIRS).indexOf(m.model) * 100 + (m.pinned ? 0 : 50) + SWITCH_NETS.indexOf(m.net);
   const setups = [...old.setups.filter((m) => key(m) !== key(entry)), entry].sort((a, b) => order(a) - order(b));
   writeFileSync(out, JSON.stringify({ setups }, null, 2) + '\n');
 }
 
-async function runSetup(name: string, net: SwitchNet, o: { reps: number; tokens: number; ctxSize: number; pinned: boolean; memoryMiB: number | null; rate: string; out: string }): Promise<void> {
-  const pair = PAIRS[name]!;
-  const files = [await modelFile(pair.preset, pair.quant, 1), await modelFile(pair.preset, pair.quant, 2)] as const;
-  const pinnedFile = o.pinned ? await modelFile(PINNED.preset, PINNED.quant, 1) : null;
-  const memoryMiB = o.memoryMiB ?? (o.pinned ? pair.memoryMiB.pinned : pair.memoryMiB.alone);
-  const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-switch-'));
-  const config = join(dir, 'cluster.yaml');
-  const ids = { a: `${name}-a`, b: `${name}-b`, pinned: pinnedFile ? 'default' : null };
-  writeFileSync(config, [
-    'reserveMiB: 0',
-    `ctxSize: ${o.ctxSize}`,
-    'parallel: 1',
-    'models:',
-    ...(pinnedFile ? [`  - { model: ${pinnedFile}, id: default, policy: pinned }`] : []),
-    `  - { model: ${files[0]}, id: ${ids.a}, policy: on-demand, idle: ${IDLE} }`,
-    `  - { model: ${files[1]}, id: ${ids.b}, policy: on-demand, idle: ${IDLE} }`,
-    '',
-  ].join('\n'));
-  // Kept: a failed switch is explained there.
-  const logFile = join(tmpdir(), `hearth-bench-switch-${name}-${net}-${process.pid}.log`);
-  say(`${name} on ${net}: servers' output goes to ${logFile}`);
-  const flags = [
-    `--models ${name}`, `--nets ${net}`, `--reps ${o.reps}`,
-    ...(o.pinned ? [] : ['--pinned none']), ...(o.tokens === 8 ? [] : [`--tokens ${o.tokens}`]), ...(o.ctxSize === 1024 ? [] : [`--ctx-size ${o.ctxSize}`]), ...(o.memoryMiB === null ? [] : [`--memory-mib ${o.memoryMiB}`]), ...(net === 'lan' && o.rate !== '1gbit' ? [`--rate ${o.rate}`] : []),
-  ];
-  const entry: SwitchSetup = {
-    model: name, net, files: [basename(files[0]), basename(files[1])], bytes: statSync(files[0]).size, pinned: pinnedFile ? basename(pinnedFile) : null,
-    memoryMiB, ctxSize: o.ctxSize, parallel: 1, tokens: o.tokens, reps: o.reps, rate: net === 'lan' ? o.rate : null,
-    date: new Date().toISOString(), command: `npm run bench:switch -- ${flags.join(' ')}`, promptTokens: 0, firstLoad: null, runs: [],
-  };
-  const network = net === 'lan' ? HostNetwork.create(['sw-a', 'sw-b'], { joinHere: true, subnet: '10.234.0', tag: 'sw' }) : null;
-  const cluster = new Cluster(dir, logFile, network);
-  try {
-    if (network) for (const h of network.hosts) network.limit(h.name, o.rate);
-    await cluster.start(config, memoryMiB);
+interface Options {
+  reps: number;
+  tokens: number;
+  ctxSize: number;
+  pinned: boolean;
+  memoryMiB: number | null;
+  rate: string;
+  out: string;
+}
+
+/** The served models' ids: the pair's, and the pinned model's (null without one). */
+interface PairIds {
+  a: string;
+  b: string;
+  pinned: string | null;
+}
+
+/** One pair on one network: its cluster, started with A loaded, and what was measured on it. */
+class Setup {
+  readonly entry: SwitchSetup;
+  readonly #o: Options;
+  readonly #ids: PairIds;
+  readonly #dir: string;
+  readonly #config: string;
+  readonly #logFile: string;
+  readonly #network: HostNetwork | null;
+  readonly #cluster: Cluster;
+  /** What the workers' rpc servers held after the last switch to each model. */
+  readonly #held = new Map<string, number[]>();
+
+  private constructor(entry: SwitchSetup, o: Options, ids: PairIds, dir: string, config: string, logFile: string) {
+    this.entry = entry;
+    this.#o = o;
+    this.#ids = ids;
+    this.#dir = dir;
+    this.#config = config;
+    this.#logFile = logFile;
+    this.#network = entry.net === 'lan' ? HostNetwork.create(['sw-a', 'sw-b'], { joinHere: true, subnet: '10.234.0', tag: 'sw' }) : null;
+    this.#cluster = new Cluster(dir, logFile, this.#network);
+  }
+
+  get label(): string {
+    return `${this.entry.model} on ${this.entry.net}`;
+  }
+
+  /** Makes the pair's files and cluster.yaml, starts the cluster (on its own network for `lan`) and loads A. */
+  static async start(name: string, net: SwitchNet, o: Options): Promise<Setup> {
+    const pair = PAIRS[name]!;
+    const files = [await modelFile(pair.preset, pair.quant, 1), await modelFile(pair.preset, pair.quant, 2)] as const;
+    const pinnedFile = o.pinned ? await modelFile(PINNED.preset, PINNED.quant, 1) : null;
+    const memoryMiB = o.memoryMiB ?? (o.pinned ? pair.memoryMiB.pinned : pair.memoryMiB.alone);
+    const dir = mkdtempSync(join(tmpdir(), 'hearth-bench-switch-'));
+    const config = join(dir, 'cluster.yaml');
+    const ids = { a: `${name}-a`, b: `${name}-b`, pinned: pinnedFile ? 'default' : null };
+    writeFileSync(config, [
+      'reserveMiB: 0',
+      `ctxSize: ${o.ctxSize}`,
+      'parallel: 1',
+      'models:',
+      ...(pinnedFile ? [`  - { model: ${pinnedFile}, id: default, policy: pinned }`] : []),
+      `  - { model: ${files[0]}, id: ${ids.a}, policy: on-demand, idle: ${IDLE} }`,
+      `  - { model: ${files[1]}, id: ${ids.b}, policy: on-demand, idle: ${IDLE} }`,
+      '',
+    ].join('\n'));
+    // Kept: a failed switch is explained there.
+    const logFile = join(tmpdir(), `hearth-bench-switch-${name}-${net}-${process.pid}.log`);
+    say(`${name} on ${net}: servers' output goes to ${logFile}`);
+    const flags = [
+      `--models ${name}`, `--nets ${values.nets}`, `--reps ${o.reps}`,
+      ...(o.pinned ? [] : ['--pinned none']), ...(o.tokens === 8 ? [] : [`--tokens ${o.tokens}`]), ...(o.ctxSize === 1024 ? [] : [`--ctx-size ${o.ctxSize}`]),
+      ...(o.memoryMiB === null ? [] : [`--memory-mib ${o.memoryMiB}`]), ...(o.rate !== '1gbit' ? [`--rate ${o.rate}`] : []),
+    ];
+    const entry: SwitchSetup = {
+      model: name, net, files: [basename(files[0]), basename(files[1])], bytes: statSync(files[0]).size, pinned: pinnedFile ? basename(pinnedFile) : null,
+      memoryMiB, ctxSize: o.ctxSize, parallel: 1, tokens: o.tokens, reps: o.reps, rate: net === 'lan' ? o.rate : null,
+      date: new Date().toISOString(), command: `npm run bench:switch -- ${flags.join(' ')}`, promptTokens: 0, firstLoad: null, runs: [],
+    };
+    const setup = new Setup(entry, o, ids, dir, config, logFile);
+    try {
+      await setup.#begin(memoryMiB, pinnedFile !== null);
+    } catch (e) {
+      await setup.stop();
+      throw e;
+    }
+    return setup;
+  }
+
+  async #begin(memoryMiB: number, pinned: boolean): Promise<void> {
+    const { entry } = this;
+    const cluster = this.#cluster;
+    if (this.#network) {
+      for (const h of this.#network.hosts) this.#network.limit(h.name, this.#o.rate);
+      entry.probeGbps = await cableGbps(this.#network.hosts[0]!);
+      say(`${this.label}: a worker's cable, limited to ${this.#o.rate}, carried ${entry.probeGbps.toFixed(2)} Gb/s in a 64 MiB probe`);
+    }
+    await cluster.start(this.#config, memoryMiB);
     const memory = await cluster.workerMemory();
-    say(`${name} on ${net}: serving${pinnedFile ? ' the pinned model' : ''}; workers lend ${memoryMiB} MiB each, their rpc servers hold ${memory.map((m) => (m.held / 2 ** 20).toFixed(0)).join('/')} MiB`);
+    say(`${this.label}: serving${pinned ? ' the pinned model' : ''}; workers lend ${memoryMiB} MiB each, their rpc servers hold ${memory.map((m) => (m.held / 2 ** 20).toFixed(0)).join('/')} MiB`);
     // The first load of A, nothing to evict: the pair starts with A loaded.
     cluster.clearCaches();
-    const first = await timedRequest(cluster, ids.a, o.tokens);
+    const first = await timedRequest(cluster, this.#ids.a, this.#o.tokens);
     if (first.failures.length > 0) throw new HearthError(ErrorCode.Internal, first.failures.join('; '));
-    const s = await cluster.status();
-    const a = modelOf(s, ids.a);
+    const a = modelOf(await cluster.status(), this.#ids.a);
     entry.firstLoad = { ttftMs: first.ttftMs, seconds: a.load.seconds, layers: a.plan.devices.map((d) => `${d.owner} ${d.layers}`) };
-    entry.promptTokens = (await cluster.client.generate(PROMPT, { model: ids.a, maxTokens: 1, sampling: GREEDY, cachePrompt: false })).usage.prompt_tokens;
-    say(`${name} on ${net}: ${ids.a} loaded in ${a.load.seconds.toFixed(2)} s onto ${entry.firstLoad.layers.join(', ')} (first token ${say2(first.ttftMs)} s)`);
-    const order: [SwitchKind, string, string][] = [['cold', ids.b, ids.a], ['cold', ids.a, ids.b], ['warm', ids.b, ids.a], ['warm', ids.a, ids.b]];
-    for (let rep = 0; rep < o.reps; rep++) {
-      // Emptied now, each cold switch sends its model whole, and leaves it in the caches for its warm one.
-      cluster.clearCaches();
-      for (const [kind, to, other] of order) {
-        const run = await switchTo(cluster, entry, { to, other, pinned: ids.pinned }, kind, rep);
-        entry.runs.push(run);
-        save(o.out, entry);
-        say(`${name} on ${net} rep ${rep + 1}/${o.reps} ${summary(run)}`);
-        if (run.failures.length > 0) {
-          // Something in hearth misbehaved: stop here, with the log, rather than measure around it.
-          throw new HearthError(ErrorCode.Internal, `the switch to ${to} misbehaved: ${run.failures.join('; ')} (log: ${logFile})`);
-        }
+    entry.promptTokens = (await cluster.client.generate(PROMPT, { model: this.#ids.a, maxTokens: 1, sampling: GREEDY, cachePrompt: false })).usage.prompt_tokens;
+    say(`${this.label}: ${this.#ids.a} loaded in ${a.load.seconds.toFixed(2)} s onto ${entry.firstLoad.layers.join(', ')} (first token ${msAsSeconds(first.ttftMs)} s)`);
+  }
+
+  /** One repetition: the caches emptied, then cold to B, cold to A, warm to B, warm to A. Throws at a switch that misbehaved. */
+  async rep(rep: number): Promise<void> {
+    const { a, b, pinned } = this.#ids;
+    const order: [SwitchKind, string, string][] = [['cold', b, a], ['cold', a, b], ['warm', b, a], ['warm', a, b]];
+    // Emptied now, each cold switch sends its model whole, and leaves it in the caches for its warm one.
+    this.#cluster.clearCaches();
+    for (const [kind, to, other] of order) {
+      const run = await switchTo(this.#cluster, this.entry, { to, other, pinned }, kind, rep, this.#held.get(to) ?? null);
+      this.#held.set(to, run.heldBytes);
+      this.entry.runs.push(run);
+      save(this.#o.out, this.entry);
+      say(`${this.label} rep ${rep + 1}/${this.#o.reps} ${summary(run)}`);
+      if (run.failures.length > 0) {
+        // Something in hearth misbehaved: stop here, with the log, rather than measure around it.
+        throw new HearthError(ErrorCode.Internal, `the switch to ${to} misbehaved: ${run.failures.join('; ')} (log: ${this.#logFile})`);
       }
     }
-  } finally {
-    await cluster.stop();
-    network?.destroy();
-    rmSync(dir, { recursive: true, force: true });
   }
-  save(o.out, entry);
+
+  async stop(): Promise<void> {
+    try {
+      await this.#cluster.stop();
+    } finally {
+      this.#network?.destroy();
+      rmSync(this.#dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Every repetition of a pair on each network: the networks' clusters run side by side (the idle one
+ * waits), and take turns repetition by repetition, the first in turn changing each time, so that the
+ * machine's changing load falls on both alike.
+ */
+async function measurePair(name: string, nets: SwitchNet[], o: Options): Promise<void> {
+  const setups: Setup[] = [];
+  try {
+    for (const net of nets) setups.push(await Setup.start(name, net, o));
+    for (let rep = 0; rep < o.reps; rep++) {
+      for (let k = 0; k < setups.length; k++) await setups[(k + rep) % setups.length]!.rep(rep);
+    }
+  } finally {
+    for (const s of setups) await s.stop();
+  }
 }
 
 async function main(): Promise<void> {
@@ -468,7 +621,7 @@ async function main(): Promise<void> {
   const nets = values.nets!.split(',').filter(Boolean) as SwitchNet[];
   for (const n of nets) if (!SWITCH_NETS.includes(n)) throw new HearthError(ErrorCode.InvalidArgument, `--nets: '${n}' is not one of ${SWITCH_NETS.join(', ')}`);
   if (values.pinned !== 'tiny' && values.pinned !== 'none') throw new HearthError(ErrorCode.InvalidArgument, `--pinned: '${values.pinned}' is not tiny or none`);
-  const o = {
+  const o: Options = {
     reps: parseInteger(values.reps!, '--reps', { min: 1, max: 100 }),
     tokens: parseInteger(values.tokens!, '--tokens', { min: 1, max: 4096 }),
     ctxSize: parseInteger(values['ctx-size']!, '--ctx-size', { min: 256, max: 1 << 20 }),
@@ -481,12 +634,7 @@ async function main(): Promise<void> {
   const netns = nets.includes('lan') ? netnsUnavailable() : null;
   if (netns) say(`lan is skipped: ${netns}`);
   const started = Date.now();
-  for (const name of models) {
-    for (const net of nets) {
-      if (net === 'lan' && netns) continue;
-      await runSetup(name, net, o);
-    }
-  }
+  for (const name of models) await measurePair(name, nets.filter((n) => n !== 'lan' || !netns), o);
   if (existsSync('bench/results.json')) writeReport('bench/results.json', 'BENCHMARKS.md', 'bench/aggregate.svg');
   say(`done in ${((Date.now() - started) / 60000).toFixed(1)} min; wrote ${o.out}`);
 }
