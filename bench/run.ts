@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaTool } from './llama-tools.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults } from './report.js';
+import { abMarkdown, chartSvg, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, switchMarkdown, targets, type AbResults, type BenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults, type SwitchResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -279,10 +279,14 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const resumeNotesFile = join(dirname(jsonFile), 'resume-notes.md');
   const resumeNotes = existsSync(resumeNotesFile) ? readFileSync(resumeNotesFile, 'utf8') : null;
   const resume = existsSync(resumeFile) ? resumeMarkdown(JSON.parse(readFileSync(resumeFile, 'utf8')) as ResumeResults, resumeNotes) : null;
+  const switchFile = join(dirname(jsonFile), 'switch-results.json');
+  const switchNotesFile = join(dirname(jsonFile), 'switch-notes.md');
+  const switchNotes = existsSync(switchNotesFile) ? readFileSync(switchNotesFile, 'utf8') : null;
+  const switching = existsSync(switchFile) ? switchMarkdown(JSON.parse(readFileSync(switchFile, 'utf8')) as SwitchResults, switchNotes) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis) + [placement, speculative, link, resume, switching, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }
