@@ -107,6 +107,17 @@ export class HostNetwork {
     ip('-n', this.#hub, 'link', 'set', this.#port(host), 'up');
   }
 
+  /**
+   * Limits a host's cable to `rate` (tc's spelling, e.g. `1gbit`) both ways: a token bucket (`tbf`) on
+   * each end of its veth, its port on the bridge (what the host receives) and its own eth0 (what it
+   * sends). No added delay: the hosts stay a switch apart.
+   */
+  limit(host: string, rate: string): void {
+    const tbf = ['root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '50ms'];
+    execFileSync('tc', ['-n', this.#hub, 'qdisc', 'add', 'dev', this.#port(host), ...tbf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('tc', ['-n', this.host(host).netns, 'qdisc', 'add', 'dev', 'eth0', ...tbf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+
   #port(host: string): string {
     const i = this.hosts.findIndex((x) => x.name === host);
     if (i < 0) throw new Error(`no host ${host} on this network`);

@@ -901,3 +901,186 @@ export function chatBenchMarkdown(results: readonly ChatBenchResults[]): string 
   lines.push('');
   return lines.join('\n');
 }
+
+/** Where bench/switch.ts runs the workers: on 127.0.0.1, or each on a host of its own behind a 1 Gb/s cable. */
+export const SWITCH_NETS = ['loopback', 'lan'] as const;
+export type SwitchNet = (typeof SWITCH_NETS)[number];
+/** cold: the workers' tensor caches hold none of the model; warm: they hold all of it. */
+export type SwitchKind = 'cold' | 'warm';
+
+/** When each step of a switch happened, ms after its request was sent; null: not in the log. */
+export interface SwitchSteps {
+  /** The coordinator's event `model X was asked for` (millisecond clock of its ISO time). */
+  asked: number | null;
+  /** The evicted model's `model draining`. */
+  evicting: number | null;
+  /** The evicted model's `model unloaded`. */
+  evicted: number | null;
+  planning: number | null;
+  loading: number | null;
+  /** The new engine's first `loading model: N%`. */
+  loadStarted: number | null;
+  /** `model loaded; serving`. */
+  loaded: number | null;
+  /** The first token at the client. */
+  firstToken: number | null;
+}
+
+export interface SwitchCpu {
+  user: number;
+  sys: number;
+  faults: number;
+  /** Seconds the tree's threads were runnable but waited for a CPU (threads that ended within the switch not counted); absent in older runs. */
+  waited?: number;
+}
+
+/** One switch: a request for the model on disk while the other of the pair holds its memory. */
+export interface SwitchRun {
+  rep: number;
+  kind: SwitchKind;
+  from: string;
+  to: string;
+  ttftMs: number;
+  totalMs: number;
+  /** The same request again, the model now loaded. */
+  baselineTtftMs: number;
+  steps: SwitchSteps;
+  /** The load as the engine timed it, the bytes it sent to the workers, and the layers on each. */
+  load: { seconds: number; connect: number; weights: number; context: number; bytesSent: number; layers: string[] } | null;
+  /**
+   * CPU seconds and minor page faults from the request to its first token: the coordinator's process
+   * tree (the API process and its engines) and each worker's (the worker and its rpc servers).
+   */
+  cpu: { coordinator: SwitchCpu; workers: SwitchCpu[] };
+  /** Files in each worker's tensor cache before the switch. */
+  cacheFilesBefore: number[];
+  /** Each worker's rpc servers' resident bytes, and its free memory as it reports it, once the switch settled. */
+  heldBytes: number[];
+  freeBytes: number[];
+  loadAverage: number;
+  failures: string[];
+}
+
+/** What bench/switch.ts measured on one pair and network (a run replaces only its own setups). */
+export interface SwitchSetup {
+  /** The pair: `small` or `1b` test models, seeds 1 and 2. */
+  model: string;
+  net: SwitchNet;
+  files: string[];
+  bytes: number;
+  /** The pinned default model beside the pair, or null. */
+  pinned: string | null;
+  /** What each worker lends (--memory). */
+  memoryMiB: number;
+  ctxSize: number;
+  parallel: number;
+  tokens: number;
+  reps: number;
+  /** The emulated LAN's rate limit per cable (tc tbf), or null on loopback. */
+  rate: string | null;
+  /** What a worker's cable carried in a probe before the measurements, Gb/s (LAN only). */
+  probeGbps?: number;
+  date: string;
+  command: string;
+  promptTokens: number;
+  /** The pair's first load, with nothing to evict (its caches empty). */
+  firstLoad: { ttftMs: number; seconds: number; layers: string[] } | null;
+  runs: SwitchRun[];
+}
+
+/** bench/switch-results.json. */
+export interface SwitchResults {
+  setups: SwitchSetup[];
+}
+
+/** The segments between a switch's steps, s: each ends at a step, the first starts when the request was sent. */
+export function switchSegments(s: SwitchSteps): Record<'pick' | 'unload' | 'replan' | 'engine' | 'load' | 'firstToken', number> {
+  const span = (from: number | null, to: number | null) => (from === null || to === null ? NaN : (to - from) / 1000);
+  return {
+    pick: span(0, s.evicting),
+    unload: span(s.evicting, s.evicted),
+    replan: span(s.evicted, s.loading),
+    engine: span(s.loading, s.loadStarted),
+    load: span(s.loadStarted, s.loaded),
+    firstToken: span(s.loaded, s.firstToken),
+  };
+}
+
+/** The switching section of BENCHMARKS.md; `notes`: hand-written (bench/switch-notes.md), kept across regenerations. */
+export function switchMarkdown(p: SwitchResults, notes: string | null = null): string {
+  const s2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+  const fmt = (x: Stat) => `${s2(x.median)} (${s2(x.min)}–${s2(x.max)})`;
+  const label = (m: SwitchSetup) => `${m.model}, ${m.net === 'lan' ? `LAN ${m.rate ?? ''}`.trim() : 'loopback'}${m.pinned ? '' : ', no pinned model'}`;
+  const first = p.setups[0]!;
+  const kinds: SwitchKind[] = ['cold', 'warm'];
+  const lines = [
+    '## Switching models',
+    '',
+    `What a client waits when it asks for an on-demand model that is not loaded while another on-demand model holds the memory it needs. Two workers on this machine with one thread each and their tensor caches on, each lending (\`--memory\`) enough that one model of a pair fits beside the pinned default model (the \`tiny\` test model, loaded at start), not both; a coordinator with \`--local-device off --placement memory\` serving the three from \`models:\` in a cluster.yaml (\`ctxSize: ${first.ctxSize}\`, \`parallel: ${first.parallel}\`, the pair \`policy: on-demand\`, \`idle: 2h\`, \`reserveMiB: 0\`). A pair is two test models of one shape made with different seeds, so they share no tensor. Each repetition empties both workers' tensor caches, then switches four times: **cold** to B and cold to A (every tensor crosses the network), **warm** to B and warm to A (the caches now hold both: tensors over 10 MiB are found by hash, the rest sent). A switch is one greedy request (a ${first.promptTokens}-token prompt, the prompt cache off, ${first.tokens} tokens, gRPC, streamed) and its **time to first token** as its client sees it; the **baseline** is the same request sent again right after, the model now loaded. Every switch is checked, and a run stops at the first that misbehaves: the answer whole, the other model unloaded before the load began (and the events saying so), the pinned model never reloaded, the model loaded once, and what the workers' rpc servers hold the same after every switch.`,
+    '',
+    'Made by:',
+    '',
+    '```sh',
+    // A pair's networks are measured by one command: each command once, with its first setup's date.
+    ...[...new Map(p.setups.map((m) => [m.command, m.date] as const).reverse()).entries()].reverse().map(([command, date]) => `${command}      # ${date}`),
+    '```',
+    '',
+    ...p.setups.map((m) => {
+      const layers = m.runs[0]?.load?.layers.join(' + ') ?? m.firstLoad?.layers.join(' + ') ?? '?';
+      const probe = m.probeGbps === undefined ? '' : `; a 64 MiB probe over it carried ${m.probeGbps.toFixed(2)} Gb/s before the measurements`;
+      const where = m.net === 'lan' ? `each worker in a network namespace of its own on a bridge, its cable limited to ${m.rate} both ways (tc \`tbf\`, no added delay${probe})` : 'the workers on 127.0.0.1';
+      return `- ${label(m)}: \`${m.files.join('`, `')}\` (${(m.bytes / 2 ** 20).toFixed(0)} MiB each), ${where}, ${m.memoryMiB} MiB lent per worker, layers ${layers}; ${m.reps} repetition${m.reps === 1 ? '' : 's'} (${m.runs.filter((r) => r.kind === 'cold').length} cold and ${m.runs.filter((r) => r.kind === 'warm').length} warm switches). The pair's first load, with nothing to evict: first token after ${m.firstLoad ? s2(m.firstLoad.ttftMs / 1000) : '?'} s.`;
+    }),
+    '',
+    '| pair, network | request | time to first token, median (min–max), s | × baseline | sent to the workers, MiB | load average (1 min) |',
+    '| --- | --- | --- | --- | --- | --- |',
+  ];
+  const ok = (m: SwitchSetup) => m.runs.filter((r) => r.failures.length === 0);
+  for (const m of p.setups) {
+    const runs = ok(m);
+    const baseline = stat(runs.map((r) => r.baselineTtftMs / 1000));
+    for (const kind of kinds) {
+      const k = runs.filter((r) => r.kind === kind);
+      if (k.length === 0) continue;
+      const t = stat(k.map((r) => r.ttftMs / 1000));
+      const sent = stat(k.map((r) => (r.load ? r.load.bytesSent / 2 ** 20 : NaN)));
+      lines.push(`| ${label(m)} | ${kind} switch | ${fmt(t)} | ${(t.median / baseline.median).toFixed(1)} | ${sent.median.toFixed(0)} | ${stat(k.map((r) => r.loadAverage)).median.toFixed(1)} |`);
+    }
+    lines.push(`| ${label(m)} | baseline (loaded) | ${fmt(baseline)} | 1 | 0 | ${stat(runs.map((r) => r.loadAverage)).median.toFixed(1)} |`);
+  }
+  lines.push(
+    '',
+    '### Where a switch goes',
+    '',
+    "Medians over the switches, seconds, each step ending at a line of the coordinator's log (timed on the client's clock): **pick** until the loaded model's `model draining` (the request reaches the coordinator, the workers' memory figures are fetched, the plan says the model does not fit and the least recently used on-demand model is chosen), **unload** until its `model unloaded` (its engine drained and stopped), **re-plan** until the new model's `model loading` (the workers' figures fetched again, the plan made), **engine** until that load's first `loading model: N%` (the engine connects to the workers and llama.cpp reads the header, queries the devices and allocates the weights' buffers; a worker gives each connection an rpc server of its own, and with the pinned model's engine holding its first server, each connection starts a new one), **load** until `model loaded; serving` (the weights sent or found by hash, then the context), **first token** until the client has it (the prompt computed, one token). The engine's own timing of its load follows (connect / weights / context, where weights is everything in `llama_model_load` after the connections), then the CPU seconds (user + system) the coordinator's process tree (API process and engines) and each worker's (worker and rpc servers) used from the request to its first token, the seconds their threads were ready to run but waited for one of the machine's two cores (schedstat's run-queue time, summed over threads, so it can exceed the switch; threads that ended within the switch are not counted), and their minor page faults.",
+    '',
+    '| pair, network | switch | pick | unload | re-plan | engine | load | first token | total | connect / weights / context | CPU coordinator, s: user + sys, waited (faults) | CPU per worker, s: user + sys, waited (faults) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  );
+  const cpu = (u: SwitchCpu[]) => {
+    const waited = stat(u.map((x) => x.waited ?? NaN)).median;
+    return `${s2(stat(u.map((x) => x.user)).median)} + ${s2(stat(u.map((x) => x.sys)).median)}${Number.isFinite(waited) ? `, waited ${s2(waited)}` : ''} (${(stat(u.map((x) => x.faults)).median / 1000).toFixed(0)}k)`;
+  };
+  for (const m of p.setups) {
+    for (const kind of kinds) {
+      const k = ok(m).filter((r) => r.kind === kind);
+      if (k.length === 0) continue;
+      const seg = k.map((r) => switchSegments(r.steps));
+      const med = (pick: (x: ReturnType<typeof switchSegments>) => number) => s2(stat(seg.map(pick)).median);
+      const loads = k.flatMap((r) => (r.load ? [r.load] : []));
+      const phase = (pick: (l: NonNullable<SwitchRun['load']>) => number) => s2(stat(loads.map(pick)).median);
+      const workers = (m.runs[0]?.cpu.workers ?? []).map((_, i) => cpu(k.map((r) => r.cpu.workers[i]!))).join(' / ');
+      lines.push(
+        `| ${label(m)} | ${kind} | ${med((x) => x.pick)} | ${med((x) => x.unload)} | ${med((x) => x.replan)} | ${med((x) => x.engine)} | ${med((x) => x.load)} | ${med((x) => x.firstToken)} | ${s2(stat(k.map((r) => r.ttftMs / 1000)).median)} | ${phase((l) => l.connect)} / ${phase((l) => l.weights)} / ${phase((l) => l.context)} | ${cpu(k.map((r) => r.cpu.coordinator))} | ${workers} |`,
+      );
+    }
+  }
+  const failed = p.setups.flatMap((m) => m.runs.filter((r) => r.failures.length > 0).map((r) => ({ m, r })));
+  if (failed.length > 0) {
+    lines.push('', '### Switches that misbehaved', '');
+    for (const { m, r } of failed) lines.push(`- ${label(m)}, ${r.kind} ${r.from} → ${r.to}, repetition ${r.rep + 1}: ${r.failures.join('; ')}`);
+  }
+  if (notes) lines.push('', notes.trim());
+  lines.push('');
+  return lines.join('\n');
+}

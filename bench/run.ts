@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaTool } from './llama-tools.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { abMarkdown, chartSvg, chatBenchMarkdown, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, targets, type AbResults, type BenchResults, type ChatBenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults } from './report.js';
+import { abMarkdown, chartSvg, chatBenchMarkdown, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, switchMarkdown, targets, type AbResults, type BenchResults, type ChatBenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults, type SwitchResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -286,10 +286,14 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
     .sort((a, b) => Number(a !== 'chat-results.json') - Number(b !== 'chat-results.json') || a.localeCompare(b))
     .map((f) => JSON.parse(readFileSync(join(dirname(jsonFile), f), 'utf8')) as ChatBenchResults);
   const chat = chats.length > 0 ? chatBenchMarkdown(chats) : null;
+  const switchFile = join(dirname(jsonFile), 'switch-results.json');
+  const switchNotesFile = join(dirname(jsonFile), 'switch-notes.md');
+  const switchNotes = existsSync(switchNotesFile) ? readFileSync(switchNotesFile, 'utf8') : null;
+  const switching = existsSync(switchFile) ? switchMarkdown(JSON.parse(readFileSync(switchFile, 'utf8')) as SwitchResults, switchNotes) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis, chats) + [chat, placement, speculative, link, resume, ab].map((s) => (s ? `\n${s}` : '')).join(''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis, chats) + [chat, placement, speculative, link, resume, switching, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }

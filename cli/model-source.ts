@@ -38,9 +38,14 @@ export async function resolveModel(ref: ModelRef, log: Logger, options: { refres
   return resolved;
 }
 
-/** The config with its model reference resolved into a local path; as it is when the model is a file. */
+/** The config with every model reference resolved into a local path (fetched now, in order); as it is when the models are files. */
 export async function withLocalModel(config: CoordinatorConfig, log: Logger): Promise<CoordinatorConfig> {
-  if (!config.modelRef) return config;
-  const resolved = await resolveModel(config.modelRef, log);
-  return Object.freeze({ ...config, model: resolved.path, modelRef: null });
+  if (!config.modelRef && config.models.every((m) => m.modelRef === null)) return config;
+  const models = [];
+  for (const m of config.models) {
+    models.push(m.modelRef ? Object.freeze({ ...m, model: (await resolveModel(m.modelRef, log)).path, modelRef: null }) : m);
+  }
+  const first = models[0];
+  const model = first ? first.model : config.modelRef ? (await resolveModel(config.modelRef, log)).path : config.model;
+  return Object.freeze({ ...config, model, modelRef: null, models: Object.freeze(models) });
 }

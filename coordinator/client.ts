@@ -3,7 +3,7 @@
 import { clientConstructor, deadline, grpc } from '../common/grpc.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { fromGrpcError, unaryCall } from '../common/grpc-errors.js';
-import type { WirePlan, WireStatus, WireWorkerSummary } from './wire.js';
+import type { WireEmbed, WireEmbedResponse, WirePlan, WireRerank, WireRerankResponse, WireStatus, WireWorkerSummary } from './wire.js';
 
 export interface GenerateOptions {
   maxTokens?: number;
@@ -11,6 +11,8 @@ export interface GenerateOptions {
   stop?: string[];
   /** false: process the whole prompt even when a prefix of it is cached. */
   cachePrompt?: boolean;
+  /** The served model by id or alias; undefined: the default. */
+  model?: string;
   timeoutMs?: number;
   signal?: AbortSignal;
   onChunk?: (text: string, tokens: number[]) => void;
@@ -64,6 +66,14 @@ export class CoordinatorClient {
     return this.#unary('GetStatus', timeoutMs);
   }
 
+  embed(request: WireEmbed, timeoutMs = 120_000): Promise<WireEmbedResponse> {
+    return this.#unary('Embed', timeoutMs, request);
+  }
+
+  rerank(request: WireRerank, timeoutMs = 120_000): Promise<WireRerankResponse> {
+    return this.#unary('Rerank', timeoutMs, request);
+  }
+
   close(): void {
     this.#client.close();
   }
@@ -74,7 +84,7 @@ export class CoordinatorClient {
 
   #stream(method: string, body: object, o: GenerateOptions): Promise<GenerateOutcome> {
     const fn = (this.#client as unknown as Record<string, (req: object, md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientReadableStream<unknown>>)[method]!.bind(this.#client);
-    const request = { ...body, ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}), sampling: o.sampling ?? {}, stop: o.stop ?? [], ...(o.cachePrompt !== undefined ? { cache_prompt: o.cachePrompt } : {}) };
+    const request = { ...body, ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}), sampling: o.sampling ?? {}, stop: o.stop ?? [], ...(o.cachePrompt !== undefined ? { cache_prompt: o.cachePrompt } : {}), ...(o.model !== undefined ? { model: o.model } : {}) };
     return new Promise<GenerateOutcome>((resolve, reject) => {
       const call = fn(request, this.#metadata, { deadline: deadline(o.timeoutMs ?? 120_000) });
       const out: GenerateOutcome = { text: '', tokens: [], finishReason: '', usage: { prompt_tokens: 0, completion_tokens: 0 } };

@@ -61,6 +61,19 @@ export function hopSecondsFromRtt(rttMs: number): number {
 const HOP_ROUND_TRIPS = 2;
 const HOP_SERVER_MS = 0.3;
 
+/**
+ * What a worker's CPU device lends hearth in all, its rpc servers' holdings included (free + held), or
+ * null when that cannot be told (another kind of device, an older worker that does not report them).
+ */
+function hostMemoryLent(d: CandidateDevice, workers: readonly WorkerRecord[]): number | null {
+  if (d.kind !== 'rpc' || d.serverIndex === undefined) return null;
+  const w = workers.find((r) => d.key.startsWith(`${r.id}/`));
+  const device = w?.info?.devices[d.serverIndex];
+  const held = w?.info?.held_bytes;
+  if (!device || device.type !== 'cpu' || held === undefined || held === null) return null;
+  return Math.min(d.totalBytes, d.freeBytes + Number(held));
+}
+
 /** Where the draft model runs: a worker's first device, or this machine. */
 export interface DraftHost {
   key: string;
@@ -122,8 +135,12 @@ export class ClusterView {
     );
   }
 
-  /** The planner's input now. `held`: the running engine's plan, whose memory is free again once it is replaced. */
-  planInput(objective: PlacementObjective, held: Plan | null): PlanInput {
+  /**
+   * The planner's input now. `held`: the running engine's plan, whose memory is free again once it is
+   * replaced; `others`: the plans of the other models' engines, whose memory is not this model's;
+   * `lent`: count what the workers' servers hold now as free (a plan of several models from scratch).
+   */
+  planInput(objective: PlacementObjective, held: Plan | null, others: readonly Plan[] = [], options: { lent?: boolean } = {}): PlanInput {
     const model = this.#model;
     if (!model) throw new HearthError(ErrorCode.FailedPrecondition, 'no model header read yet');
     const workers = this.plannable();
@@ -137,6 +154,16 @@ export class ClusterView {
       if (rtt !== undefined) d.hopSeconds = hopSecondsFromRtt(rtt);
     }
     for (const d of devices) {
+      // `lent`: plan in what the machine lends in all, as if no engine held any of it (hearth plan).
+      const lent = others.length > 0 || options.lent ? hostMemoryLent(d, workers) : null;
+      if (lent !== null) {
+        // Several models: what the machine lends in all, less what the other models' plans take on it
+        // (this model's own engine, if it runs, is in `lent` already). Counted from plans, not from
+        // what their servers hold now, so that every model's plan leaves the others theirs in full.
+        const taken = others.reduce((sum, p) => sum + (p.devices.find((o) => o.key === d.key)?.totalBytes ?? 0), 0);
+        d.freeBytes = Math.max(0, lent - taken);
+        continue;
+      }
       const h = held?.devices.find((p) => p.key === d.key);
       if (h) d.freeBytes = Math.min(d.totalBytes, d.freeBytes + h.totalBytes + (d.kind === 'local' ? held!.hostBytes : 0));
     }

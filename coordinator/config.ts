@@ -2,14 +2,15 @@
 // cluster.example.yaml documents every key.
 import { cpus } from 'node:os';
 import { isIP } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { z } from 'zod';
 
 import { describeIssues, readYamlFile } from '../common/config-file.js';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import { isLoopback, resolveSecret, type ClusterSecret } from '../link/token.js';
-import { parseModelRef, type ModelRef } from '../models/model-ref.js';
-import { firstShardPath } from '../models/split.js';
+import { formatModelRef, parseModelRef, type ModelRef } from '../models/model-ref.js';
+import { firstShardPath, parseSplitName } from '../models/split.js';
 import type { SpeculationSettings } from './engine/protocol.js';
 import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
 import type { PlacementObjective } from './planner/types.js';
@@ -19,9 +20,31 @@ const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 
 const PIPELINE_MUST = `must be ${PIPELINE_HELP} from 1 to 64`;
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port, such as 192.168.1.20:50051');
 
+const DURATION_MUST = 'must be a duration such as 90s, 10m or 2h (or a number of seconds)';
+const duration = z.union([z.string().regex(/^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$/, DURATION_MUST), z.number().min(0, DURATION_MUST)], { error: DURATION_MUST });
+const modelId = z.string().min(1).max(200).regex(/^[^\s/][^\s]*$/, 'must be a name without spaces that does not start with /');
+
+/** One model of `models:`: a reference, or the reference with its own name, policy and settings. */
+export const modelEntrySchema = z.strictObject({
+  model: z.string().min(1),
+  id: modelId.optional(),
+  aliases: z.array(modelId).optional(),
+  policy: z.enum(['pinned', 'on-demand']).optional(),
+  idle: duration.optional(),
+  ctxSize: z.number().int().min(256, 'must be at least 256 tokens').max(1 << 20).optional(),
+  parallel: z.number().int().min(1).max(64).optional(),
+  draftModel: z.string().min(1).optional(),
+  draftWorker: z.string().min(1).optional(),
+  draftNgram: z.number().int().min(0).max(64, 'must be at most 64 tokens').optional(),
+  chatTemplate: z.string().min(1).optional(),
+});
+export type ModelEntry = z.infer<typeof modelEntrySchema>;
+
 /** Keys accepted in cluster.yaml; unknown keys are errors. */
 export const clusterFileSchema = z.strictObject({
   model: z.string().min(1).optional(),
+  // A bare reference is an entry with only `model`.
+  models: z.array(z.preprocess((v) => (typeof v === 'string' ? { model: v } : v), modelEntrySchema)).min(1, 'must list at least one model').optional(),
   workers: z.array(hostPort).optional(),
   mdns: z.boolean().optional(),
   localDevice: z.boolean().optional(),
@@ -63,8 +86,32 @@ export const clusterFileSchema = z.strictObject({
   draftTune: z.boolean().optional(),
 });
 
-export type ClusterFileSettings = z.infer<typeof clusterFileSchema>;
+/** The command line's settings: the file's keys, and every `--model` given (in order). */
+export const clusterFlagsSchema = clusterFileSchema.extend({ modelList: z.array(z.string().min(1)).optional() });
 
+export type ClusterFileSettings = z.infer<typeof clusterFlagsSchema>;
+
+/** How long an on-demand model stays loaded without requests, unless its entry says otherwise. */
+export const DEFAULT_IDLE_MS = 10 * 60_000;
+
+/** One model the cluster serves, its settings resolved. */
+export interface ServedModelConfig {
+  /** The name requests use: the entry's id, or the file's or hub reference's name. */
+  readonly id: string;
+  readonly aliases: readonly string[];
+  /** Absolute path of its GGUF (shard 1 of a split set), or null until the CLI resolves `modelRef`. */
+  readonly model: string | null;
+  readonly modelRef: ModelRef | null;
+  readonly policy: 'pinned' | 'on-demand';
+  /** An on-demand model is unloaded after this long without requests. */
+  readonly idleMs: number;
+  readonly ctxSize: number;
+  readonly parallel: number;
+  readonly speculation: SpeculationSettings | null;
+  readonly speculationNote?: string | null;
+  /** A Jinja chat template used in place of the model's own (its text), or null. */
+  readonly chatTemplate: string | null;
+}
 export interface CoordinatorConfig {
   /**
    * Absolute path of the GGUF to serve (shard 1 of a split set, whichever shard was named), or null:
@@ -117,6 +164,41 @@ export interface CoordinatorConfig {
   readonly speculation: SpeculationSettings | null;
   /** Why a draft model that was asked for is not used (it could not be loaded), or null. */
   readonly speculationNote?: string | null;
+  /**
+   * Every model the cluster serves, the default (what a request that names none gets) first. The
+   * top-level model, ctxSize, parallel and speculation are the first model's.
+   */
+  readonly models: readonly ServedModelConfig[];
+  /** The default model's chat template override (its text), or null. */
+  readonly chatTemplate: string | null;
+}
+
+/** The coordinator's config as one served model sees it: the top-level model settings are that model's. */
+export function configFor(c: CoordinatorConfig, m: ServedModelConfig): CoordinatorConfig {
+  return Object.freeze({
+    ...c, model: m.model, modelRef: m.modelRef, ctxSize: m.ctxSize, parallel: m.parallel,
+    speculation: m.speculation, speculationNote: m.speculationNote ?? null, chatTemplate: m.chatTemplate, models: [m],
+  });
+}
+
+/** "90s", "10m", "2h", "250ms" or seconds as a number, in milliseconds. */
+export function durationMs(v: string | number): number {
+  if (typeof v === 'number') return v * 1000;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/.exec(v)!;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
+
+/** A model's default id: its file's name without .gguf and shard suffix, or the hub reference without hf:, or the URL's file name. */
+export function defaultModelId(ref: ModelRef): string {
+  const stem = (path: string) => basename(parseSplitName(path)?.prefix ?? path).replace(/\.gguf$/i, '');
+  switch (ref.kind) {
+    case 'file':
+      return stem(ref.path);
+    case 'hub':
+      return `${ref.repo}${ref.tag === null ? '' : `:${ref.tag}`}`;
+    case 'url':
+      return stem(new URL(ref.url).pathname);
+  }
 }
 
 /** Defaults of speculative decoding; the draft's are llama.cpp's own but the length (3 there). */
@@ -147,7 +229,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     fromFile = parsed.data;
     base = dirname(resolve(sources.file));
   }
-  const flags = clusterFileSchema.safeParse(sources.flags);
+  const flags = clusterFlagsSchema.safeParse(sources.flags);
   if (!flags.success) throw new HearthError(ErrorCode.InvalidArgument, describeIssues(flags.error, 'command line'));
   const f = Object.fromEntries(Object.entries(flags.data).filter(([, v]) => v !== undefined)) as ClusterFileSettings;
   const m: ClusterFileSettings = { ...fromFile, ...f };
@@ -160,11 +242,20 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   }
   const batchSize = m.batchSize ?? 512;
   const ubatchSize = Math.min(m.ubatchSize ?? 512, batchSize);
-  // A model path in cluster.yaml is relative to the file; on the command line, to the shell. Any
-  // shard of a split model names the model; llama.cpp loads it from shard 1.
-  const named = f.model !== undefined ? { ref: parseModelRef(f.model, '--model'), base: process.cwd() } : fromFile.model !== undefined ? { ref: parseModelRef(fromFile.model, 'model'), base } : null;
-  const model = named?.ref.kind === 'file' ? firstShardPath(resolve(named.base, named.ref.path)) : null;
-  const modelRef = named && named.ref.kind !== 'file' ? named.ref : null;
+  // Model paths in cluster.yaml are relative to the file; on the command line, to the shell. Any
+  // shard of a split model names the model; llama.cpp loads it from shard 1. Models on the command
+  // line replace the file's.
+  const cliModels = f.modelList ?? (f.model !== undefined ? [f.model] : null);
+  if (fromFile.model !== undefined && fromFile.models !== undefined) {
+    throw new HearthError(ErrorCode.InvalidArgument, `${sources.file}: give model: (one model) or models: (a list), not both`);
+  }
+  const entries: { entry: ModelEntry; where: string; base: string }[] = cliModels
+    ? cliModels.map((text) => ({ entry: { model: text }, where: '--model', base: process.cwd() }))
+    : fromFile.models
+      ? fromFile.models.map((e, i) => ({ entry: e, where: `models.${i}`, base }))
+      : fromFile.model !== undefined
+        ? [{ entry: { model: fromFile.model }, where: 'model', base }]
+        : [];
   const secret = resolveSecret({
     flag: f.token,
     file: f.tokenFile,
@@ -181,14 +272,40 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
   const draftMin = m.draftMin ?? SPECULATION_DEFAULTS.draftMin;
   if (m.draftWorker !== undefined && draftModel === null) throw new HearthError(ErrorCode.InvalidArgument, `draftWorker: '${m.draftWorker}' names where the draft model runs, but no draftModel is given`);
   if (draftMin > draftMax) throw new HearthError(ErrorCode.InvalidArgument, `draftMin: ${draftMin} is more than draftMax ${draftMax}; a draft can never be that long`);
-  const ngram = m.draftNgram ?? 0;
-  const speculation: SpeculationSettings | null =
-    draftModel !== null || ngram > 0
-      ? { draftModel, draftWorker: m.draftWorker ?? null, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences, tune: m.draftTune ?? true }
+  const speculationOf = (draft: string | null, draftWorker: string | null, ngram: number): SpeculationSettings | null =>
+    draft !== null || ngram > 0
+      ? { draftModel: draft, draftWorker, ngram, draftMax, draftMin, pMin: m.draftPMin ?? SPECULATION_DEFAULTS.pMin, maxSequences: m.draftMaxSequences ?? SPECULATION_DEFAULTS.maxSequences, tune: m.draftTune ?? true }
       : null;
+  const ctxSize = m.ctxSize ?? 4096;
+  const parallel = m.parallel ?? 4;
+  // The top-level draft model drafts for the first model (a draft must share its model's vocabulary);
+  // another model names its own.
+  const models = entries.map(({ entry: e, where, base: from }, i): ServedModelConfig => {
+    const ref = parseModelRef(e.model, `${where}${where === '--model' ? '' : '.model'}`);
+    if (e.draftModel !== undefined && parseModelRef(e.draftModel, `${where}.draftModel`).kind !== 'file') {
+      throw new HearthError(ErrorCode.InvalidArgument, `${where}.draftModel: '${e.draftModel}' must be a file: fetch it first with \`hearth model pull ${e.draftModel}\`, which prints its path`);
+    }
+    const draft = e.draftModel !== undefined ? firstShardPath(resolve(from, e.draftModel)) : i === 0 ? draftModel : null;
+    if (e.draftWorker !== undefined && draft === null) throw new HearthError(ErrorCode.InvalidArgument, `${where}.draftWorker: '${e.draftWorker}' names where the draft model runs, but no draftModel is given`);
+    return Object.freeze({
+      id: e.id ?? defaultModelId(ref),
+      aliases: Object.freeze([...new Set(e.aliases ?? [])]),
+      model: ref.kind === 'file' ? firstShardPath(resolve(from, ref.path)) : null,
+      modelRef: ref.kind === 'file' ? null : ref,
+      // One model is always loaded; of several, the first (the default) is, and the rest load when asked for.
+      policy: e.policy ?? (i === 0 ? 'pinned' : 'on-demand'),
+      idleMs: e.idle === undefined ? DEFAULT_IDLE_MS : durationMs(e.idle),
+      ctxSize: e.ctxSize ?? ctxSize,
+      parallel: e.parallel ?? parallel,
+      speculation: speculationOf(draft, e.draftWorker ?? (i === 0 ? (m.draftWorker ?? null) : null), e.draftNgram ?? (i === 0 ? (m.draftNgram ?? 0) : 0)),
+      chatTemplate: e.chatTemplate === undefined ? null : readTemplate(e.chatTemplate, from, `${where}.chatTemplate`),
+    });
+  });
+  checkModelNames(models, entries.map((e) => e.where));
+  const first = models[0] ?? null;
   return Object.freeze({
-    model,
-    modelRef,
+    model: first?.model ?? null,
+    modelRef: first?.modelRef ?? null,
     workers: Object.freeze([...new Set(m.workers ?? [])]),
     mdns: m.mdns ?? true,
     localDevice: m.localDevice ?? true,
@@ -196,8 +313,8 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     host,
     grpcPort: m.grpcPort ?? 50050,
     httpPort: m.httpPort ?? 8080,
-    ctxSize: m.ctxSize ?? 4096,
-    parallel: m.parallel ?? 4,
+    ctxSize: first?.ctxSize ?? ctxSize,
+    parallel: first?.parallel ?? parallel,
     pipeline: m.pipeline === 1 ? 'off' : (m.pipeline ?? 'auto'),
     batchSize,
     ubatchSize,
@@ -219,6 +336,35 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     logLevel: m.logLevel ?? 'info',
     secret,
     insecure: m.insecure ?? false,
-    speculation,
+    speculation: first?.speculation ?? speculationOf(null, null, m.draftNgram ?? 0),
+    models: Object.freeze(models),
+    chatTemplate: first?.chatTemplate ?? null,
+  });
+}
+
+/** A chat template given in a model's entry: inline Jinja, or a file (relative to the config's folder). */
+function readTemplate(text: string, base: string, where: string): string {
+  if (/\{[{%]/.test(text)) return text;
+  try {
+    return readFileSync(resolve(base, text), 'utf8');
+  } catch (e) {
+    throw new HearthError(ErrorCode.InvalidArgument, `${where}: cannot read the template file ${resolve(base, text)} (${(e as Error).message}); give a file of Jinja, or the template itself`);
+  }
+}
+
+/** Ids and aliases name one model each: a name given twice is refused with both places. */
+function checkModelNames(models: readonly ServedModelConfig[], where: readonly string[]): void {
+  const seen = new Map<string, number>();
+  models.forEach((m, i) => {
+    for (const name of [m.id, ...m.aliases.filter((a) => a !== m.id)]) {
+      const before = seen.get(name);
+      if (before !== undefined) {
+        throw new HearthError(
+          ErrorCode.InvalidArgument,
+          `${where[i]}: the model name '${name}' is already ${before === i ? 'its id' : `taken by ${where[before]} (${models[before]!.model ?? formatModelRef(models[before]!.modelRef!)})`}; give each model its own id: (and aliases:)`,
+        );
+      }
+      seen.set(name, i);
+    }
   });
 }

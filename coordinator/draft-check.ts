@@ -4,9 +4,18 @@
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { LlamaModel } from '../native/llama.js';
-import type { CoordinatorConfig } from './config.js';
+import type { CoordinatorConfig, ServedModelConfig } from './config.js';
 
+/** Every served model's draft model checked; the top-level settings follow the first model's. */
 export async function checkDraftModel(config: CoordinatorConfig, log: Logger): Promise<CoordinatorConfig> {
+  if (config.models.length === 0) return config;
+  const models: ServedModelConfig[] = [];
+  for (const m of config.models) models.push(await checkDraftOf(m, log));
+  const first = models[0]!;
+  return Object.freeze({ ...config, speculation: first.speculation, speculationNote: first.speculationNote ?? null, models: Object.freeze(models) });
+}
+
+async function checkDraftOf(config: ServedModelConfig, log: Logger): Promise<ServedModelConfig> {
   const spec = config.speculation;
   if (!spec?.draftModel || !config.model) return config;
   let target: LlamaModel;
@@ -32,5 +41,25 @@ export async function checkDraftModel(config: CoordinatorConfig, log: Logger): P
     return config;
   } finally {
     target.dispose();
+  }
+}
+
+/** Every chat template given in place of a model's own, parsed against its model before serving: a bad one is refused at start, naming the model. */
+export async function checkChatTemplates(config: CoordinatorConfig): Promise<void> {
+  for (const m of config.models) {
+    if (m.chatTemplate === null || !m.model) continue;
+    let model: LlamaModel;
+    try {
+      model = await LlamaModel.load(m.model, { devices: [], nGpuLayers: 0, vocabOnly: true });
+    } catch {
+      continue; // the model's own load reports what is wrong with it
+    }
+    try {
+      model.chatTemplates(m.chatTemplate);
+    } catch (e) {
+      throw new HearthError(ErrorCode.InvalidArgument, `chatTemplate of model ${m.id}: ${messageOf(e).replace(/^chatTemplate: /, '')}`);
+    } finally {
+      model.dispose();
+    }
   }
 }

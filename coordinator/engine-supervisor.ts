@@ -13,6 +13,7 @@ import type { EngineLoadSpec, LoadedInfo } from './engine/protocol.js';
 import type { WorkerLinks } from './links.js';
 import type { Plan } from './planner/types.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
+import type { ModelKind } from './served-models.js';
 
 /** An engine that died on its own (not shut down), or whose load failed: the plan it ran and how it ended. */
 export interface EngineLoss {
@@ -24,13 +25,20 @@ export interface EngineLoss {
   detail?: string;
 }
 
-/** What the engine is told to load for `plan`; `draftEndpoint`: the worker the draft model runs on, or null for this machine. */
-export function engineLoadSpec(c: CoordinatorConfig, plan: Plan, draftEndpoint: string | null): EngineLoadSpec {
+/**
+ * What the engine is told to load for `plan`; `draftEndpoint`: the worker the draft model runs on, or null
+ * for this machine; `kind`: what the model is for (an embedding or reranker model gets an embeddings
+ * context, and no draft).
+ */
+export function engineLoadSpec(c: CoordinatorConfig, plan: Plan, draftEndpoint: string | null, kind: ModelKind): EngineLoadSpec {
+  const embeddings = kind !== 'chat';
   return {
     modelPath: c.model!, rpcEndpoints: plan.rpcEndpoints, rpcDevices: plan.rpcDevices, tensorSplit: plan.tensorSplit, expertOverrides: plan.expertOverrides,
     nGpuLayers: plan.nGpuLayers, ctxSize: c.ctxSize, parallel: c.parallel, groups: plan.groups, nBatch: c.batchSize, nUbatch: c.ubatchSize,
     typeK: c.cacheTypeK, typeV: c.cacheTypeV, threads: c.threads,
-    speculation: c.speculation && { ...c.speculation, draftEndpoint },
+    speculation: !embeddings && c.speculation ? { ...c.speculation, draftEndpoint } : null,
+    chatTemplate: c.chatTemplate,
+    embeddings,
   };
 }
 

@@ -6,7 +6,14 @@ import type { RequestSettings } from './params.js';
 import { toGrpcError } from '../common/grpc-errors.js';
 import { keyRefusal, presentedKey } from './api-keys.js';
 import { planView, statusView, workerView } from './views.js';
-import type { WireGenerate, WirePlan } from './wire.js';
+import type { WireEmbed, WireGenerate, WirePlan, WireRerank } from './wire.js';
+
+/** Aborted when the client goes away or its deadline passes. */
+function cancelledSignal(call: { on(event: 'cancelled', listener: () => void): unknown }): AbortSignal {
+  const abort = new AbortController();
+  call.on('cancelled', () => abort.abort());
+  return abort.signal;
+}
 
 function settings(r: WireGenerate): RequestSettings {
   const s = r.sampling ?? {};
@@ -62,8 +69,8 @@ export class CoordinatorGrpcServer {
           );
       };
     this.#server.addService(serviceDefinition('CoordinatorService'), {
-      Generate: stream((r) => ({ prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
-      Chat: stream((r) => ({ prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
+      Generate: stream((r) => ({ model: r.model || undefined, prompt: { kind: 'text', text: r.prompt ?? '' }, settings: settings(r) })),
+      Chat: stream((r) => ({ model: r.model || undefined, prompt: { kind: 'chat', messages: r.messages ?? [] }, settings: settings(r) })),
       ListWorkers: unary(() => {
         const c = this.#coordinator.snapshot();
         return { workers: c.workers.map((w) => workerView(w, c.secure, c.contentId)) };
@@ -74,6 +81,22 @@ export class CoordinatorGrpcServer {
         return this.#plan();
       }),
       GetStatus: unary(() => statusView(this.#coordinator.snapshot(), this.#build)),
+      Embed: unary(async (call: grpc.ServerUnaryCall<WireEmbed, unknown>) => {
+        const r = call.request;
+        const result = await this.#coordinator.embed(
+          { ...(r.model ? { model: r.model } : {}), inputs: r.inputs ?? [], normalize: r.normalize ?? true, truncate: r.truncate === true },
+          { signal: cancelledSignal(call) },
+        );
+        return { model: result.model, embeddings: result.embeddings.map((values) => ({ values })), prompt_tokens: result.promptTokens };
+      }),
+      Rerank: unary(async (call: grpc.ServerUnaryCall<WireRerank, unknown>) => {
+        const r = call.request;
+        const result = await this.#coordinator.rerank(
+          { ...(r.model ? { model: r.model } : {}), query: r.query ?? '', documents: r.documents ?? [], ...(r.top_n !== undefined && r.top_n !== null ? { topN: r.top_n } : {}) },
+          { signal: cancelledSignal(call) },
+        );
+        return { model: result.model, results: result.results.map((x) => ({ index: x.index, relevance_score: x.relevanceScore })), prompt_tokens: result.promptTokens };
+      }),
     });
   }
 

@@ -5,7 +5,7 @@ import type { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 import type { WorkerRecord } from './registry.js';
-import { COORDINATOR_STATES, type CoordinatorEvents, type CoordinatorSnapshot, type RequestFinished } from './snapshot.js';
+import { COORDINATOR_STATES, type CoordinatorEvents, type CoordinatorSnapshot, type ModelSnapshot, type RequestFinished } from './snapshot.js';
 import { workerMemory } from './views.js';
 
 /** The coordinator as metrics see it: its events, and a snapshot to read gauges from. */
@@ -56,6 +56,23 @@ export class CoordinatorMetrics {
     buckets: [0.25, 0.5, 1, 2, 4, 8, 15, 30, 60],
     registers: [this.registry],
   });
+  readonly embeddingRequests = new Counter({
+    name: 'hearth_embedding_requests_total',
+    help: 'Finished embeddings and rerank requests by endpoint (embeddings, rerank) and outcome (ok, error)',
+    labelNames: ['endpoint', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly embeddingInputs = new Counter({
+    name: 'hearth_embedding_inputs_total',
+    help: 'Inputs embedded, or documents scored, by requests that succeeded',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
+  readonly embeddingPromptTokens = new Counter({
+    name: 'hearth_embedding_prompt_tokens_total',
+    help: 'Tokens the engine computed for embeddings and rerank requests',
+    registers: [this.registry],
+  });
   readonly tokensPerSecond = new Gauge({
     name: 'hearth_generation_tokens_per_second',
     help: 'Decode speed of the last finished request (tokens after the first, per second)',
@@ -65,6 +82,12 @@ export class CoordinatorMetrics {
   constructor(source: MetricsSource) {
     source.on('first-token', (seconds) => this.timeToFirstToken.observe(seconds));
     source.on('request-finished', (r) => this.#finished(r));
+    source.on('pooled-finished', (r) => {
+      this.embeddingRequests.inc({ endpoint: r.endpoint, outcome: r.outcome });
+      if (r.outcome !== 'ok') return;
+      this.embeddingInputs.inc({ endpoint: r.endpoint }, r.inputs);
+      this.embeddingPromptTokens.inc(r.promptTokens);
+    });
     source.on('request-resumed', (pause) => {
       this.requestsResumed.inc();
       this.resumePause.observe(pause);
@@ -95,6 +118,22 @@ export class CoordinatorMetrics {
           for (const w of now().workers) this.set({ worker: w.name, endpoint: w.control }, value(w));
         },
       });
+    const modelGauge = (name: string, help: string, value: (m: ModelSnapshot) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['model'] as const,
+        registers: reg,
+        collect() {
+          this.reset();
+          for (const m of now().models ?? []) this.set({ model: m.id }, value(m));
+        },
+      });
+    modelGauge('hearth_model_loaded', 'Whether the served model is in memory (1) or not (0)', (m) => (m.status === 'loaded' ? 1 : 0));
+    modelGauge('hearth_model_loaded_bytes', 'Bytes the loaded model holds over every device (weights, KV cache, compute buffers)', (m) => m.loadedBytes);
+    modelGauge('hearth_model_loads', 'Loads of the model since the coordinator started (a rise without requests is a re-plan)', (m) => m.load.loads);
+    modelGauge('hearth_model_requests_in_flight', 'Requests holding a slot of the model', (m) => m.inFlight);
+    modelGauge('hearth_model_requests_waiting', 'Requests waiting for a slot of the model (or for it to load)', (m) => m.waiting);
     workerGauge('hearth_worker_up', 'Whether the worker is admitted and answering (1) or not (0)', (w) => (w.state === 'admitted' ? 1 : 0));
     workerGauge('hearth_worker_free_bytes', "Free memory the worker's devices report", (w) => workerMemory(w).freeBytes);
     workerGauge('hearth_worker_total_bytes', "Total memory of the worker's devices", (w) => workerMemory(w).totalBytes);

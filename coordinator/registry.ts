@@ -205,6 +205,19 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     await Promise.all(this.all().map((r) => this.#check(r)));
   }
 
+  /**
+   * Fetches every admitted worker's devices and free memory now: a plan made right after another
+   * model's engine loaded or left must see the memory it took or gave back, not a figure seconds old.
+   */
+  async refreshInfo(): Promise<void> {
+    await Promise.all(
+      this.admitted().map(async (r) => {
+        r.info = await this.#client(r.control).getInfo({ timeoutMs: 2000, watchMs: this.#options.watchMs }).catch(() => r.info);
+        r.infoAt = Date.now();
+      }),
+    );
+  }
+
   /** Health of one worker right now, bypassing the heartbeat schedule. */
   async health(control: string, timeoutMs = 1500) {
     return this.#client(control).health({ timeoutMs });

@@ -6,6 +6,23 @@ import type { ModelFacts } from '../models/gguf-info.js';
 /** What a model is for: generating text, or only pooled vectors (embeddings) or relevance scores (rerank). */
 export type ModelKind = 'chat' | 'embedding' | 'rerank';
 
+/**
+ * What a model is for, from its GGUF's pooling type as llama.cpp reads it: rank pooling is a reranker,
+ * mean, cls or last pooling an embedding model, none (or no key) a text generation model.
+ */
+export function modelKind(facts: Pick<ModelFacts, 'poolingType'> | null): ModelKind {
+  switch (facts?.poolingType ?? 'none') {
+    case 'rank':
+      return 'rerank';
+    case 'mean':
+    case 'cls':
+    case 'last':
+      return 'embedding';
+    default:
+      return 'chat';
+  }
+}
+
 /** Where a model is now: in memory across the workers, being loaded, or only on disk. */
 export type ModelStatus = 'loaded' | 'loading' | 'on disk';
 
@@ -32,11 +49,15 @@ export interface ServedModel {
   lastUsedAt: number | null;
 }
 
+/** A text to embed, or its token ids. */
+export type EmbedInput = string | number[];
+
 /** Pooled vectors for each input, in order. */
 export interface EmbedRequest {
   /** The model's id or alias; undefined: the default model. */
   model?: string;
-  inputs: string[];
+  /** Texts, or token ids (used as they are, as llama-server takes them). */
+  inputs: EmbedInput[];
   /** Scale each vector to unit length (llama-server's default for /v1/embeddings); false: raw pooled output. */
   normalize: boolean;
   /** Cut an input longer than the context to fit instead of refusing it. */

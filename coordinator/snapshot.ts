@@ -3,6 +3,7 @@
 import type { FinishReason, LoadedInfo, Usage } from './engine/protocol.js';
 import type { PlanResult } from './planner/types.js';
 import type { WorkerRecord } from './registry.js';
+import type { ModelKind, ModelPolicy, ModelStatus } from './served-models.js';
 
 export type CoordinatorState = 'starting' | 'planning' | 'loading' | 'serving' | 'draining' | 'degraded' | 'stopping';
 export const COORDINATOR_STATES: readonly CoordinatorState[] = ['starting', 'planning', 'loading', 'serving', 'draining', 'degraded', 'stopping'];
@@ -41,6 +42,15 @@ export interface RequestFinished {
   decodeTokensPerSecond: number | null;
 }
 
+/** How one embeddings or rerank request ended, and what it held. */
+export interface PooledFinished {
+  endpoint: 'embeddings' | 'rerank';
+  outcome: 'ok' | 'error';
+  /** Inputs embedded, or documents scored. */
+  inputs: number;
+  promptTokens: number;
+}
+
 export interface CoordinatorEvents {
   state: [CoordinatorState, string];
   event: [CoordinatorEvent];
@@ -49,6 +59,8 @@ export interface CoordinatorEvents {
   /** One generated token (streamed to its client). */
   token: [];
   'request-finished': [RequestFinished];
+  /** An embeddings or rerank request ended. */
+  'pooled-finished': [PooledFinished];
   /** A request caught by an engine loss went on, after a pause of this long (from its last token before the loss). */
   'request-resumed': [pauseSeconds: number];
 }
@@ -73,4 +85,32 @@ export interface CoordinatorSnapshot {
   speculation: string;
   events: CoordinatorEvent[];
   history: ServingSample[];
+  /** Every served model, the default first (the fields above are its). */
+  models: ModelSnapshot[];
+}
+
+/** One served model at one moment. */
+export interface ModelSnapshot {
+  id: string;
+  aliases: string[];
+  kind: ModelKind;
+  policy: ModelPolicy;
+  status: ModelStatus;
+  /** The model's own state; 'unloaded' for one only on disk. */
+  state: CoordinatorState | 'unloaded';
+  reason: string;
+  modelPath: string;
+  modelName: string;
+  contentId: string | null;
+  /** Its plan while it is wanted (loaded, loading, or not fitting), else null. */
+  plan: PlanResult | null;
+  load: LoadRecord;
+  inFlight: number;
+  waiting: number;
+  parallel: number;
+  ctxSize: number;
+  loadedBytes: number;
+  lastUsedAt: number | null;
+  expiresAt: number | null;
+  speculation: string;
 }

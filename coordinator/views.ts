@@ -2,8 +2,8 @@
 import type { SystemInfo } from '../native/binding.js';
 import type { Plan, PlanResult } from './planner/types.js';
 import type { WorkerRecord } from './registry.js';
-import type { CoordinatorSnapshot } from './snapshot.js';
-import type { WirePlan, WireStatus, WireWorkerSummary } from './wire.js';
+import type { CoordinatorSnapshot, LoadRecord, ModelSnapshot } from './snapshot.js';
+import type { WireModelStatus, WirePlan, WireStatus, WireWorkerSummary } from './wire.js';
 
 
 
@@ -49,9 +49,10 @@ export function workerView(w: WorkerRecord, secure: boolean, contentId: string |
 /** A snapshot's plan already names each worker by its own address, not the local relay the engine dials. */
 export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }): WirePlan {
   const base = { ctx_size: ctx.ctxSize, parallel: ctx.parallel };
-  if (!p) return { fits: false, devices: [], refusal: 'no plan yet', suggestions: [], host_bytes: '0', excluded: [], ...base };
+  const none = { objective: '', predicted_seconds_per_token: 0, groups: 0 };
+  if (!p) return { fits: false, devices: [], refusal: 'no plan yet', suggestions: [], host_bytes: '0', excluded: [], ...none, ...base };
   const excluded = p.excluded.map((x) => `${x.owner}/${x.deviceName}: ${x.reason}`);
-  if (!p.fits) return { fits: false, devices: [], refusal: p.reason, suggestions: p.suggestions, host_bytes: '0', excluded, ...base };
+  if (!p.fits) return { fits: false, devices: [], refusal: p.reason, suggestions: p.suggestions, host_bytes: '0', excluded, ...none, ...base };
   return {
     fits: true,
     devices: (p as Plan).devices.map((d) => ({
@@ -85,22 +86,12 @@ export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel:
  * --json and --watch, and the web page.
  */
 export function statusView(c: CoordinatorSnapshot, build: SystemInfo): WireStatus {
-  const load = c.load;
   return {
     state: c.state,
     reason: c.reason,
     model: c.modelPath,
     model_name: c.modelName,
-    load: {
-      progress: load.progress,
-      seconds: load.seconds,
-      bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])),
-      loads: load.loads,
-      connect_seconds: load.phases?.connectSeconds ?? 0,
-      weights_seconds: load.phases?.weightsSeconds ?? 0,
-      context_seconds: load.phases?.contextSeconds ?? 0,
-      groups: load.groups,
-    },
+    load: loadView(c.load),
     in_flight: c.inFlight,
     waiting: c.waiting,
     parallel: c.parallel,
@@ -118,5 +109,41 @@ export function statusView(c: CoordinatorSnapshot, build: SystemInfo): WireStatu
     },
     events: c.events,
     history: c.history.map((h) => ({ t: h.t, tokens_per_second: h.tokensPerSecond, ttft_ms: h.ttftMs, in_flight: h.inFlight, waiting: h.waiting })),
+    models: (c.models ?? []).map(modelView),
+  };
+}
+
+function loadView(load: LoadRecord): WireStatus['load'] {
+  return {
+    progress: load.progress,
+    seconds: load.seconds,
+    bytes_sent: Object.fromEntries(Object.entries(load.bytesSent ?? {}).map(([k, v]) => [k, String(v)])),
+    loads: load.loads,
+    connect_seconds: load.phases?.connectSeconds ?? 0,
+    weights_seconds: load.phases?.weightsSeconds ?? 0,
+    context_seconds: load.phases?.contextSeconds ?? 0,
+    groups: load.groups,
+  };
+}
+
+export function modelView(m: ModelSnapshot): WireModelStatus {
+  return {
+    id: m.id,
+    aliases: m.aliases,
+    kind: m.kind,
+    policy: m.policy,
+    status: m.status,
+    state: m.state,
+    reason: m.reason,
+    model: m.modelPath,
+    model_name: m.modelName,
+    plan: planView(m.plan, { ctxSize: m.ctxSize, parallel: m.parallel }),
+    load: loadView(m.load),
+    in_flight: m.inFlight,
+    waiting: m.waiting,
+    loaded_bytes: String(m.loadedBytes),
+    last_used: m.lastUsedAt ?? 0,
+    expires: m.expiresAt ?? 0,
+    speculation: m.speculation,
   };
 }

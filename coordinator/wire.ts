@@ -21,6 +21,34 @@ export interface WireGenerate {
   sampling?: WireSampling | null;
   stop?: string[];
   cache_prompt?: boolean;
+  /** The served model by id or alias; empty: the default. */
+  model?: string;
+}
+
+export interface WireEmbed {
+  model?: string;
+  inputs?: string[];
+  normalize?: boolean | null;
+  truncate?: boolean;
+}
+
+export interface WireEmbedResponse {
+  model: string;
+  embeddings: { values: number[] }[];
+  prompt_tokens: number;
+}
+
+export interface WireRerank {
+  model?: string;
+  query?: string;
+  documents?: string[];
+  top_n?: number | null;
+}
+
+export interface WireRerankResponse {
+  model: string;
+  results: { index: number; relevance_score: number }[];
+  prompt_tokens: number;
 }
 
 export interface WireWorkerSummary {
@@ -95,4 +123,26 @@ export interface WireStatus {
   events: { time: string; kind: string; message: string }[];
   /** Serving figures, a sample every 2 s for the last five minutes, oldest first. */
   history: { t: number; tokens_per_second: number; ttft_ms: number; in_flight: number; waiting: number }[];
+  /** Every served model, the default first. */
+  models: WireModelStatus[];
+}
+
+export interface WireModelStatus {
+  id: string;
+  aliases: string[];
+  kind: string;
+  policy: string;
+  status: string;
+  state: string;
+  reason: string;
+  model: string;
+  model_name: string;
+  plan: WirePlan;
+  load: WireStatus['load'];
+  in_flight: number;
+  waiting: number;
+  loaded_bytes: string;
+  last_used: number;
+  expires: number;
+  speculation: string;
 }

@@ -46,11 +46,14 @@ export class PeerActivity {
  */
 export type GatewayActivity = { record: PeerActivity } | { watch: PeerActivity; staleAfterMs: number };
 
+/** Where a joined connection goes: a fixed local service, or a seat of its own (worker/seats.ts). */
+export type GatewayTarget = { host: string; port: number } | { take(): Promise<{ endpoint: { host: string; port: number }; release(): void }> };
+
 export class SecureGateway {
   readonly kind: LinkKind;
   readonly #server: Server;
   readonly #log: Logger;
-  readonly #target: { host: string; port: number };
+  readonly #target: GatewayTarget;
   readonly #open = new Map<Socket, { peer: string; lastData: number }>();
   readonly #activity: GatewayActivity | null;
   #staleTimer: NodeJS.Timeout | null = null;
@@ -61,7 +64,7 @@ export class SecureGateway {
   constructor(o: {
     secret: ClusterSecret;
     kind: LinkKind;
-    target: { host: string; port: number };
+    target: GatewayTarget;
     log: Logger;
     handshakeTimeoutMs?: number;
     activity?: GatewayActivity;
@@ -121,8 +124,25 @@ export class SecureGateway {
 
   #join(tls: TLSSocket): void {
     this.stats.accepted++;
+    const target = this.#target;
+    if (!('take' in target)) return this.#joinTo(tls, target, () => undefined);
+    tls.pause();
+    target.take().then(
+      (seat) => {
+        if (tls.destroyed) return seat.release();
+        this.#joinTo(tls, seat.endpoint, () => seat.release());
+        tls.resume();
+      },
+      (e: unknown) => {
+        this.#log.error({ err: messageOf(e) }, `no local ${this.kind} service for an authenticated connection; closing it`);
+        tls.destroy();
+      },
+    );
+  }
+
+  #joinTo(tls: TLSSocket, target: { host: string; port: number }, ended: () => void): void {
     const peer = `${tls.remoteAddress}:${tls.remotePort}`;
-    const inner = connect(this.#target);
+    const inner = connect(target);
     const entry = { peer: tls.remoteAddress ?? '', lastData: Date.now() };
     this.#open.set(tls, entry);
     tls.once('close', () => this.#open.delete(tls));
@@ -132,6 +152,7 @@ export class SecureGateway {
       if (this.#activity && 'record' in this.#activity) this.#activity.record.saw(entry.peer);
     });
     joinSockets(tls, inner, (side, err) => {
+      ended();
       if (err && side === 'inner') this.#log.warn({ peer, err: messageOf(err) }, `the local ${this.kind} service did not take the connection`);
     });
     this.#log.debug({ peer, kind: this.kind }, 'authenticated connection joined');

@@ -77,6 +77,8 @@ export interface WireWorkerInfo {
   /** Leaving the cluster: plan without it, then Release it. */
   draining: boolean;
   drain_reason: string;
+  /** Host memory its rpc servers hold now (absent from an older worker). */
+  held_bytes?: string;
 }
 
 export interface WireLocalModel {

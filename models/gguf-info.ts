@@ -47,6 +47,8 @@ export interface ModelFacts {
   /** Tensors that belong to no block, input or output. */
   otherBytes: number;
   totalTensorBytes: number;
+  /** Weights over every tensor (the product of each one's shape); absent for a model described on paper. */
+  parameterCount?: number | null;
   /** Tensor count by ggml type name. */
   tensorTypes: Record<string, number>;
   /** KV heads of each layer, when the model varies them (GQA per layer); otherwise absent or null. */
@@ -59,7 +61,16 @@ export interface ModelFacts {
    * `ffn_{up,gate,down,gate_up}_{,ch}exps`), and how many of the experts a token uses. Absent for dense models.
    */
   experts?: { count: number; used: number; layerBytes: number[] } | null;
+  /**
+   * `<arch>.pooling_type`: how an embedding model pools a sequence's outputs into one vector (mean, cls,
+   * last), or `rank` for a reranker's score. Absent or null: the file says none (a text generation model).
+   */
+  poolingType?: PoolingType | null;
 }
+
+/** llama.cpp's pooling types as a GGUF names them (enum llama_pooling_type: 0 none ... 4 rank). */
+export type PoolingType = 'none' | 'mean' | 'cls' | 'last' | 'rank';
+const POOLING_TYPES: readonly PoolingType[] = ['none', 'mean', 'cls', 'last', 'rank'];
 
 /** A block's sparse expert tensors: llama.cpp's fit matches the same names (common/fit.cpp, LAYER_FRACTION_MOE). */
 export const EXPERT_TENSOR = /^blk\.(\d+)\.ffn_(up|down|gate_up|gate)_(ch|)exps/;
@@ -164,11 +175,13 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
   let outputBytes = 0;
   let otherBytes = 0;
   let total = 0;
+  let parameters = 0;
   let embdBytes = 0;
   let hasOutput = false;
   const tensorTypes: Record<string, number> = {};
   for (const t of raw.tensors) {
     total += t.bytes;
+    parameters += t.shape.reduce((a, b) => a * b, 1);
     tensorTypes[t.type] = (tensorTypes[t.type] ?? 0) + 1;
     const block = /^blk\.(\d+)\./.exec(t.name);
     if (block) {
@@ -197,6 +210,7 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
       ? { count: expertCount, used: Math.min(Math.max(expertUsed, 1), expertCount), layerBytes: expertBytes }
       : null;
   const outputTied = !hasOutput && embdBytes > 0;
+  const pooling = num(raw.metadata, `${a}.pooling_type`);
   if (outputTied) outputBytes += embdBytes;
 
   return {
@@ -221,11 +235,13 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
     outputTied,
     otherBytes,
     totalTensorBytes: total,
+    parameterCount: parameters,
     tensorTypes,
     headCountKvPerLayer,
     slidingWindow: swaLayers ? slidingWindow : null,
     swaLayers,
     experts,
+    poolingType: pooling === null ? null : (POOLING_TYPES[pooling] ?? null),
   };
 }
 

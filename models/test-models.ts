@@ -12,7 +12,17 @@ import { loadBinding, nativeAsync, requireNativeBuild, type TestModelSpec } from
 export type TestModelShape = Pick<
   TestModelSpec,
   'nLayer' | 'nEmbd' | 'nHead' | 'nHeadKv' | 'nFf' | 'nCtxTrain' | 'architecture' | 'nExpert' | 'nExpertUsed' | 'nFfExp' | 'nSwa' | 'swaPattern' | 'residualScale' | 'outputStdev'
+  | 'poolingType' | 'classifierLabels' | 'rerankTemplate' | 'tiedOutput' | 'addBos' | 'addEos'
 >;
+
+/**
+ * The rerank prompt llama.cpp's converter writes into a Qwen3-Reranker GGUF (tokenizer.chat_template.rerank,
+ * conversion/qwen.py); llama-server fills in {query} and {document}.
+ */
+export const QWEN3_RERANK_TEMPLATE =
+  '<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n' +
+  '<|im_start|>user\n<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n<Query>: {query}\n<Document>: {document}<|im_end|>\n' +
+  '<|im_start|>assistant\n<think>\n\n</think>\n\n';
 
 export const TEST_MODEL_PRESETS = {
   /** 4 blocks, 37 MB in F16: loads in well under a second; output.weight is over the RPC cache threshold. */
@@ -48,6 +58,21 @@ export const TEST_MODEL_PRESETS = {
    */
   target: { nLayer: 24, nEmbd: 512, nHead: 8, nHeadKv: 4, nFf: 2048, nCtxTrain: 4096, residualScale: 0.01, outputStdev: 0.4 },
   draft: { nLayer: 1, nEmbd: 512, nHead: 8, nHeadKv: 4, nFf: 2048, nCtxTrain: 4096, residualScale: 0.01, outputStdev: 0.4 },
+  /**
+   * Qwen3-Embedding-style: qwen3 with last-token pooling (qwen3.pooling_type = last) of the end-of-text
+   * token the tokenizer appends, and the output head tied to the token embedding, 4 blocks; it serves
+   * /v1/embeddings, not chat.
+   */
+  embed: { architecture: 'qwen3', nLayer: 4, nEmbd: 256, nHead: 8, nHeadKv: 2, nFf: 768, nCtxTrain: 4096, poolingType: 'last', addEos: true, tiedOutput: true },
+  /**
+   * Qwen3-Reranker-style, as llama.cpp's converter writes one: rank pooling, a two-row rank head
+   * (cls.output: "yes", "no"; llama.cpp takes the softmax, and the score is P(yes)), the rerank prompt,
+   * no BOS (Qwen's tokenizer adds none), no output.weight; 4 blocks. It serves /v1/rerank.
+   */
+  rerank: {
+    architecture: 'qwen3', nLayer: 4, nEmbd: 256, nHead: 8, nHeadKv: 2, nFf: 768, nCtxTrain: 4096,
+    poolingType: 'rank', classifierLabels: ['yes', 'no'], rerankTemplate: QWEN3_RERANK_TEMPLATE, addBos: false, tiedOutput: true,
+  },
   /** The shape of a 1B llama (16 blocks, 2048 wide, GQA 32/8, 8192 FFN): ~1.1 B parameters. */
   '1b': { nLayer: 16, nEmbd: 2048, nHead: 32, nHeadKv: 8, nFf: 8192, nCtxTrain: 4096 },
 } as const satisfies Record<string, TestModelShape>;

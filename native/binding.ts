@@ -110,6 +110,17 @@ export interface NativeModelInfo {
   bos: number;
   eos: number;
   chatTemplate: string | null;
+  /** Width of a pooled embedding. */
+  nEmbdOut: number;
+  /** Scores a rank-pooled (reranker) output holds per sequence (1 unless <arch>.classifier.output_labels says more). */
+  nClsOut: number;
+  /** tokenizer.chat_template.rerank: a reranker's prompt with {query} and {document}, or null. */
+  rerankTemplate: string | null;
+  /** The separator token (-1: none), and which special tokens the tokenizer adds around a text. */
+  sep: number;
+  addBos: boolean;
+  addEos: boolean;
+  addSep: boolean;
 }
 
 export interface ChatMessage {
@@ -155,7 +166,12 @@ export interface NativeContextOptions {
   offloadKqv: boolean;
   /** Full-size KV for sliding-window layers (default false: only the window, as llama-server does). */
   swaFull: boolean;
+  /** Pooled outputs per sequence (embed) with the model's pooling type, instead of sampled tokens (decode). */
+  embeddings?: boolean;
 }
+
+/** llama.cpp's pooling types; 'none' gives no vector per sequence. */
+export type PoolingType = 'none' | 'mean' | 'cls' | 'last' | 'rank' | 'unspecified';
 
 export interface NativeContextInfo {
   nCtx: number;
@@ -166,6 +182,8 @@ export interface NativeContextInfo {
   nVocab: number;
   /** Positions a sliding-window layer keeps (0: no sliding window, or the full cache). */
   nSwa: number;
+  embeddings: boolean;
+  poolingType: PoolingType;
 }
 
 export interface MemoryBreakdownEntry {
@@ -187,6 +205,12 @@ export interface NativeContext {
   decode(...batch: NativeBatch): Promise<Int32Array>;
   /** With draftLens: sample i verifies the draftLens[i] drafted tokens in the rows after its own; per sample, the tokens it emitted. */
   decode(...batch: [...NativeBatch, draftLens: Int32Array]): Promise<Int32Array[]>;
+  /**
+   * An embeddings context: decodes the batch (every row an output) and returns each of outSeqIds' pooled
+   * output in that order (nEmbdOut floats, or nClsOut scores for rank pooling), normalised as
+   * common_embd_normalize does (-1: none, 2: L2).
+   */
+  embed(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, outSeqIds: Int32Array, normalize: number): Promise<Float32Array[]>;
   getLogits(row: number): Float32Array;
   /** Emitted token i of the last decode (one per sample, or each sample's emitted tokens in turn): its log-probability and the top alternatives; null when its sampler's nProbs < 0. */
   lastLogprobs(sampleIndex: number): TokenLogprobs | null;
@@ -342,6 +366,17 @@ export interface TestModelSpec {
   residualScale?: number;
   /** The output head's weight spread (default: stdev). */
   outputStdev?: number;
+  /** <arch>.pooling_type: an embedding model (mean, cls, last) or a reranker (rank). */
+  poolingType?: 'none' | 'mean' | 'cls' | 'last' | 'rank';
+  /** qwen3 with rank pooling: the rank head's labels, one cls.output row each. */
+  classifierLabels?: readonly string[];
+  /** tokenizer.chat_template.rerank, with {query} and {document}. */
+  rerankTemplate?: string;
+  /** No output.weight: llama.cpp uses the token embedding as the output head. */
+  tiedOutput?: boolean;
+  /** tokenizer.ggml.add_bos_token and add_eos_token over the vocabulary's own (Qwen's tokenizers add no BOS; Qwen3-Embedding adds EOS). */
+  addBos?: boolean;
+  addEos?: boolean;
 }
 
 export interface FitOptions {

@@ -456,6 +456,16 @@ export class LlamaContext {
     return nativeAsync(() => c.decode(...nativeBatch(batch), Int32Array.from(batch.samples, (s) => s.draft)));
   }
 
+  /**
+   * An embeddings context (createContext({embeddings: true})): decodes the rows (every one an output)
+   * and returns the pooled output of each of `outSeqIds`, in order: nEmbdOut floats, or a reranker's
+   * nClsOut scores. `normalize` as llama.cpp's common_embd_normalize: -1 none, 2 L2 (unit length).
+   */
+  async embed(rows: { tokens: ArrayLike<number>; positions: ArrayLike<number>; seqIds: ArrayLike<number> }, outSeqIds: ArrayLike<number>, normalize: -1 | 2): Promise<Float32Array[]> {
+    const c = this.#live();
+    return nativeAsync(() => c.embed(Int32Array.from(rows.tokens), Int32Array.from(rows.positions), Int32Array.from(rows.seqIds), Int32Array.from(outSeqIds), normalize));
+  }
+
   /** A copy of the last decode's logits for `row` (nVocab floats). */
   logits(row: number): Float32Array {
     const l = native(() => this.#live().getLogits(row));

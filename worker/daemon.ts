@@ -18,7 +18,8 @@ import { calibrateDevices, medianSpeeds, type DeviceSpeed } from '../host/calibr
 import { cpuQuota } from '../host/cgroup.js';
 import { LocalModels } from './local-models.js';
 import { describeServer, withReport, type MemoryReport } from './server-devices.js';
-import { measureDevices, residentBytes, type ServedDevice } from './devices.js';
+import { measureDevices, type ServedDevice } from './devices.js';
+import { SeatListener, SeatPool } from './seats.js';
 import { hostMemory } from '../host/host-memory.js';
 import { loadOrCreateWorkerId } from './identity.js';
 import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
@@ -93,6 +94,9 @@ export class WorkerDaemon {
   #mdns: MdnsAdvertiser | null = null;
   /** With a token: the authenticated entrances on the public ports. */
   #gateways: SecureGateway[] = [];
+  /** The servers engines are joined to, one per connection; the open cluster's listener for them. */
+  #seats: SeatPool | null = null;
+  #seatListener: SeatListener | null = null;
   #memoryTimer: NodeJS.Timeout | null = null;
   #startedAt = Date.now();
   /** Who counts on this worker (a coordinator's heartbeats): a drain waits for its release. */
@@ -146,11 +150,12 @@ export class WorkerDaemon {
     if (c.calibrate) await this.#calibrate();
     // With a token, llama.cpp's server and the control service listen on loopback only; the public
     // ports are the gateways, which join a connection to them only after the TLS-PSK handshake.
-    const inner = c.secret ? { host: '127.0.0.1', rpcPort: await freePortOn('127.0.0.1'), controlPort: 0 } : { host: c.host, rpcPort: c.rpcPort, controlPort: c.controlPort };
-    this.#supervisor = new RpcServerSupervisor(
-      { host: inner.host, port: inner.rpcPort, threads: c.threads, cacheDir: c.cacheDir, devices: this.#devices.map((d) => d.name) },
-      this.#log.child({ part: 'rpc-server' }),
-    );
+    // llama.cpp's server always listens on loopback: the public rpc port gives each connection (each
+    // coordinator engine, one per model it serves) a server of its own (seats.ts).
+    const inner = { rpcPort: await freePortOn('127.0.0.1'), controlPort: c.secret ? 0 : c.controlPort };
+    const serverOptions = { host: '127.0.0.1', port: inner.rpcPort, threads: c.threads, cacheDir: c.cacheDir, devices: this.#devices.map((d) => d.name) };
+    this.#supervisor = new RpcServerSupervisor(serverOptions, this.#log.child({ part: 'rpc-server' }));
+    this.#seats = new SeatPool(this.#supervisor, serverOptions, this.#log.child({ part: 'rpc-server' }));
     this.#supervisor.on('state', (state) => this.#log.info({ state }, `worker state ${state}`));
     this.#supervisor.on('memory', (report) => (this.#report = report));
     await this.#supervisor.start();
@@ -162,11 +167,15 @@ export class WorkerDaemon {
         drain: (r) => this.#onDrain(r),
         release: (r) => this.#onRelease(r),
       });
-      const controlPort = await this.#control.listen(inner.host, inner.controlPort);
+      const controlPort = await this.#control.listen(c.secret ? '127.0.0.1' : c.host, inner.controlPort);
+      if (!c.secret) {
+        this.#seatListener = new SeatListener(this.#seats);
+        await this.#seatListener.listen(c.host, c.rpcPort);
+      }
       if (c.secret) {
         const log = this.#log.child({ part: 'link' });
         const activity = new PeerActivity();
-        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: { host: '127.0.0.1', port: inner.rpcPort }, log, activity: { watch: activity, staleAfterMs: STALE_LINK_MS } });
+        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: this.#seats, log, activity: { watch: activity, staleAfterMs: STALE_LINK_MS } });
         const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log, activity: { record: activity } });
         this.#gateways = [rpc, control];
         await rpc.listen(c.host, c.rpcPort);
@@ -211,6 +220,12 @@ export class WorkerDaemon {
   /** `request`: a coordinator's watch (see leave.ts). */
   info(request: WireWatch = { watch_ms: 0 }): WireWorkerInfo {
     this.#watch.note(request.watch_ms, Date.now());
+    // Measured at each ask: a coordinator that just loaded or unloaded a model plans with what is free now.
+    try {
+      if (this.#machine.length > 0) this.#devices = this.#measure();
+    } catch {
+      // the figures of the last look stand
+    }
     const c = this.config;
     const host = hostMemory();
     const cache = c.cacheDir ? cacheUsage(c.cacheDir) : { bytes: 0, files: 0 };
@@ -255,6 +270,7 @@ export class WorkerDaemon {
       })),
       draining: this.#drain !== null,
       drain_reason: this.#drain?.reason ?? '',
+      held_bytes: String(this.#seats?.heldBytes() ?? 0),
     };
   }
 
@@ -262,7 +278,7 @@ export class WorkerDaemon {
   #measure(): ServedDevice[] {
     return measureDevices(withReport(this.#machine, this.#report), this.config.devices, {
       capBytes: this.config.memoryBytes,
-      heldBytes: residentBytes(this.#supervisor?.pid ?? null),
+      heldBytes: this.#seats?.heldBytes() ?? 0,
     });
   }
 
@@ -297,7 +313,8 @@ export class WorkerDaemon {
   async #maybeRecalibrate(): Promise<void> {
     if (this.#calibrating || this.#drain || this.#stopping) return;
     const cpu = processCpuTicks(this.#supervisor?.pid ?? null);
-    const idle = cpu >= 0 && cpu === this.#serverCpu;
+    // A further server in use computes for another engine: not idle.
+    const idle = cpu >= 0 && cpu === this.#serverCpu && (this.#seats?.inUse ?? 0) <= 1;
     this.#serverCpu = cpu;
     if (!idle || Date.now() - this.#calibratedAt < this.config.recalibrateMs) return;
     await this.#calibrate();
@@ -411,7 +428,7 @@ export class WorkerDaemon {
       this.#localModels?.stop();
       const steps: [string, () => Promise<void>][] = [
         ['mdns', async () => this.#advertGone ?? this.#mdns?.stop()],
-        ['rpc-server', async () => this.#supervisor?.stop()],
+        ['rpc-server', async () => void (await Promise.all([this.#seatListener?.close(), this.#seats?.close(), this.#supervisor?.stop()]))],
         ['control', async () => this.#control?.close()],
         ['link', async () => void (await Promise.all(this.#gateways.map((g) => g.close(GATEWAY_GRACE_MS))))],
       ];

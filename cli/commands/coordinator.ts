@@ -7,11 +7,11 @@ import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { loadBinding } from '../../native/binding.js';
 import { CoordinatorClient } from '../../coordinator/client.js';
 import type { WireStatus } from '../../coordinator/wire.js';
-import { checkDraftModel } from '../../coordinator/draft-check.js';
+import { checkChatTemplates, checkDraftModel } from '../../coordinator/draft-check.js';
 import { compileCoordinatorConfig, modelRefusal, protectedModeRefusal, type ClusterFileSettings, type CoordinatorConfig } from '../../coordinator/config.js';
 import type { ClusterSecret } from '../../link/token.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
-import { previewPlan, type PlanPreview } from '../../coordinator/preview.js';
+import { previewPlan, previewPlans, type ModelPreview, type PlanPreview } from '../../coordinator/preview.js';
 import { StaticDiscovery, type Discovery } from '../../coordinator/discovery/discovery.js';
 import { MdnsDiscovery } from '../../coordinator/discovery/mdns.js';
 import { CoordinatorGrpcServer } from '../../coordinator/grpc-server.js';
@@ -31,7 +31,8 @@ import { parseInteger } from '../options.js';
 
 export interface ClusterFlags {
   config?: string;
-  model?: string;
+  /** Every --model given, in order. */
+  model?: string[];
   hfRepo?: string;
   worker?: string[];
   mdns: boolean;
@@ -87,10 +88,11 @@ function placementOf(v: string | undefined): PlacementObjective | undefined {
 export function clusterConfig(flags: ClusterFlags, cmd: Command, env: { HEARTH_TOKEN?: string | undefined } = process.env): CoordinatorConfig {
   const int = (v: string | undefined, name: string, min: number, max: number) => (v === undefined ? undefined : parseInteger(v, name, { min, max }));
   if (flags.model !== undefined && flags.hfRepo !== undefined) {
-    throw new HearthError(ErrorCode.InvalidArgument, `--model ${flags.model} and -hf ${flags.hfRepo} both name the model; give one`);
+    throw new HearthError(ErrorCode.InvalidArgument, `--model ${flags.model.join(', ')} and -hf ${flags.hfRepo} both name the model; give --model hf:${flags.hfRepo} beside the others instead`);
   }
   const settings: ClusterFileSettings = {
-    model: flags.hfRepo !== undefined ? `${HUB_PREFIX}${flags.hfRepo}` : flags.model,
+    model: flags.hfRepo !== undefined ? `${HUB_PREFIX}${flags.hfRepo}` : undefined,
+    modelList: flags.model,
     workers: flags.worker,
     mdns: cmd.getOptionValueSource('mdns') === 'cli' ? flags.mdns : undefined,
     host: flags.host,
@@ -136,7 +138,11 @@ export function discoveries(config: CoordinatorConfig): Discovery[] {
 function clusterOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'cluster.yaml (flags win over it)')
-    .option('--model <model>', 'the model: a GGUF file (for a split model, any of its shards), hf:OWNER/REPO[:QUANT] from Hugging Face, or the URL of a .gguf; fetched once into the model library')
+    .option(
+      '--model <model>',
+      'a model to serve: a GGUF file (for a split model, any of its shards), hf:OWNER/REPO[:QUANT] from Hugging Face, or the URL of a .gguf; fetched once into the model library. Repeat it to serve several: the first is always loaded and answers requests that name no model, the others load when asked for (models: in cluster.yaml sets ids, aliases and policies)',
+      (value: string, before: string[] | undefined) => [...(before ?? []), value],
+    )
     .option('--hf, --hf-repo <OWNER/REPO[:QUANT]>', 'as llama-server\'s -hf: the same as --model hf:OWNER/REPO[:QUANT]')
     .option('--worker <host:port...>', "a worker's control address (repeatable)")
     .option('--no-mdns', 'do not discover workers over mDNS')
@@ -196,6 +202,17 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   for (const x of plan.excluded) out(`left out ${x.owner}/${x.deviceName}: ${x.reason}\n`);
   if (plan.draft) {
     out(`draft model (speculative decoding) on ${plan.draft.where}: ${formatBytes(plan.draft.bytes)} of weights, KV cache and compute buffer, which the layers do not count on${plan.draft.note ? ` (${plan.draft.note})` : ''}\n`);
+  }
+}
+
+/** `hearth plan` for several models: each one's plan, and which on-demand models take each other's place. */
+export function printModelPlans(models: readonly ModelPreview[], out: (s: string) => void = (s) => process.stdout.write(s)): void {
+  for (const m of models) {
+    const beside = m.policy === 'pinned' ? 'beside the pinned models before it' : 'beside the pinned models';
+    out(`\nmodel ${m.id} (${m.policy}), ${beside}:\n`);
+    printPlan(m.plan, (s) => out(s.replace(/^/gm, '  ')));
+    if (m.excludes.length > 0) out(`  does not fit beside ${m.excludes.join(', ')}: loading it unloads ${m.excludes.length === 1 ? 'it' : 'them, least recently used first, as many as it takes'}\n`);
+    else if (m.policy === 'on-demand' && m.plan.fits) out('  fits beside any one other on-demand model\n');
   }
 }
 
@@ -279,6 +296,7 @@ export function registerCoordinatorCommands(program: Command): void {
       const log = configureLogger({ level: config.logLevel as LogLevel, name: 'hearth-coordinator' }).child({ component: 'coordinator' });
       config = await withLocalModel(config, log.child({ part: 'models' }));
       config = await checkDraftModel(config, log);
+      await checkChatTemplates(config);
       const sys = loadBinding().systemInfo();
       const coordinator = new Coordinator(config, log, discoveries(config), rpcProtocolVersion());
       const metrics = new CoordinatorMetrics(coordinator);
@@ -328,6 +346,14 @@ export function registerCoordinatorCommands(program: Command): void {
       }
       configureLogger({ level: 'warn' });
       const config = await withLocalModel(clusterConfig(flags, cmd), logger('models'));
+      if (config.models.length > 1) {
+        const { models, workers } = await previewPlans(config, logger('plan'), discoveries(config), rpcProtocolVersion(), config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
+        for (const w of workers.filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
+        if (flags.json) process.stdout.write(JSON.stringify(models, null, 2) + '\n');
+        else printModelPlans(models);
+        process.exitCode = models.every((m) => m.plan.fits) ? 0 : 3;
+        return;
+      }
       const { preview: plan, workers } = await previewPlan(config, logger('plan'), discoveries(config), rpcProtocolVersion(), config.mdns ? parseInteger(flags.wait, '--wait', { min: 0, max: 60_000 }) : 0);
       for (const w of workers.filter((r) => r.state !== 'admitted')) process.stderr.write(`worker ${w.name}: ${w.state}: ${w.reason}\n`);
       if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
@@ -378,7 +404,9 @@ export function printStatus(s: WireStatus, address: string, out: (x: string) => 
       w.rpc_protocol || '-', w.rpc_endpoint || '-', w.link || '-', w.model_local || '-', formatBytes(Number(w.tensor_cache_bytes)), w.reason,
     ]);
   }
-  out(table(rows) + '\n\nplan:\n');
+  out(table(rows) + '\n');
+  if ((s.models?.length ?? 0) > 1) out(`\nmodels:\n${modelsTable(s.models)}\n`);
+  out(`\nplan${(s.models?.length ?? 0) > 1 ? ` of ${s.models[0]!.id} (the default model)` : ''}:\n`);
   if (!s.plan.fits) {
     out(`  ${s.plan.refusal}\n`);
     for (const x of s.plan.suggestions) out(`  - ${x}\n`);
@@ -404,6 +432,22 @@ export function printStatus(s: WireStatus, address: string, out: (x: string) => 
     out('\nevents:\n');
     for (const e of s.events.slice(-events)) out(`  ${e.time.slice(11, 19)}  ${e.message}\n`);
   }
+}
+
+/** Every served model on a line: what it is, whether it is in memory, where its layers are, its queue and idle time. */
+export function modelsTable(models: WireStatus['models'], now = Date.now()): string {
+  const rows = [['model', 'kind', 'policy', 'status', 'layers on', 'memory', 'requests', 'last used', 'unloads in', 'note']];
+  for (const m of models) {
+    const where = m.status === 'loaded' || m.status === 'loading' ? m.plan.devices.filter((d) => d.layers > 0).map((d) => `${d.owner} ${d.layers}`).join(', ') : '';
+    const ago = m.last_used > 0 ? `${Math.round((now - m.last_used) / 1000)} s ago` : 'never';
+    const expires = m.expires > 0 ? `${Math.max(0, Math.round((m.expires - now) / 1000))} s` : '-';
+    const note = m.state === 'serving' || m.state === 'unloaded' ? (m.state === 'unloaded' ? m.reason : '') : `${m.state}${m.reason ? `: ${m.reason}` : ''}`;
+    rows.push([
+      `${m.id}${m.aliases.length > 0 ? ` (${m.aliases.join(', ')})` : ''}`, m.kind, m.policy, m.status, where || '-', m.status === 'loaded' ? formatBytes(Number(m.loaded_bytes)) : '-',
+      `${m.in_flight} in flight, ${m.waiting} waiting`, ago, expires, note,
+    ]);
+  }
+  return table(rows);
 }
 
 /** How the history's recent samples read: tokens/s, time to first token, requests in flight and waiting. */

@@ -8,6 +8,7 @@ import { readModelFacts, type ModelFacts } from '../../models/gguf-info.js';
 import type { LibraryEntry } from '../../models/library.js';
 import { formatModelRef, HUB_PREFIX, parseHubRef, parseModelRef, type ModelRef } from '../../models/model-ref.js';
 import { createTestModel, TEST_MODEL_PRESETS, TEST_MODEL_QUANTS, type TestModelPreset, type TestModelQuant } from '../../models/test-models.js';
+import { modelKind, type ModelKind } from '../../coordinator/served-models.js';
 import { formatBytes, table } from '../format.js';
 import { openLibrary, resolveModel } from '../model-source.js';
 import { parseInteger } from '../options.js';
@@ -16,6 +17,8 @@ import { parseInteger } from '../options.js';
 function libraryRef(text: string): ModelRef {
   return text.startsWith(HUB_PREFIX) || /^https?:\/\//i.test(text) ? parseModelRef(text, 'model') : parseHubRef(text, 'model');
 }
+
+const KIND_WORDS: Record<ModelKind, string> = { chat: 'text generation', embedding: 'an embedding model', rerank: 'a reranker' };
 
 /** The most common weight type among the tensors ("Q4_K"), when the file name carries no tag. */
 function dominantType(facts: ModelFacts): string {
@@ -35,7 +38,7 @@ export function registerModelCommands(program: Command): void {
 
   model
     .command('create-test')
-    .description('write a llama-architecture GGUF with random weights and the real llama SPM tokenizer')
+    .description('write a GGUF with random weights and the real llama SPM tokenizer: chat models of several architectures, an embedding model (embed) and a reranker (rerank)')
     .requiredOption('--out <file>', 'where to write the model')
     .option('--preset <name>', `shape: ${Object.keys(TEST_MODEL_PRESETS).join(' | ')}`, 'tiny')
     .option('--quant <type>', `weights: ${TEST_MODEL_QUANTS.join(' | ')}`, 'f16')
@@ -79,6 +82,7 @@ export function registerModelCommands(program: Command): void {
         ['total tensors', formatBytes(f.totalTensorBytes)],
         [f.shards.length > 1 ? `files (${f.shards.length} shards)` : 'file', formatBytes(f.fileBytes)],
         ['chat template', f.chatTemplate ? 'yes' : 'no'],
+        ['pooling', `${f.poolingType ?? 'none'} (${KIND_WORDS[modelKind(f)]})`],
       ];
       process.stdout.write(table(rows) + '\n');
       if (f.shards.length > 1) {

@@ -11,6 +11,7 @@ import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './g
 import { calibrationRows, measureDecodeSeconds } from './decode-timing.js';
 import { DraftModel } from './draft-model.js';
 import { DraftTuner } from './draft-tuner.js';
+import { createEmbeddingContext, Embedder } from './embedder.js';
 import type { Drafter } from './drafter.js';
 import { NgramDrafter } from './ngram-drafter.js';
 import type { EngineLoadSpec, FromEngine, LoadedInfo, SpeculationSettings, ToEngine } from './protocol.js';
@@ -24,6 +25,8 @@ function send(message: FromEngine): void {
 let model: LlamaModel | null = null;
 let contexts: LlamaContext[] = [];
 let scheduler: RequestSink | null = null;
+/** An embedding or reranker model's engine answers embed and rerank instead of generate. */
+let embedder: Embedder | null = null;
 
 async function load(spec: EngineLoadSpec): Promise<void> {
   const started = performance.now();
@@ -54,6 +57,7 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     },
   });
   const weightsLoaded = performance.now();
+  if (spec.embeddings) return loadedForEmbeddings(spec, model, names, endpoints, { started, connected, weightsLoaded });
   contexts = await createContexts(model, spec);
   const ctx = contexts[0]!;
   const m = model;
@@ -68,8 +72,8 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   const speculation = (g: number) => (settings ? { settings, drafters: draftersOf(settings, drafts[g] ?? null), tuner } : null);
   scheduler =
     contexts.length === 1
-      ? new Scheduler(m, ctx, send, speculation(0))
-      : new SchedulerGroups(contexts.length, (g, sendOf) => new Scheduler(m, contexts[g]!, sendOf, speculation(g)), send);
+      ? new Scheduler(m, ctx, send, speculation(0), spec.chatTemplate ?? null)
+      : new SchedulerGroups(contexts.length, (g, sendOf) => new Scheduler(m, contexts[g]!, sendOf, speculation(g), spec.chatTemplate ?? null), send);
   const info: LoadedInfo = {
     placement: [...model.placement],
     devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
@@ -96,6 +100,33 @@ async function load(spec: EngineLoadSpec): Promise<void> {
           note: draft?.note ?? null,
         }
       : null,
+  };
+  send({ type: 'loaded', info });
+}
+
+/** An embedding or reranker model: one embeddings context, no speculation, no generation. */
+async function loadedForEmbeddings(spec: EngineLoadSpec, m: LlamaModel, names: string[], endpoints: string[], t: { started: number; connected: number; weightsLoaded: number }): Promise<void> {
+  const ctx = await createEmbeddingContext(m, spec);
+  contexts = [ctx];
+  embedder = new Embedder(m, ctx, spec.ctxSize, send);
+  const info: LoadedInfo = {
+    placement: [...m.placement],
+    devices: spec.rpcEndpoints.map((endpoint, i) => ({ endpoint, name: names[i]! })),
+    memory: memoryOf(contexts),
+    bytesSent: bytesSentTo(endpoints),
+    loadSeconds: (performance.now() - t.started) / 1000,
+    phases: {
+      connectSeconds: (t.connected - t.started) / 1000,
+      weightsSeconds: (t.weightsLoaded - t.connected) / 1000,
+      contextSeconds: (performance.now() - t.weightsLoaded) / 1000,
+    },
+    nCtxSeq: Math.min(spec.ctxSize, ctx.info.nCtxSeq),
+    nSeqMax: ctx.info.nSeqMax,
+    groups: 1,
+    nVocab: m.info.nVocab,
+    chatTemplate: m.info.chatTemplate !== null,
+    embeddings: { pooling: ctx.info.poolingType, nEmbdOut: m.info.nEmbdOut, nClsOut: m.info.nClsOut },
+    speculation: null,
   };
   send({ type: 'loaded', info });
 }
@@ -164,14 +195,29 @@ function onMessage(message: ToEngine): void {
       });
       return;
     case 'generate':
+      if (embedder) {
+        send({ type: 'request-error', id: message.id, code: ErrorCode.InvalidArgument, message: 'this engine serves an embedding or reranker model: it does not generate text' });
+        return;
+      }
       if (!scheduler) {
         send({ type: 'request-error', id: message.id, code: ErrorCode.Unavailable, message: 'the model is not loaded yet' });
         return;
       }
       scheduler.submit(message.id, message.prompt, message.params);
       return;
+    case 'embed':
+    case 'rerank':
+      if (!embedder) {
+        const what = scheduler ? 'this engine serves a text generation model: it gives no embeddings or rerank scores' : 'the model is not loaded yet';
+        send({ type: 'request-error', id: message.id, code: scheduler ? ErrorCode.InvalidArgument : ErrorCode.Unavailable, message: what });
+        return;
+      }
+      if (message.type === 'embed') embedder.embed(message.id, message.inputs, message.params);
+      else embedder.rerank(message.id, message.query, message.documents);
+      return;
     case 'cancel':
       scheduler?.cancel(message.id);
+      embedder?.cancel(message.id);
       return;
     case 'shutdown':
       // Freeing remote buffers is the servers' job when the connection closes; exit promptly.

@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { ChatDelta, ChatReply, EngineLoadSpec, FinishReason, FromEngine, GenerateParams, LoadedInfo, PromptInput, ToEngine, TokenLogprob, Usage } from './protocol.js';
+import type {
+  ChatDelta, ChatReply, EmbedInput, EmbedParams, EngineLoadSpec, FinishReason, FromEngine, GenerateParams, LoadedInfo, PooledResult, PromptInput, ToEngine, TokenLogprob, Usage,
+} from './protocol.js';
 
 export type EngineExitReason = 'crash' | 'watchdog' | 'shutdown';
 
@@ -62,6 +64,8 @@ export interface GenerateResult {
 interface PendingRequest {
   handlers: GenerateHandlers;
   resolve: (r: GenerateResult) => void;
+  /** An embeddings engine's answer (embed, rerank). */
+  resolvePooled?: (r: PooledResult) => void;
   reject: (e: Error) => void;
 }
 
@@ -188,6 +192,25 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
     });
   }
 
+  /** An embedding model's vectors for the inputs (or, with `rerank`, a reranker's score per document). */
+  embed(id: string, inputs: EmbedInput[], params: EmbedParams): Promise<PooledResult & { kind: 'embed' }> {
+    return this.#pooled({ type: 'embed', id, inputs, params }) as Promise<PooledResult & { kind: 'embed' }>;
+  }
+
+  rerank(id: string, query: string, documents: string[]): Promise<PooledResult & { kind: 'rerank' }> {
+    return this.#pooled({ type: 'rerank', id, query, documents }) as Promise<PooledResult & { kind: 'rerank' }>;
+  }
+
+  #pooled(message: ToEngine & { id: string }): Promise<PooledResult> {
+    if (this.#exit) return Promise.reject(new EngineExitError(this.#exit));
+    return new Promise<PooledResult>((resolve, reject) => {
+      if (this.#pending.size === 0) this.#lastSign = Date.now();
+      const mismatch = () => reject(new HearthError(ErrorCode.Internal, `the engine answered ${message.type} request ${message.id} with generated text`));
+      this.#pending.set(message.id, { handlers: {}, resolve: mismatch, resolvePooled: resolve, reject });
+      this.#send(message);
+    });
+  }
+
   cancel(id: string): void {
     if (this.#pending.has(id)) this.#send({ type: 'cancel', id });
   }
@@ -259,6 +282,14 @@ export class EngineProcess extends EventEmitter<EngineProcessEvents> {
         const p = this.#pending.get(m.id);
         this.#pending.delete(m.id);
         p?.resolve({ finishReason: m.finishReason, usage: m.usage, text: m.text, reply: m.reply });
+        this.#settleIdle();
+        return;
+      }
+      case 'pooled': {
+        const p = this.#pending.get(m.id);
+        this.#pending.delete(m.id);
+        if (p?.resolvePooled) p.resolvePooled(m.result);
+        else p?.reject(new HearthError(ErrorCode.Internal, `the engine answered generation request ${m.id} with pooled outputs`));
         this.#settleIdle();
         return;
       }

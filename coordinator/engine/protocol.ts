@@ -1,5 +1,5 @@
 // Messages between the coordinator and its engine child process (Node IPC, JSON).
-import type { CacheType } from '../../native/binding.js';
+import type { CacheType, PoolingType } from '../../native/binding.js';
 
 export interface SamplingSettings {
   temperature: number;
@@ -132,7 +132,27 @@ export interface EngineLoadSpec {
   threads: number;
   /** Speculative decoding; null: none. */
   speculation: SpeculationSettings | null;
+  /** A Jinja chat template in place of the model's own, or null. */
+  chatTemplate?: string | null;
+  /**
+   * An embedding or reranker model: one embeddings context (the model's pooling type) answering `embed`
+   * and `rerank` instead of the generation contexts. Absent: false.
+   */
+  embeddings?: boolean;
 }
+
+/** An input to embed: text (tokenized with the model's special tokens, as llama-server), or token ids as they are. */
+export type EmbedInput = string | number[];
+
+export interface EmbedParams {
+  /** Scale each vector to unit (L2) length, as llama-server's /v1/embeddings; false: the raw pooled output. */
+  normalize: boolean;
+  /** Cut an input longer than the model takes at once instead of refusing it. */
+  truncate: boolean;
+}
+
+/** What an embeddings engine gives back: one vector (or, for a reranker, one score) per input, and the tokens it computed. */
+export type PooledResult = { kind: 'embed'; embeddings: number[][]; promptTokens: number } | { kind: 'rerank'; scores: number[]; promptTokens: number };
 
 export interface LoadedInfo {
   placement: { layer: number; device: string }[];
@@ -150,6 +170,8 @@ export interface LoadedInfo {
   groups: number;
   nVocab: number;
   chatTemplate: boolean;
+  /** An embeddings engine: its context's pooling type and the width of what it gives per input; null for a generation engine. */
+  embeddings?: { pooling: PoolingType; nEmbdOut: number; nClsOut: number } | null;
   /** How this engine speculates: 'draft model', 'n-gram', both, or null; and why a draft model is not used when one was asked for. */
   speculation: { draftModel: string | null; draftDevice: string | null; draftEndpoint: string | null; ngram: number; draftBytes: number; note: string | null } | null;
 }
@@ -169,6 +191,8 @@ export interface Usage {
 export type ToEngine =
   | { type: 'load'; spec: EngineLoadSpec }
   | { type: 'generate'; id: string; prompt: PromptInput; params: GenerateParams }
+  | { type: 'embed'; id: string; inputs: EmbedInput[]; params: EmbedParams }
+  | { type: 'rerank'; id: string; query: string; documents: string[] }
   | { type: 'cancel'; id: string }
   | { type: 'shutdown' };
 
@@ -182,5 +206,6 @@ export type FromEngine =
   | { type: 'started'; id: string; promptTokens: number; cachedTokens: number }
   | { type: 'token'; id: string; text: string; token: number; delta?: ChatDelta; logprob?: TokenLogprob }
   | { type: 'done'; id: string; finishReason: FinishReason; usage: Usage; text: string; reply?: ChatReply }
+  | { type: 'pooled'; id: string; result: PooledResult }
   | { type: 'request-error'; id: string; code: string; message: string }
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; msg: string };

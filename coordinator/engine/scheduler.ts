@@ -42,10 +42,10 @@ export class Scheduler {
   readonly #slots = new Map<string, Slot>();
   #running = false;
 
-  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void, speculation: Speculation | null = null) {
+  constructor(model: LlamaModel, ctx: LlamaContext, send: (m: FromEngine) => void, speculation: Speculation | null = null, chatTemplate: string | null = null) {
     this.#model = model;
     this.#ctx = ctx;
-    this.#templates = model.chatTemplates();
+    this.#templates = model.chatTemplates(chatTemplate);
     this.#send = send;
     this.#cache = new PromptCache(ctx);
     const warn = (msg: string) => this.#send({ type: 'log', level: 'warn', msg });

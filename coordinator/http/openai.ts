@@ -209,7 +209,7 @@ function constraint(b: Body): Constraint | null {
   return found[0] ?? null;
 }
 
-function chatOptions(b: Body): ChatOptions {
+export function chatOptions(b: Body): ChatOptions {
   const tools = chatTools(b);
   const parallel = optionalBoolean(b, 'parallel_tool_calls');
   const rf = b.reasoning_format ?? 'auto';
@@ -249,6 +249,7 @@ export function chatRequest(body: unknown): { request: GenerationRequest; stream
   const messages = b.messages.map(chatMessage);
   const logprobs = chatLogprobs(b);
   const request: GenerationRequest = {
+    model: modelName(b),
     prompt: { kind: 'chat', messages, options: chatOptions(b) },
     settings: { ...settings(b), constraint: constraint(b), logprobs, logprobsField: 'top_logprobs' },
   };
@@ -269,8 +270,16 @@ export function completionRequest(body: unknown): { request: GenerationRequest; 
     throw invalid(`logprobs: must be a whole number between 0 and ${MAX_TOP_LOGPROBS}, got ${JSON.stringify(lp)}`);
   }
   const logprobs = typeof lp === 'number' ? lp : null;
-  const request: GenerationRequest = { prompt: { kind: 'text', text: prompt }, settings: { ...settings(b), constraint: constraint(b), logprobs, logprobsField: 'logprobs' } };
+  const request: GenerationRequest = { model: modelName(b), prompt: { kind: 'text', text: prompt }, settings: { ...settings(b), constraint: constraint(b), logprobs, logprobsField: 'logprobs' } };
   return { request, stream: streamOptions(b), logprobs: logprobs !== null };
+}
+
+/** The model a request names (undefined: the default); clients that serve one model often send any name, or none. */
+export function modelName(b: Body): string | undefined {
+  const m = b.model;
+  if (m === undefined || m === null || m === '') return undefined;
+  if (typeof m !== 'string') throw invalid(`model: must be a string naming a served model, got ${JSON.stringify(m)}`);
+  return m;
 }
 
 export function usage(u: Usage) {

@@ -1,21 +1,22 @@
 // The OpenAI-compatible HTTP API, /health and /metrics, on the coordinator's HTTP port.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { basename } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import { parseSplitName } from '../../models/split.js';
 import { loadBinding } from '../../native/binding.js';
 import { keyRefusal, presentedKey } from '../api-keys.js';
 import type { Coordinator, GenerationRequest } from '../coordinator.js';
 import type { GenerateResult } from '../engine/engine-process.js';
 import type { ChatDelta, TokenLogprob } from '../engine/protocol.js';
 import type { CoordinatorMetrics } from '../metrics.js';
+import type { ServedModel } from '../served-models.js';
 import { statusView } from '../views.js';
 import { registerDashboard } from './dashboard.js';
+import { registerEmbeddingRoutes } from './embedding-routes.js';
 import { toOpenAiError, type OpenAiErrorBody } from './errors.js';
+import { registerOllama } from './ollama.js';
 import { chatRequest, completionRequest, usage, type StreamOptions } from './openai.js';
 
 export interface HttpOptions {
@@ -81,9 +82,11 @@ export class HttpApi {
     // The dashboard's view of everything, as `hearth status --json` prints it; API keys apply.
     this.app.get('/api/status', { preHandler: this.#auth }, () => statusView(coordinator.snapshot(), loadBinding().systemInfo()));
     this.app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
-    this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: [this.#modelCard()] }));
+    this.app.get('/v1/models', { preHandler: this.#auth }, () => ({ object: 'list', data: coordinator.models().map((m) => this.#modelCard(m)) }));
     this.app.post('/v1/chat/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('chat', req, reply));
     this.app.post('/v1/completions', { preHandler: this.#auth }, (req, reply) => this.#generate('completion', req, reply));
+    registerEmbeddingRoutes(this.app, coordinator, this.#auth);
+    registerOllama(this.app, coordinator, options, log);
   }
 
   async listen(host: string, port: number): Promise<number> {
@@ -100,14 +103,25 @@ export class HttpApi {
     await this.app.close();
   }
 
+  /** The default model's id. */
   get modelId(): string {
-    const c = this.#coordinator;
-    // A split model is named without its shard suffix (NAME-00001-of-00003.gguf is NAME).
-    return c.model?.name ?? (c.config.model ? basename(parseSplitName(c.config.model)?.prefix ?? c.config.model, '.gguf') : 'hearth');
+    return this.#coordinator.models()[0]?.id ?? 'hearth';
   }
 
-  #modelCard() {
-    return { id: this.modelId, object: 'model', created: this.#created, owned_by: 'hearth' };
+  /** OpenAI's model object, with what hearth knows of it: whether it is in memory, what it is for, its other names. */
+  #modelCard(m: ServedModel) {
+    return {
+      id: m.id,
+      object: 'model',
+      created: this.#created,
+      owned_by: 'hearth',
+      status: m.status,
+      kind: m.kind,
+      policy: m.policy,
+      aliases: m.aliases,
+      context_length: m.ctxSize,
+      ...(m.facts ? { architecture: m.facts.architecture, size_bytes: m.facts.fileBytes } : {}),
+    };
   }
 
   #auth = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -132,12 +146,14 @@ export class HttpApi {
       return reply.code(400).send(errorBody(`the request body is not valid JSON: ${(e as Error).message}`, 'invalid_request_error'));
     }
     const parsed = kind === 'chat' ? chatRequest(body) : completionRequest(body);
+    // Answers name the model that answered, by its id (a request may have used an alias).
+    const model = this.#coordinator.resolveModel(parsed.request.model, 'chat').id;
     const abort = new AbortController();
     // A client that disconnects cancels its generation and frees its slot.
     reply.raw.on('close', () => {
       if (!reply.raw.writableFinished) abort.abort();
     });
-    if (parsed.stream.stream) return this.#stream(kind, parsed.request, parsed.stream, parsed.logprobs, reply, abort);
+    if (parsed.stream.stream) return this.#stream(kind, model, parsed.request, parsed.stream, parsed.logprobs, reply, abort);
     const logprobs: TokenLogprob[] = [];
     const result = await this.#coordinator.generate(parsed.request, {
       signal: abort.signal,
@@ -153,7 +169,7 @@ export class HttpApi {
         id,
         object: 'chat.completion',
         created,
-        model: this.modelId,
+        model,
         choices: [{ index: 0, message: chatMessageOf(result), logprobs: parsed.logprobs ? { content: logprobs.map(chatLogprob), refusal: null } : null, finish_reason: finish }],
         usage: usage(result.usage),
       };
@@ -162,7 +178,7 @@ export class HttpApi {
       id,
       object: 'text_completion',
       created,
-      model: this.modelId,
+      model,
       choices: [{ index: 0, text: result.text, logprobs: parsed.logprobs ? completionLogprobs(logprobs, 0) : null, finish_reason: finish }],
       usage: usage(result.usage),
     };
@@ -173,12 +189,11 @@ export class HttpApi {
    * still gets its proper status), or until `headersAfterMs`; after that, a failure is an error chunk
    * followed by [DONE], since the status is already sent.
    */
-  async #stream(kind: Kind, request: GenerationRequest, so: StreamOptions, wantLogprobs: boolean, reply: FastifyReply, abort: AbortController) {
+  async #stream(kind: Kind, model: string, request: GenerationRequest, so: StreamOptions, wantLogprobs: boolean, reply: FastifyReply, abort: AbortController) {
     reply.hijack();
     const res = reply.raw;
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
-    const model = this.modelId;
     let opened = false;
     const write = (data: unknown) => {
       if (!res.destroyed) res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);

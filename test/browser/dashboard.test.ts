@@ -85,7 +85,8 @@ describe('the dashboard', { skip }, () => {
 
   before(async () => {
     browser = await chromium.launch({ executablePath: CHROMIUM });
-    ({ workers, coord } = await startCluster());
+    // A context long enough that the answer the stop button ends is still running when it is clicked.
+    ({ workers, coord } = await startCluster(['--ctx-size', '4096']));
   });
 
   after(async () => {
@@ -111,7 +112,7 @@ describe('the dashboard', { skip }, () => {
       assert.match(devices.join('\n'), /layers 0–\d/);
       assert.match(devices.join('\n'), /\+ output/);
       assert.match(devices[0]!, /weights [\d.]+ \w+ · KV [\d.]+ \w+ · compute [\d.]+ \w+/);
-      assert.match(await page.innerText('#plan-summary'), /context 512 tokens · parallel 4/);
+      assert.match(await page.innerText('#plan-summary'), /context 4096 tokens · parallel 4/);
       assert.equal(await page.isVisible('#banner'), false, 'no banner while serving');
       assert.equal(await page.isVisible('#key-form'), false, 'no key prompt without API keys');
       // The event log tells how the cluster came to be.
@@ -124,7 +125,7 @@ describe('the dashboard', { skip }, () => {
   test('the chat streams an answer with its tokens/s, and the stop button ends it', async (t) => {
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
     try {
-      await longAnswers(page);
+      await longAnswers(page, 3500);
       await page.goto(`${coord.http}/`);
       await page.locator('#workers tr[data-worker="w-a"]').waitFor(WAIT);
       await send(page, 'Tell me about the stone bridge.');

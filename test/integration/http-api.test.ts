@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
@@ -19,9 +19,11 @@ describe('OpenAI-compatible HTTP API', () => {
   const workers: WorkerHandle[] = [];
   let coord: CoordinatorHandle;
   let openai: OpenAI;
+  let modelPath: string;
 
   before(async () => {
     const model = await testModel('tiny');
+    modelPath = model;
     workers.push(await startWorker(['--name', 'w-a']), await startWorker(['--name', 'w-b']));
     coord = await startCoordinator(model, workers.map((w) => w.control));
     openai = new OpenAI({ baseURL: `${coord.http}/v1`, apiKey: 'unused', maxRetries: 0 });
@@ -34,8 +36,10 @@ describe('OpenAI-compatible HTTP API', () => {
   test('lists the model', async () => {
     const models = await openai.models.list();
     assert.equal(models.data.length, 1);
-    assert.equal(models.data[0]!.id, 'hearth-test-tiny-f16-seed1');
+    // Named by its file, as the model list in cluster.yaml names it by default.
+    assert.equal(models.data[0]!.id, basename(modelPath, '.gguf'));
     assert.equal(models.data[0]!.owned_by, 'hearth');
+    assert.equal((models.data[0] as unknown as { status: string }).status, 'loaded');
   });
 
   test('a chat completion, and the same one streamed to the end in OpenAI shape', async () => {

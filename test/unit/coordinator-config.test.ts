@@ -105,3 +105,51 @@ test('a model named by hub or URL is kept as a reference for the CLI to resolve;
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('models: a list with ids, aliases, policies and settings of their own; names given twice are refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hearth-models-'));
+  try {
+    const file = join(dir, 'cluster.yaml');
+    writeFileSync(join(dir, 'tpl.jinja'), '{{ messages[0].content }}');
+    writeFileSync(
+      file,
+      [
+        'ctxSize: 2048',
+        'models:',
+        '  - big-00001-of-00003.gguf',
+        '  - { model: "hf:Qwen/Qwen3-8B-GGUF:Q4_K_M", aliases: [chat], ctxSize: 8192, parallel: 2 }',
+        '  - { model: e.gguf, id: embed, policy: pinned, idle: 90s, chatTemplate: tpl.jinja }',
+        '  - { model: c.gguf, id: coder, idle: 2h, draftNgram: 4 }',
+        '',
+      ].join('\n'),
+    );
+    const c = compileCoordinatorConfig({ file, flags: {} });
+    assert.deepEqual(c.models.map((m) => [m.id, m.policy]), [['big', 'pinned'], ['Qwen/Qwen3-8B-GGUF:Q4_K_M', 'on-demand'], ['embed', 'pinned'], ['coder', 'on-demand']]);
+    assert.equal(c.models[0]!.model, join(dir, 'big-00001-of-00003.gguf'), 'relative to the file, shard 1');
+    assert.equal(c.model, c.models[0]!.model, 'the top-level model is the first');
+    assert.deepEqual(c.models[1]!.modelRef, { kind: 'hub', repo: 'Qwen/Qwen3-8B-GGUF', tag: 'Q4_K_M' });
+    assert.deepEqual([c.models[1]!.ctxSize, c.models[1]!.parallel, c.models[0]!.ctxSize, c.models[0]!.parallel], [8192, 2, 2048, 4]);
+    assert.deepEqual(c.models[1]!.aliases, ['chat']);
+    assert.deepEqual([c.models[2]!.idleMs, c.models[3]!.idleMs, c.models[1]!.idleMs], [90_000, 7_200_000, 600_000]);
+    assert.equal(c.models[2]!.chatTemplate, '{{ messages[0].content }}');
+    assert.equal(c.models[3]!.speculation?.ngram, 4);
+    // The command line's models replace the file's.
+    const cli = compileCoordinatorConfig({ file, flags: { modelList: ['/m/a.gguf', '/m/b.gguf'] } });
+    assert.deepEqual(cli.models.map((m) => [m.id, m.policy, m.model]), [['a', 'pinned', '/m/a.gguf'], ['b', 'on-demand', '/m/b.gguf']]);
+    const bad = (yaml: string, pattern: RegExp) => {
+      writeFileSync(file, yaml);
+      assert.throws(() => compileCoordinatorConfig({ file, flags: {} }), pattern);
+    };
+    bad('models:\n  - a.gguf\n  - x/a.gguf\n', /models\.1: the model name 'a' is already taken by models\.0/);
+    bad('models:\n  - { model: a.gguf, aliases: [b] }\n  - b.gguf\n', /models\.1: the model name 'b' is already taken by models\.0/);
+    bad('model: a.gguf\nmodels: [b.gguf]\n', /give model: \(one model\) or models: \(a list\), not both/);
+    bad('models: []\n', /models: must list at least one model/);
+    bad('models:\n  - { model: a.gguf, policy: sometimes }\n', /models\.0\.policy/);
+    bad('models:\n  - { model: a.gguf, idle: soon }\n', /models\.0\.idle: must be a duration/);
+    bad('models:\n  - { model: a.gguf, id: "has space" }\n', /models\.0\.id: must be a name without spaces/);
+    bad('models:\n  - { model: a.gguf, chatTemplate: missing.jinja }\n', /models\.0\.chatTemplate: cannot read the template file/);
+    assert.throws(() => compileCoordinatorConfig({ file: null, flags: { modelList: ['a.gguf', 'dir/a.gguf'] } }), /--model: the model name 'a' is already taken by --model/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -106,6 +106,12 @@ describe('summarizeGguf (pure)', () => {
     assert.equal(f.outputTied, false);
   });
 
+  test('the parameter count is every tensor\'s elements, whatever their type', () => {
+    const shaped = (name: string, shape: number[], type: string) => ({ name, type, shape, bytes: 1, offset: 0 });
+    const f = summarizeGguf(raw(base, [shaped('token_embd.weight', [64, 100], 'q8_0'), shaped('blk.0.attn_q.weight', [64, 64], 'f16'), shaped('output_norm.weight', [64], 'f32')]));
+    assert.equal(f.parameterCount, 64 * 100 + 64 * 64 + 64);
+  });
+
   test('a header without architecture or block count is not a model', () => {
     const check = (meta: RawGguf['metadata'], pattern: RegExp) =>
       assert.throws(() => summarizeGguf(raw(meta, [])), (e: unknown) => e instanceof HearthError && e.code === ErrorCode.InvalidModel && pattern.test(e.message));

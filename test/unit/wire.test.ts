@@ -48,7 +48,18 @@ describe('coordinator wire types', () => {
     secure: false, clusterId: null, lastReplan: '', speculation: 'off',
     events: [{ time: '2026-12-05T00:00:00.000Z', kind: 'state', message: 'serving' }],
     history: [{ t: 1, tokensPerSecond: 2.5, ttftMs: 10, inFlight: 1, waiting: 0 }],
+    models: [],
   };
+  snapshot.models = [
+    {
+      id: 'tiny', aliases: ['t'], kind: 'chat', policy: 'pinned', status: 'loaded', state: 'serving', reason: '', modelPath: '/models/tiny.gguf', modelName: 'tiny', contentId: 'abc',
+      plan: snapshot.plan, load: snapshot.load, inFlight: 1, waiting: 0, parallel: 2, ctxSize: 512, loadedBytes: 1234, lastUsedAt: 1700000000000, expiresAt: null, speculation: 'off',
+    },
+    {
+      id: 'embed', aliases: [], kind: 'embedding', policy: 'on-demand', status: 'on disk', state: 'unloaded', reason: 'idle for 10 min', modelPath: '/models/e.gguf', modelName: 'e', contentId: null,
+      plan: null, load: { progress: 0, seconds: 0, phases: null, bytesSent: null, loads: 0, groups: 0 }, inFlight: 0, waiting: 0, parallel: 4, ctxSize: 512, loadedBytes: 0, lastUsedAt: null, expiresAt: null, speculation: 'off',
+    },
+  ];
   const build = { llamaCppRelease: 'v0.5.0', ggmlVersion: '0.25.1', ggmlCommit: 'x', rpcProtocol: '7.0.0', backends: ['CPU'] };
 
   test('GetStatus: the status view survives the proto unchanged', () => {

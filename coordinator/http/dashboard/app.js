@@ -90,6 +90,7 @@ function render(s) {
   showBanner(quiet ? '' : `${s.state}: ${s.reason || 'not serving'}`);
   renderLoad(s);
   renderWorkers(s);
+  renderModels(s);
   renderPlan(s);
   renderFigures(s);
   renderEvents(s.events ?? []);
@@ -105,6 +106,40 @@ function renderLoad(s) {
   const phases = [['connect', l.connect_seconds], ['weights', l.weights_seconds], ['context', l.context_seconds]]
     .filter(([, t]) => t > 0).map(([p, t]) => `${p} ${t.toFixed(1)} s`).join(', ');
   $('load-detail').textContent = `${Math.round(l.progress * 100)}% after ${l.seconds.toFixed(1)} s${phases ? ` (${phases})` : ''}${sent ? `; sent ${sent}` : ''}`;
+}
+
+/** Several models: each one's state, where its layers are, what it holds, its queue; and the chat's choice of model. */
+function renderModels(s) {
+  const models = s.models ?? [];
+  $('models-section').hidden = models.length < 2;
+  $('chat-model-line').hidden = models.filter((m) => m.kind === 'chat').length < 2;
+  const select = $('chat-model');
+  const chat = models.filter((m) => m.kind === 'chat').map((m) => m.id);
+  if (select.options.length !== chat.length || [...select.options].some((o, i) => o.value !== chat[i])) {
+    const chosen = select.value;
+    select.replaceChildren(...chat.map((id) => h('option', { value: id }, id)));
+    if (chat.includes(chosen)) select.value = chosen;
+  }
+  if (models.length < 2) return;
+  const now = Date.now();
+  $('models').tBodies[0].replaceChildren(...models.map((m) => {
+    const where = (m.plan?.devices ?? []).filter((d) => d.layers > 0).map((d) => `${d.owner} ${d.layers}`).join(', ');
+    const state = m.status === 'loaded' ? (m.state === 'serving' ? 'loaded' : m.state) : m.status;
+    return h('tr', { 'data-model': m.id, 'data-status': m.status },
+      h('th', { scope: 'row' }, m.id, m.aliases?.length ? h('small', {}, ` (${m.aliases.join(', ')})`) : null, h('small', {}, ` · ${m.policy}`)),
+      h('td', { 'data-label': 'Kind' }, m.kind),
+      h('td', { 'data-label': 'Status' }, h('strong', { class: `state ${m.state}` }, state), m.reason && m.state !== 'serving' ? h('small', { class: 'reason' }, ` ${m.reason}`) : null),
+      h('td', { 'data-label': 'Layers on' }, m.status === 'on disk' ? '–' : where || '–'),
+      h('td', { 'data-label': 'Memory' }, m.status === 'loaded' ? bytes(m.loaded_bytes) : '–'),
+      h('td', { 'data-label': 'Requests' }, `${m.in_flight} in flight, ${m.waiting} waiting`, m.last_used > 0 ? h('small', {}, ` · last ${Math.round((now - m.last_used) / 1000)} s ago`) : null),
+      h('td', { 'data-label': 'Unloads' }, m.policy === 'pinned' ? 'never' : m.expires > 0 ? `in ${Math.max(0, Math.round((m.expires - now) / 1000))} s` : '–'));
+  }));
+}
+
+/** Bytes the plans of every loaded model put on a worker's devices. */
+function usedByHearthAll(s, w) {
+  const plans = (s.models ?? []).length > 1 ? s.models.filter((m) => m.status === 'loaded').map((m) => m.plan ?? {}) : [s.plan ?? {}];
+  return plans.reduce((sum, p) => sum + usedByHearth(p, w), 0);
 }
 
 /** Bytes the plan puts on a worker's devices. */
@@ -126,7 +161,7 @@ function renderWorkers(s) {
   const rows = (s.workers ?? []).map((w) => {
     const total = Number(w.total_bytes);
     const free = Number(w.free_bytes);
-    const used = usedByHearth(s.plan ?? {}, w);
+    const used = usedByHearthAll(s, w);
     // A worker that leaves, or left, on purpose is no fault.
     const bad = !['admitted', 'leaving', 'left'].includes(w.state);
     return h('tr', { 'data-worker': w.name, 'data-state': w.state, class: bad ? 'bad' : null },
@@ -287,7 +322,7 @@ $('chat-form').addEventListener('submit', async (e) => {
     const r = await fetch('/v1/chat/completions', {
       method: 'POST',
       headers: headers({ 'content-type': 'application/json' }),
-      body: JSON.stringify({ messages, stream: true }),
+      body: JSON.stringify({ messages, stream: true, ...($('chat-model').value ? { model: $('chat-model').value } : {}) }),
       signal: chatAbort.signal,
     });
     if (r.status === 401) {

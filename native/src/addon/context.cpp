@@ -6,6 +6,7 @@
 #include <optional>
 #include <thread>
 
+#include "common.h"
 #include "llama-ext.h"
 #include "model.h"
 #include "sampler.h"
@@ -23,10 +24,12 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
   private:
     friend class InitContextWorker;
     friend class DecodeWorker;
+    friend class EmbedWorker;
 
     Napi::Value InitAsync(const Napi::CallbackInfo & info);
     Napi::Value Info(const Napi::CallbackInfo & info);
     Napi::Value Decode(const Napi::CallbackInfo & info);
+    Napi::Value Embed(const Napi::CallbackInfo & info);
     Napi::Value GetLogits(const Napi::CallbackInfo & info);
     Napi::Value LastLogprobs(const Napi::CallbackInfo & info);
     Napi::Value SeqRemove(const Napi::CallbackInfo & info);
@@ -42,6 +45,7 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
     AddonModel * model_ = nullptr;
     llama_context_params params_{};
     llama_context * ctx_ = nullptr;
+    bool embeddings_ = false;  // pooled outputs (embed), not sampled tokens (decode)
     std::atomic<bool> busy_{false};
     int32_t n_outputs_ = 0;  // rows of logits the last decode produced
     std::vector<int32_t> output_rows_;  // batch index -> logits flag of the last decode
@@ -51,7 +55,7 @@ class AddonContext : public Napi::ObjectWrap<AddonContext> {
 Napi::FunctionReference AddonContext::constructor;
 
 // new AddonContext(model, {nCtx, nBatch, nUbatch, nSeqMax, typeK, typeV, flashAttn, nThreads,
-//                          nThreadsBatch, kvUnified, offloadKqv})
+//                          nThreadsBatch, kvUnified, offloadKqv, embeddings})
 AddonContext::AddonContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonContext>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(AddonModel::constructor.Value())) {
@@ -76,6 +80,10 @@ AddonContext::AddonContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<A
     params_.swa_full = GetBool(o, "swaFull", false);
     params_.offload_kqv = GetBool(o, "offloadKqv", true);
     params_.no_perf = true;
+    // An embeddings context pools each sequence's outputs with the model's own pooling type
+    // (<arch>.pooling_type; llama-server --embeddings / --reranking leave it to the model too).
+    embeddings_ = GetBool(o, "embeddings", false);
+    params_.embeddings = embeddings_;
     params_.type_k = ParseCacheType(env, GetString(o, "typeK", "f16"), "typeK");
     params_.type_v = ParseCacheType(env, GetString(o, "typeV", "f16"), "typeV");
     std::string fa = GetString(o, "flashAttn", "auto");
@@ -91,6 +99,11 @@ AddonContext::AddonContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<A
         ThrowJs(env, "INVALID_ARGUMENT", "nBatch and nUbatch must be >= 1 with nUbatch <= nBatch");
     }
     if (params_.n_threads < 1 || params_.n_threads_batch < 1) ThrowJs(env, "INVALID_ARGUMENT", "nThreads must be >= 1");
+    // llama.cpp keeps room for one output per sequence within a batch's outputs (n_outputs_max, n_batch
+    // by default) and aborts the process at the first decode otherwise.
+    if (params_.n_seq_max > params_.n_batch || (params_.n_ctx > 0 && params_.n_seq_max > params_.n_ctx)) {
+        ThrowJs(env, "INVALID_ARGUMENT", "nSeqMax (" + std::to_string(params_.n_seq_max) + ") must not exceed nBatch (" + std::to_string(params_.n_batch) + ") or nCtx: llama.cpp reserves one output per sequence in a batch");
+    }
     if (params_.type_v != GGML_TYPE_F16 && params_.type_v != GGML_TYPE_F32 && params_.type_v != GGML_TYPE_BF16 &&
         params_.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_DISABLED) {
         ThrowJs(env, "INVALID_ARGUMENT", "typeV: a quantized V cache needs flash attention (flashAttn 'on' or 'auto')");
@@ -158,6 +171,17 @@ Napi::Value AddonContext::InitAsync(const Napi::CallbackInfo & info) {
     return worker->Promise();
 }
 
+static const char * PoolingTypeName(enum llama_pooling_type t) {
+    switch (t) {
+        case LLAMA_POOLING_TYPE_NONE: return "none";
+        case LLAMA_POOLING_TYPE_MEAN: return "mean";
+        case LLAMA_POOLING_TYPE_CLS: return "cls";
+        case LLAMA_POOLING_TYPE_LAST: return "last";
+        case LLAMA_POOLING_TYPE_RANK: return "rank";
+        default: return "unspecified";
+    }
+}
+
 Napi::Value AddonContext::Info(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (ctx_ == nullptr) ThrowJs(env, "NOT_READY", "the context is not initialised (or was disposed)");
@@ -170,6 +194,8 @@ Napi::Value AddonContext::Info(const Napi::CallbackInfo & info) {
     o.Set("nVocab", llama_vocab_n_tokens(model_->vocab()));
     // Sliding-window layers keep only this many positions (0: the whole context is kept).
     o.Set("nSwa", params_.swa_full ? 0 : llama_model_n_swa(model_->model()));
+    o.Set("embeddings", embeddings_);
+    o.Set("poolingType", PoolingTypeName(llama_pooling_type(ctx_)));
     return o;
 }
 
@@ -278,6 +304,7 @@ static T TypedArg(Napi::Env env, const Napi::CallbackInfo & info, size_t i, napi
 Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     RequireReady(env);
+    if (embeddings_) ThrowJs(env, "INVALID_STATE", "decode: this context computes embeddings; use embed()");
     auto tokens = TypedArg<Napi::Int32Array>(env, info, 0, napi_int32_array, "tokens must be an Int32Array");
     auto pos = TypedArg<Napi::Int32Array>(env, info, 1, napi_int32_array, "positions must be an Int32Array");
     auto seq = TypedArg<Napi::Int32Array>(env, info, 2, napi_int32_array, "seqIds must be an Int32Array");
@@ -355,6 +382,126 @@ Napi::Value AddonContext::Decode(const Napi::CallbackInfo & info) {
     }
     worker->batch_.n_tokens = static_cast<int32_t>(n);
     output_rows_.assign(logits.Data(), logits.Data() + n);
+    last_logprobs_.clear();
+    busy_ = true;
+    worker->Queue();
+    return worker->Promise();
+}
+
+// Pooled outputs: one decode of a batch whose every row is an output (llama.cpp pools all of a
+// sequence's outputs), then each asked-for sequence's pooled vector, as llama-server's send_embedding
+// and send_rerank read it (llama_get_embeddings_seq): n_embd_out floats, or for rank pooling the
+// n_cls_out scores. Vectors are normalised with common_embd_normalize (-1: none, 2: L2), as llama-server.
+class EmbedWorker : public PromiseWorker {
+  public:
+    EmbedWorker(Napi::Env env, AddonContext * ctx) : PromiseWorker(env, "hearth.embed"), ctx_(ctx) {
+        ref_ = Napi::Persistent(ctx->Value());
+    }
+    ~EmbedWorker() override { llama_batch_free(batch_); }
+
+    llama_batch batch_{};
+    std::vector<int32_t> out_seqs_;
+    int32_t normalize_ = -1;
+
+  protected:
+    void Run() override {
+        int32_t rc = llama_decode(ctx_->ctx_, batch_);
+        if (rc != 0) {
+            switch (rc) {
+                case 1: throw NativeError("KV_CACHE_FULL", "no room in the KV cache for this batch; free sequences or use a larger context");
+                case 2: throw NativeError("ABORTED", "decode aborted");
+                case -1: throw NativeError("INVALID_BATCH", "llama.cpp rejected the batch (positions or sequence ids out of order)");
+                default: throw NativeError("DECODE_FAILED", "llama_decode failed with code " + std::to_string(rc));
+            }
+        }
+        const llama_model * model = ctx_->model_->model();
+        const bool rank = llama_pooling_type(ctx_->ctx_) == LLAMA_POOLING_TYPE_RANK;
+        const int32_t n = rank ? static_cast<int32_t>(llama_model_n_cls_out(model)) : llama_model_n_embd_out(model);
+        for (int32_t seq : out_seqs_) {
+            const float * e = llama_get_embeddings_seq(ctx_->ctx_, seq);
+            if (e == nullptr) throw NativeError("EMBED_FAILED", "llama.cpp gave no pooled output for sequence " + std::to_string(seq));
+            std::vector<float> v(static_cast<size_t>(n));
+            common_embd_normalize(e, v.data(), n, normalize_);
+            out_.push_back(std::move(v));
+        }
+    }
+    Napi::Value Result(Napi::Env env) override {
+        ctx_->busy_ = false;
+        Napi::Array out = Napi::Array::New(env, out_.size());
+        for (size_t i = 0; i < out_.size(); i++) {
+            Napi::Float32Array v = Napi::Float32Array::New(env, out_[i].size());
+            std::copy(out_[i].begin(), out_[i].end(), v.Data());
+            out.Set(static_cast<uint32_t>(i), v);
+        }
+        return out;
+    }
+    void OnError(const Napi::Error & e) override {
+        ctx_->busy_ = false;
+        PromiseWorker::OnError(e);
+    }
+
+  private:
+    AddonContext * ctx_;
+    Napi::ObjectReference ref_;
+    std::vector<std::vector<float>> out_;
+};
+
+// embed(tokens: Int32Array, positions: Int32Array, seqIds: Int32Array, outSeqIds: Int32Array,
+//       normalize: number): Promise<Float32Array[]>
+// Decodes the batch on an embeddings context and returns the pooled output of each of outSeqIds, in
+// that order. The caller frees a sequence's cells before it starts another input on it.
+Napi::Value AddonContext::Embed(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    RequireReady(env);
+    if (!embeddings_) ThrowJs(env, "INVALID_STATE", "embed: this context generates tokens; create it with embeddings: true");
+    if (llama_pooling_type(ctx_) == LLAMA_POOLING_TYPE_NONE) {
+        ThrowJs(env, "UNSUPPORTED", "embed: the model has no pooling type (<arch>.pooling_type), so it gives no vector per input");
+    }
+    auto arg = [&](size_t i, const char * what) {
+        if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+            ThrowJs(env, "INVALID_ARGUMENT", std::string("embed: ") + what + " must be an Int32Array");
+        }
+        return info[i].As<Napi::Int32Array>();
+    };
+    auto tokens = arg(0, "tokens");
+    auto pos = arg(1, "positions");
+    auto seq = arg(2, "seqIds");
+    auto outs = arg(3, "outSeqIds");
+    const int32_t normalize = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : -1;
+    const size_t n = tokens.ElementLength();
+    if (n == 0) ThrowJs(env, "INVALID_ARGUMENT", "embed: the batch is empty");
+    if (pos.ElementLength() != n || seq.ElementLength() != n) ThrowJs(env, "INVALID_ARGUMENT", "embed: tokens, positions and seqIds must have the same length");
+    if (n > llama_n_batch(ctx_)) {
+        ThrowJs(env, "INVALID_ARGUMENT", "embed: " + std::to_string(n) + " tokens exceed nBatch " + std::to_string(llama_n_batch(ctx_)) + "; split the batch");
+    }
+    const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
+    const int32_t n_seq_max = static_cast<int32_t>(llama_n_seq_max(ctx_));
+    std::vector<bool> present(static_cast<size_t>(n_seq_max), false);
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) ThrowJs(env, "INVALID_ARGUMENT", "embed: tokens[" + std::to_string(i) + "] is outside the vocabulary");
+        if (pos[i] < 0) ThrowJs(env, "INVALID_ARGUMENT", "embed: positions[" + std::to_string(i) + "] is negative");
+        if (seq[i] < 0 || seq[i] >= n_seq_max) ThrowJs(env, "INVALID_ARGUMENT", "embed: seqIds[" + std::to_string(i) + "] must be in 0.." + std::to_string(n_seq_max - 1));
+        present[static_cast<size_t>(seq[i])] = true;
+    }
+    for (size_t i = 0; i < outs.ElementLength(); i++) {
+        if (outs[i] < 0 || outs[i] >= n_seq_max || !present[static_cast<size_t>(outs[i])]) {
+            ThrowJs(env, "INVALID_ARGUMENT", "embed: outSeqIds[" + std::to_string(i) + "] is not a sequence of this batch");
+        }
+    }
+    auto * worker = new EmbedWorker(env, this);
+    worker->batch_ = llama_batch_init(static_cast<int32_t>(n), 0, 1);
+    for (size_t i = 0; i < n; i++) {
+        worker->batch_.token[i] = tokens[i];
+        worker->batch_.pos[i] = pos[i];
+        worker->batch_.n_seq_id[i] = 1;
+        worker->batch_.seq_id[i][0] = seq[i];
+        // Pooling reads every output of a sequence: llama.cpp refuses a pooled batch without all of them.
+        worker->batch_.logits[i] = true;
+    }
+    worker->batch_.n_tokens = static_cast<int32_t>(n);
+    worker->out_seqs_.assign(outs.Data(), outs.Data() + outs.ElementLength());
+    worker->normalize_ = normalize;
+    output_rows_.clear();
     last_logprobs_.clear();
     busy_ = true;
     worker->Queue();
@@ -467,6 +614,7 @@ void AddonContext::Init(Napi::Env env, Napi::Object exports) {
                                         InstanceMethod("init", &AddonContext::InitAsync),
                                         InstanceMethod("info", &AddonContext::Info),
                                         InstanceMethod("decode", &AddonContext::Decode),
+                                        InstanceMethod("embed", &AddonContext::Embed),
                                         InstanceMethod("getLogits", &AddonContext::GetLogits),
                                         InstanceMethod("lastLogprobs", &AddonContext::LastLogprobs),
                                         InstanceMethod("seqRemove", &AddonContext::SeqRemove),

@@ -309,6 +309,16 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     o.Set("eos", llama_vocab_eos(vocab_));
     const char * tmpl = llama_model_chat_template(model_, nullptr);
     o.Set("chatTemplate", tmpl ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
+    // What embeddings and rerank need: the pooled width, the rank head's outputs, the rerank prompt
+    // (tokenizer.chat_template.rerank) and the special tokens llama-server puts between query and document.
+    o.Set("nEmbdOut", llama_model_n_embd_out(model_));
+    o.Set("nClsOut", Napi::Number::New(env, llama_model_n_cls_out(model_)));
+    const char * rerank = llama_model_chat_template(model_, "rerank");
+    o.Set("rerankTemplate", rerank ? Napi::Value(Napi::String::New(env, rerank)) : env.Null());
+    o.Set("sep", llama_vocab_sep(vocab_));
+    o.Set("addBos", llama_vocab_get_add_bos(vocab_));
+    o.Set("addEos", llama_vocab_get_add_eos(vocab_));
+    o.Set("addSep", llama_vocab_get_add_sep(vocab_));
     return o;
 }
 

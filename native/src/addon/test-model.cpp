@@ -29,6 +29,16 @@ struct TestModelSpec {
     // first; and the output head's spread (< 0: stdev), larger so the top token is not a near tie.
     float residual_scale = 1.0f;
     float output_stdev = -1.0f;
+    // Embedding and reranker models: <arch>.pooling_type (llama_pooling_type; -1: none written), the
+    // rank head's labels (one cls.output row each, as a converted Qwen3-Reranker has "yes" and "no"),
+    // tokenizer.chat_template.rerank, and an output head tied to the token embedding (no output.weight).
+    int32_t pooling_type = -1;
+    std::vector<std::string> classifier_labels;
+    std::string rerank_template;
+    bool tied_output = false;
+    // -1: the tokenizer's own setting; 0/1: whether llama.cpp adds BOS (Qwen's tokenizers add none) and
+    // EOS (a Qwen3-Embedding GGUF adds it: last-token pooling reads the end-of-text token).
+    int32_t add_bos = -1, add_eos = -1;
 };
 
 // The layer a tensor belongs to ("blk.N."), or -1.
@@ -101,6 +111,8 @@ class CreateTestModelWorker : public PromiseWorker {
         gguf_context * g = gguf_init_empty();
         gguf_set_kv(g, vocab);  // general.* and tokenizer.* of the real llama SPM vocabulary
         gguf_free(vocab);
+        if (spec_.add_bos >= 0) gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", spec_.add_bos == 1);
+        if (spec_.add_eos >= 0) gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", spec_.add_eos == 1);
 
         const ggml_type wtype = spec_.weight_type == "f16" ? GGML_TYPE_F16 : GGML_TYPE_F32;
         const std::string & a = spec_.arch;
@@ -136,6 +148,13 @@ class CreateTestModelWorker : public PromiseWorker {
             gguf_set_val_u32(g, key("attention.sliding_window_pattern").c_str(), spec_.swa_pattern);
         }
         if (!spec_.chat_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template", spec_.chat_template.c_str());
+        if (spec_.pooling_type >= 0) gguf_set_val_u32(g, key("pooling_type").c_str(), static_cast<uint32_t>(spec_.pooling_type));
+        if (!spec_.classifier_labels.empty()) {
+            std::vector<const char *> labels;
+            for (const auto & l : spec_.classifier_labels) labels.push_back(l.c_str());
+            gguf_set_arr_str(g, key("classifier.output_labels").c_str(), labels.data(), labels.size());
+        }
+        if (!spec_.rerank_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template.rerank", spec_.rerank_template.c_str());
 
         struct Shape {
             std::string name;
@@ -171,7 +190,9 @@ class CreateTestModelWorker : public PromiseWorker {
         }
         shapes.push_back({"output_norm.weight", GGML_TYPE_F32, E, 0});
         // Gemma ties its output head to the token embedding: no output.weight.
-        if (!gemma) shapes.push_back({"output.weight", wtype, E, V});
+        if (!gemma && !spec_.tied_output) shapes.push_back({"output.weight", wtype, E, V});
+        // The rank head: one row per label (llama.cpp's qwen3 reads cls.output as {n_embd, n_cls_out}).
+        if (!spec_.classifier_labels.empty()) shapes.push_back({"cls.output.weight", wtype, E, static_cast<int64_t>(spec_.classifier_labels.size())});
 
         size_t bytes = 0;
         for (const auto & s : shapes) bytes += ggml_row_size(s.type, s.ne0) * static_cast<size_t>(std::max<int64_t>(s.ne1, 1) * s.ne2) + GGML_MEM_ALIGN;
@@ -236,6 +257,25 @@ Napi::Value CreateTestModel(const Napi::CallbackInfo & info) {
     s.stdev = static_cast<float>(GetNumber(o, "stdev", s.stdev));
     s.residual_scale = static_cast<float>(GetNumber(o, "residualScale", 1.0));
     s.output_stdev = static_cast<float>(GetNumber(o, "outputStdev", -1.0));
+    const std::string pooling = GetString(o, "poolingType", "");
+    if (pooling == "") s.pooling_type = -1;
+    else if (pooling == "none") s.pooling_type = LLAMA_POOLING_TYPE_NONE;
+    else if (pooling == "mean") s.pooling_type = LLAMA_POOLING_TYPE_MEAN;
+    else if (pooling == "cls") s.pooling_type = LLAMA_POOLING_TYPE_CLS;
+    else if (pooling == "last") s.pooling_type = LLAMA_POOLING_TYPE_LAST;
+    else if (pooling == "rank") s.pooling_type = LLAMA_POOLING_TYPE_RANK;
+    else ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: poolingType must be none, mean, cls, last or rank");
+    if (o.Has("classifierLabels") && o.Get("classifierLabels").IsArray()) {
+        Napi::Array arr = o.Get("classifierLabels").As<Napi::Array>();
+        for (uint32_t i = 0; i < arr.Length(); i++) s.classifier_labels.push_back(arr.Get(i).ToString().Utf8Value());
+    }
+    s.rerank_template = GetString(o, "rerankTemplate", "");
+    s.tied_output = GetBool(o, "tiedOutput", false);
+    if (o.Has("addBos") && o.Get("addBos").IsBoolean()) s.add_bos = o.Get("addBos").As<Napi::Boolean>().Value() ? 1 : 0;
+    if (o.Has("addEos") && o.Get("addEos").IsBoolean()) s.add_eos = o.Get("addEos").As<Napi::Boolean>().Value() ? 1 : 0;
+    if (!s.classifier_labels.empty() && s.arch != "qwen3") {
+        ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: classifierLabels (a rank head, cls.output) is read by llama.cpp's qwen3 only among these architectures");
+    }
     if (!(s.residual_scale >= 0.0f) || s.residual_scale > 1.0f) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: residualScale must be between 0 and 1");
     if (s.out.empty() || s.vocab.empty()) ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: 'out' and 'vocab' are required");
     if (s.weight_type != "f16" && s.weight_type != "f32") ThrowJs(env, "INVALID_ARGUMENT", "createTestModel: weightType must be f16 or f32");
