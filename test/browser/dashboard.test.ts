@@ -140,7 +140,8 @@ describe('the dashboard', { skip }, () => {
       assert.equal(await page.isEnabled('#send'), true);
       // Stopping in the page frees the slot on the coordinator.
       await waitFor('the slot to be freed', async () => (await coord.client.getStatus()).in_flight === 0, 10_000);
-      // A whole answer in a new chat; the serving figures (the first chart: tokens/s) see it.
+      // A whole answer in a new chat (a short one); the serving figures (the first chart: tokens/s) see it.
+      await longAnswers(page);
       await page.click('#clear');
       await send(page, 'Once upon a time in a distant land');
       await page.locator('#chat-log li.assistant:last-child[data-ending="done"]').waitFor(WAIT);

@@ -318,7 +318,7 @@ describe('hearth model pull, list and rm', () => {
       assert.match(nope.stderr, /hearth: error: no repository test\/nope on http:\/\/127\.0\.0\.1:\d+\/ \(HTTP 404\)/);
       const both = await hearth(['coordinator', '--model', 'm.gguf', '-hf', 'a/b:Q4_K_M', '--no-mdns'], env);
       assert.equal(both.code, 2);
-      assert.match(both.stderr, /--model m\.gguf and -hf a\/b:Q4_K_M both name the model; give one/);
+      assert.match(both.stderr, /--model m\.gguf and -hf a\/b:Q4_K_M both name the model; give --model hf:a\/b:Q4_K_M beside the others instead/);
     } finally {
       await hub.close();
       rmSync(dir, { recursive: true, force: true });
