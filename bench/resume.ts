@@ -11,10 +11,9 @@
 // Writes bench/resume-results.json (a run replaces only its models' entries at its watchdog) and
 // regenerates BENCHMARKS.md (its resume section, with bench/resume-notes.md appended).
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
@@ -26,6 +25,7 @@ import type { WireStatus } from '../coordinator/wire.js';
 import { WorkerClient } from '../link/worker-client.js';
 import { createTestModel, testModelFileName, type TestModelPreset, type TestModelQuant } from '../models/test-models.js';
 import { uniqueProse } from './measure.js';
+import { followCoordinatorLog, type LogLine } from './coordinator-log.js';
 import { HostNetwork, netnsUnavailable } from './netns.js';
 import { RESUME_FAULTS, resumePause, resumeSegments, type ResumeFault, type ResumeModelResults, type ResumeResults, type ResumeRun, type ResumeSteps } from './report.js';
 import { writeReport } from './run.js';
@@ -54,15 +54,6 @@ const GREEDY = { temperature: 0, greedy: true, ignore_eos: true };
 /** A worker lost this soon after its admission flaps and is held out of plans (coordinator/flaps.ts), so a worker is struck again only after this. */
 const FLAP_WINDOW_MS = 10_000;
 
-interface LogLine {
-  time: number;
-  level: number;
-  msg: string;
-  engine?: boolean;
-  layers?: string[];
-  seconds?: number;
-  phases?: { connectSeconds: number; weightsSeconds: number; contextSeconds: number };
-}
 
 /** The coordinator's engine child processes, oldest first: the serving engine, then the spare. */
 function engineProcesses(coordinator: number): number[] {
@@ -134,17 +125,7 @@ class Cluster {
     this.#coordinator = child;
     this.#exited = new Promise((r) => child.once('exit', () => r()));
     // Its log (pino's JSON lines on stderr) is what says where a pause went.
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        writeSync(this.#logFd, `${line}\n`);
-        try {
-          const parsed = JSON.parse(line) as LogLine;
-          if (typeof parsed.time === 'number' && typeof parsed.msg === 'string') this.lines.push(parsed);
-        } catch {
-          // not a log line
-        }
-      });
-    }
+    followCoordinatorLog(child, this.#logFd, this.lines);
     this.#http = `http://127.0.0.1:${http}`;
     this.#client = new CoordinatorClient(`127.0.0.1:${grpc}`);
     await waitHealthy(`${this.#http}/health`, 600_000, () => child.exitCode === null);

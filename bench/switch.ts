@@ -18,12 +18,11 @@
 // (a run replaces only its own setups) and regenerates BENCHMARKS.md (its switch section, with
 // bench/switch-notes.md appended).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir, loadavg, tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
@@ -34,6 +33,7 @@ import { CoordinatorClient } from '../coordinator/client.js';
 import type { WireModelStatus, WireStatus } from '../coordinator/wire.js';
 import { WorkerClient } from '../link/worker-client.js';
 import { createTestModel, testModelFileName, type TestModelPreset, type TestModelQuant } from '../models/test-models.js';
+import { followCoordinatorLog, type LogLine } from './coordinator-log.js';
 import { HostNetwork, netnsUnavailable, type NetHost } from './netns.js';
 import { SWITCH_NETS, switchSegments, type SwitchCpu, type SwitchKind, type SwitchNet, type SwitchResults, type SwitchRun, type SwitchSetup, type SwitchSteps } from './report.js';
 import { writeReport } from './run.js';
@@ -68,15 +68,6 @@ const GREEDY = { temperature: 0, greedy: true, ignore_eos: true };
 /** Long enough that no model unloads for idleness during a run. */
 const IDLE = '2h';
 
-interface LogLine {
-  time: number;
-  msg: string;
-  model?: string;
-  seconds?: number;
-  phases?: { connectSeconds: number; weightsSeconds: number; contextSeconds: number };
-  bytesSent?: Record<string, number>;
-  layers?: string[];
-}
 
 function say(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -241,17 +232,7 @@ class Cluster {
     this.#coordinator = child;
     this.#exited = new Promise((r) => child.once('exit', () => r()));
     // Its log (pino's JSON lines on stderr) is what says where a switch went.
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
-        writeSync(this.#logFd, `${line}\n`);
-        try {
-          const parsed = JSON.parse(line) as LogLine;
-          if (typeof parsed.time === 'number' && typeof parsed.msg === 'string') this.lines.push(parsed);
-        } catch {
-          // not a log line
-        }
-      });
-    }
+    followCoordinatorLog(child, this.#logFd, this.lines);
     this.#client = new CoordinatorClient(`127.0.0.1:${grpc}`);
     await waitHealthy(`http://127.0.0.1:${http}/health`, 600_000, () => child.exitCode === null);
   }

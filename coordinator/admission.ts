@@ -193,38 +193,57 @@ export class Admission {
       }
     }
   }
+  #whenServing(signal: AbortSignal | undefined, patientUntil: number, deadline: number, lost: string | null): Promise<EngineProcess> {
+    return whenServing(this.#gate, { signal, patientUntil, deadline, requestTimeoutMs: this.#options.requestTimeoutMs, lost, failed: 'generation failed', again: 'resumed' });
+  }
+}
 
-  /**
-   * The engine to run on, once the cluster serves; fails fast when it cannot (before `patientUntil`, a
-   * request caught by an engine loss, `lost` naming it, keeps waiting for its workers to return), when
-   * the request's time is up, or when the caller gives up.
-   */
-  async #whenServing(signal: AbortSignal | undefined, patientUntil: number, deadline: number, lost: string | null): Promise<EngineProcess> {
-    const failed = lost ? `generation failed: ${lost}; ` : '';
-    for (;;) {
-      if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
-      const engine = this.#gate.engine();
-      if (engine) return engine;
-      const refusal = this.#gate.refusal(patientUntil);
-      if (refusal) throw lost ? new HearthError(refusal.code, `${failed}it cannot be resumed: ${refusal.message}`, { cause: refusal }) : refusal;
-      if (Date.now() >= deadline) {
-        const limit = `its time limit of ${this.#options.requestTimeoutMs / 1000} s (--request-timeout)`;
-        throw new HearthError(ErrorCode.DeadlineExceeded, lost ? `${failed}it was not resumed within ${limit}` : `the cluster did not serve within the request's ${limit}`);
-      }
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      await Promise.race([
-        this.#gate.changed(),
-        new Promise<void>((resolve) => {
-          onAbort = () => resolve();
-          signal?.addEventListener('abort', onAbort, { once: true });
-          // Patience and the request's time end on their own: look again then.
-          const next = Math.min(deadline, patientUntil > Date.now() ? patientUntil : Infinity);
-          timer = setTimeout(resolve, Math.max(0, next - Date.now()));
-        }),
-      ]);
-      clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
+/** What a wait for the engine knows of its request, and how its errors put a request that was caught by a loss. */
+export interface ServingWait {
+  signal: AbortSignal | undefined;
+  /** Until then a request caught by an engine loss keeps waiting for its workers to return. */
+  patientUntil: number;
+  deadline: number;
+  requestTimeoutMs: number;
+  /** The loss that caught the request, or null. */
+  lost: string | null;
+  /** "generation failed", "the request failed": how an error of a caught request begins. */
+  failed: string;
+  /** "resumed", "sent again": what the caught request was waiting to be. */
+  again: string;
+}
+
+/**
+ * The engine to run on, once the cluster serves; fails fast when it cannot (before `patientUntil`, a
+ * request caught by an engine loss keeps waiting for its workers to return), when the request's time
+ * is up, or when the caller gives up. Generation (Admission) and pooled requests (embeddings.ts) wait alike.
+ */
+export async function whenServing(gate: ServingGate, w: ServingWait): Promise<EngineProcess> {
+  const { signal, patientUntil, deadline, lost } = w;
+  const failed = lost ? `${w.failed}: ${lost}; ` : '';
+  for (;;) {
+    if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
+    const engine = gate.engine();
+    if (engine) return engine;
+    const refusal = gate.refusal(patientUntil);
+    if (refusal) throw lost ? new HearthError(refusal.code, `${failed}it cannot be ${w.again}: ${refusal.message}`, { cause: refusal }) : refusal;
+    if (Date.now() >= deadline) {
+      const limit = `its time limit of ${w.requestTimeoutMs / 1000} s (--request-timeout)`;
+      throw new HearthError(ErrorCode.DeadlineExceeded, lost ? `${failed}it was not ${w.again} within ${limit}` : `the cluster did not serve within the request's ${limit}`);
     }
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    await Promise.race([
+      gate.changed(),
+      new Promise<void>((resolve) => {
+        onAbort = () => resolve();
+        signal?.addEventListener('abort', onAbort, { once: true });
+        // Patience and the request's time end on their own: look again then.
+        const next = Math.min(deadline, patientUntil > Date.now() ? patientUntil : Infinity);
+        timer = setTimeout(resolve, Math.max(0, next - Date.now()));
+      }),
+    ]);
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
   }
 }

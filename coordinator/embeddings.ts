@@ -8,7 +8,7 @@ import PQueue from 'p-queue';
 
 import { ErrorCode, HearthError, isHearthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { ServingGate } from './admission.js';
+import { whenServing, type ServingGate } from './admission.js';
 import { EngineExitError, type EngineProcess } from './engine/engine-process.js';
 import type { EmbedRequest, EmbedResult, RerankRequest, RerankResult, ServedModel } from './served-models.js';
 import type { CoordinatorEvents } from './snapshot.js';
@@ -139,32 +139,8 @@ export class PooledRequests {
     }
   }
 
-  /** The engine once the cluster serves; fails when it cannot (see Admission: the same rules). */
-  async #whenServing(signal: AbortSignal | undefined, patientUntil: number, deadline: number, lost: string | null): Promise<EngineProcess> {
-    const failed = lost ? `the request failed: ${lost}; ` : '';
-    for (;;) {
-      if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
-      const engine = this.#gate.engine();
-      if (engine) return engine;
-      const refusal = this.#gate.refusal(patientUntil);
-      if (refusal) throw lost ? new HearthError(refusal.code, `${failed}it cannot be sent again: ${refusal.message}`, { cause: refusal }) : refusal;
-      if (Date.now() >= deadline) {
-        const limit = `its time limit of ${this.#options.requestTimeoutMs / 1000} s (--request-timeout)`;
-        throw new HearthError(ErrorCode.DeadlineExceeded, lost ? `${failed}the cluster did not serve again within ${limit}` : `the cluster did not serve within the request's ${limit}`);
-      }
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      await Promise.race([
-        this.#gate.changed(),
-        new Promise<void>((resolve) => {
-          onAbort = () => resolve();
-          signal?.addEventListener('abort', onAbort, { once: true });
-          const next = Math.min(deadline, patientUntil > Date.now() ? patientUntil : Infinity);
-          timer = setTimeout(resolve, Math.max(0, next - Date.now()));
-        }),
-      ]);
-      clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
-    }
+  /** The engine once the cluster serves; fails when it cannot (Admission's rules). */
+  #whenServing(signal: AbortSignal | undefined, patientUntil: number, deadline: number, lost: string | null): Promise<EngineProcess> {
+    return whenServing(this.#gate, { signal, patientUntil, deadline, requestTimeoutMs: this.#options.requestTimeoutMs, lost, failed: 'the request failed', again: 'sent again' });
   }
 }

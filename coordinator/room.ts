@@ -16,7 +16,7 @@ import type { Logger } from '../common/logger.js';
 import { Timers } from '../common/timers.js';
 import { modelContentId } from '../models/content-id.js';
 import type { ModelFacts } from '../models/gguf-info.js';
-import { Admission, type LossReason, type ServingGate } from './admission.js';
+import { Admission, whenServing, type LossReason, type ServingGate } from './admission.js';
 import { ClusterView } from './cluster-view.js';
 import type { CoordinatorConfig, ServedModelConfig } from './config.js';
 import { describeDrift, speedDrift } from './drift.js';
@@ -564,17 +564,7 @@ export class ModelRoom {
   /** The serving engine, once the model serves (an on-demand one is loaded first): what Ollama's load waits for. */
   async engineWhenServing(signal: AbortSignal | undefined, deadline: number): Promise<EngineProcess> {
     this.#use();
-    for (;;) {
-      if (signal?.aborted) throw new HearthError(ErrorCode.Cancelled, 'request cancelled while waiting');
-      const engine = this.#engineServing();
-      if (engine) return engine;
-      const refusal = this.#gate().refusal(0);
-      if (refusal) throw refusal;
-      if (Date.now() >= deadline) throw new HearthError(ErrorCode.DeadlineExceeded, `model ${this.id} did not serve within the request's time limit of ${this.config.requestTimeoutMs / 1000} s (--request-timeout)`);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.#changed(), new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))))]);
-      clearTimeout(timer);
-    }
+    return whenServing(this.#gate(), { signal, patientUntil: 0, deadline, requestTimeoutMs: this.config.requestTimeoutMs, lost: null, failed: '', again: '' });
   }
 
   #changed(): Promise<void> {
