@@ -276,9 +276,10 @@ function msPerToken(seconds: number): string {
 export function splitLines(choice: SplitChoice, plan: Plan | null): string {
   const option = (o: SplitOption, label: string) => {
     if (o.secondsPerToken === null) return `  ${label}: no plan: ${o.refusal ?? 'not planned'}\n`;
-    const t = plan?.split === o.mode ? plan.tensor : null;
+    const t = o.parts;
     const parts = t
-      ? `: compute ${(t.computeSeconds * 1000).toFixed(1)} ms (the slowest share), ${t.reductions} reductions × ${t.steps} step(s) ${(t.reduceSeconds * 1000).toFixed(1)} ms, coordinator ${(t.coordinatorSeconds * 1000).toFixed(1)} ms`
+      ? ` on ${t.devices} workers: compute ${(t.computeSeconds * 1000).toFixed(1)} ms (the slowest share), ${t.reductions} reductions × ${t.steps} step(s) ${(t.reduceSeconds * 1000).toFixed(1)} ms, ` +
+        `coordinator ${(t.coordinatorSeconds * 1000).toFixed(1)} ms (each worker's graph every token, a hop)`
       : '';
     return `  ${label}: ${msPerToken(o.secondsPerToken)}${parts}\n`;
   };

@@ -27,7 +27,7 @@ export function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], count
   return {
     fits: true,
     split: 'layer',
-    splitChoice: { setting: 'layer', layer: { mode: 'layer', secondsPerToken: null, refusal: null }, tensor: { mode: 'tensor', secondsPerToken: null, refusal: 'not planned' }, reason: '' },
+    splitChoice: { setting: 'layer', layer: { mode: 'layer', secondsPerToken: null, refusal: null, parts: null }, tensor: { mode: 'tensor', secondsPerToken: null, refusal: 'not planned', parts: null }, reason: '' },
     tensor: null,
     devices,
     excluded,

@@ -68,15 +68,15 @@ function ms(seconds: number): string {
 /** The plan of the setting's mode, or under 'auto' of the faster mode that fits, with both modes' figures. */
 function choose(setting: SplitSetting, input: PlanInput, layer: PlanResult | null, tensor: TensorOutcome | null): PlanResult {
   const layerOption: SplitOption = !layer
-    ? { mode: 'layer', secondsPerToken: null, refusal: 'not planned (--split tensor)' }
+    ? { mode: 'layer', secondsPerToken: null, refusal: 'not planned (--split tensor)', parts: null }
     : layer.fits
-      ? { mode: 'layer', secondsPerToken: layerTime(input, layer), refusal: null }
-      : { mode: 'layer', secondsPerToken: null, refusal: layer.reason };
+      ? { mode: 'layer', secondsPerToken: layerTime(input, layer), refusal: null, parts: null }
+      : { mode: 'layer', secondsPerToken: null, refusal: layer.reason, parts: null };
   const tensorOption: SplitOption = !tensor
-    ? { mode: 'tensor', secondsPerToken: null, refusal: 'not planned (--split layer)' }
+    ? { mode: 'tensor', secondsPerToken: null, refusal: 'not planned (--split layer)', parts: null }
     : tensor.fits
-      ? { mode: 'tensor', secondsPerToken: tensor.time, refusal: null }
-      : { mode: 'tensor', secondsPerToken: null, refusal: tensor.reason };
+      ? { mode: 'tensor', secondsPerToken: tensor.time, refusal: null, parts: partsOf(tensor.plan) }
+      : { mode: 'tensor', secondsPerToken: null, refusal: tensor.reason, parts: null };
   const choice = (reason: string): SplitChoice => ({ setting, layer: layerOption, tensor: tensorOption, reason });
   const withChoice = (p: Plan, reason: string): Plan => ({ ...p, splitChoice: choice(reason) });
   if (setting === 'layer') return layer!.fits ? withChoice(layer!, 'layer split asked for') : layer!;
@@ -93,6 +93,11 @@ function choose(setting: SplitSetting, input: PlanInput, layer: PlanResult | nul
     ? `auto: whole layers predict ${ms(layerOption.secondsPerToken!)} per token against ${ms(tensorOption.secondsPerToken!)} with the tensor split`
     : `auto: whole layers, because ${tensorOption.refusal}`;
   return withChoice(layer!, why);
+}
+
+function partsOf(p: Plan): SplitOption['parts'] {
+  const t = p.tensor!;
+  return { devices: p.devices.length, computeSeconds: t.computeSeconds, reduceSeconds: t.reduceSeconds, reductions: t.reductions, steps: t.steps, coordinatorSeconds: t.coordinatorSeconds };
 }
 
 function tensorRefusal(t: Extract<TensorOutcome, { fits: false }>, splitChoice: SplitChoice): Refusal {

@@ -80,7 +80,7 @@ export function planTensor(input: PlanInput, all: Seat[]): TensorOutcome {
   const usable = ordered.slice(0, most);
   const best = speed ? quickest(usable, input, groups) : place(inOrder(usable), input, groups, 'memory');
   if (!best) return shortfall(input, usable, groups, excluded);
-  const left = usable.filter((s) => !best.seats.includes(s)).map((s) => excludedOf(s, notNeededReason(s, speed)));
+  const left = usable.filter((s) => !best.seats.includes(s)).map((s) => excludedOf(s, notNeededReason(speed)));
   return { fits: true, plan: buildTensorPlan(input, best, [...excluded, ...left], groups), time: best.time.total };
 }
 
@@ -137,9 +137,10 @@ function place(seats: Seat[], input: PlanInput, groups: number, objective: 'spee
       const whole = trialOf(seats, wholeUnits(raw, shape), shape, input);
       return whole.over.every((o) => o <= 0) && whole.trial.time.total < trial.trial.time.total - 1e-12 ? whole.trial : trial.trial;
     }
-    // Rounding gave a device more than its share allowed: lower its cap by what it is over, and again.
+    // Rounding gave a device more than its share allowed: lower its cap by what it is over, twice as
+    // much each round (the rounding moves in whole heads and blocks, so a little less may change nothing).
     trial.over.forEach((o, i) => {
-      if (o > 0) caps[i] = Math.min(caps[i]!, shares[i]! - o / Math.max(divided, 1) - SHARE_STEP);
+      if (o > 0) caps[i] = Math.min(caps[i]!, shares[i]! - (o / Math.max(divided, 1)) * 2 ** round - SHARE_STEP);
     });
   }
   return null;
@@ -217,9 +218,9 @@ function rounded(shares: number[]): number[] {
   return out.map((s) => Number(s.toFixed(4)));
 }
 
-function notNeededReason(seat: Seat, speed: boolean): string {
+function notNeededReason(speed: boolean): string {
   return speed
-    ? 'not needed: the tensor split is quicker without it (its share would save less time than another step of every reduction costs)'
+    ? 'not needed: the tensor split is quicker without it (what its share would save is less than what another worker adds: its graph every token, steps of every reduction)'
     : 'not needed';
 }
 
@@ -267,7 +268,7 @@ function buildTensorPlan(input: PlanInput, t: Trial, excluded: ExcludedDevice[],
   return {
     fits: true,
     split: 'tensor',
-    splitChoice: { setting: 'tensor', layer: { mode: 'layer', secondsPerToken: null, refusal: null }, tensor: { mode: 'tensor', secondsPerToken: t.time.total, refusal: null }, reason: '' },
+    splitChoice: { setting: 'tensor', layer: { mode: 'layer', secondsPerToken: null, refusal: null, parts: null }, tensor: { mode: 'tensor', secondsPerToken: t.time.total, refusal: null, parts: null }, reason: '' },
     tensor: {
       reductions: t.time.reductions,
       steps: t.time.steps,

@@ -33,18 +33,41 @@ export const DEFAULT_LINK_BYTES_PER_SECOND = 125e6;
 
 /**
  * What one step of a reduction costs on the workers beyond the wire: taking the command, adding the
- * received partial sum, the socket calls. An estimate (tens of microseconds on a CPU), to be replaced by
- * what bench:lan measures.
+ * received partial sum, the socket calls.
  */
 export const REDUCE_STEP_SECONDS = 30e-6;
 
 /**
- * Bytes of graph the coordinator sends each worker per layer per token in tensor mode. ggml-rpc re-sends
- * a graph unless it is the one the device computed last, and the meta device gives each worker two
- * subgraphs per layer (split at the reductions), so every token carries every layer's nodes again:
- * about 40 tensors of 296 bytes (rpc_tensor) per layer of a llama-like model.
+ * What each reduction costs beyond its steps: the workers run every layer as two graphs (split at the
+ * reductions), and at each reduction the quicker worker waits for the slower. Fitted on this project's
+ * test machine (two 1-thread rpc servers on loopback, the small and 1b test models: 0.2 ms).
  */
-export const GRAPH_BYTES_PER_LAYER = 12_000;
+export const REDUCE_SYNC_SECONDS = 0.2e-3;
+
+/** Bytes of one tensor in a graph ggml-rpc sends (rpc_tensor). */
+const RPC_TENSOR_BYTES = 296;
+
+/**
+ * Tensors of the graphs the coordinator sends each worker per token in tensor mode, for a model of
+ * `layers` layers. ggml-rpc re-sends a graph unless it is the one the device computed last, and the meta
+ * device gives every worker two graphs per layer, so every token sends them all again; and ggml-rpc's
+ * client serializes each graph's sources recursively, through the earlier graphs too, so the graph of
+ * layer k carries every earlier layer's tensors again (about 31 a layer for a llama-like block): the
+ * count grows with the square of the layers. Measured with GGML_RPC_DEBUG: 2,558 tensors per token for
+ * 8 layers, about 9,150 for 16. Were ggml-rpc to send an earlier graph's result as a leaf, only the
+ * linear part (GRAPH_OWN_TENSORS) would remain.
+ */
+export function graphTensorsPerToken(layers: number): number {
+  return GRAPH_CONE_TENSORS * layers * layers + GRAPH_OWN_TENSORS * layers;
+}
+const GRAPH_CONE_TENSORS = 31;
+const GRAPH_OWN_TENSORS = 80;
+
+/**
+ * The coordinator's time per serialized tensor, per worker (its one thread serializes every worker's
+ * graphs; the workers take them in meanwhile). Fitted with REDUCE_SYNC_SECONDS on the same runs.
+ */
+export const GRAPH_TENSOR_SECONDS = 0.65e-6;
 
 /** What one device does for each token. */
 export interface DeviceWork {
@@ -154,15 +177,17 @@ export interface TensorTime {
 
 /**
  * Seconds per token in tensor mode: the slowest device's reads over its speed (they compute side by
- * side), two reductions per layer of one token's activations (n_embd f32), and the coordinator's part:
- * the graph to every worker over its link, and a hop to the farthest worker.
+ * side); two reductions per layer of one token's activations (n_embd f32), each a sync and its steps;
+ * and the coordinator's part: the graphs to every worker (their bytes over each one's link, their
+ * serialization on the coordinator), and a hop to the farthest worker.
  */
 export function tensorSeconds(reads: readonly number[], speeds: readonly number[], devices: readonly CandidateDevice[], model: { layerCount: number; embeddingLength: number }): TensorTime {
   const computeSeconds = Math.max(...reads.map((r, i) => r / speeds[i]!));
   const reductions = 2 * model.layerCount;
   const steps = reductionSteps(devices.length);
-  const reduceSeconds = steps === 0 ? 0 : reductions * steps * reduceStepSeconds(devices, model.embeddingLength * 4);
-  const graph = sum(devices.map((d) => (GRAPH_BYTES_PER_LAYER * model.layerCount) / linkOf(d)));
+  const reduceSeconds = steps === 0 ? 0 : reductions * (REDUCE_SYNC_SECONDS + steps * reduceStepSeconds(devices, model.embeddingLength * 4));
+  const tensors = graphTensorsPerToken(model.layerCount);
+  const graph = sum(devices.map((d) => (tensors * RPC_TENSOR_BYTES) / linkOf(d) + tensors * GRAPH_TENSOR_SECONDS));
   const coordinatorSeconds = graph + Math.max(...devices.map(hopOf));
   return { computeSeconds, reductions, steps, reduceSeconds, coordinatorSeconds, total: computeSeconds + reduceSeconds + coordinatorSeconds };
 }

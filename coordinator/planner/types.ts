@@ -173,6 +173,8 @@ export interface SplitOption {
   secondsPerToken: number | null;
   /** Why this mode gives no plan (it was not asked for, the model or the workers cannot, it does not fit); null when it does. */
   refusal: string | null;
+  /** Tensor mode's time in parts (see TensorDetails), and on how many devices; null for layer mode or without a plan. */
+  parts: { devices: number; computeSeconds: number; reduceSeconds: number; reductions: number; steps: number; coordinatorSeconds: number } | null;
 }
 
 /** What the split setting was, what each mode would do, and why the plan takes the mode it does. */
