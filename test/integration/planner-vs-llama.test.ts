@@ -77,3 +77,30 @@ test('pipelined decode: one context per worker, the KV cache split between them 
     model.dispose();
   }
 });
+
+test("tensor mode: the largest share's weights, KV cache and compute buffer are what llama.cpp's meta device allocates", async () => {
+  const path = await testModel('small');
+  const facts = await readModelFacts(path);
+  const { devices, candidates } = await candidatesOn();
+  const context = { ctxSize: 512, parallel: 2, typeK: 'f16' as const, typeV: 'f16' as const, nUbatch: 512 };
+  // Shares of about a third and two thirds: 4 KV heads do not divide so, and the rounding takes turns.
+  const p = plan({ model: facts, devices: candidates, context, reserveBytes: 0, split: 'tensor', objective: 'memory' });
+  assert.ok(p.fits, JSON.stringify(p));
+  assert.equal(p.split, 'tensor');
+  assert.ok(p.tensor!.notes.length > 0, 'the plan says the heads do not divide evenly');
+
+  const model = await LlamaModel.load(path, { devices: devices.map((d) => d.name), splitMode: 'tensor', tensorSplit: p.tensorSplit, nGpuLayers: p.nGpuLayers });
+  const ctx = await model.createContext({ nCtx: context.ctxSize * context.parallel, nSeqMax: context.parallel, nBatch: 512, nUbatch: 512, nThreads: 1 });
+  try {
+    // The meta device reports its buffers' sizes, each the largest of its devices' (ggml-backend-meta.cpp).
+    const meta = ctx.memoryBreakdown().find((e) => e.device?.startsWith('Meta'));
+    assert.ok(meta, 'llama.cpp made a meta device');
+    const largest = (f: (d: (typeof p.devices)[number]) => number) => Math.max(...p.devices.map(f));
+    assert.ok(Math.abs(meta.modelBytes - largest((d) => d.weightBytes)) <= 64 * 1024, `weights: planned ${largest((d) => d.weightBytes)}, llama.cpp ${meta.modelBytes}`);
+    assert.equal(meta.contextBytes, largest((d) => d.kvBytes), 'kv');
+    assert.ok(largest((d) => d.computeBytes) >= meta.computeBytes, `compute: planned ${largest((d) => d.computeBytes)} < llama.cpp ${meta.computeBytes}`);
+  } finally {
+    ctx.dispose();
+    model.dispose();
+  }
+});
