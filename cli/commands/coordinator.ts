@@ -185,7 +185,7 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
   for (const d of plan.devices) {
     const range = d.share !== undefined ? `${(d.share * 100).toFixed(2)}% of ${d.layers - 1} blocks +out` : d.layers > 0 ? `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}` : 'none';
     const experts = d.expertLayers.length > 0 ? ` +experts of ${layerRanges(d.expertLayers)}` : '';
-    const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
+    const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total && !tensor ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
     rows.push([
       d.deviceName, d.owner, d.endpoint ?? 'local', d.share !== undefined ? range : `${d.layers} (${range})${experts}`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
       formatBytes(d.freeBytes), d.bytesPerSecond === null ? 'unmeasured' : formatSpeed(d.bytesPerSecond), d.kind === 'local' ? '-' : `${(d.hopSeconds * 1000).toFixed(2)} ms`, share,
@@ -278,7 +278,7 @@ export function splitLines(choice: SplitChoice, plan: Plan | null): string {
     if (o.secondsPerToken === null) return `  ${label}: no plan: ${o.refusal ?? 'not planned'}\n`;
     const t = o.parts;
     const parts = t
-      ? ` on ${t.devices} workers: compute ${(t.computeSeconds * 1000).toFixed(1)} ms (the slowest share), ${t.reductions} reductions × ${t.steps} step(s) ${(t.reduceSeconds * 1000).toFixed(1)} ms, ` +
+      ? ` on ${t.devices} devices: compute ${(t.computeSeconds * 1000).toFixed(1)} ms (the slowest share), ${t.reductions} reductions × ${t.steps} step(s) ${(t.reduceSeconds * 1000).toFixed(1)} ms, ` +
         `coordinator ${(t.coordinatorSeconds * 1000).toFixed(1)} ms (each worker's graph every token, a hop)`
       : '';
     return `  ${label}: ${msPerToken(o.secondsPerToken)}${parts}\n`;

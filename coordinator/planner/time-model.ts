@@ -147,6 +147,9 @@ export function reductionSteps(n: number): number {
   return 2 ** butterfly === n ? butterfly : butterfly + 2;
 }
 
+/** Two devices of one worker exchange their partial sums inside it, at about the speed of a memory copy. */
+const SAME_WORKER_BYTES_PER_SECOND = 10e9;
+
 /**
  * One step of a reduction: the slowest pair's one-way latency (peers are taken to be as far from each
  * other as from the coordinator: half of each one's round trip) plus the partial sum over the slower
@@ -158,8 +161,8 @@ export function reduceStepSeconds(devices: readonly CandidateDevice[], bytes: nu
     for (let j = i + 1; j < devices.length; j++) {
       const a = devices[i]!;
       const b = devices[j]!;
-      const oneWay = (rttOf(a) + rttOf(b)) / 4;
-      worst = Math.max(worst, oneWay + bytes / Math.min(linkOf(a), linkOf(b)));
+      const pair = a.endpoint !== null && a.endpoint === b.endpoint ? bytes / SAME_WORKER_BYTES_PER_SECOND : (rttOf(a) + rttOf(b)) / 4 + bytes / Math.min(linkOf(a), linkOf(b));
+      worst = Math.max(worst, pair);
     }
   }
   return worst + REDUCE_STEP_SECONDS;
