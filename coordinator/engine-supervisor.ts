@@ -245,10 +245,16 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
   }
 }
 
-/** Two plans split the model the same way: the same layers (or shares of every layer), and the same blocks' experts, on the same devices. */
+/**
+ * Two plans split the model the same way: the same layers, and the same blocks' experts, on the same
+ * devices; or in tensor mode the same devices with shares within SHARE_TOLERANCE (shares follow free
+ * memory and measured speeds, which move a little between any two readings: not worth a reload).
+ */
 export function samePlacement(a: Plan, b: Plan): boolean {
+  if (a.split !== b.split) return false;
   const key = (p: Plan) =>
-    `${p.split}:` +
-    p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}${d.share === undefined ? '' : `x${d.share}`}${d.expertLayers.length > 0 ? `+experts ${d.expertLayers.join(',')}` : ''}`).join('|');
-  return key(a) === key(b);
+    p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}${d.expertLayers.length > 0 ? `+experts ${d.expertLayers.join(',')}` : ''}`).join('|');
+  if (key(a) !== key(b)) return false;
+  return a.devices.every((d, i) => Math.abs((d.share ?? 0) - (b.devices[i]!.share ?? 0)) < SHARE_TOLERANCE);
 }
+const SHARE_TOLERANCE = 0.01;

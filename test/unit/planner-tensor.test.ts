@@ -310,6 +310,8 @@ describe('asking for a split', () => {
     assert.equal(samePlacement(tensor, layer), false);
     const other = { ...tensor, devices: tensor.devices.map((d, i) => ({ ...d, share: i === 0 ? 0.6 : 0.4 })) };
     assert.equal(samePlacement(tensor, other), false);
+    const nudged = { ...tensor, devices: tensor.devices.map((d, i) => ({ ...d, share: d.share! + (i === 0 ? 0.002 : -0.002) })) };
+    assert.equal(samePlacement(tensor, nudged), true, 'a share that moved a little is no reason to reload');
     assert.equal(samePlacement(tensor, fitted(plan(input(devices)))), true);
   });
 
