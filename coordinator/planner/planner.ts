@@ -56,6 +56,12 @@ function planLayers(input: PlanInput): PlanResult {
   return outcome.fits ? outcome.plan : refuse(input, outcome);
 }
 
+/**
+ * How much faster the tensor split must be predicted for auto to leave whole layers: predictions are
+ * good to tens of percent, and whole layers are the mode that needs nothing of the network between workers.
+ */
+const AUTO_MARGIN = 0.05;
+
 /** Layer mode's time with stand-in speeds where a device was not measured, so that the modes compare. */
 function layerTime(input: PlanInput, p: Plan): number {
   return timeOfPlan(p, seatsOf(input));
@@ -82,17 +88,19 @@ function choose(setting: SplitSetting, input: PlanInput, layer: PlanResult | nul
   if (setting === 'layer') return layer!.fits ? withChoice(layer!, 'layer split asked for') : layer!;
   if (setting === 'tensor') return tensor!.fits ? withChoice(tensor!.plan, 'tensor split asked for') : tensorRefusal(tensor!, choice('tensor split asked for'));
   // auto
-  if (tensor!.fits && (!layer!.fits || tensorOption.secondsPerToken! < layerOption.secondsPerToken!)) {
-    const why = layer!.fits
-      ? `auto: tensor split predicts ${ms(tensorOption.secondsPerToken!)} per token against ${ms(layerOption.secondsPerToken!)} with whole layers`
-      : `auto: only the tensor split fits (layers: ${layer!.reason})`;
-    return withChoice(tensor!.plan, why);
-  }
+  if (tensor!.fits && !layer!.fits) return withChoice(tensor!.plan, `auto: only the tensor split fits (layers: ${layer!.reason})`);
   if (!layer!.fits) return { ...layer!, splitChoice: choice(`auto: neither split fits (tensor: ${tensorOption.refusal})`) };
-  const why = tensor!.fits
-    ? `auto: whole layers predict ${ms(layerOption.secondsPerToken!)} per token against ${ms(tensorOption.secondsPerToken!)} with the tensor split`
-    : `auto: whole layers, because ${tensorOption.refusal}`;
-  return withChoice(layer!, why);
+  if (!tensor!.fits) return withChoice(layer!, `auto: whole layers, because ${tensorOption.refusal}`);
+  // Stand-in speeds rank layer plans well enough, but the tensor split's gain is compute against
+  // network time: without measured speeds there is nothing to weigh, so whole layers stay.
+  if (layer!.predictedSecondsPerToken === null || tensor!.plan.predictedSecondsPerToken === null) {
+    return withChoice(layer!, 'auto: whole layers, because a device has no measured speed to weigh the tensor split\'s gain against its network time');
+  }
+  if (tensorOption.secondsPerToken! < (1 - AUTO_MARGIN) * layerOption.secondsPerToken!) {
+    return withChoice(tensor!.plan, `auto: tensor split predicts ${ms(tensorOption.secondsPerToken!)} per token against ${ms(layerOption.secondsPerToken!)} with whole layers`);
+  }
+  const close = tensorOption.secondsPerToken! < layerOption.secondsPerToken! ? ` (less than ${AUTO_MARGIN * 100} % apart: whole layers stay)` : '';
+  return withChoice(layer!, `auto: whole layers predict ${ms(layerOption.secondsPerToken!)} per token against ${ms(tensorOption.secondsPerToken!)} with the tensor split${close}`);
 }
 
 function partsOf(p: Plan): SplitOption['parts'] {

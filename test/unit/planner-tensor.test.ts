@@ -198,11 +198,13 @@ describe("auto: the faster of the two, per cluster", () => {
     assert.equal(p.splitChoice.tensor.refusal, 'not planned (--split layer)');
   });
 
-  test('unmeasured devices compare with stand-in speeds, and the prediction stays null', () => {
-    const p = fitted(plan(input(['a', 'b'].map((n) => rpc(n, 2 * GiB, null, { rttSeconds: 0.00005, linkBytesPerSecond: 10e9 })), { split: 'auto' })));
+  test('without measured speeds auto keeps whole layers (both figures use stand-ins, and say so)', () => {
+    const p = fitted(plan(input(['a', 'b', 'c', 'd'].map((n) => rpc(n, 2 * GiB, null, { rttSeconds: 0.00005, linkBytesPerSecond: 10e9 })), { split: 'auto' })));
+    assert.equal(p.split, 'layer');
     assert.equal(p.predictedSecondsPerToken, null);
-    assert.notEqual(p.splitChoice.layer.secondsPerToken, null);
-    assert.notEqual(p.splitChoice.tensor.secondsPerToken, null);
+    assert.match(p.splitChoice.reason, /no measured speed/);
+    assert.notEqual(p.splitChoice.tensor.secondsPerToken, null, 'the stand-in figure is still shown');
+    assert.equal(fitted(plan(input(['a', 'b'].map((n) => rpc(n, 2 * GiB, null))))).split, 'tensor', '--split tensor does not need speeds');
   });
 
   test('only the tensor split fits: auto takes it', () => {
