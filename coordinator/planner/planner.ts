@@ -17,7 +17,8 @@
 // refusal.ts (what is missing and what would fix it).
 //
 // Tensor mode (split.ts) is planned by tensor-plan.ts on tensor-split.ts's memory and the time model's
-// tensorSeconds; under 'auto' both modes are planned and the one predicted faster is taken.
+// tensorSeconds; under 'auto' both modes are planned, and the tensor split is taken when it is
+// predicted clearly faster from measured speeds (or only it fits).
 import { pipelineGroups, stageCount } from './pipeline.js';
 import { groupsBound, place } from './place.js';
 import { refuse } from './refusal.js';
