@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 
 import { plan } from '../../coordinator/planner/planner.js';
-import type { CandidateDevice } from '../../coordinator/planner/types.js';
+import type { CandidateDevice, PlannedDevice } from '../../coordinator/planner/types.js';
 import { readModelFacts } from '../../models/gguf-info.js';
 import { groupShares } from '../../coordinator/planner/pipeline.js';
 import { connectRpcServers, LlamaModel, type LlamaContext, type RpcDevice } from '../../native/llama.js';
@@ -95,7 +95,7 @@ test("tensor mode: the largest share's weights, KV cache and compute buffer are 
     // The meta device reports its buffers' sizes, each the largest of its devices' (ggml-backend-meta.cpp).
     const meta = ctx.memoryBreakdown().find((e) => e.device?.startsWith('Meta'));
     assert.ok(meta, 'llama.cpp made a meta device');
-    const largest = (f: (d: (typeof p.devices)[number]) => number) => Math.max(...p.devices.map(f));
+    const largest = (f: (d: PlannedDevice) => number) => Math.max(...p.devices.map(f));
     assert.ok(Math.abs(meta.modelBytes - largest((d) => d.weightBytes)) <= 64 * 1024, `weights: planned ${largest((d) => d.weightBytes)}, llama.cpp ${meta.modelBytes}`);
     assert.equal(meta.contextBytes, largest((d) => d.kvBytes), 'kv');
     assert.ok(largest((d) => d.computeBytes) >= meta.computeBytes, `compute: planned ${largest((d) => d.computeBytes)} < llama.cpp ${meta.computeBytes}`);
