@@ -498,8 +498,9 @@ export class ModelRoom {
     const info = outcome.info;
     this.#loaded = info;
     this.#load = { progress: 1, seconds: info.loadSeconds, phases: info.phases, bytesSent: info.bytesSent, loads: this.#load.loads + 1, groups: info.groups };
-    const layers = plan.devices.map((d) => `${d.owner}/${d.deviceName} (${d.layers} layers)`);
-    this.#log.info({ model: this.id, seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers, groups: info.groups }, 'model loaded; serving');
+    // Tensor mode: every device a share of every layer.
+    const layers = plan.devices.map((d) => `${d.owner}/${d.deviceName} (${d.share === undefined ? `${d.layers} layers` : `${(d.share * 100).toFixed(1)} % of every layer`})`);
+    this.#log.info({ model: this.id, seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers, groups: info.groups, split: plan.split }, 'model loaded; serving');
     if (this.config.speculation) this.#log.info({ speculation: this.cluster.speculation(info.speculation ?? null), draftBytes: info.speculation?.draftBytes ?? 0 }, 'speculative decoding');
     const sent = Object.values(info.bytesSent ?? {}).reduce((a, b) => a + b, 0);
     this.#host.note('load', `model loaded in ${info.loadSeconds.toFixed(2)} s onto ${layers.join(', ')}${info.bytesSent ? `; ${(sent / 2 ** 20).toFixed(1)} MiB sent` : ''}`);

@@ -45,6 +45,9 @@ async function load(spec: EngineLoadSpec): Promise<void> {
   let lastProgress = -1;
   model = await LlamaModel.load(spec.modelPath, {
     devices: names,
+    // Tensor mode: llama.cpp makes one meta device of these; it needs flash attention, which the
+    // contexts leave on 'auto' so that llama.cpp turns it on.
+    splitMode: spec.splitMode ?? 'layer',
     tensorSplit: spec.tensorSplit.length > 0 ? spec.tensorSplit : null,
     tensorOverrides: spec.expertOverrides.map((o) => ({ pattern: expertTensorPattern(o.layers), device: names[o.device]! })),
     nGpuLayers: spec.nGpuLayers,

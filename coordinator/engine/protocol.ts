@@ -117,6 +117,13 @@ export interface EngineLoadSpec {
   rpcEndpoints: string[];
   /** For each of rpcEndpoints, which of its server's devices (a plan lists a worker's devices in speed order, not the server's). */
   rpcDevices: number[];
+  /**
+   * 'layer': whole layers per device (tensorSplit: layer counts); 'tensor': llama.cpp's meta device over
+   * the RPC devices, each holding its share of every layer (tensorSplit: the shares; nGpuLayers: every
+   * slot; no expert overrides). Flash attention is left to llama.cpp, which turns it on for tensor mode.
+   * Absent: 'layer'.
+   */
+  splitMode?: 'layer' | 'tensor';
   tensorSplit: number[];
   /** MoE expert tensors of these blocks go to the RPC device at this index of rpcEndpoints (Plan.expertOverrides). */
   expertOverrides: { layers: number[]; device: number }[];
