@@ -43,7 +43,7 @@ export async function ensureLlamaTool(tool: LlamaTool, log: (line: string) => vo
   if (!info.llamaCppDir || !existsSync(join(info.llamaCppDir, 'tools', 'server'))) {
     throw new HearthError(ErrorCode.FailedPrecondition, `the native build does not record its llama.cpp tree; ${nativeBuildHint()}`);
   }
-  const dir = join(homedir(), '.cache', 'hearth', `llama-tools-${info.llamaCppRelease}-${info.llamaCppCommit ?? 'x'}${info.nativeCpu ? '-native' : ''}`);
+  const dir = join(homedir(), '.cache', 'hearth', `llama-tools-${info.llamaCppRelease}-${info.llamaCppCommit ?? 'x'}${info.llamaCppPatches ? `-p${info.llamaCppPatches}` : ''}${info.nativeCpu ? '-native' : ''}`);
   // llama.cpp's CMakeLists puts executables in <build>/bin.
   const binary = join(dir, 'build', 'bin', tool);
   if (existsSync(binary)) return binary;
