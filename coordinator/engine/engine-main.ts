@@ -42,7 +42,7 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     if (!d) throw new HearthError(ErrorCode.FailedPrecondition, `worker ${endpoint} serves ${ofServer.length} devices, the plan needs ${index + 1}; re-plan`);
     return d.name;
   });
-  if (spec.peerAddresses && spec.peerAddresses.length > 0) await setPeerAddresses(spec.peerAddresses);
+  if (spec.peerAddresses && spec.peerAddresses.length > 0) setPeerAddresses(spec.peerAddresses);
   let lastProgress = -1;
   model = await LlamaModel.load(spec.modelPath, {
     devices: names,
@@ -109,15 +109,16 @@ async function load(spec: EngineLoadSpec): Promise<void> {
  * A tensor split: where each rpc server dials each other one for the direct all-reduce, given to the
  * RPC backend before the model (and its meta device, whose comm_init hands them to the servers) is made.
  */
-async function setPeerAddresses(pairs: PeerAddress[]): Promise<void> {
-  const b = loadBinding() as NativeBinding & { rpcPeerAddress?: (from: string, to: string, address: string) => unknown };
+function setPeerAddresses(pairs: PeerAddress[]): void {
+  // An addon built before peer links lacks the call (a stale build beside newer sources).
+  const b: Partial<Pick<NativeBinding, 'rpcPeerAddress'>> = loadBinding();
   if (typeof b.rpcPeerAddress !== 'function') {
     throw new HearthError(
       ErrorCode.FailedPrecondition,
       `this build of hearth's native addon cannot tell rpc servers their peers' addresses (it has no rpcPeerAddress), which a tensor split needs; rebuild it (npm run build:native) or split by layers`,
     );
   }
-  for (const p of pairs) await b.rpcPeerAddress(p.from, p.to, p.address);
+  for (const p of pairs) b.rpcPeerAddress(p.from, p.to, p.address);
 }
 
 /** An embedding or reranker model: one embeddings context, no speculation, no generation. */
