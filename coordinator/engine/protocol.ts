@@ -146,6 +146,19 @@ export interface EngineLoadSpec {
    * and `rerank` instead of the generation contexts. Absent: false.
    */
   embeddings?: boolean;
+  /**
+   * A tensor split's peer links: for each ordered pair of servers (from/to: exact strings of
+   * rpcEndpoints), the address at which `from`'s server reaches `to`'s for the direct all-reduce. A pair
+   * not listed is reached at `to` itself. Absent: none (a layer split).
+   */
+  peerAddresses?: PeerAddress[];
+}
+
+/** Where the rpc server of `from` dials the one of `to` (host:port, as seen from `from`'s machine). */
+export interface PeerAddress {
+  from: string;
+  to: string;
+  address: string;
 }
 
 /** An input to embed: text (tokenized with the model's special tokens, as llama-server), or token ids as they are. */
