@@ -25,7 +25,8 @@ import { EngineSupervisor, engineLoadSpec, lossCause, samePlacement, type Engine
 import type { EngineProcess, GenerateHandlers, GenerateResult } from './engine/engine-process.js';
 import type { LoadedInfo, PeerAddress, PromptInput } from './engine/protocol.js';
 import type { FlapGuard } from './flaps.js';
-import { peerAddresses, registryPeers, splitOf, type WorkerLinks } from './links.js';
+import type { WorkerLinks } from './links.js';
+import { peerAddresses, registryPeers } from './peer-addresses.js';
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import type { Plan, PlanInput, PlanResult } from './planner/types.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
@@ -492,7 +493,7 @@ export class ModelRoom {
     this.#load = { ...this.#load, progress: 0 };
     this.#setState('loading', `loading ${this.cluster.model?.name ?? this.id} onto ${plan.devices.length} device(s)`);
     const spec = engineLoadSpec(this.config, plan, this.cluster.draftHost()?.endpoint ?? null, this.#kind);
-    if (splitOf(plan) === 'tensor') spec.peerAddresses = await this.#peerAddresses(plan);
+    if (plan.split === 'tensor') spec.peerAddresses = await this.#peerAddresses(plan);
     if (this.#stopped) return;
     const outcome = await this.#supervisor.start(plan, spec);
     if (this.#stopped || outcome.kind === 'lost') return;
@@ -510,14 +511,14 @@ export class ModelRoom {
     this.#setState('serving', '');
   }
 
-  /** Where each worker of a tensor split reaches each other one for the direct reduction (links.ts). */
+  /** Where each worker of a tensor split reaches each other one for the direct reduction (peer-addresses.ts). */
   async #peerAddresses(plan: Plan): Promise<PeerAddress[]> {
     const links = this.#host.links;
     const { addresses, failures } = await peerAddresses(plan.rpcEndpoints, links.secure, registryPeers(this.#host.registry, links));
     for (const f of failures) {
       this.#log.warn(
         { model: this.id, from: links.remoteOf(f.from), to: links.remoteOf(f.to), reason: f.reason },
-        `no peer link from ${links.remoteOf(f.from)} to ${links.remoteOf(f.to)}: ${f.reason}; their partial sums cannot go directly between them`,
+        `no peer link from ${links.remoteOf(f.from)} to ${links.remoteOf(f.to)}: ${f.reason}; the partial sums go through the coordinator instead (slower)`,
       );
     }
     return addresses;

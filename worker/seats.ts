@@ -9,7 +9,6 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { ErrorCode, HearthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { freePortOn } from '../common/ports.js';
-import type { RpcRouter } from './rpc-router.js';
 import { RpcServerProcess, type RpcServerOptions } from './rpc-server-process.js';
 import { residentBytes } from './devices.js';
 import type { RpcServerSupervisor } from './supervisor.js';
@@ -178,7 +177,8 @@ export class SeatListener {
   readonly #server: Server;
   readonly #open = new Set<Socket>();
 
-  constructor(router: RpcRouter) {
+  /** `router`: what takes each connection (an RpcRouter, rpc-router.ts). */
+  constructor(router: { join(socket: Socket): Promise<void> }) {
     this.#server = createServer({ pauseOnConnect: true }, (socket) => {
       this.#open.add(socket);
       socket.once('close', () => this.#open.delete(socket));

@@ -245,10 +245,15 @@ function onMessage(message: ToEngine): void {
   }
 }
 
-// Forward llama.cpp's warnings and errors to the coordinator's log.
+// Forward llama.cpp's warnings and errors to the coordinator's log, and the one info line an operator
+// of a tensor split wants: that the workers reduce among themselves (ggml-rpc's comm_init, hearth's patch).
 // "graph reuse disabled" is the pipeline's own choice (groups.ts), not news for the operator.
 const EXPECTED = /graph reuse disabled/;
-loadBinding().setLogger((level, msg) => send({ type: 'log', level: EXPECTED.test(msg) ? 'debug' : level, msg }), 'warn');
+const NEWS = /servers all-reduce among themselves/;
+loadBinding().setLogger((level, msg) => {
+  if (level === 'debug' || (level === 'info' && !NEWS.test(msg))) return;
+  send({ type: 'log', level: EXPECTED.test(msg) ? 'debug' : level, msg });
+}, 'info');
 process.on('message', (m) => onMessage(m as ToEngine));
 // The coordinator owns this process: when its IPC channel closes, the coordinator is gone.
 process.on('disconnect', () => process.exit(0));

@@ -50,18 +50,17 @@ const RPC_TENSOR_BYTES = 296;
 /**
  * Tensors of the graphs the coordinator sends each worker per token in tensor mode, for a model of
  * `layers` layers. ggml-rpc re-sends a graph unless it is the one the device computed last, and the meta
- * device gives every worker two graphs per layer, so every token sends them all again; and ggml-rpc's
- * client serializes each graph's sources recursively, through the earlier graphs too, so the graph of
- * layer k carries every earlier layer's tensors again (about 31 a layer for a llama-like block): the
- * count grows with the square of the layers. Measured with GGML_RPC_DEBUG: 2,558 tensors per token for
- * 8 layers, about 9,150 for 16. Were ggml-rpc to send an earlier graph's result as a leaf, only the
- * linear part (GRAPH_OWN_TENSORS) would remain.
+ * device gives every worker two graphs per layer, so every token sends them all again: each its own
+ * nodes and, as leaves, the weights and the earlier graph's result it reads (hearth's patch sends an
+ * earlier graph's result as a leaf; without it, each graph carried all earlier layers again and the
+ * count grew with the square of the layers: 2,558 tensors per token for 8 layers, now 424).
  */
 export function graphTensorsPerToken(layers: number): number {
-  return GRAPH_CONE_TENSORS * layers * layers + GRAPH_OWN_TENSORS * layers;
+  return GRAPH_LAYER_TENSORS * layers + GRAPH_END_TENSORS;
 }
-const GRAPH_CONE_TENSORS = 31;
-const GRAPH_OWN_TENSORS = 80;
+/** Measured with GGML_RPC_DEBUG on the small test model: 37 + 13 a layer, and the graphs before the first and after the last. */
+const GRAPH_LAYER_TENSORS = 50;
+const GRAPH_END_TENSORS = 24;
 
 /**
  * The coordinator's time per serialized tensor, per worker (its one thread serializes every worker's

@@ -78,7 +78,7 @@ describe('hearth CLI', () => {
   test('info names the llama.cpp release and RPC protocol', () => {
     const r = hearth('info');
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /llama\.cpp v0\.5\.0 .*RPC protocol 7\.0\.0/);
+    assert.match(r.stdout, /llama\.cpp v0\.5\.0 .*RPC protocol 7\.1\.0/);
     assert.match(r.stdout, /CPU\s+CPU\s+cpu/);
   });
 });

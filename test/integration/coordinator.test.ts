@@ -73,7 +73,7 @@ describe('coordinator with two workers', () => {
     const old = list.find((w) => w.name === 'old-build');
     assert.ok(old, JSON.stringify(list));
     assert.equal(old.state, 'refused');
-    assert.match(old.reason, /RPC protocol version is 6\.0\.0, this coordinator speaks 7\.0\.0/);
+    assert.match(old.reason, /RPC protocol version is 6\.0\.0, this coordinator speaks 7\.1\.0/);
     assert.equal(list.filter((w) => w.state === 'admitted').length, 2);
   });
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import type { Logger } from '../../common/logger.js';
-import { peerAddresses, type PeerDirectory } from '../../coordinator/links.js';
+import { peerAddresses, type PeerDirectory } from '../../coordinator/peer-addresses.js';
 import { SecureRelay } from '../../link/relay.js';
 import { ClusterSecret, newToken } from '../../link/token.js';
 import { loadBinding } from '../../native/binding.js';

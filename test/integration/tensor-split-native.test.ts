@@ -36,7 +36,7 @@ describe('tensor split over rpc servers (native)', () => {
   async function run(endpoints: string[], what: string): Promise<void> {
     const devices = await connectRpcServers(endpoints);
     const model = await LlamaModel.load(modelPath, { devices: devices.map((d) => d.name), splitMode: 'tensor', nGpuLayers: -1 });
-    const ctx = await model.createContext({ nCtx: 512, nThreads: 1, flashAttention: true });
+    const ctx = await model.createContext({ nCtx: 512, nThreads: 1 });
     try {
       for (let i = 0; i < PROMPTS.length; i++) {
         const out = await greedy(model, ctx, PROMPTS[i]!, TOKENS);

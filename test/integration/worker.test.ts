@@ -25,7 +25,7 @@ describe('hearth worker', () => {
       assert.equal(info.state, 'READY');
       assert.deepEqual(
         { release: info.build.llama_cpp_release, ggml: info.build.ggml_version, rpc: info.build.rpc_protocol },
-        { release: 'v0.5.0', ggml: sys.ggmlVersion, rpc: '7.0.0' },
+        { release: 'v0.5.0', ggml: sys.ggmlVersion, rpc: '7.1.0' },
       );
       assert.equal(info.rpc_host, '127.0.0.1');
       assert.equal(info.rpc_port, w.rpcPort);

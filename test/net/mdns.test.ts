@@ -98,7 +98,7 @@ describe('mDNS discovery between two hosts', { skip: unavailable ?? false }, () 
     assert.match(txt.id!, /^[0-9a-f-]{36}$/);
     assert.equal(txt.cport, '50051');
     assert.equal(txt.rport, '50052');
-    assert.equal(txt.proto, '7.0.0');
+    assert.equal(txt.proto, '7.1.0');
     assert.equal(txt.backend, 'CPU');
     assert.ok(Number(txt.mem_total) > 0 && Number(txt.mem_free) > 0 && Number(txt.mem_free) <= Number(txt.mem_total));
     assert.ok(!Object.values(txt).some((v) => String(v).includes('/')), 'no paths in TXT');

@@ -3,8 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { peerAddresses, splitOf, type PeerDirectory } from '../../coordinator/links.js';
-import type { Plan } from '../../coordinator/planner/types.js';
+import { peerAddresses, UNREACHABLE, type PeerDirectory } from '../../coordinator/peer-addresses.js';
 import { decodePeerHello, encodePeerHello, PEER_HELLO_SIZE } from '../../worker/rpc-router.js';
 
 describe('PEER_HELLO', () => {
@@ -65,21 +64,15 @@ describe('peer addresses of a tensor split', () => {
     assert.deepEqual(d.asked.sort(), ['127.0.0.1:4001>192.168.1.11:50052', '127.0.0.1:4002>192.168.1.10:50052']);
   });
 
-  test('a pair whose link cannot be opened, or whose worker is unknown, is left out and said why', async () => {
+  test('a pair whose link cannot be opened, or whose worker is unknown, gets an address that refuses at once, and is said why', async () => {
     const d = directory({ '127.0.0.1:4001': '192.168.1.10:50052', '127.0.0.1:4002': '192.168.1.11:50052' }, (from) =>
       from === '127.0.0.1:4002' ? new Error('connection refused') : from === '127.0.0.1:4003' ? new Error('no admitted worker serves it') : '127.0.0.1:7000',
     );
     const r = await peerAddresses(['127.0.0.1:4001', '127.0.0.1:4002', '127.0.0.1:4003'], true, d);
-    assert.deepEqual(r.addresses, [{ from: '127.0.0.1:4001', to: '127.0.0.1:4002', address: '127.0.0.1:7000' }]);
+    assert.equal(r.addresses.length, 6);
+    assert.deepEqual(r.addresses.filter((a) => a.address !== UNREACHABLE), [{ from: '127.0.0.1:4001', to: '127.0.0.1:4002', address: '127.0.0.1:7000' }]);
     assert.equal(r.failures.length, 5);
     assert.ok(r.failures.some((f) => f.from === '127.0.0.1:4002' && f.to === '127.0.0.1:4001' && /connection refused/.test(f.reason)));
     assert.ok(r.failures.some((f) => f.to === '127.0.0.1:4003' && /no worker announces/.test(f.reason)));
-  });
-
-  test('a plan without a split field splits by layers', () => {
-    const plan = {} as Plan;
-    assert.equal(splitOf(plan), 'layer');
-    assert.equal(splitOf({ ...plan, split: 'tensor' } as Plan), 'tensor');
-    assert.equal(splitOf({ ...plan, split: 'rows' } as unknown as Plan), 'layer');
   });
 });

@@ -146,9 +146,9 @@ describe('the time model in tensor mode', () => {
     assert.ok(Math.abs(t.total - (t.computeSeconds + t.reduceSeconds + t.coordinatorSeconds)) < 1e-15);
   });
 
-  test('the graphs ggml-rpc sends grow with the square of the layers (measured: 2,558 tensors per token for 8 layers)', () => {
-    assert.ok(Math.abs(graphTensorsPerToken(8) - 2558) / 2558 < 0.05);
-    assert.ok(graphTensorsPerToken(80) > 50 * graphTensorsPerToken(8), 'ten times the layers, about eighty times the tensors');
+  test('the graphs ggml-rpc sends grow with the layers, an earlier graph\'s result going as a leaf (measured: 424 tensors per token for 8 layers)', () => {
+    assert.ok(Math.abs(graphTensorsPerToken(8) - 424) / 424 < 0.05);
+    assert.ok(graphTensorsPerToken(80) < 11 * graphTensorsPerToken(8), 'ten times the layers, about ten times the tensors');
   });
 
   test('under the speed objective a faster device takes a larger share, so both finish together', () => {

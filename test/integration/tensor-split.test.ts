@@ -1,0 +1,94 @@
+// A model split by tensors through the coordinator (--split tensor): every worker holds a share of every
+// layer and the workers all-reduce the partial sums among themselves (hearth's patch to ggml-rpc). Closed
+// cluster of three workers (peer links through relays the workers open), and an open one of two with
+// pipelined decode; greedy answers equal the one-process reference, the prompt cache and n-gram
+// speculation work, and a worker lost mid-answer makes the engine stop and re-plan, the answers going on.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { newToken } from '../../link/token.js';
+import { ChurnWorker } from '../helpers/churn.js';
+import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
+import { assertGreedyMatches, GREEDY, PROMPTS, referenceRuns, type GreedyRun } from '../helpers/generate.js';
+import { testModel } from '../helpers/models.js';
+import { references, underFault, type References } from '../helpers/resume.js';
+import { startWorker, type WorkerHandle } from '../helpers/worker.js';
+
+const TOKENS = 24;
+
+/** Every prompt at once (continuous batching in tensor mode), each equal to its reference. */
+async function allEqual(coord: CoordinatorHandle, refs: GreedyRun[], what: string): Promise<void> {
+  const outs = await Promise.all(PROMPTS.map((p) => coord.client.generate(p, { maxTokens: TOKENS, sampling: GREEDY, timeoutMs: 120_000 })));
+  outs.forEach((o, i) => assertGreedyMatches(o.tokens, refs[i]!, `${what}, prompt ${i}`));
+}
+
+describe('tensor split, a closed cluster of three workers', () => {
+  const token = newToken();
+  const workers: ChurnWorker[] = [];
+  let model: string;
+  let coord: CoordinatorHandle;
+  let greedyRefs: GreedyRun[];
+  let refs: References;
+
+  before(async () => {
+    model = await testModel('small');
+    greedyRefs = await referenceRuns(model, PROMPTS, TOKENS);
+    for (const name of ['tensor-a', 'tensor-b', 'tensor-c']) workers.push(await ChurnWorker.start(name, token));
+    coord = await startCoordinator(model, workers.map((w) => w.handle.control), ['--split', 'tensor', '--parallel', '8', '--draft-ngram', '2', '--watchdog-seconds', '6'], { token, waitServing: false });
+    const serving = await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 3, 90_000);
+    assert.ok(serving.plan.devices.every((d) => d.layers >= 1), 'every worker holds a share of the layers');
+    refs = await references(model, coord);
+  });
+
+  after(async () => {
+    await coord?.stop();
+    await Promise.all(workers.map((w) => w.stop()));
+  });
+
+  test('the workers reduce among themselves, and the answers equal the reference', async () => {
+    assert.match(coord.logs(), /3 servers all-reduce among themselves/);
+    assert.doesNotMatch(coord.logs(), /partial sums go through this client|no peer link/);
+    await allEqual(coord, greedyRefs, 'three workers');
+    // The prompt cache: a long prompt asked again is mostly taken from the cache, and answers the same.
+    const long = PROMPTS.join(' ');
+    const first = await coord.client.generate(long, { maxTokens: 8, sampling: GREEDY });
+    const again = await coord.client.generate(long, { maxTokens: 8, sampling: GREEDY });
+    assert.ok((again.usage.cached_prompt_tokens ?? 0) > again.usage.prompt_tokens / 2, `the prompt came from the cache: ${JSON.stringify(again.usage)}`);
+    assert.deepEqual(again.tokens, first.tokens);
+  });
+
+  test('n-gram speculation drafts, and the answer is the same', async () => {
+    const prompt = 'one two three four one two three four one two three four one two three';
+    const [ref] = await referenceRuns(model, [prompt], TOKENS);
+    const out = await coord.client.generate(prompt, { maxTokens: TOKENS, sampling: GREEDY });
+    assert.ok((out.usage.draft_tokens ?? 0) > 0, `the engine drafted: ${JSON.stringify(out.usage)}`);
+    assertGreedyMatches(out.tokens, ref!, 'speculative');
+  });
+
+  test('a whole worker killed mid-answer: the engine re-plans on the two left, the answers go on', { timeout: 180_000 }, async (t) => {
+    t.diagnostic(`longest pause ${await underFault(coord, refs, 'kill-worker', () => void workers[2]!.handle.stop('SIGKILL'))} ms`);
+    const status = await coord.waitStatus((s) => s.state === 'serving' && s.in_flight === 0, 60_000);
+    assert.equal(status.plan.devices.length, 2);
+    assert.match(coord.logs(), /2 servers all-reduce among themselves/);
+  });
+});
+
+describe('tensor split, an open cluster of two workers with pipelined decode', () => {
+  const workers: WorkerHandle[] = [];
+  let coord: CoordinatorHandle;
+
+  after(async () => {
+    await coord?.stop();
+    await Promise.all(workers.map((w) => w.stop()));
+  });
+
+  test('two contexts decode side by side, every answer equal to the reference', async () => {
+    const model = await testModel('tiny');
+    const refs = await referenceRuns(model, PROMPTS, TOKENS);
+    for (const name of ['tensor-open-a', 'tensor-open-b']) workers.push(await startWorker(['--name', name]));
+    coord = await startCoordinator(model, workers.map((w) => w.control), ['--split', 'tensor', '--parallel', '8', '--pipeline', '2'], { waitServing: false });
+    await coord.waitStatus((s) => s.state === 'serving', 90_000);
+    assert.match(coord.logs(), /2 servers all-reduce among themselves/);
+    await allEqual(coord, refs, 'pipelined');
+  });
+});
