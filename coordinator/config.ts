@@ -148,6 +148,8 @@ export interface CoordinatorConfig {
   readonly cacheTypeK: z.infer<typeof cacheType>;
   readonly cacheTypeV: z.infer<typeof cacheType>;
   readonly threads: number;
+  /** Whether --threads (or threads:) was given; if not, an engine whose host CPU computes nothing takes one thread (engine-supervisor.ts). */
+  readonly threadsGiven: boolean;
   readonly reserveBytes: number;
   readonly maxWaiting: number;
   readonly maxTokensDefault: number;
@@ -333,6 +335,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     cacheTypeK: m.cacheTypeK ?? 'f16',
     cacheTypeV: m.cacheTypeV ?? 'f16',
     threads: m.threads ?? Math.max(1, cpus().length),
+    threadsGiven: m.threads !== undefined,
     reserveBytes: (m.reserveMiB ?? 512) * 1024 * 1024,
     maxWaiting: m.maxWaiting ?? 64,
     maxTokensDefault: m.maxTokensDefault ?? 256,

@@ -35,11 +35,22 @@ export function engineLoadSpec(c: CoordinatorConfig, plan: Plan, draftEndpoint: 
   return {
     modelPath: c.model!, rpcEndpoints: plan.rpcEndpoints, rpcDevices: plan.rpcDevices, splitMode: plan.split, tensorSplit: plan.tensorSplit, expertOverrides: plan.expertOverrides,
     nGpuLayers: plan.nGpuLayers, ctxSize: c.ctxSize, parallel: c.parallel, groups: plan.groups, nBatch: c.batchSize, nUbatch: c.ubatchSize,
-    typeK: c.cacheTypeK, typeV: c.cacheTypeV, threads: c.threads,
+    typeK: c.cacheTypeK, typeV: c.cacheTypeV, threads: engineThreads(c, plan, draftEndpoint),
     speculation: !embeddings && c.speculation ? { ...c.speculation, draftEndpoint } : null,
     chatTemplate: c.chatTemplate,
     embeddings,
   };
+}
+
+/**
+ * The engine's CPU threads: --threads when given; otherwise every core when this machine computes layers
+ * or the draft model, and one when the workers compute everything (the host CPU then only looks up the
+ * input embedding, and idle threads of ggml's pool would spin on cores a worker on this machine uses).
+ */
+export function engineThreads(c: Pick<CoordinatorConfig, 'threads' | 'threadsGiven' | 'speculation'>, plan: Pick<Plan, 'devices'>, draftEndpoint: string | null): number {
+  if (c.threadsGiven) return c.threads;
+  const hostComputes = plan.devices.some((d) => d.kind === 'local' && d.layers > 0) || (c.speculation?.draftModel != null && draftEndpoint === null);
+  return hostComputes ? c.threads : 1;
 }
 
 /** How an engine loss is put in words. */

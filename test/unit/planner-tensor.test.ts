@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { compileCoordinatorConfig, configFor } from '../../coordinator/config.js';
-import { engineLoadSpec, samePlacement } from '../../coordinator/engine-supervisor.js';
+import { engineLoadSpec, engineThreads, samePlacement } from '../../coordinator/engine-supervisor.js';
 import { computeBufferBytes, kvLayerBytes, logitsBufferBytes, plan } from '../../coordinator/planner/planner.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
 import { architectureRefusal, parseSplitSetting, tensorDeviceRefusal } from '../../coordinator/planner/split.js';
@@ -315,6 +315,18 @@ describe('asking for a split', () => {
     const nudged = { ...tensor, devices: tensor.devices.map((d, i) => ({ ...d, share: d.share! + (i === 0 ? 0.002 : -0.002) })) };
     assert.equal(samePlacement(tensor, nudged), true, 'a share that moved a little is no reason to reload');
     assert.equal(samePlacement(tensor, fitted(plan(input(devices)))), true);
+  });
+
+  test('an engine whose host CPU computes nothing takes one thread, unless --threads says otherwise', () => {
+    const workersOnly = { devices: [{ kind: 'rpc' as const, layers: 8 }] };
+    const withLocal = { devices: [{ kind: 'local' as const, layers: 2 }, { kind: 'rpc' as const, layers: 6 }] };
+    const auto = { threads: 8, threadsGiven: false, speculation: null };
+    assert.equal(engineThreads(auto, workersOnly as Plan, null), 1);
+    assert.equal(engineThreads(auto, withLocal as Plan, null), 8);
+    assert.equal(engineThreads({ ...auto, threadsGiven: true }, workersOnly as Plan, null), 8);
+    const draft = { ...auto, speculation: { draftModel: '/d.gguf', draftWorker: null, ngram: 0, draftMax: 16, draftMin: 0, pMin: 0.75, maxSequences: 2, tune: true } };
+    assert.equal(engineThreads(draft, workersOnly as Plan, null), 8, 'a draft model on this machine computes');
+    assert.equal(engineThreads(draft, workersOnly as Plan, '127.0.0.1:50052'), 1, 'a draft model on a worker does not');
   });
 
   test('simulation files: split, rttMs and linkGbps per device or for the cluster, hopMs kept, and the example on a 1 Gb/s LAN', async () => {
