@@ -90,6 +90,8 @@ export interface WirePlan {
     seconds_per_token?: number;
     /** Absent (proto3 default) when empty. */
     expert_layers?: number[];
+    /** Tensor split: its share of every layer, 0..1; absent (proto3 default) with whole layers. */
+    share?: number;
   }[];
   refusal: string;
   suggestions: string[];
@@ -102,6 +104,8 @@ export interface WirePlan {
   predicted_seconds_per_token?: number;
   /** Absent (proto3 default) before a plan fits. */
   groups?: number;
+  /** 'layer' or 'tensor'; absent (proto3 default) before a plan fits. */
+  split?: string;
 }
 
 export interface WireStatus {

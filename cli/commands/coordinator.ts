@@ -444,16 +444,20 @@ export function printStatus(s: WireStatus, address: string, out: (x: string) => 
     out(`  ${s.plan.refusal}\n`);
     for (const x of s.plan.suggestions) out(`  - ${x}\n`);
   } else {
-    const prow = [['device', 'owner', 'layers', 'weights', 'kv cache', 'speed', 'time/token']];
+    const tensor = s.plan.split === 'tensor';
+    const prow = [['device', 'owner', tensor ? 'share of every layer' : 'layers', 'weights', 'kv cache', 'speed', 'time/token']];
     for (const d of s.plan.devices) {
       prow.push([
         d.device, d.owner,
-        `${d.layers} (${d.layers > 0 ? `${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''}` : 'none'})${d.expert_layers?.length ? ` +experts of ${layerRanges(d.expert_layers)}` : ''}`, formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
+        tensor
+          ? `${((d.share ?? 0) * 100).toFixed(1)}%`
+          : `${d.layers} (${d.layers > 0 ? `${d.first_layer}-${d.first_layer + d.layers - 1}${d.holds_output ? ' +out' : ''}` : 'none'})${d.expert_layers?.length ? ` +experts of ${layerRanges(d.expert_layers)}` : ''}`,
+        formatBytes(Number(d.weight_bytes)), formatBytes(Number(d.kv_bytes)),
         d.bytes_per_second ? formatSpeed(d.bytes_per_second) : 'unmeasured', d.seconds_per_token ? `${(d.seconds_per_token * 1000).toFixed(2)} ms` : '-',
       ]);
     }
     out(table(prow) + '\n');
-    out(`placement: ${s.plan.objective || '-'}; predicted ${predictedSpeed(s.plan.predicted_seconds_per_token || null)}\n`);
+    out(`placement: ${s.plan.objective || '-'}${tensor ? ', tensor split (the workers compute every layer together and reduce among themselves)' : ''}; predicted ${predictedSpeed(s.plan.predicted_seconds_per_token || null)}\n`);
     if (s.last_replan) out(`last re-planned by itself: ${s.last_replan}\n`);
     for (const x of s.plan.excluded) out(`left out ${x}\n`);
   }

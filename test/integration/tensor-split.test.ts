@@ -36,7 +36,9 @@ describe('tensor split, a closed cluster of three workers', () => {
     for (const name of ['tensor-a', 'tensor-b', 'tensor-c']) workers.push(await ChurnWorker.start(name, token));
     coord = await startCoordinator(model, workers.map((w) => w.handle.control), ['--split', 'tensor', '--parallel', '8', '--draft-ngram', '2', '--watchdog-seconds', '6'], { token, waitServing: false });
     const serving = await coord.waitStatus((s) => s.state === 'serving' && s.plan.devices.length === 3, 90_000);
-    assert.ok(serving.plan.devices.every((d) => d.layers >= 1), 'every worker holds a share of the layers');
+    assert.equal(serving.plan.split, 'tensor');
+    const shares = serving.plan.devices.map((d) => d.share ?? 0);
+    assert.ok(shares.every((x) => x > 0.2) && Math.abs(shares.reduce((a, b) => a + b, 0) - 1) < 1e-6, `every worker holds a share of every layer: ${shares.join(', ')}`);
     refs = await references(model, coord);
   });
 

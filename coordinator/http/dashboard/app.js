@@ -184,18 +184,19 @@ function renderPlan(s) {
     `context ${p.ctx_size ?? '–'} tokens`,
     `parallel ${p.parallel ?? s.parallel}`,
     p.objective ? `placed for ${p.objective}` : null,
-    p.fits ? `${layers} layers on ${devices.length} device${devices.length === 1 ? '' : 's'}` : 'no plan fits',
+    p.fits ? (p.split === 'tensor' ? `every layer split over ${devices.length} devices (tensor split)` : `${layers} layers on ${devices.length} device${devices.length === 1 ? '' : 's'}`) : 'no plan fits',
     s.speculation ? `speculation: ${s.speculation}` : null,
   ].filter(Boolean).join(' · ');
   $('plan-devices').replaceChildren(...devices.map((d) => {
     const last = d.first_layer + d.layers - 1;
-    const range = d.layers > 0 ? `layers ${d.first_layer}–${last}` : 'no layers';
+    const shared = p.split === 'tensor';
+    const range = shared ? `${((d.share ?? 0) * 100).toFixed(1)}% of every layer` : d.layers > 0 ? `layers ${d.first_layer}–${last}` : 'no layers';
     return h('li', { 'data-owner': d.owner },
-      h('strong', {}, `${d.owner} ${d.device}`), ` ${range}${d.holds_output ? ' + output' : ''}`,
+      h('strong', {}, `${d.owner} ${d.device}`), ` ${range}${d.holds_output && !shared ? ' + output' : ''}`,
       d.expert_layers?.length ? ` + experts of ${d.expert_layers.length} block${d.expert_layers.length === 1 ? '' : 's'}` : '',
       h('div', { class: 'bar layers', role: 'img', 'aria-label': range },
-        h('span', { class: 'seg gap', style: `width:${pct(d.first_layer, layers)}%` }),
-        h('span', { class: 'seg hearth', style: `width:${pct(d.layers, layers)}%` })),
+        h('span', { class: 'seg gap', style: `width:${shared ? 0 : pct(d.first_layer, layers)}%` }),
+        h('span', { class: 'seg hearth', style: `width:${shared ? (d.share ?? 0) * 100 : pct(d.layers, layers)}%` })),
       h('small', {}, `weights ${bytes(d.weight_bytes)} · KV ${bytes(d.kv_bytes)} · compute ${bytes(d.compute_bytes)} · free ${bytes(d.free_bytes)}`
         + (d.seconds_per_token > 0 ? ` · ${(d.seconds_per_token * 1000).toFixed(1)} ms/token` : '')));
   }));
