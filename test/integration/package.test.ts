@@ -107,7 +107,7 @@ describe('the npm package, installed and run from elsewhere', { skip: process.pl
     for (const needed of [
       'package.json', 'README.md', 'bin/hearth.js', 'dist/pack-info.json', 'dist/cli/program.js', 'dist/cli/main.js', 'dist/bench/command.js',
       'dist/coordinator/engine/engine-main.js', 'proto/hearth/v1/worker.proto', 'proto/hearth/v1/coordinator.proto', 'coordinator/http/dashboard/index.html',
-      'native/CMakeLists.txt', 'native/package.json', 'native/scripts/build.mjs', 'native/src/rpc-server/main.cpp',
+      'native/CMakeLists.txt', 'native/package.json', 'native/scripts/build.mjs', 'native/src/rpc-server/main.cpp', 'native/patches/ggml-rpc-peer-allreduce.patch',
     ]) {
       assert.ok(paths.includes(needed), `${needed} is in the package`);
     }

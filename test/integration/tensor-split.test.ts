@@ -4,6 +4,7 @@
 // pipelined decode; greedy answers equal the one-process reference, the prompt cache and n-gram
 // speculation work, and a worker lost mid-answer makes the engine stop and re-plan, the answers going on.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 
 import { newToken } from '../../link/token.js';
@@ -11,6 +12,7 @@ import { ChurnWorker } from '../helpers/churn.js';
 import { startCoordinator, type CoordinatorHandle } from '../helpers/coordinator.js';
 import { assertGreedyMatches, GREEDY, PROMPTS, referenceRuns, type GreedyRun } from '../helpers/generate.js';
 import { testModel } from '../helpers/models.js';
+import { processTree } from '../helpers/process-tree.js';
 import { references, underFault, type References } from '../helpers/resume.js';
 import { startWorker, type WorkerHandle } from '../helpers/worker.js';
 
@@ -20,6 +22,25 @@ const TOKENS = 24;
 async function allEqual(coord: CoordinatorHandle, refs: GreedyRun[], what: string): Promise<void> {
   const outs = await Promise.all(PROMPTS.map((p) => coord.client.generate(p, { maxTokens: TOKENS, sampling: GREEDY, timeoutMs: 120_000 })));
   outs.forEach((o, i) => assertGreedyMatches(o.tokens, refs[i]!, `${what}, prompt ${i}`));
+}
+
+/**
+ * Cuts the peer links of these workers' rpc servers: every connection an rpc server dialled itself (its
+ * local port is not the one it listens on), leaving the coordinator's links to them. `ss -K` aborts the
+ * sockets as a network fault would. Returns how many it cut.
+ */
+function cutPeerLinks(workers: ChurnWorker[]): number {
+  const servers = new Set(workers.flatMap((w) => processTree(w.handle.process.pid!)).filter((p) => /ggml-rpc-server/.test(p.command)).map((p) => p.pid));
+  const owned = (line: string) => [...line.matchAll(/pid=(\d+)/g)].some((m) => servers.has(Number(m[1])));
+  const listening = new Set(execFileSync('ss', ['-tlnpH'], { encoding: 'utf8' }).split('\n').filter(owned).map((l) => l.trim().split(/\s+/)[3]!.split(':').pop()));
+  let cut = 0;
+  for (const line of execFileSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' }).split('\n').filter(owned)) {
+    const [, , local, peer] = line.trim().split(/\s+/);
+    if (!local || !peer || listening.has(local.split(':').pop())) continue;
+    execFileSync('ss', ['-K', 'src', local, 'dst', peer]);
+    cut++;
+  }
+  return cut;
 }
 
 describe('tensor split, a closed cluster of three workers', () => {
@@ -66,8 +87,15 @@ describe('tensor split, a closed cluster of three workers', () => {
     assertGreedyMatches(out.tokens, ref!, 'speculative');
   });
 
+  test('a peer link cut mid-answer: the engine stops and re-plans as for a lost worker, the answers go on', { timeout: 180_000 }, async (t) => {
+    let cut = 0;
+    t.diagnostic(`longest pause ${await underFault(coord, refs, 'cut-peer-link', () => void (cut = cutPeerLinks(workers)), 0)} ms`);
+    assert.ok(cut >= 2, `peer links were cut (${cut})`);
+    await coord.waitStatus((s) => s.state === 'serving' && s.in_flight === 0 && s.plan.devices.length === 3, 60_000);
+  });
+
   test('a whole worker killed mid-answer: the engine re-plans on the two left, the answers go on', { timeout: 180_000 }, async (t) => {
-    t.diagnostic(`longest pause ${await underFault(coord, refs, 'kill-worker', () => void workers[2]!.handle.stop('SIGKILL'))} ms`);
+    t.diagnostic(`longest pause ${await underFault(coord, refs, 'kill-worker', () => void workers[2]!.handle.stop('SIGKILL'), 0)} ms`);
     const status = await coord.waitStatus((s) => s.state === 'serving' && s.in_flight === 0, 60_000);
     assert.equal(status.plan.devices.length, 2);
     assert.match(coord.logs(), /2 servers all-reduce among themselves/);
