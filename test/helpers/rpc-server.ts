@@ -1,5 +1,8 @@
 // Real ggml-rpc-server processes on 127.0.0.1 for tests, on free ports.
+import { connect, type Socket } from 'node:net';
+
 import { freePortOn } from '../../common/ports.js';
+import { encodeHello, HELLO_RESPONSE_SIZE } from '../../native/rpc-protocol.js';
 import { RpcServerProcess } from '../../worker/rpc-server-process.js';
 
 export interface RpcServerHandle {
@@ -30,4 +33,20 @@ export async function startRpcServer(options: { threads?: number; cacheDir?: str
       await server.stop(500);
     },
   };
+}
+
+/** A client that said HELLO and got its answer: the rpc server it reached serves it until it closes. */
+export async function heldClient(port: number): Promise<Socket> {
+  const socket = connect({ host: '127.0.0.1', port });
+  let got = 0;
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.on('data', (d: Buffer) => {
+      got += d.length;
+      // The reply to HELLO: an 8-byte size, then the version.
+      if (got >= 8 + HELLO_RESPONSE_SIZE) resolve();
+    });
+    socket.write(encodeHello());
+  });
+  return socket;
 }

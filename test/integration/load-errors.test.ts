@@ -10,9 +10,8 @@ import { ErrorCode, HearthError } from '../../common/errors.js';
 import { loadBinding, toHearthError } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel } from '../../native/llama.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
-import { encodeHello, HELLO_RESPONSE_SIZE } from '../../native/rpc-protocol.js';
 import { testModel } from '../helpers/models.js';
-import { freePort, startRpcServer, type RpcServerHandle } from '../helpers/rpc-server.js';
+import { freePort, heldClient, startRpcServer, type RpcServerHandle } from '../helpers/rpc-server.js';
 
 function rejectsWith(code: ErrorCode, pattern: RegExp) {
   return (e: unknown) => {
@@ -68,17 +67,7 @@ describe('load errors', () => {
     // ggml-rpc-server serves one client at a time: hold it with a client that said HELLO, and probe again
     // (a connection that says nothing holds nothing: the server reads each connection's first command on
     // the side, to tell a peer server's link from a client).
-    const { Socket } = await import('node:net');
-    const holder = new Socket();
-    await new Promise<void>((resolve, reject) => holder.connect(server.port, '127.0.0.1', resolve).once('error', reject));
-    holder.write(encodeHello());
-    await new Promise<void>((resolve) => {
-      let got = 0;
-      holder.on('data', (d: Buffer) => {
-        got += d.length;
-        if (got >= 8 + HELLO_RESPONSE_SIZE) resolve();
-      });
-    });
+    const holder = await heldClient(server.port);
     try {
       const started = Date.now();
       await assert.rejects(probeRpcServer(server.endpoint, { timeoutMs: 500 }), rejectsWith(ErrorCode.Unavailable, /did not answer within 500 ms/));

@@ -14,10 +14,11 @@ import { pino } from 'pino';
 import { SecureGateway } from '../../link/gateway.js';
 import { SecureRelay } from '../../link/relay.js';
 import { ClusterSecret, newToken } from '../../link/token.js';
-import { encodeHello, HELLO_RESPONSE_SIZE, parseVersion } from '../../native/rpc-protocol.js';
+import { parseVersion } from '../../native/rpc-protocol.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
 import { PeerLinks } from '../../worker/peer-links.js';
 import { encodePeerHello, PEER_HELLO_SIZE } from '../../worker/rpc-router.js';
+import { heldClient } from '../helpers/rpc-server.js';
 import { readyHealth, startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
 
 interface TcpSocket {
@@ -95,20 +96,6 @@ async function primaryPort(worker: WorkerHandle): Promise<number> {
   return ports[0]!;
 }
 
-/** A client that said HELLO and got its answer: the server it reached serves it until it closes. */
-async function heldClient(port: number): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port });
-  let got = 0;
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
-    socket.on('data', (d: Buffer) => {
-      got += d.length;
-      if (got >= 8 + HELLO_RESPONSE_SIZE) resolve();
-    });
-    socket.write(encodeHello());
-  });
-  return socket;
-}
 
 /** A raw connection that sends `bytes`; `closed` resolves when the far side closes it. */
 async function rawClient(port: number, bytes: Buffer): Promise<{ socket: Socket; closed: Promise<void> }> {

@@ -2,28 +2,11 @@
 // takes one client at a time, so each connection to the worker's rpc port gets a server of its own.
 // Checked with real connections that speak the RPC protocol, to a real worker.
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
-import { encodeHello, HELLO_RESPONSE_SIZE } from '../../native/rpc-protocol.js';
 import { probeRpcServer } from '../../native/rpc-probe.js';
+import { heldClient } from '../helpers/rpc-server.js';
 import { startWorker, waitFor, type WorkerHandle } from '../helpers/worker.js';
-
-/** A client that said HELLO and got its answer: the server it reached serves it until it closes. */
-async function heldClient(port: number): Promise<Socket> {
-  const socket = connect({ host: '127.0.0.1', port });
-  let got = 0;
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
-    socket.on('data', (d: Buffer) => {
-      got += d.length;
-      // The reply to HELLO: an 8-byte size, then the version.
-      if (got >= 8 + HELLO_RESPONSE_SIZE) resolve();
-    });
-    socket.write(encodeHello());
-  });
-  return socket;
-}
 
 describe('a worker with several engines connected', () => {
   let worker: WorkerHandle;
