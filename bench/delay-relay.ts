@@ -29,7 +29,7 @@ function nowMs(): number {
 }
 
 /** How early the timer thread wakes from its sleep to spin up to the release time, ms. */
-const SPIN_MS = 0.1;
+const SPIN_MS = 0.15;
 /** Chunks due within this of a wake-up go out with it, ms. */
 const BATCH_MS = 0.02;
 
