@@ -3,7 +3,7 @@
 // so a comparison is between the two programs and nothing else. They share one build tree, so the
 // second tool costs only its own sources.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -46,7 +46,11 @@ export async function ensureLlamaTool(tool: LlamaTool, log: (line: string) => vo
   const dir = join(homedir(), '.cache', 'hearth', `llama-tools-${info.llamaCppRelease}-${info.llamaCppCommit ?? 'x'}${info.nativeCpu ? '-native' : ''}`);
   // llama.cpp's CMakeLists puts executables in <build>/bin.
   const binary = join(dir, 'build', 'bin', tool);
-  if (existsSync(binary)) return binary;
+  // The tree carries hearth's patches (native/patches): a tool built before they changed is built again
+  // (only what the patches touch is compiled again).
+  const stamp = join(dir, `${tool}.patches`);
+  const patches = info.llamaCppPatches ?? 'none';
+  if (existsSync(binary) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === patches) return binary;
   mkdirSync(dir, { recursive: true });
   log(`building llama.cpp's ${tool} from ${info.llamaCppDir} (once; cached in ${dir})`);
   const defs = {
@@ -75,5 +79,6 @@ export async function ensureLlamaTool(tool: LlamaTool, log: (line: string) => vo
   }
   await run('cmake', ['--build', join(dir, 'build'), '--target', tool, '-j', String(Math.max(1, cpus().length))], tool, log);
   if (!existsSync(binary)) throw new HearthError(ErrorCode.Internal, `the ${tool} build did not produce ${binary}`);
+  writeFileSync(stamp, `${patches}\n`);
   return binary;
 }

@@ -1,6 +1,7 @@
 // The cluster as the planner sees it: the admitted workers' devices (less the ones held out for
-// flapping), the coordinator's own CPU, each worker's hop priced from its round-trip time, the memory
-// a running engine holds counted free, and the draft model's share taken off its device.
+// flapping), the coordinator's own CPU, each worker's hop priced from its round-trip time (and its
+// link's speed, for tensor mode's partial sums), the memory a running engine holds counted free, and the
+// draft model's share taken off its device.
 import { basename } from 'node:path';
 
 import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
@@ -8,12 +9,15 @@ import type { Logger } from '../common/logger.js';
 import { calibrateDevices, calibrationTypeOf, type CalibrationType, type DeviceSpeed } from '../host/calibration.js';
 import { hostMemory } from '../host/host-memory.js';
 import { minRtts } from '../host/tcp-bytes.js';
+import { isLoopback } from '../link/token.js';
 import { readModelFacts, type ModelFacts } from '../models/gguf-info.js';
+import { rpcProtocolVersion } from '../native/llama.js';
 import { NO_MODEL, type CoordinatorConfig } from './config.js';
 import type { LoadedInfo } from './engine/protocol.js';
 import type { WorkerLinks } from './links.js';
 import { kvLayerBytes } from './planner/kv.js';
 import { computeBufferBytes, logitsBufferBytes } from './planner/planner.js';
+import { hopFromRtt } from './planner/time-model.js';
 import type { CandidateDevice, PlacementObjective, Plan, PlanInput } from './planner/types.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
 
@@ -44,22 +48,29 @@ export function candidateDevices(
       out.push({
         key: `${w.id}/${d.name}`, kind: 'rpc', owner: w.name, deviceName: d.name, endpoint: w.rpcEndpoint, serverIndex,
         freeBytes: Number(d.free_bytes), totalBytes: Number(d.total_bytes), bytesPerSecond: speedOf(d.bytes_per_second, d.bytes_per_second_by_type),
+        rpcProtocol: w.info.build.rpc_protocol,
+        ...(onLoopback(w) ? { linkBytesPerSecond: LOOPBACK_BYTES_PER_SECOND } : {}),
       });
     }
   }
   return out;
 }
 
-/**
- * What a hop to a worker costs per generated token, from the round trip to it: llama.cpp's RPC client
- * waits for about two round trips per device per token (the graph goes out, the activations come back),
- * and the server takes a fraction of a millisecond to take the graph in.
- */
+/** What a hop to a worker costs per generated token, from the round trip to it in milliseconds (time-model.ts's hopFromRtt). */
 export function hopSecondsFromRtt(rttMs: number): number {
-  return (HOP_ROUND_TRIPS * rttMs + HOP_SERVER_MS) / 1000;
+  return hopFromRtt(rttMs / 1000);
 }
-const HOP_ROUND_TRIPS = 2;
-const HOP_SERVER_MS = 0.3;
+
+/**
+ * A worker on this machine (its rpc address on loopback, as in tests and benchmarks): its partial sums
+ * cross no network, so its link is taken to be as fast as the kernel copies (nobody measures links).
+ */
+const LOOPBACK_BYTES_PER_SECOND = 2e9;
+
+function onLoopback(w: WorkerRecord): boolean {
+  const remote = w.rpcRemote ?? w.rpcEndpoint;
+  return remote !== null && isLoopback(remote.slice(0, remote.lastIndexOf(':')));
+}
 
 /**
  * What a worker's CPU device lends hearth in all, its rpc servers' holdings included (free + held), or
@@ -151,7 +162,10 @@ export class ClusterView {
     for (const d of devices) {
       const w = workers.find((r) => d.key.startsWith(`${r.id}/`));
       const rtt = w ? rtts.get(w.control) : undefined;
-      if (rtt !== undefined) d.hopSeconds = hopSecondsFromRtt(rtt);
+      if (rtt !== undefined) {
+        d.hopSeconds = hopSecondsFromRtt(rtt);
+        d.rttSeconds = rtt / 1000;
+      }
     }
     for (const d of devices) {
       // `lent`: plan in what the machine lends in all, as if no engine held any of it (hearth plan).
@@ -178,6 +192,8 @@ export class ClusterView {
       context: { ctxSize: c.ctxSize, parallel: c.parallel, typeK: c.cacheTypeK, typeV: c.cacheTypeV, nUbatch: c.ubatchSize, pipeline: c.pipeline },
       reserveBytes: c.reserveBytes,
       objective,
+      split: c.split,
+      rpcProtocol: rpcProtocolVersion(),
     };
   }
 

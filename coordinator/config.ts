@@ -13,11 +13,13 @@ import { formatModelRef, parseModelRef, type ModelRef } from '../models/model-re
 import { firstShardPath, parseSplitName } from '../models/split.js';
 import type { SpeculationSettings } from './engine/protocol.js';
 import { PIPELINE_HELP, type PipelineSetting } from './planner/pipeline.js';
-import type { PlacementObjective } from './planner/types.js';
+import { SPLIT_HELP } from './planner/split.js';
+import type { PlacementObjective, SplitSetting } from './planner/types.js';
 
 const port = z.number().int().min(0, 'must be a port from 0 to 65535').max(65535, 'must be a port from 0 to 65535');
 const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
 const PIPELINE_MUST = `must be ${PIPELINE_HELP} from 1 to 64`;
+const split = z.enum(['layer', 'tensor', 'auto'], { error: `must be ${SPLIT_HELP}` });
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be host:port, such as 192.168.1.20:50051');
 
 const DURATION_MUST = 'must be a duration such as 90s, 10m or 2h (or a number of seconds)';
@@ -37,6 +39,7 @@ export const modelEntrySchema = z.strictObject({
   draftWorker: z.string().min(1).optional(),
   draftNgram: z.number().int().min(0).max(64, 'must be at most 64 tokens').optional(),
   chatTemplate: z.string().min(1).optional(),
+  split: split.optional(),
 });
 export type ModelEntry = z.infer<typeof modelEntrySchema>;
 
@@ -49,6 +52,7 @@ export const clusterFileSchema = z.strictObject({
   mdns: z.boolean().optional(),
   localDevice: z.boolean().optional(),
   placement: z.enum(['speed', 'memory']).optional(),
+  split: split.optional(),
   host: z.string().optional(),
   grpcPort: port.optional(),
   httpPort: port.optional(),
@@ -111,6 +115,8 @@ export interface ServedModelConfig {
   readonly speculationNote?: string | null;
   /** A Jinja chat template used in place of the model's own (its text), or null. */
   readonly chatTemplate: string | null;
+  /** How this model is split over the workers (planner/split.ts). */
+  readonly split: SplitSetting;
 }
 export interface CoordinatorConfig {
   /**
@@ -127,6 +133,8 @@ export interface CoordinatorConfig {
   readonly localDevice: boolean;
   /** What the planner optimises: time per token within memory ('speed'), or shares of memory. */
   readonly placement: PlacementObjective;
+  /** Whole layers per device, a share of every layer on every worker, or the faster (planner/split.ts); the default model's. */
+  readonly split: SplitSetting;
   /** Address the APIs bind to. */
   readonly host: string;
   readonly grpcPort: number;
@@ -177,7 +185,7 @@ export interface CoordinatorConfig {
 export function configFor(c: CoordinatorConfig, m: ServedModelConfig): CoordinatorConfig {
   return Object.freeze({
     ...c, model: m.model, modelRef: m.modelRef, ctxSize: m.ctxSize, parallel: m.parallel,
-    speculation: m.speculation, speculationNote: m.speculationNote ?? null, chatTemplate: m.chatTemplate, models: [m],
+    speculation: m.speculation, speculationNote: m.speculationNote ?? null, chatTemplate: m.chatTemplate, split: m.split, models: [m],
   });
 }
 
@@ -278,6 +286,8 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
       : null;
   const ctxSize = m.ctxSize ?? 4096;
   const parallel = m.parallel ?? 4;
+  // A flag applies to every model; the file's top-level split to the models whose entries give none.
+  const splitOf = (entry: ModelEntry): SplitSetting => f.split ?? entry.split ?? fromFile.split ?? 'auto';
   // The top-level draft model drafts for the first model (a draft must share its model's vocabulary);
   // another model names its own.
   const models = entries.map(({ entry: e, where, base: from }, i): ServedModelConfig => {
@@ -299,6 +309,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
       parallel: e.parallel ?? parallel,
       speculation: speculationOf(draft, e.draftWorker ?? (i === 0 ? (m.draftWorker ?? null) : null), e.draftNgram ?? (i === 0 ? (m.draftNgram ?? 0) : 0)),
       chatTemplate: e.chatTemplate === undefined ? null : readTemplate(e.chatTemplate, from, `${where}.chatTemplate`),
+      split: splitOf(e),
     });
   });
   checkModelNames(models, entries.map((e) => e.where));
@@ -310,6 +321,7 @@ export function compileCoordinatorConfig(sources: { file: string | null; flags: 
     mdns: m.mdns ?? true,
     localDevice: m.localDevice ?? true,
     placement: m.placement ?? 'speed',
+    split: first?.split ?? m.split ?? 'auto',
     host,
     grpcPort: m.grpcPort ?? 50050,
     httpPort: m.httpPort ?? 8080,

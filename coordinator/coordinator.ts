@@ -80,7 +80,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       // itself would wait before calling it lost.
       watchMs: Math.max(config.workerTimeoutMs, 2 * config.heartbeatMs),
     });
-    const models = config.models.length > 0 ? config.models : [{ id: 'model', aliases: [], model: config.model, modelRef: config.modelRef, policy: 'pinned' as const, idleMs: 0, ctxSize: config.ctxSize, parallel: config.parallel, speculation: config.speculation, chatTemplate: config.chatTemplate }];
+    const models = config.models.length > 0 ? config.models : [{ id: 'model', aliases: [], model: config.model, modelRef: config.modelRef, policy: 'pinned' as const, idleMs: 0, ctxSize: config.ctxSize, parallel: config.parallel, speculation: config.speculation, chatTemplate: config.chatTemplate, split: config.split }];
     const several = models.length > 1;
     this.#rooms = models.map((m) => new ModelRoom(m, configFor(config, m), several ? log.child({ model: m.id }) : log, this.#roomHost(options.plan ?? makePlan, several ? `${m.id}: ` : '')));
     this.#history = new ServingHistory(this, () => ({ inFlight: this.#sum((r) => r.inFlight), waiting: this.#sum((r) => r.waiting) }));

@@ -33,7 +33,7 @@ export interface EngineLoss {
 export function engineLoadSpec(c: CoordinatorConfig, plan: Plan, draftEndpoint: string | null, kind: ModelKind): EngineLoadSpec {
   const embeddings = kind !== 'chat';
   return {
-    modelPath: c.model!, rpcEndpoints: plan.rpcEndpoints, rpcDevices: plan.rpcDevices, tensorSplit: plan.tensorSplit, expertOverrides: plan.expertOverrides,
+    modelPath: c.model!, rpcEndpoints: plan.rpcEndpoints, rpcDevices: plan.rpcDevices, splitMode: plan.split, tensorSplit: plan.tensorSplit, expertOverrides: plan.expertOverrides,
     nGpuLayers: plan.nGpuLayers, ctxSize: c.ctxSize, parallel: c.parallel, groups: plan.groups, nBatch: c.batchSize, nUbatch: c.ubatchSize,
     typeK: c.cacheTypeK, typeV: c.cacheTypeV, threads: c.threads,
     speculation: !embeddings && c.speculation ? { ...c.speculation, draftEndpoint } : null,
@@ -245,8 +245,16 @@ export class EngineSupervisor extends EventEmitter<SupervisorEvents> {
   }
 }
 
-/** Two plans put the same layers, and the same blocks' experts, on the same devices. */
+/**
+ * Two plans split the model the same way: the same layers, and the same blocks' experts, on the same
+ * devices; or in tensor mode the same devices with shares within SHARE_TOLERANCE (shares follow free
+ * memory and measured speeds, which move a little between any two readings: not worth a reload).
+ */
 export function samePlacement(a: Plan, b: Plan): boolean {
-  const key = (p: Plan) => p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}${d.expertLayers.length > 0 ? `+experts ${d.expertLayers.join(',')}` : ''}`).join('|');
-  return key(a) === key(b);
+  if (a.split !== b.split) return false;
+  const key = (p: Plan) =>
+    p.devices.map((d) => `${d.key}:${d.firstLayer}+${d.layers}${d.expertLayers.length > 0 ? `+experts ${d.expertLayers.join(',')}` : ''}`).join('|');
+  if (key(a) !== key(b)) return false;
+  return a.devices.every((d, i) => Math.abs((d.share ?? 0) - (b.devices[i]!.share ?? 0)) < SHARE_TOLERANCE);
 }
+const SHARE_TOLERANCE = 0.01;

@@ -5,11 +5,14 @@
 // endpoint is stable across re-plans.
 import { EventEmitter } from 'node:events';
 
+import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { SecureRelay } from '../link/relay.js';
 import type { LinkKind } from '../link/tls.js';
 import type { ClusterSecret } from '../link/token.js';
-import type { PlanResult } from './planner/types.js';
+import type { PeerAddress } from './engine/protocol.js';
+import type { Plan, PlanResult } from './planner/types.js';
+import type { WorkerRegistry } from './registry.js';
 
 export interface LinkEvents {
   /** A live connection to `endpoint` (a dial endpoint) broke on the worker's side. */
@@ -38,6 +41,63 @@ export function remotePlan<P extends PlanResult>(plan: P, links: Pick<WorkerLink
   if (!plan.fits) return plan;
   const remote = (e: string) => links.remoteOf(e);
   return { ...plan, rpcEndpoints: plan.rpcEndpoints.map(remote), devices: plan.devices.map((d) => ({ ...d, endpoint: d.endpoint && remote(d.endpoint) })) };
+}
+
+/** How a plan splits the model over its devices; a plan without the field (made before tensor splits existed) splits by layers. */
+export function splitOf(plan: Plan): 'layer' | 'tensor' {
+  return (plan as Plan & { split?: unknown }).split === 'tensor' ? 'tensor' : 'layer';
+}
+
+/** What peerAddresses needs to know of the workers behind a plan's endpoints. */
+export interface PeerDirectory {
+  /** The rpc address a worker announces (in discovery or the static list) behind a plan endpoint, or null. */
+  announced(endpoint: string): string | null;
+  /** Asks the worker behind plan endpoint `from` where its rpc server dials `remote` (OpenPeerLink). */
+  openPeerLink(from: string, remote: string): Promise<string>;
+}
+
+/** The directory of the registry's workers: a plan endpoint is a worker's rpc endpoint (its relay in a closed cluster). */
+export function registryPeers(registry: Pick<WorkerRegistry, 'byEndpoint' | 'openPeerLink'>, links: Pick<WorkerLinks, 'remoteOf'>): PeerDirectory {
+  return {
+    announced: (endpoint) => registry.byEndpoint(endpoint)?.rpcRemote ?? links.remoteOf(endpoint),
+    openPeerLink: async (from, remote) => {
+      const worker = registry.byEndpoint(from);
+      if (!worker) throw new HearthError(ErrorCode.Unavailable, `no admitted worker serves ${links.remoteOf(from)}`);
+      return registry.openPeerLink(worker.control, remote);
+    },
+  };
+}
+
+/**
+ * For a tensor split over `endpoints` (a plan's rpcEndpoints; a worker with several devices is one
+ * server), where each server reaches each other one for the direct all-reduce. Open cluster: the
+ * other worker's announced rpc address, never a coordinator-local one. Closed: a relay on the dialling
+ * worker (OpenPeerLink) to the other's announced address, since llama.cpp's server cannot speak TLS. A
+ * pair that cannot be had is left out, with why: its reduction then goes the generic way.
+ */
+export async function peerAddresses(
+  endpoints: readonly string[],
+  secure: boolean,
+  peers: PeerDirectory,
+): Promise<{ addresses: PeerAddress[]; failures: { from: string; to: string; reason: string }[] }> {
+  const servers = [...new Set(endpoints)];
+  const pairs = servers.flatMap((from) => servers.filter((to) => to !== from).map((to) => ({ from, to })));
+  const results = await Promise.all(
+    pairs.map(async ({ from, to }) => {
+      const remote = peers.announced(to);
+      if (!remote) return { from, to, reason: `no worker announces the rpc server behind ${to}` };
+      if (!secure) return { from, to, address: remote };
+      try {
+        return { from, to, address: await peers.openPeerLink(from, remote) };
+      } catch (e) {
+        return { from, to, reason: messageOf(e) };
+      }
+    }),
+  );
+  return {
+    addresses: results.filter((r): r is PeerAddress => 'address' in r),
+    failures: results.filter((r): r is { from: string; to: string; reason: string } => 'reason' in r),
+  };
 }
 
 /** Open links without a cluster secret, authenticated relays with one. */

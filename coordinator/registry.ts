@@ -218,6 +218,11 @@ export class WorkerRegistry extends EventEmitter<RegistryEvents> {
     );
   }
 
+  /** Asks the worker at `control` where its rpc server dials to reach the rpc server at `remote` (a peer link). */
+  async openPeerLink(control: string, remote: string, timeoutMs = 5000): Promise<string> {
+    return (await this.#client(control).openPeerLink(remote, { timeoutMs })).address;
+  }
+
   /** Health of one worker right now, bypassing the heartbeat schedule. */
   async health(control: string, timeoutMs = 1500) {
     return this.#client(control).health({ timeoutMs });

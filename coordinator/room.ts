@@ -23,9 +23,9 @@ import { describeDrift, speedDrift } from './drift.js';
 import { PooledRequests } from './embeddings.js';
 import { EngineSupervisor, engineLoadSpec, lossCause, samePlacement, type EngineLoss } from './engine-supervisor.js';
 import type { EngineProcess, GenerateHandlers, GenerateResult } from './engine/engine-process.js';
-import type { LoadedInfo, PromptInput } from './engine/protocol.js';
+import type { LoadedInfo, PeerAddress, PromptInput } from './engine/protocol.js';
 import type { FlapGuard } from './flaps.js';
-import type { WorkerLinks } from './links.js';
+import { peerAddresses, registryPeers, splitOf, type WorkerLinks } from './links.js';
 import { checkPrompt, resolveParams, type RequestSettings } from './params.js';
 import type { Plan, PlanInput, PlanResult } from './planner/types.js';
 import type { WorkerRecord, WorkerRegistry } from './registry.js';
@@ -491,19 +491,36 @@ export class ModelRoom {
     this.#loaded = null;
     this.#load = { ...this.#load, progress: 0 };
     this.#setState('loading', `loading ${this.cluster.model?.name ?? this.id} onto ${plan.devices.length} device(s)`);
-    const outcome = await this.#supervisor.start(plan, engineLoadSpec(this.config, plan, this.cluster.draftHost()?.endpoint ?? null, this.#kind));
+    const spec = engineLoadSpec(this.config, plan, this.cluster.draftHost()?.endpoint ?? null, this.#kind);
+    if (splitOf(plan) === 'tensor') spec.peerAddresses = await this.#peerAddresses(plan);
+    if (this.#stopped) return;
+    const outcome = await this.#supervisor.start(plan, spec);
     if (this.#stopped || outcome.kind === 'lost') return;
     if (outcome.kind === 'failed') return this.#onEngineLost(outcome.loss);
     if (!this.#supervisor.engine) return;
     const info = outcome.info;
     this.#loaded = info;
     this.#load = { progress: 1, seconds: info.loadSeconds, phases: info.phases, bytesSent: info.bytesSent, loads: this.#load.loads + 1, groups: info.groups };
-    const layers = plan.devices.map((d) => `${d.owner}/${d.deviceName} (${d.layers} layers)`);
-    this.#log.info({ model: this.id, seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers, groups: info.groups }, 'model loaded; serving');
+    // Tensor mode: every device a share of every layer.
+    const layers = plan.devices.map((d) => `${d.owner}/${d.deviceName} (${d.share === undefined ? `${d.layers} layers` : `${(d.share * 100).toFixed(1)} % of every layer`})`);
+    this.#log.info({ model: this.id, seconds: Number(info.loadSeconds.toFixed(2)), phases: info.phases, bytesSent: info.bytesSent, layers, groups: info.groups, split: plan.split }, 'model loaded; serving');
     if (this.config.speculation) this.#log.info({ speculation: this.cluster.speculation(info.speculation ?? null), draftBytes: info.speculation?.draftBytes ?? 0 }, 'speculative decoding');
     const sent = Object.values(info.bytesSent ?? {}).reduce((a, b) => a + b, 0);
     this.#host.note('load', `model loaded in ${info.loadSeconds.toFixed(2)} s onto ${layers.join(', ')}${info.bytesSent ? `; ${(sent / 2 ** 20).toFixed(1)} MiB sent` : ''}`);
     this.#setState('serving', '');
+  }
+
+  /** Where each worker of a tensor split reaches each other one for the direct reduction (links.ts). */
+  async #peerAddresses(plan: Plan): Promise<PeerAddress[]> {
+    const links = this.#host.links;
+    const { addresses, failures } = await peerAddresses(plan.rpcEndpoints, links.secure, registryPeers(this.#host.registry, links));
+    for (const f of failures) {
+      this.#log.warn(
+        { model: this.id, from: links.remoteOf(f.from), to: links.remoteOf(f.to), reason: f.reason },
+        `no peer link from ${links.remoteOf(f.from)} to ${links.remoteOf(f.to)}: ${f.reason}; their partial sums cannot go directly between them`,
+      );
+    }
+    return addresses;
   }
 
   #replanFailed(e: unknown): void {

@@ -46,15 +46,21 @@ export class PeerActivity {
  */
 export type GatewayActivity = { record: PeerActivity } | { watch: PeerActivity; staleAfterMs: number };
 
-/** Where a joined connection goes: a fixed local service, or a seat of its own (worker/seats.ts). */
-export type GatewayTarget = { host: string; port: number } | { take(): Promise<{ endpoint: { host: string; port: number }; release(): void }> };
+/**
+ * Where a joined connection goes: a fixed local service, or where a router sends it after reading its
+ * first bytes (worker/rpc-router.ts): a seat of its own, or, for a peer link from another worker, that
+ * worker's chosen server. null: not for this port, close it.
+ */
+export type GatewayTarget =
+  | { host: string; port: number }
+  | { route(socket: Socket): Promise<{ kind: 'seat' | 'peer'; endpoint: { host: string; port: number }; release(): void } | null> };
 
 export class SecureGateway {
   readonly kind: LinkKind;
   readonly #server: Server;
   readonly #log: Logger;
   readonly #target: GatewayTarget;
-  readonly #open = new Map<Socket, { peer: string; lastData: number }>();
+  readonly #open = new Map<Socket, { peer: string; lastData: number; watched: boolean }>();
   readonly #activity: GatewayActivity | null;
   #staleTimer: NodeJS.Timeout | null = null;
   readonly stats: GatewayStats = { accepted: 0, refused: 0, tokenMismatches: 0 };
@@ -125,12 +131,23 @@ export class SecureGateway {
   #join(tls: TLSSocket): void {
     this.stats.accepted++;
     const target = this.#target;
-    if (!('take' in target)) return this.#joinTo(tls, target, () => undefined);
+    if (!('route' in target)) return this.#joinTo(tls, target, () => undefined, true);
     tls.pause();
-    target.take().then(
-      (seat) => {
-        if (tls.destroyed) return seat.release();
-        this.#joinTo(tls, seat.endpoint, () => seat.release());
+    tls.on('error', () => undefined);
+    // Until it is routed, the gateway holds the connection: close() cuts it too.
+    const waiting = { peer: tls.remoteAddress ?? '', lastData: Date.now(), watched: false };
+    this.#open.set(tls, waiting);
+    tls.once('close', () => this.#open.delete(tls));
+    target.route(tls).then(
+      (route) => {
+        if (!route || tls.destroyed) {
+          route?.release();
+          tls.destroy();
+          return;
+        }
+        // A peer link (another worker's rpc server) carries nothing between requests, and its worker
+        // never speaks on this worker's control link: it is not cut as a silent coordinator's link is.
+        this.#joinTo(tls, route.endpoint, () => route.release(), route.kind !== 'peer');
         tls.resume();
       },
       (e: unknown) => {
@@ -140,10 +157,11 @@ export class SecureGateway {
     );
   }
 
-  #joinTo(tls: TLSSocket, target: { host: string; port: number }, ended: () => void): void {
+  /** `watched`: cut the link when its coordinator goes silent (see GatewayActivity). */
+  #joinTo(tls: TLSSocket, target: { host: string; port: number }, ended: () => void, watched: boolean): void {
     const peer = `${tls.remoteAddress}:${tls.remotePort}`;
     const inner = connect(target);
-    const entry = { peer: tls.remoteAddress ?? '', lastData: Date.now() };
+    const entry = { peer: tls.remoteAddress ?? '', lastData: Date.now(), watched };
     this.#open.set(tls, entry);
     tls.once('close', () => this.#open.delete(tls));
     tls.setKeepAlive(true, 1000);
@@ -163,6 +181,7 @@ export class SecureGateway {
     if (!a || !('watch' in a)) return;
     const now = Date.now();
     for (const [tls, entry] of this.#open) {
+      if (!entry.watched) continue;
       const heard = Math.max(entry.lastData, a.watch.lastSeen(entry.peer));
       if (now - heard < a.staleAfterMs) continue;
       this.#log.warn(

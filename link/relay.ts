@@ -74,6 +74,11 @@ export class SecureRelay extends EventEmitter<RelayEvents> {
     return this.#endpoint;
   }
 
+  /** Local connections carried now. */
+  get connections(): number {
+    return this.#live.size;
+  }
+
   /** One handshake with the worker and nothing else: resolves when it proves the key, else a LinkError. */
   async check(timeoutMs = this.#connectTimeoutMs): Promise<void> {
     const tls = await this.#dial(timeoutMs);

@@ -3,7 +3,7 @@ import { clientConstructor, grpc } from '../common/grpc.js';
 import { unaryCall } from '../common/grpc-errors.js';
 import { SecureRelay } from './relay.js';
 import type { ClusterSecret } from './token.js';
-import type { WireDrain, WireDrainRequest, WireHealth, WireRelease, WireWorkerInfo } from './worker-wire.js';
+import type { WireDrain, WireDrainRequest, WireHealth, WireOpenPeerLink, WireRelease, WireWorkerInfo } from './worker-wire.js';
 
 /**
  * A worker that was cut off must be found again within seconds of the network returning: reconnect
@@ -67,6 +67,11 @@ export class WorkerClient {
   /** Tells the worker this coordinator no longer uses it: a draining worker stops. */
   release(reason: string, options: { timeoutMs?: number } = {}): Promise<WireRelease> {
     return unaryCall(this.#client, 'Release', { reason }, { timeoutMs: options.timeoutMs ?? 2000 }, `worker ${this.address}`);
+  }
+
+  /** Where this worker's rpc server dials to reach the rpc server at `endpoint` (another worker's public address). */
+  openPeerLink(endpoint: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<WireOpenPeerLink> {
+    return unaryCall(this.#client, 'OpenPeerLink', { endpoint }, { timeoutMs: options.timeoutMs ?? 5000, signal: options.signal }, `worker ${this.address}`);
   }
 
   close(): void {

@@ -136,3 +136,13 @@ export interface WireRelease {
   /** The worker was draining and stops now. */
   leaving: boolean;
 }
+
+export interface WireOpenPeerLinkRequest {
+  /** The other worker's public rpc address, host:port. */
+  endpoint: string;
+}
+
+export interface WireOpenPeerLink {
+  /** Where this worker's rpc server dials to reach it: the endpoint itself, or a loopback relay. */
+  address: string;
+}

@@ -66,6 +66,21 @@ export interface ModelFacts {
    * last), or `rank` for a reranker's score. Absent or null: the file says none (a text generation model).
    */
   poolingType?: PoolingType | null;
+  /**
+   * For llama.cpp's tensor split (src/llama-model.cpp, llama_meta_device_get_split_state): each block's
+   * bytes split by attention heads (Q, K, V, the attention output and their biases) and by feed-forward
+   * rows (up, gate, down, experts included); the rest of a block (norms, the router) is on every device
+   * whole. `headsBlock` and `rowsBlock`: the quant block sizes of blk.0's attn_output and ffn_down, which
+   * set the granularity the split is rounded to. Absent for a model described on paper.
+   */
+  tensorParts?: TensorParts | null;
+}
+
+export interface TensorParts {
+  heads: number[];
+  rows: number[];
+  headsBlock: number;
+  rowsBlock: number;
 }
 
 /** llama.cpp's pooling types as a GGUF names them (enum llama_pooling_type: 0 none ... 4 rank). */
@@ -118,6 +133,17 @@ function requireNum(raw: RawGguf, key: string): number {
 function str(meta: Record<string, GgufValue>, key: string): string | null {
   const v = scalar(meta, key);
   return typeof v === 'string' ? v : null;
+}
+
+/** Tensors of a block that llama.cpp's tensor split divides by attention heads, and by feed-forward rows. */
+const HEAD_TENSOR = /^blk\.\d+\.attn_(q|k|v|qkv|output|gate|sinks)\.weight$|^blk\.\d+\.attn_(q|k|v|qkv)\.bias$/;
+const ROW_TENSOR = /^blk\.\d+\.ffn_(up|gate|down|gate_up)(_exps|_shexp)?\.weight$|^blk\.\d+\.ffn_(up|gate)(_exps)?\.bias$/;
+
+/** Elements per quant block of a ggml type (its name as a GGUF header gives it): 1 for float types, 32 for the legacy quants, 256 for k-quants and most i-quants. */
+export function ggmlBlockSize(type: string): number {
+  if (/^(f32|f16|bf16|f64|i8|i16|i32|i64)$/i.test(type)) return 1;
+  if (/^(q4_0|q4_1|q5_0|q5_1|q8_0|q8_1|iq4_nl|mxfp4)$/i.test(type)) return 32;
+  return 256;
 }
 
 const INPUT_TENSORS = new Set(['token_embd.weight', 'token_embd_norm.weight', 'token_embd_norm.bias', 'token_types.weight', 'position_embd.weight']);
@@ -179,6 +205,10 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
   let embdBytes = 0;
   let hasOutput = false;
   const tensorTypes: Record<string, number> = {};
+  const heads = new Array<number>(layerCount).fill(0);
+  const rows = new Array<number>(layerCount).fill(0);
+  let headsBlock = 1;
+  let rowsBlock = 1;
   for (const t of raw.tensors) {
     total += t.bytes;
     parameters += t.shape.reduce((a, b) => a * b, 1);
@@ -192,6 +222,10 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
       } else {
         layerBytes[il]! += t.bytes;
         if (EXPERT_TENSOR.test(t.name)) expertBytes[il]! += t.bytes;
+        if (HEAD_TENSOR.test(t.name)) heads[il]! += t.bytes;
+        else if (ROW_TENSOR.test(t.name)) rows[il]! += t.bytes;
+        if (il === 0 && t.name === 'blk.0.attn_output.weight') headsBlock = ggmlBlockSize(t.type);
+        if (il === 0 && /^blk\.0\.ffn_down(_exps)?\.weight$/.test(t.name)) rowsBlock = ggmlBlockSize(t.type);
       }
     } else if (INPUT_TENSORS.has(t.name)) {
       inputBytes += t.bytes;
@@ -242,6 +276,7 @@ function summarizeHeader(raw: RawGguf): Omit<ModelFacts, 'shards'> {
     swaLayers,
     experts,
     poolingType: pooling === null ? null : (POOLING_TYPES[pooling] ?? null),
+    tensorParts: { heads, rows, headsBlock, rowsBlock },
   };
 }
 

@@ -406,6 +406,11 @@ export interface NativeBinding {
   listDevices(): DeviceInfo[];
   /** Registers an RPC server's devices. The endpoint MUST have been probed: llama.cpp aborts on failure. */
   addRpcServer(endpoint: string): Promise<DeviceInfo[]>;
+  /**
+   * Tensor split: the address (host:port) at which the RPC server reached at `from` reaches the one at
+   * `to`, for the servers' own all-reduce (RPC 7.1). Unset, `to` itself. Call before the model loads.
+   */
+  rpcPeerAddress(from: string, to: string, address: string): void;
   readGguf(path: string): Promise<RawGguf>;
   /** What llama.cpp's own fit (common_fit_params, llama-server --fit) chooses for a model on these devices. */
   fitParams(path: string, options: FitOptions): Promise<FitResult>;
@@ -432,6 +437,8 @@ export interface NativeArtifacts {
 export interface BuildInfo {
   llamaCppRelease: string;
   llamaCppCommit: string | null;
+  /** A hash of hearth's patches applied to that tree (native/patches); absent for a build made before them. */
+  llamaCppPatches?: string;
   /** The llama.cpp source tree the build used (benchmarks build llama-server from the same one). */
   llamaCppDir: string | null;
   gpu: string[];

@@ -1,14 +1,18 @@
 // The worker's gRPC control service (hearth.v1.WorkerService). It answers from the daemon's state and
-// never touches the rpc port.
+// never touches the rpc port. With a token it listens on loopback behind the control gateway, so every
+// call here, OpenPeerLink included, came over an authenticated link.
 import { bindGrpcServer, closeGrpcServer, grpc, serviceDefinition } from '../common/grpc.js';
 import { toGrpcError } from '../common/grpc-errors.js';
-import type { WireDrain, WireDrainRequest, WireHealth, WireRelease, WireReleaseRequest, WireWatch, WireWorkerInfo } from '../link/worker-wire.js';
+import type {
+  WireDrain, WireDrainRequest, WireHealth, WireOpenPeerLink, WireOpenPeerLinkRequest, WireRelease, WireReleaseRequest, WireWatch, WireWorkerInfo,
+} from '../link/worker-wire.js';
 
 export interface WorkerStatusSource {
   info(request: WireWatch): WireWorkerInfo;
   health(request: WireWatch): WireHealth;
   drain(request: WireDrainRequest): Promise<WireDrain>;
   release(request: WireReleaseRequest): WireRelease;
+  openPeerLink(request: WireOpenPeerLinkRequest): Promise<WireOpenPeerLink>;
 }
 
 export class ControlServer {
@@ -31,6 +35,7 @@ export class ControlServer {
       Health: unary((r: WireWatch) => source.health(r)),
       Drain: unary((r: WireDrainRequest) => source.drain(r)),
       Release: unary((r: WireReleaseRequest) => source.release(r)),
+      OpenPeerLink: unary((r: WireOpenPeerLinkRequest) => source.openPeerLink(r)),
     });
   }
 

@@ -20,13 +20,15 @@ import { LocalModels } from './local-models.js';
 import { describeServer, withReport, type MemoryReport } from './server-devices.js';
 import { measureDevices, type ServedDevice } from './devices.js';
 import { SeatListener, SeatPool } from './seats.js';
+import { PeerLinks } from './peer-links.js';
+import { RpcRouter } from './rpc-router.js';
 import { hostMemory } from '../host/host-memory.js';
 import { loadOrCreateWorkerId } from './identity.js';
 import { materialChange, MdnsAdvertiser, type AdvertFacts } from './mdns.js';
 import { RpcServerSupervisor } from './supervisor.js';
 import { cacheUsage, prepareCacheDir } from './tensor-cache.js';
 import type {
-  WireBuildInfo, WireDrain, WireDrainRequest, WireHealth, WireLink, WireRelease, WireReleaseRequest, WireWatch, WireWorkerInfo, WorkerId,
+  WireBuildInfo, WireDrain, WireDrainRequest, WireHealth, WireLink, WireOpenPeerLink, WireOpenPeerLinkRequest, WireRelease, WireReleaseRequest, WireWatch, WireWorkerInfo, WorkerId,
 } from '../link/worker-wire.js';
 
 const MEMORY_POLL_MS = 5000;
@@ -97,6 +99,8 @@ export class WorkerDaemon {
   /** The servers engines are joined to, one per connection; the open cluster's listener for them. */
   #seats: SeatPool | null = null;
   #seatListener: SeatListener | null = null;
+  /** The relays this worker's rpc servers dial to reach other workers' (tensor mode's peer links; none without a token). */
+  #peerLinks: PeerLinks | null = null;
   #memoryTimer: NodeJS.Timeout | null = null;
   #startedAt = Date.now();
   /** Who counts on this worker (a coordinator's heartbeats): a drain waits for its release. */
@@ -156,6 +160,10 @@ export class WorkerDaemon {
     const serverOptions = { host: '127.0.0.1', port: inner.rpcPort, threads: c.threads, cacheDir: c.cacheDir, devices: this.#devices.map((d) => d.name) };
     this.#supervisor = new RpcServerSupervisor(serverOptions, this.#log.child({ part: 'rpc-server' }));
     this.#seats = new SeatPool(this.#supervisor, serverOptions, this.#log.child({ part: 'rpc-server' }));
+    const seats = this.#seats;
+    // An engine's connection gets a seat; another worker's peer link goes to the server it names.
+    const router = new RpcRouter(seats, this.#log.child({ part: 'rpc-router' }));
+    this.#peerLinks = new PeerLinks({ secret: c.secret, enginesConnected: () => seats.inUse, log: this.#log.child({ part: 'peer-link' }) });
     this.#supervisor.on('state', (state) => this.#log.info({ state }, `worker state ${state}`));
     this.#supervisor.on('memory', (report) => (this.#report = report));
     await this.#supervisor.start();
@@ -166,16 +174,17 @@ export class WorkerDaemon {
         health: (r) => this.health(r),
         drain: (r) => this.#onDrain(r),
         release: (r) => this.#onRelease(r),
+        openPeerLink: (r) => this.#onOpenPeerLink(r),
       });
       const controlPort = await this.#control.listen(c.secret ? '127.0.0.1' : c.host, inner.controlPort);
       if (!c.secret) {
-        this.#seatListener = new SeatListener(this.#seats);
+        this.#seatListener = new SeatListener(router);
         await this.#seatListener.listen(c.host, c.rpcPort);
       }
       if (c.secret) {
         const log = this.#log.child({ part: 'link' });
         const activity = new PeerActivity();
-        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: this.#seats, log, activity: { watch: activity, staleAfterMs: STALE_LINK_MS } });
+        const rpc = new SecureGateway({ secret: c.secret, kind: 'rpc', target: router, log, activity: { watch: activity, staleAfterMs: STALE_LINK_MS } });
         const control = new SecureGateway({ secret: c.secret, kind: 'control', target: { host: '127.0.0.1', port: controlPort }, log, activity: { record: activity } });
         this.#gateways = [rpc, control];
         await rpc.listen(c.host, c.rpcPort);
@@ -410,6 +419,11 @@ export class WorkerDaemon {
     };
   }
 
+  async #onOpenPeerLink(request: WireOpenPeerLinkRequest): Promise<WireOpenPeerLink> {
+    if (!this.#peerLinks) throw new HearthError(ErrorCode.Unavailable, 'the worker is not serving yet');
+    return { address: await this.#peerLinks.open(request.endpoint) };
+  }
+
   #onRelease(request: WireReleaseRequest): WireRelease {
     this.#watch.clear();
     if (!this.#drain) return { leaving: false };
@@ -428,7 +442,7 @@ export class WorkerDaemon {
       this.#localModels?.stop();
       const steps: [string, () => Promise<void>][] = [
         ['mdns', async () => this.#advertGone ?? this.#mdns?.stop()],
-        ['rpc-server', async () => void (await Promise.all([this.#seatListener?.close(), this.#seats?.close(), this.#supervisor?.stop()]))],
+        ['rpc-server', async () => void (await Promise.all([this.#seatListener?.close(), this.#seats?.close(), this.#supervisor?.stop(), this.#peerLinks?.close()]))],
         ['control', async () => this.#control?.close()],
         ['link', async () => void (await Promise.all(this.#gateways.map((g) => g.close(GATEWAY_GRACE_MS))))],
       ];

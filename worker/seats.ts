@@ -4,12 +4,12 @@
 // own: the first free one (the primary, which the supervisor keeps running), or another started for
 // it on a loopback port, stopped when its connection ends (its buffers are freed then anyway; the
 // process would only hold memory the cluster could use).
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 
-import { ErrorCode, HearthError, messageOf } from '../common/errors.js';
+import { ErrorCode, HearthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { freePortOn } from '../common/ports.js';
-import { joinSockets } from '../link/pipe.js';
+import type { RpcRouter } from './rpc-router.js';
 import { RpcServerProcess, type RpcServerOptions } from './rpc-server-process.js';
 import { residentBytes } from './devices.js';
 import type { RpcServerSupervisor } from './supervisor.js';
@@ -154,24 +154,13 @@ export class SeatPool {
     });
   }
 
-  /** Joins `client` to a seat of its own for as long as it stays connected. */
-  async join(client: Socket, onEnd?: (error: Error | null) => void): Promise<void> {
-    client.pause();
-    let seat: Seat;
-    try {
-      seat = await this.take();
-    } catch (e) {
-      this.#log.error({ err: messageOf(e) }, 'could not start an rpc server for a connection; closing it');
-      client.destroy();
-      return;
-    }
-    if (client.destroyed) return seat.release();
-    const inner = connect(seat.endpoint);
-    joinSockets(client, inner, (_side, error) => {
-      seat.release();
-      onEnd?.(error);
-    });
-    client.resume();
+  /** The loopback ports of the servers running now (the primary and every further one): a peer link may reach any of them. */
+  serverPorts(): Set<number> {
+    const ports = new Set<number>();
+    const primary = this.#primary.endpoint;
+    if (primary && this.#primary.pid !== null) ports.add(hostPort(primary).port);
+    for (const s of this.#extras) if (s.running) ports.add(hostPort(s.endpoint).port);
+    return ports;
   }
 
   /** Stops the further servers (the supervisor stops the primary). */
@@ -184,17 +173,17 @@ export class SeatPool {
   }
 }
 
-/** The rpc port for open clusters: a plain TCP listener that gives each connection a seat. */
+/** The rpc port for open clusters: a plain TCP listener that gives each connection a seat, or joins a peer link to its server (rpc-router.ts). */
 export class SeatListener {
   readonly #server: Server;
   readonly #open = new Set<Socket>();
 
-  constructor(pool: SeatPool) {
+  constructor(router: RpcRouter) {
     this.#server = createServer({ pauseOnConnect: true }, (socket) => {
       this.#open.add(socket);
       socket.once('close', () => this.#open.delete(socket));
       socket.on('error', () => undefined);
-      void pool.join(socket);
+      void router.join(socket);
     });
   }
 

@@ -20,9 +20,10 @@ import { CoordinatorMetrics } from '../../coordinator/metrics.js';
 import { plan as makePlan } from '../../coordinator/planner/planner.js';
 import { parsePipelineSetting, PIPELINE_HELP } from '../../coordinator/planner/pipeline.js';
 import { readSimulation } from '../../coordinator/planner/simulation.js';
+import { parseSplitSetting, SPLIT_HELP } from '../../coordinator/planner/split.js';
 import { readModelFacts } from '../../models/gguf-info.js';
 import { HUB_PREFIX } from '../../models/model-ref.js';
-import { PLACEMENT_OBJECTIVES, type PlacementObjective, type Plan, type PlanInput } from '../../coordinator/planner/types.js';
+import { PLACEMENT_OBJECTIVES, type PlacementObjective, type Plan, type PlanInput, type SplitChoice, type SplitMode, type SplitOption } from '../../coordinator/planner/types.js';
 import { rpcProtocolVersion } from '../../native/llama.js';
 import { formatBytes, formatGiB, formatSpeed, table } from '../format.js';
 import { withLocalModel } from '../model-source.js';
@@ -44,6 +45,7 @@ export interface ClusterFlags {
   pipeline?: string;
   localDevice?: string;
   placement?: string;
+  split?: string;
   threads?: string;
   watchdogSeconds?: string;
   requestTimeout?: string;
@@ -103,6 +105,7 @@ export function clusterConfig(flags: ClusterFlags, cmd: Command, env: { HEARTH_T
     pipeline: flags.pipeline === undefined ? undefined : parsePipelineSetting(flags.pipeline, '--pipeline'),
     localDevice: onOff(flags.localDevice, '--local-device'),
     placement: placementOf(flags.placement),
+    split: flags.split === undefined ? undefined : parseSplitSetting(flags.split, '--split'),
     threads: int(flags.threads, '--threads', 1, 1024),
     watchdogSeconds: int(flags.watchdogSeconds, '--watchdog-seconds', 1, 3600),
     requestTimeoutSeconds: int(flags.requestTimeout, '--request-timeout', 1, 86_400),
@@ -151,6 +154,7 @@ function clusterOptions(cmd: Command): Command {
     .option('--pipeline <auto|off|n>', `pipelined decode: the requests in flight split over several contexts, so that each worker computes one group's batch while the next worker computes another's; ${PIPELINE_HELP} (default auto)`)
     .option('--local-device <on|off>', "let the coordinator's own CPU take layers when it helps (default on)")
     .option('--placement <speed|memory>', 'speed: least time per token within memory, from measured device speeds; memory: layers in proportion to free memory (default speed)')
+    .option('--split <layer|tensor|auto>', `how the model is split over the workers: ${SPLIT_HELP} (default auto)`)
     .option('--draft-model <file>', 'speculative decoding: a small model with the same vocabulary drafts tokens that the model verifies in one batch')
     .option('--draft-worker <name>', "run the draft model on this worker's first device instead of on this machine")
     .option('--token-file <file>', 'file holding the cluster token: workers are reached only over links keyed by it')
@@ -172,27 +176,31 @@ export function printPlan(plan: PlanPreview, out: (s: string) => void = (s) => p
     out(`does not fit: ${plan.reason}\n`);
     for (const s of plan.suggestions) out(`  - ${s}\n`);
     for (const x of plan.excluded) out(`  (left out ${x.owner}/${x.deviceName}: ${x.reason})\n`);
+    if (plan.splitChoice) out(splitLines(plan.splitChoice, null));
     return;
   }
   const total = plan.predictedSecondsPerToken;
-  const rows = [['device', 'owner', 'endpoint', 'layers', 'weights', 'kv cache', 'compute', 'free', 'speed', 'hop', 'time/token']];
+  const tensor = plan.split === 'tensor';
+  const rows = [['device', 'owner', 'endpoint', tensor ? 'share of every layer' : 'layers', 'weights', 'kv cache', 'compute', 'free', 'speed', 'hop', tensor ? 'compute/token' : 'time/token']];
   for (const d of plan.devices) {
-    const range = d.layers > 0 ? `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}` : 'none';
+    const range = d.share !== undefined ? `${(d.share * 100).toFixed(2)}% of ${d.layers - 1} blocks +out` : d.layers > 0 ? `${d.firstLayer}-${d.firstLayer + d.layers - 1}${d.holdsOutput ? ' +out' : ''}` : 'none';
     const experts = d.expertLayers.length > 0 ? ` +experts of ${layerRanges(d.expertLayers)}` : '';
-    const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
+    const share = d.secondsPerToken === null ? '-' : `${(d.secondsPerToken * 1000).toFixed(2)} ms${total && !tensor ? ` (${Math.round((100 * d.secondsPerToken) / total)}%)` : ''}`;
     rows.push([
-      d.deviceName, d.owner, d.endpoint ?? 'local', `${d.layers} (${range})${experts}`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
+      d.deviceName, d.owner, d.endpoint ?? 'local', d.share !== undefined ? range : `${d.layers} (${range})${experts}`, formatBytes(d.weightBytes), formatBytes(d.kvBytes), formatBytes(d.computeBytes),
       formatBytes(d.freeBytes), d.bytesPerSecond === null ? 'unmeasured' : formatSpeed(d.bytesPerSecond), d.kind === 'local' ? '-' : `${(d.hopSeconds * 1000).toFixed(2)} ms`, share,
     ]);
   }
   out(table(rows) + '\n');
   out(`coordinator host memory for the input embedding: ${formatBytes(plan.hostBytes)}; total ${formatGiB(plan.totalBytes)}\n`);
   out(`${pipelineLine(plan)}\n`);
-  out(`placement: ${plan.objective}; predicted ${predictedSpeed(total)}\n`);
+  out(`placement: ${plan.objective}; predicted ${predictedSpeed(total, plan.split)}\n`);
   if (plan.alternative) {
     const alt = plan.alternative;
-    out(`  with --placement ${alt.objective}: ${alt.fits ? predictedSpeed(alt.predictedSecondsPerToken) : 'does not fit'}\n`);
+    out(`  with --placement ${alt.objective}: ${alt.fits ? predictedSpeed(alt.predictedSecondsPerToken, plan.split) : 'does not fit'}\n`);
   }
+  out(splitLines(plan.splitChoice, plan));
+  for (const note of plan.tensor?.notes ?? []) out(`${note}\n`);
   for (const d of plan.devices.filter((x) => x.expertLayers.length > 0)) {
     out(
       `MoE experts of blocks ${layerRanges(d.expertLayers)} stay on ${d.owner}/${d.deviceName}, beside the faster device of the same machine that holds the rest of those blocks: ` +
@@ -230,6 +238,7 @@ export function layerRanges(layers: readonly number[]): string {
 
 /** What pipelined decode costs in the plan: every context's compute buffers, the KV cache only split. */
 export function pipelineLine(plan: Plan): string {
+  if (plan.groups <= 1 && plan.split === 'tensor') return 'pipelined decode: off (in tensor mode the workers compute every layer together: one stage)';
   if (plan.groups <= 1) return 'pipelined decode: off (one context; --pipeline, or fewer than two stages or sequences)';
   const low = Math.floor(plan.context.parallel / plan.groups);
   const high = Math.ceil(plan.context.parallel / plan.groups);
@@ -250,9 +259,32 @@ function simulatedPlan(input: PlanInput): PlanPreview {
 }
 
 /** "41.2 tokens/s (24.3 ms per token)" for a single stream, from the time model; or why there is no figure. */
-export function predictedSpeed(secondsPerToken: number | null): string {
+export function predictedSpeed(secondsPerToken: number | null, split: SplitMode = 'layer'): string {
   if (secondsPerToken === null || secondsPerToken <= 0) return 'speed unknown (a device that takes part has no measured speed)';
-  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: weights ÷ measured speed, plus a hop per worker)`;
+  const how = split === 'tensor' ? "the slowest share of the weights ÷ its speed, the reductions between workers, the coordinator's part" : 'weights ÷ measured speed, plus a hop per worker';
+  return `${(1 / secondsPerToken).toFixed(1)} tokens/s for one stream (${(secondsPerToken * 1000).toFixed(2)} ms per token: ${how})`;
+}
+
+function msPerToken(seconds: number): string {
+  return `${(seconds * 1000).toFixed(1)} ms per token (${(1 / seconds).toFixed(2)} tokens/s)`;
+}
+
+/**
+ * Both split modes' predictions and which one the plan takes, and why; with the tensor split's parts
+ * when it is the plan. A prediction with a device unmeasured counts it as typical of the others.
+ */
+export function splitLines(choice: SplitChoice, plan: Plan | null): string {
+  const option = (o: SplitOption, label: string) => {
+    if (o.secondsPerToken === null) return `  ${label}: no plan: ${o.refusal ?? 'not planned'}\n`;
+    const t = o.parts;
+    const parts = t
+      ? ` on ${t.devices} devices: compute ${(t.computeSeconds * 1000).toFixed(1)} ms (the slowest share), ${t.reductions} reductions × ${t.steps} step(s) ${(t.reduceSeconds * 1000).toFixed(1)} ms, ` +
+        `coordinator ${(t.coordinatorSeconds * 1000).toFixed(1)} ms (each worker's graph every token, a hop)`
+      : '';
+    return `  ${label}: ${msPerToken(o.secondsPerToken)}${parts}\n`;
+  };
+  const taken = plan ? `${plan.split} (${choice.reason})` : choice.reason;
+  return `split: ${taken}\n${option(choice.layer, 'whole layers')}${option(choice.tensor, 'tensor split')}`;
 }
 
 /** `hearth coordinator`'s options on `cmd`: the command itself and `hearth service install coordinator` parse with them. */
@@ -335,6 +367,7 @@ export function registerCoordinatorCommands(program: Command): void {
       if (flags.simulate) {
         const input = await readSimulation(flags.simulate, readModelFacts);
         if (flags.placement) input.objective = placementOf(flags.placement);
+        if (flags.split) input.split = parseSplitSetting(flags.split, '--split');
         const plan = simulatedPlan(input);
         if (flags.json) process.stdout.write(JSON.stringify(plan, null, 2) + '\n');
         else {

@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 
 import { ErrorCode, HearthError, messageOf } from '../../common/errors.js';
 import { expertTensorPattern } from '../../models/gguf-info.js';
-import { loadBinding } from '../../native/binding.js';
+import { loadBinding, type NativeBinding } from '../../native/binding.js';
 import { connectRpcServers, LlamaModel, type LlamaContext } from '../../native/llama.js';
 import { createContexts, memoryOf, SchedulerGroups, type RequestSink } from './groups.js';
 import { calibrationRows, measureDecodeSeconds } from './decode-timing.js';
@@ -14,7 +14,7 @@ import { DraftTuner } from './draft-tuner.js';
 import { createEmbeddingContext, Embedder } from './embedder.js';
 import type { Drafter } from './drafter.js';
 import { NgramDrafter } from './ngram-drafter.js';
-import type { EngineLoadSpec, FromEngine, LoadedInfo, SpeculationSettings, ToEngine } from './protocol.js';
+import type { EngineLoadSpec, FromEngine, LoadedInfo, PeerAddress, SpeculationSettings, ToEngine } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { bytesSentTo } from '../../host/tcp-bytes.js';
 
@@ -42,9 +42,13 @@ async function load(spec: EngineLoadSpec): Promise<void> {
     if (!d) throw new HearthError(ErrorCode.FailedPrecondition, `worker ${endpoint} serves ${ofServer.length} devices, the plan needs ${index + 1}; re-plan`);
     return d.name;
   });
+  if (spec.peerAddresses && spec.peerAddresses.length > 0) setPeerAddresses(spec.peerAddresses);
   let lastProgress = -1;
   model = await LlamaModel.load(spec.modelPath, {
     devices: names,
+    // Tensor mode: llama.cpp makes one meta device of these; it needs flash attention, which the
+    // contexts leave on 'auto' so that llama.cpp turns it on.
+    splitMode: spec.splitMode ?? 'layer',
     tensorSplit: spec.tensorSplit.length > 0 ? spec.tensorSplit : null,
     tensorOverrides: spec.expertOverrides.map((o) => ({ pattern: expertTensorPattern(o.layers), device: names[o.device]! })),
     nGpuLayers: spec.nGpuLayers,
@@ -102,6 +106,22 @@ async function load(spec: EngineLoadSpec): Promise<void> {
       : null,
   };
   send({ type: 'loaded', info });
+}
+
+/**
+ * A tensor split: where each rpc server dials each other one for the direct all-reduce, given to the
+ * RPC backend before the model (and its meta device, whose comm_init hands them to the servers) is made.
+ */
+function setPeerAddresses(pairs: PeerAddress[]): void {
+  // An addon built before peer links lacks the call (a stale build beside newer sources).
+  const b: Partial<Pick<NativeBinding, 'rpcPeerAddress'>> = loadBinding();
+  if (typeof b.rpcPeerAddress !== 'function') {
+    throw new HearthError(
+      ErrorCode.FailedPrecondition,
+      `this build of hearth's native addon cannot tell rpc servers their peers' addresses (it has no rpcPeerAddress), which a tensor split needs; rebuild it (npm run build:native) or split by layers`,
+    );
+  }
+  for (const p of pairs) b.rpcPeerAddress(p.from, p.to, p.address);
 }
 
 /** An embedding or reranker model: one embeddings context, no speculation, no generation. */

@@ -117,6 +117,13 @@ export interface EngineLoadSpec {
   rpcEndpoints: string[];
   /** For each of rpcEndpoints, which of its server's devices (a plan lists a worker's devices in speed order, not the server's). */
   rpcDevices: number[];
+  /**
+   * 'layer': whole layers per device (tensorSplit: layer counts); 'tensor': llama.cpp's meta device over
+   * the RPC devices, each holding its share of every layer (tensorSplit: the shares; nGpuLayers: every
+   * slot; no expert overrides). Flash attention is left to llama.cpp, which turns it on for tensor mode.
+   * Absent: 'layer'.
+   */
+  splitMode?: 'layer' | 'tensor';
   tensorSplit: number[];
   /** MoE expert tensors of these blocks go to the RPC device at this index of rpcEndpoints (Plan.expertOverrides). */
   expertOverrides: { layers: number[]; device: number }[];
@@ -139,6 +146,19 @@ export interface EngineLoadSpec {
    * and `rerank` instead of the generation contexts. Absent: false.
    */
   embeddings?: boolean;
+  /**
+   * A tensor split's peer links: for each ordered pair of servers (from/to: exact strings of
+   * rpcEndpoints), the address at which `from`'s server reaches `to`'s for the direct all-reduce. A pair
+   * not listed is reached at `to` itself. Absent: none (a layer split).
+   */
+  peerAddresses?: PeerAddress[];
+}
+
+/** Where the rpc server of `from` dials the one of `to` (host:port, as seen from `from`'s machine). */
+export interface PeerAddress {
+  from: string;
+  to: string;
+  address: string;
 }
 
 /** An input to embed: text (tokenized with the model's special tokens, as llama-server), or token ids as they are. */

@@ -26,6 +26,9 @@ export function buildPlan(input: PlanInput, layout: Layout, seats: Seat[], count
   const hostBytes = input.model.inputBytes;
   return {
     fits: true,
+    split: 'layer',
+    splitChoice: { setting: 'layer', layer: { mode: 'layer', secondsPerToken: null, refusal: null, parts: null }, tensor: { mode: 'tensor', secondsPerToken: null, refusal: 'not planned', parts: null }, reason: '' },
+    tensor: null,
     devices,
     excluded,
     rpcEndpoints: rpc.map((d) => d.endpoint ?? ''),

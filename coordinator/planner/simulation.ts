@@ -8,6 +8,7 @@ import { parseByteSize } from '../../common/bytes.js';
 import { describeIssues, readYamlFile } from '../../common/config-file.js';
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import type { ModelFacts } from '../../models/gguf-info.js';
+import { hopFromRtt } from './time-model.js';
 import type { CandidateDevice, PlanInput } from './types.js';
 
 const size = z.union([z.string(), z.number()]);
@@ -16,6 +17,8 @@ const cacheType = z.enum(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 
 /** A model by its shape: what the planner needs from a GGUF header, written by hand. */
 const modelShape = z.strictObject({
   name: z.string().optional(),
+  /** general.architecture: whether llama.cpp can split it by tensor (default llama). */
+  architecture: z.string().min(1).optional(),
   layers: z.number().int().min(1).max(1024),
   /** Bytes of one block's weights ("0.48GiB"). */
   layerSize: size,
@@ -42,8 +45,14 @@ const simulatedDevice = z.strictObject({
   memory: size,
   /** Decode speed: what the worker's calibration reports, or about 70 % of the memory bandwidth ("300GB/s"). */
   speed: size.optional(),
-  /** Time per token that reaching it adds (RPC round trips), in milliseconds. */
+  /** Time per token that reaching it adds (RPC round trips), in milliseconds; by default priced from rttMs. */
   hopMs: z.number().min(0).max(10_000).optional(),
+  /** Round trip to it from the coordinator (and, taken alike, from the other workers), in milliseconds. */
+  rttMs: z.number().min(0).max(10_000).optional(),
+  /** Its network link in Gb/s (tensor mode's partial sums cross it). */
+  linkGbps: z.number().positive().max(10_000).optional(),
+  /** The RPC protocol its worker speaks (default: this build's); tensor mode needs 7.1.0. */
+  rpcProtocol: z.string().regex(/^\d+\.\d+\.\d+$/, 'must be a version such as 7.1.0').optional(),
   /** The coordinator's own device (at most one, listed first). */
   local: z.boolean().optional(),
 });
@@ -51,6 +60,11 @@ const simulatedDevice = z.strictObject({
 export const simulationSchema = z.strictObject({
   model: z.union([z.string().min(1), modelShape]),
   placement: z.enum(['speed', 'memory']).optional(),
+  /** layer, tensor or auto (default auto). */
+  split: z.enum(['layer', 'tensor', 'auto']).optional(),
+  /** Every device's round trip and link, where a device gives none (defaults 0.35 ms and 1 Gb/s). */
+  rttMs: z.number().min(0).max(10_000).optional(),
+  linkGbps: z.number().positive().max(10_000).optional(),
   ctxSize: z.number().int().min(256).max(1 << 20).optional(),
   parallel: z.number().int().min(1).max(64).optional(),
   pipeline: z.union([z.enum(['auto', 'off']), z.number().int().min(1).max(64)]).optional(),
@@ -83,7 +97,7 @@ export function shapeFacts(shape: z.infer<typeof modelShape>): ModelFacts {
     path: '(simulated)',
     fileBytes: shape.layers * layer + output + input,
     shards: [],
-    architecture: 'simulated',
+    architecture: shape.architecture ?? 'llama',
     name: shape.name ?? 'simulated model',
     layerCount: shape.layers,
     contextLength: 1 << 20,
@@ -139,7 +153,8 @@ export async function readSimulation(file: string, readModel: (path: string) => 
       freeBytes: memory,
       totalBytes: memory,
       bytesPerSecond: d.speed === undefined ? null : speedOf(d.speed, `${where}.speed`),
-      ...(d.hopMs === undefined ? {} : { hopSeconds: d.hopMs / 1000 }),
+      ...linkOf(d.hopMs, d.rttMs ?? sim.rttMs, d.linkGbps ?? sim.linkGbps),
+      ...(d.rpcProtocol === undefined ? {} : { rpcProtocol: d.rpcProtocol }),
     };
   });
   const keys = new Set<string>();
@@ -154,5 +169,13 @@ export async function readSimulation(file: string, readModel: (path: string) => 
     context: { ctxSize: sim.ctxSize ?? 4096, parallel: sim.parallel ?? 1, typeK: cache, typeV: cache, nUbatch: sim.ubatchSize ?? 512, pipeline: sim.pipeline ?? 'auto' },
     reserveBytes: (sim.reserveMiB ?? 512) * 1024 * 1024,
     objective: sim.placement ?? 'speed',
+    split: sim.split ?? 'auto',
   };
+}
+
+/** A device's hop, round trip and link as the planner takes them: a hop given is kept, else priced from the round trip. */
+function linkOf(hopMs: number | undefined, rttMs: number | undefined, gbps: number | undefined): Pick<CandidateDevice, 'hopSeconds' | 'rttSeconds' | 'linkBytesPerSecond'> {
+  const rtt = rttMs === undefined ? {} : { rttSeconds: rttMs / 1000 };
+  const hop = hopMs !== undefined ? { hopSeconds: hopMs / 1000 } : rttMs !== undefined ? { hopSeconds: hopFromRtt(rttMs / 1000) } : {};
+  return { ...rtt, ...hop, ...(gbps === undefined ? {} : { linkBytesPerSecond: (gbps * 1e9) / 8 }) };
 }

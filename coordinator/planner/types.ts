@@ -2,6 +2,7 @@
 // does no I/O and reads no clock.
 import type { ModelFacts } from '../../models/gguf-info.js';
 import type { CacheType } from '../../native/binding.js';
+import type { RpcVersion } from '../../native/rpc-protocol.js';
 import type { PipelineSetting } from './pipeline.js';
 
 export type { ModelFacts, CacheType };
@@ -13,6 +14,14 @@ export type { ModelFacts, CacheType };
  */
 export type PlacementObjective = 'speed' | 'memory';
 export const PLACEMENT_OBJECTIVES: readonly PlacementObjective[] = ['speed', 'memory'];
+
+/**
+ * How the model is split over the devices (split.ts). 'layer': whole layers per device, one device after
+ * another; 'tensor': a share of every layer on every device, computed side by side; 'auto': the faster.
+ */
+export type SplitMode = 'layer' | 'tensor';
+export type SplitSetting = SplitMode | 'auto';
+export const SPLIT_SETTINGS: readonly SplitSetting[] = ['layer', 'tensor', 'auto'];
 
 /** One device that may take layers. */
 export interface CandidateDevice {
@@ -37,6 +46,12 @@ export interface CandidateDevice {
   bytesPerSecond?: number | null;
   /** Time per generated token that reaching this device adds (RPC round trips); a default when absent. */
   hopSeconds?: number;
+  /** Round trip between the coordinator and this device's worker; peers are taken to be as far from each other. A default when absent. */
+  rttSeconds?: number;
+  /** Bytes per second its worker's network link carries (tensor mode's partial sums); a default when absent. */
+  linkBytesPerSecond?: number;
+  /** The RPC protocol its worker speaks ("7.1.0"); absent: the coordinator's own (a cluster on paper). */
+  rpcProtocol?: string | null;
 }
 
 export interface PlanContext {
@@ -65,6 +80,10 @@ export interface PlanInput {
   reserveBytes: number;
   /** Default 'memory'. */
   objective?: PlacementObjective;
+  /** How the model is split (split.ts). Default 'layer', what plans were before tensor mode; the coordinator and `hearth plan` pass 'auto'. */
+  split?: SplitSetting;
+  /** The coordinator's own RPC protocol: tensor mode needs it and every worker in the split at TENSOR_RPC_PROTOCOL. Absent: recent enough. */
+  rpcProtocol?: RpcVersion | null;
 }
 
 export interface PlannedDevice {
@@ -100,6 +119,8 @@ export interface PlannedDevice {
   secondsPerToken: number | null;
   /** What reaching it adds per token (0 for the local device). */
   hopSeconds: number;
+  /** Tensor mode: its fraction of every layer (the plan's tensorSplit entry); absent in layer mode. */
+  share?: number;
 }
 
 export interface ExcludedDevice {
@@ -114,14 +135,21 @@ export interface Plan {
   /** Devices that take part, in llama.cpp order (local first when it takes part). */
   devices: PlannedDevice[];
   excluded: ExcludedDevice[];
-  /** For llama_model_params: the RPC devices in order, one integer layer count each. */
+  /** 'layer': whole layers per device; 'tensor': every device a share of every layer (split.ts). */
+  split: SplitMode;
+  /** Both modes' predictions, and why this one was taken. */
+  splitChoice: SplitChoice;
+  /** Tensor mode's details; null in layer mode. */
+  tensor: TensorDetails | null;
+  /** For llama_model_params: the RPC devices in order. */
   rpcEndpoints: string[];
   /** For each of rpcEndpoints, which of its server's devices it is (CandidateDevice.serverIndex). */
   rpcDevices: number[];
+  /** Layer mode: one integer layer count per RPC device. Tensor mode: each device's share of every layer (proportions). */
   tensorSplit: number[];
   /** MoE expert tensors of these blocks go to the RPC device at this index of rpcEndpoints (see PlannedDevice.expertLayers). */
   expertOverrides: { layers: number[]; device: number }[];
-  /** Layers offloaded to RPC devices (the rest, the first ones, stay on the local CPU). */
+  /** Layers offloaded to RPC devices (the rest, the first ones, stay on the local CPU); every slot in tensor mode. */
   nGpuLayers: number;
   /** Host memory the coordinator itself needs: the input embedding (llama.cpp keeps it there). */
   hostBytes: number;
@@ -138,6 +166,44 @@ export interface Plan {
   groups: number;
 }
 
+/** One split mode's outcome, for comparing them. */
+export interface SplitOption {
+  mode: SplitMode;
+  /** Predicted seconds per token (measured speeds, stand-ins where a device was not measured); null when it was not planned or does not fit. */
+  secondsPerToken: number | null;
+  /** Why this mode gives no plan (it was not asked for, the model or the workers cannot, it does not fit); null when it does. */
+  refusal: string | null;
+  /** Tensor mode's time in parts (see TensorDetails), and on how many devices; null for layer mode or without a plan. */
+  parts: { devices: number; computeSeconds: number; reduceSeconds: number; reductions: number; steps: number; coordinatorSeconds: number } | null;
+}
+
+/** What the split setting was, what each mode would do, and why the plan takes the mode it does. */
+export interface SplitChoice {
+  setting: SplitSetting;
+  layer: SplitOption;
+  tensor: SplitOption;
+  /** One sentence. */
+  reason: string;
+}
+
+/** Tensor mode's plan beyond the devices: the reductions and what llama.cpp's rounding does to the shares. */
+export interface TensorDetails {
+  /** Partial sums reduced per token: two per layer (after the attention and after the feed-forward block). */
+  reductions: number;
+  /** Steps of each reduction's butterfly among the devices. */
+  steps: number;
+  /** What the reductions cost per token (the devices exchanging their partial sums). */
+  reduceSeconds: number;
+  /** The slowest device's share of the weights over its speed: the devices compute side by side. */
+  computeSeconds: number;
+  /** The coordinator's part per token: the graph out to every worker, the result back. */
+  coordinatorSeconds: number;
+  /** The meta device's buffers for received partial sums, on every device (in computeBytes). */
+  reduceBufferBytes: number;
+  /** How llama.cpp's rounding to whole heads and quant blocks changes the shares, in words; empty when it does not matter. */
+  notes: string[];
+}
+
 export interface Refusal {
   fits: false;
   /** How many bytes are missing, after reserves. */
@@ -149,6 +215,8 @@ export interface Refusal {
   excluded: ExcludedDevice[];
   neededBytes: number;
   availableBytes: number;
+  /** The split modes tried and why each gave no plan; absent where only layer mode was asked for. */
+  splitChoice?: SplitChoice;
 }
 
 export type PlanResult = Plan | Refusal;

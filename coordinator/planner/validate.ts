@@ -1,13 +1,14 @@
 // The planner's input checks. Only malformed input throws; a model that does not fit is a Refusal value.
 import { ErrorCode, HearthError } from '../../common/errors.js';
 import { isCacheType } from './kv.js';
-import type { CandidateDevice, ModelFacts, PlanContext, PlanInput } from './types.js';
+import { SPLIT_SETTINGS, type CandidateDevice, type ModelFacts, type PlanContext, type PlanInput } from './types.js';
 
 export function validate(input: PlanInput): void {
   validateModel(input.model);
   validateContext(input.context);
   requireBytes(input.reserveBytes, 'reserveBytes');
   validateDevices(input.devices);
+  if (input.split !== undefined && !SPLIT_SETTINGS.includes(input.split)) invalid(`split: '${String(input.split)}' is not one of ${SPLIT_SETTINGS.join(', ')}`);
 }
 
 function invalid(message: string): never {

@@ -7,6 +7,10 @@
 // Environment: LLAMA_CPP_DIR (use this llama.cpp tree), HEARTH_GPU=cuda,metal,vulkan (same as the
 // flags, for `npm ci`), HEARTH_CACHE_DIR (where the llama.cpp source is kept), HEARTH_SKIP_NATIVE=1.
 //
+// hearth's patches to llama.cpp (native/patches/*.patch, in name order) are applied to that tree before it
+// is built: the cached tree is patched in place (and put back first when the patches change); a
+// LLAMA_CPP_DIR tree must already carry them.
+//
 // Without LLAMA_CPP_DIR the source is llama.cpp release v0.5.0 as shipped inside the npm package
 // node-llama-cpp@3.22.1 (llama/gitRelease.bundle): the package tarball is fetched with `npm pack`
 // (no install, none of its prebuilt binaries), the bundle cloned once into the cache, reused after.
@@ -16,7 +20,8 @@
 // installed package (`npm install -g`, `npx`), where the working directory is the package and its
 // dependencies may sit in a node_modules above it.
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, homedir } from 'node:os';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
@@ -187,13 +192,13 @@ function obtainLlamaSource(env) {
     const dir = resolve(env.LLAMA_CPP_DIR);
     checkLlamaTree(dir, 'LLAMA_CPP_DIR');
     log(`using llama.cpp from LLAMA_CPP_DIR=${dir}`);
-    return { dir, release: env.HEARTH_LLAMA_RELEASE ?? 'custom' };
+    return { dir, release: env.HEARTH_LLAMA_RELEASE ?? 'custom', ours: false };
   }
   const cache = cacheRoot(env);
   const dir = llamaCacheDir(env);
   if (existsSync(join(dir, '.hearth-complete'))) {
     log(`using cached llama.cpp ${LLAMA_RELEASE} at ${dir}`);
-    return { dir, release: LLAMA_RELEASE };
+    return { dir, release: LLAMA_RELEASE, ours: true };
   }
   mkdirSync(cache, { recursive: true });
   const work = mkdtempSync(join(cache, 'fetch-'));
@@ -221,7 +226,50 @@ function obtainLlamaSource(env) {
     rmSync(work, { recursive: true, force: true });
   }
   log(`llama.cpp ${LLAMA_RELEASE} unpacked at ${dir}`);
-  return { dir, release: LLAMA_RELEASE };
+  return { dir, release: LLAMA_RELEASE, ours: true };
+}
+
+const patchDir = join(nativeDir, 'patches');
+
+/** hearth's patches to llama.cpp, in the order they apply, and one short hash of them all. */
+function ourPatches() {
+  const files = existsSync(patchDir) ? readdirSync(patchDir).filter((f) => f.endsWith('.patch')).sort() : [];
+  const hash = createHash('sha256');
+  for (const f of files) hash.update(f).update(readFileSync(join(patchDir, f)));
+  return { files: files.map((f) => join(patchDir, f)), id: files.length ? hash.digest('hex').slice(0, 12) : 'none' };
+}
+
+const gitQuiet = (dir, args) => spawnSync('git', ['-C', dir, ...args], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+
+/**
+ * Applies hearth's patches to the llama.cpp tree. The cached tree is hearth's own: it is patched in place,
+ * and put back to the release first when it carries other patches. A LLAMA_CPP_DIR tree is the user's:
+ * it is only checked, and a tree without the patches is refused with the command that applies them.
+ */
+function applyPatches(source) {
+  const patches = ourPatches();
+  if (patches.files.length === 0) return patches.id;
+  const marker = join(source.dir, '.hearth-patches');
+  if (!source.ours) {
+    const missing = patches.files.filter((f) => gitQuiet(source.dir, ['apply', '--reverse', '--check', f]).status !== 0);
+    if (missing.length > 0) {
+      fail(`LLAMA_CPP_DIR ${source.dir} lacks hearth's patches to llama.cpp; apply them with\n  ${missing.map((f) => `git -C ${source.dir} apply ${f}`).join('\n  ')}\nor unset LLAMA_CPP_DIR to build the release hearth fetches`);
+    }
+    return patches.id;
+  }
+  if (existsSync(marker) && readFileSync(marker, 'utf8').trim() === patches.id) return patches.id;
+  if (!have('git')) fail(`git is needed to apply hearth's patches to llama.cpp (${INSTALL_HINT.git})`);
+  // back to the release, then the patches; the marker is written last, so an interrupted run starts over
+  rmSync(marker, { force: true });
+  const reset = gitQuiet(source.dir, ['checkout', '--', '.']);
+  if (reset.status !== 0) fail(`could not restore the llama.cpp tree at ${source.dir}: ${reset.stderr.trim()}; remove that folder and build again`);
+  for (const f of patches.files) {
+    const r = gitQuiet(source.dir, ['apply', f]);
+    if (r.status !== 0) fail(`hearth's patch ${f} does not apply to llama.cpp ${source.release} at ${source.dir}: ${r.stderr.trim()}`);
+    log(`applied ${f.slice(root.length + 1)}`);
+  }
+  writeFileSync(marker, `${patches.id}\n`);
+  return patches.id;
 }
 
 async function build(source, opts, env) {
@@ -265,7 +313,7 @@ async function build(source, opts, env) {
   const commit = spawnSync('git', ['-C', source.dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout?.trim() || null;
   writeFileSync(
     join(outDir, 'build-info.json'),
-    JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, llamaCppDir: source.dir, gpu: opts.gpu, nativeCpu: !opts.portable, buildType: BUILD_TYPE }, null, 2) + '\n',
+    JSON.stringify({ llamaCppRelease: source.release, llamaCppCommit: commit, llamaCppPatches: source.patches, llamaCppDir: source.dir, gpu: opts.gpu, nativeCpu: !opts.portable, buildType: BUILD_TYPE }, null, 2) + '\n',
   );
 }
 
@@ -330,6 +378,7 @@ async function main() {
   const opts = parseOptions(process.argv.slice(2), env);
   checkTools(env);
   const source = obtainLlamaSource(env);
+  source.patches = applyPatches(source);
   await build(source, opts, env);
   verify();
 }

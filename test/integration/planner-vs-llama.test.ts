@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 
 import { plan } from '../../coordinator/planner/planner.js';
-import type { CandidateDevice } from '../../coordinator/planner/types.js';
+import type { CandidateDevice, PlannedDevice } from '../../coordinator/planner/types.js';
 import { readModelFacts } from '../../models/gguf-info.js';
 import { groupShares } from '../../coordinator/planner/pipeline.js';
 import { connectRpcServers, LlamaModel, type LlamaContext, type RpcDevice } from '../../native/llama.js';
@@ -74,6 +74,33 @@ test('pipelined decode: one context per worker, the KV cache split between them 
     assertPlanMatchesLlama(p, devices, model, contexts);
   } finally {
     for (const c of contexts) c.dispose();
+    model.dispose();
+  }
+});
+
+test("tensor mode: the largest share's weights, KV cache and compute buffer are what llama.cpp's meta device allocates", async () => {
+  const path = await testModel('small');
+  const facts = await readModelFacts(path);
+  const { devices, candidates } = await candidatesOn();
+  const context = { ctxSize: 512, parallel: 2, typeK: 'f16' as const, typeV: 'f16' as const, nUbatch: 512 };
+  // Shares of about a third and two thirds: 4 KV heads do not divide so, and the rounding takes turns.
+  const p = plan({ model: facts, devices: candidates, context, reserveBytes: 0, split: 'tensor', objective: 'memory' });
+  assert.ok(p.fits, JSON.stringify(p));
+  assert.equal(p.split, 'tensor');
+  assert.ok(p.tensor!.notes.length > 0, 'the plan says the heads do not divide evenly');
+
+  const model = await LlamaModel.load(path, { devices: devices.map((d) => d.name), splitMode: 'tensor', tensorSplit: p.tensorSplit, nGpuLayers: p.nGpuLayers });
+  const ctx = await model.createContext({ nCtx: context.ctxSize * context.parallel, nSeqMax: context.parallel, nBatch: 512, nUbatch: 512, nThreads: 1 });
+  try {
+    // The meta device reports its buffers' sizes, each the largest of its devices' (ggml-backend-meta.cpp).
+    const meta = ctx.memoryBreakdown().find((e) => e.device?.startsWith('Meta'));
+    assert.ok(meta, 'llama.cpp made a meta device');
+    const largest = (f: (d: PlannedDevice) => number) => Math.max(...p.devices.map(f));
+    assert.ok(Math.abs(meta.modelBytes - largest((d) => d.weightBytes)) <= 64 * 1024, `weights: planned ${largest((d) => d.weightBytes)}, llama.cpp ${meta.modelBytes}`);
+    assert.equal(meta.contextBytes, largest((d) => d.kvBytes), 'kv');
+    assert.ok(largest((d) => d.computeBytes) >= meta.computeBytes, `compute: planned ${largest((d) => d.computeBytes)} < llama.cpp ${meta.computeBytes}`);
+  } finally {
+    ctx.dispose();
     model.dispose();
   }
 });

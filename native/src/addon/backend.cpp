@@ -144,6 +144,22 @@ Napi::Value AddRpcServer(const Napi::CallbackInfo & info) {
     return worker->Promise();
 }
 
+// Tensor split: where the server at `from` reaches the one at `to` for the servers' own all-reduce
+// (hearth's patch to ggml-rpc, RPC 7.1). Set before the model loads; unset, `to` itself.
+Napi::Value RpcPeerAddress(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString()) {
+        ThrowJs(env, "INVALID_ARGUMENT", "rpcPeerAddress(from, to, address): three strings");
+    }
+    ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+    if (rpc == nullptr) ThrowJs(env, "UNSUPPORTED", "this build of hearth has no RPC backend");
+    using set_peer_address_t = void (*)(const char *, const char *, const char *);
+    auto set_peer_address = reinterpret_cast<set_peer_address_t>(ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_set_peer_address"));
+    if (set_peer_address == nullptr) ThrowJs(env, "UNSUPPORTED", "this build's RPC backend has no server-to-server reduction (hearth's patch to ggml-rpc is missing)");
+    set_peer_address(info[0].As<Napi::String>().Utf8Value().c_str(), info[1].As<Napi::String>().Utf8Value().c_str(), info[2].As<Napi::String>().Utf8Value().c_str());
+    return env.Undefined();
+}
+
 // --- GGUF header -------------------------------------------------------------------------------------
 
 struct GgufValue {
@@ -354,6 +370,7 @@ void InitBackend(Napi::Env env, Napi::Object exports) {
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
     exports.Set("listDevices", Napi::Function::New(env, ListDevices, "listDevices"));
     exports.Set("addRpcServer", Napi::Function::New(env, AddRpcServer, "addRpcServer"));
+    exports.Set("rpcPeerAddress", Napi::Function::New(env, RpcPeerAddress, "rpcPeerAddress"));
     exports.Set("readGguf", Napi::Function::New(env, ReadGguf, "readGguf"));
 }
 
