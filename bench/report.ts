@@ -1160,7 +1160,7 @@ export function splitMarkdown(p: SplitResults): string {
   const fmt = (x: Stat) => (Number.isFinite(x.median) ? `${n1(x.median)} (${n1(x.min)}–${n1(x.max)})` : 'n/a');
   const ratio = (a: Stat, b: Stat) => (Number.isFinite(a.median) && Number.isFinite(b.median) ? (a.median / b.median).toFixed(2) : 'n/a');
   const link = (l: SplitLink[]) =>
-    l.length === 0 ? '–' : `${n2(stat(l.map((x) => x.rttMs.median)).median)} ms, ${n1(stat(l.flatMap((x) => [x.upMbit, x.downMbit])).median)} Mb/s`;
+    l.length === 0 ? '–' : `${n2(stat(l.map((x) => x.rttMs.median)).median)} ms, ${stat(l.flatMap((x) => [x.upMbit, x.downMbit])).median.toFixed(0)} Mb/s`;
   const lines = [
     '## Tensor split',
     '',

@@ -34,7 +34,7 @@ import { probeLink, type LinkFigures } from './link-probe.js';
 import { ensureLlamaTool } from './llama-tools.js';
 import { streamCompletion, uniquePrompt } from './measure.js';
 import { netnsUnavailable } from './netns.js';
-import { SPLIT_SIDES, splitMarkdown, type SplitLink, type SplitResults, type SplitRun, type SplitSetup, type SplitSide } from './report.js';
+import { SPLIT_SIDES, splitMarkdown, stat, type SplitLink, type SplitResults, type SplitRun, type SplitSetup, type SplitSide } from './report.js';
 import { serve, writeReport } from './run.js';
 
 const { values } = parseArgs({
@@ -365,7 +365,7 @@ async function main(): Promise<void> {
             run.plan = server.plan;
             run.loadAverage = loadavg()[0]!;
             Object.assign(run, await measure(server.base, o));
-            const single = [...run.singleTps].sort((a, b) => a - b)[Math.floor(run.singleTps.length / 2)]!;
+            const single = stat(run.singleTps).median;
             const plan = run.plan ? ` [ran as ${run.plan.split ?? '?'}, layers ${run.plan.layers.join('+')}, predicted ${run.plan.predictedSecondsPerToken ? (1 / run.plan.predictedSecondsPerToken).toFixed(1) : '?'} tok/s]` : '';
             say(`${what}: single ${single.toFixed(2)} tok/s, ${o.concurrency} at once ${run.aggregateTps.toFixed(2)} tok/s, ttft ${run.ttftMs.toFixed(0)} ms (load ${run.loadAverage.toFixed(1)})${plan}`);
           } catch (e) {
