@@ -1154,7 +1154,7 @@ function splitSetupLabel(s: SplitSetup): string {
   return s.net === 'loopback' ? 'loopback' : `LAN ${s.rateMbit === null ? '' : `${s.rateMbit >= 1000 ? `${s.rateMbit / 1000} Gb/s` : `${s.rateMbit} Mb/s`}, `}RTT ${s.rttMs} ms`;
 }
 
-export function splitMarkdown(p: SplitResults): string {
+export function splitMarkdown(p: SplitResults, notes: string | null = null): string {
   const n2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
   const n1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
   const fmt = (x: Stat) => (Number.isFinite(x.median) ? `${n1(x.median)} (${n1(x.min)}–${n1(x.max)})` : 'n/a');
@@ -1210,6 +1210,7 @@ export function splitMarkdown(p: SplitResults): string {
   if (speeds.length > 0) {
     lines.push('', `Workers' calibrated speed for ${p.model.weightType} weights, GB/s: ${speeds.map((s) => `${splitSetupLabel(s)}, ${s.workers} workers: ${s.workerSpeeds.map((x) => (x / 1e9).toFixed(1)).join(' / ')}`).join('; ')}.`);
   }
+  if (notes) lines.push('', notes.trim());
   lines.push('');
   return lines.join('\n');
 }

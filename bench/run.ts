@@ -291,7 +291,9 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const switchNotes = existsSync(switchNotesFile) ? readFileSync(switchNotesFile, 'utf8') : null;
   const switching = existsSync(switchFile) ? switchMarkdown(JSON.parse(readFileSync(switchFile, 'utf8')) as SwitchResults, switchNotes) : null;
   const splitFile = join(dirname(jsonFile), 'split-results.json');
-  const split = existsSync(splitFile) ? splitMarkdown(JSON.parse(readFileSync(splitFile, 'utf8')) as SplitResults) : null;
+  const splitNotesFile = join(dirname(jsonFile), 'split-notes.md');
+  const splitNotes = existsSync(splitNotesFile) ? readFileSync(splitNotesFile, 'utf8') : null;
+  const split = existsSync(splitFile) ? splitMarkdown(JSON.parse(readFileSync(splitFile, 'utf8')) as SplitResults, splitNotes) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(

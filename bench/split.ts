@@ -14,7 +14,7 @@
 // in the cache, else the small preset (made if missing). Prints the markdown to stdout, writes the JSON
 // (--out, bench/split-results.json) and regenerates BENCHMARKS.md (its tensor split section).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -398,7 +398,7 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   save(o, results);
-  process.stdout.write(splitMarkdown(results));
+  process.stdout.write(splitMarkdown(results, existsSync('bench/split-notes.md') ? readFileSync('bench/split-notes.md', 'utf8') : null));
   if (existsSync('bench/results.json') && resolve(o.out) === resolve('bench/split-results.json')) writeReport('bench/results.json', 'BENCHMARKS.md', 'bench/aggregate.svg');
   say(`done in ${((Date.now() - started) / 60000).toFixed(1)} min; wrote ${o.out}`);
 }
