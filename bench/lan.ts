@@ -15,6 +15,7 @@
 //   const links = await lan.measureLinks();                       // RTT and Mb/s as the services see them
 //   await lan.destroy();
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** A worker host's ports, as on a real machine (each host has a namespace of its own). */
 export const LAN_PORTS = { control: 50051, rpc: 50052, probe: 50099 } as const;
+/** /proc's clock ticks per second (sysconf CLK_TCK; 100 on Linux everywhere in practice). */
+const TICKS = 100;
 /** Where a host's relay listens for a public port's connections: the port plus this. */
 const RELAY_OFFSET = 10_000;
 
@@ -206,6 +209,25 @@ export class EmulatedLan {
       }
     }
     return { toHosts, between };
+  }
+
+  /**
+   * CPU seconds (user + system, every thread) the relays have used so far: what the emulation takes
+   * from the machine, in the same CPUs as the workers.
+   */
+  relayCpuSeconds(): number {
+    let seconds = 0;
+    for (const relay of this.#relays.values()) {
+      try {
+        const stat = readFileSync(`/proc/${relay.pid}/stat`, 'utf8');
+        // Fields 14 and 15 (utime, stime), counted from the state (field 3) after the command's ')'.
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        seconds += (Number(f[11]) + Number(f[12])) / TICKS;
+      } catch {
+        // gone
+      }
+    }
+    return seconds;
   }
 
   /** Stops everything started in the hosts, then removes the namespaces. */

@@ -1107,6 +1107,8 @@ export interface SplitRun {
   /** Time to first token of the single requests, median, ms. */
   ttftMs: number;
   loadAverage: number;
+  /** CPU the emulated LAN's delay relays used during the measurement, as a share of one core (all relays; null on loopback). */
+  relayCpuShare?: number | null;
   /** What hearth planned (hearth sides; null for llama-server): its split mode as it logged it, per-device layers, predicted s/token. */
   plan: { split: string | null; layers: number[]; predictedSecondsPerToken: number | null } | null;
   /** Why this side could not be measured (the run has no figures then). */
@@ -1205,6 +1207,14 @@ export function splitMarkdown(p: SplitResults, notes: string | null = null): str
     }
     const errors = sums.flatMap(({ s, m }) => SPLIT_SIDES.filter((side) => m[side].error !== null).map((side) => `- ${splitSetupLabel(s)}, ${side}${m[side].runs > 0 ? ` (failed in some repetitions, measured in ${m[side].runs})` : ''}: ${m[side].error}`));
     if (errors.length > 0) lines.push('', `Sides that could not be measured (${workers} workers):`, '', ...errors);
+  }
+  const relays = p.setups.filter((s) => s.runs.some((r) => typeof r.relayCpuShare === 'number'));
+  if (relays.length > 0) {
+    const share = (s: SplitSetup, side: SplitSide) => stat(s.runs.filter((r) => r.side === side && typeof r.relayCpuShare === 'number').map((r) => 100 * r.relayCpuShare!)).median;
+    lines.push(
+      '',
+      `The delay relays' own CPU during the measured runs, all relays together, % of one core (median; the machine has ${p.machine.cores}): ${relays.map((s) => `${splitSetupLabel(s)}, ${s.workers} workers: ${SPLIT_SIDES.map((side) => `${side} ${Number.isFinite(share(s, side)) ? share(s, side).toFixed(0) : 'n/a'}`).join(', ')}`).join('; ')}.`,
+    );
   }
   const speeds = p.setups.filter((s) => s.workerSpeeds.some((x) => x > 0));
   if (speeds.length > 0) {

@@ -351,7 +351,7 @@ async function main(): Promise<void> {
         let layers: number[] | null = null;
         const runSide = async (side: SplitSide, rep: number, warmUp: boolean): Promise<void> => {
           const mode = side.endsWith('tensor') ? 'tensor' : 'layer';
-          const run: SplitRun = { side, rep, singleTps: [], aggregateTps: NaN, ttftMs: NaN, loadAverage: loadavg()[0]!, plan: null, error: null };
+          const run: SplitRun = { side, rep, singleTps: [], aggregateTps: NaN, ttftMs: NaN, loadAverage: loadavg()[0]!, relayCpuShare: null, plan: null, error: null };
           const what = `${label} ${warmUp ? 'warm-up' : `rep ${rep + 1}/${o.reps}`} ${side.padEnd(13)}`;
           let server: Server | null = null;
           try {
@@ -364,10 +364,14 @@ async function main(): Promise<void> {
             }
             run.plan = server.plan;
             run.loadAverage = loadavg()[0]!;
+            const relayCpu = bed.lan?.relayCpuSeconds() ?? null;
+            const measuring = performance.now();
             Object.assign(run, await measure(server.base, o));
+            run.relayCpuShare = relayCpu === null ? null : (bed.lan!.relayCpuSeconds() - relayCpu) / ((performance.now() - measuring) / 1000);
             const single = stat(run.singleTps).median;
             const plan = run.plan ? ` [ran as ${run.plan.split ?? '?'}, layers ${run.plan.layers.join('+')}, predicted ${run.plan.predictedSecondsPerToken ? (1 / run.plan.predictedSecondsPerToken).toFixed(1) : '?'} tok/s]` : '';
-            say(`${what}: single ${single.toFixed(2)} tok/s, ${o.concurrency} at once ${run.aggregateTps.toFixed(2)} tok/s, ttft ${run.ttftMs.toFixed(0)} ms (load ${run.loadAverage.toFixed(1)})${plan}`);
+            const relays = run.relayCpuShare == null ? '' : `, relays ${(100 * run.relayCpuShare).toFixed(0)} % of a core`;
+            say(`${what}: single ${single.toFixed(2)} tok/s, ${o.concurrency} at once ${run.aggregateTps.toFixed(2)} tok/s, ttft ${run.ttftMs.toFixed(0)} ms (load ${run.loadAverage.toFixed(1)}${relays})${plan}`);
           } catch (e) {
             run.error = messageOf(e);
             failed.add(side);
