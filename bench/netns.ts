@@ -118,6 +118,17 @@ export class HostNetwork {
     execFileSync('tc', ['-n', this.host(host).netns, 'qdisc', 'add', 'dev', 'eth0', ...tbf], { stdio: ['ignore', 'ignore', 'pipe'] });
   }
 
+  /**
+   * Sends TCP connections that come in on a host's cable for `port` to `toPort` on the same address
+   * instead (iptables REDIRECT): a relay in front of a service that binds the host's address. The
+   * host's own connections to itself are not redirected.
+   */
+  redirect(host: string, port: number, toPort: number): void {
+    execFileSync('ip', ['netns', 'exec', this.host(host).netns, 'iptables', '-t', 'nat', '-A', 'PREROUTING', '-i', 'eth0', '-p', 'tcp', '--dport', String(port), '-j', 'REDIRECT', '--to-ports', String(toPort)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+  }
+
   #port(host: string): string {
     const i = this.hosts.findIndex((x) => x.name === host);
     if (i < 0) throw new Error(`no host ${host} on this network`);

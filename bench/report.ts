@@ -1084,3 +1084,143 @@ export function switchMarkdown(p: SwitchResults, notes: string | null = null): s
   lines.push('');
   return lines.join('\n');
 }
+
+/** bench:split's sides: hearth and llama-server, each in layer and tensor mode, over the same workers. */
+export const SPLIT_SIDES = ['hearth-layer', 'hearth-tensor', 'llama-layer', 'llama-tensor'] as const;
+export type SplitSide = (typeof SPLIT_SIDES)[number];
+
+/** A link as a service's traffic crosses it (bench/link-probe.ts). */
+export interface SplitLink {
+  rttMs: { median: number; p10: number; p90: number };
+  upMbit: number;
+  downMbit: number;
+}
+
+/** One side measured once: decode speed of single requests and of `concurrency` at once. */
+export interface SplitRun {
+  side: SplitSide;
+  rep: number;
+  /** Decode tokens/s of each single request (after its first token). */
+  singleTps: number[];
+  /** Generated tokens/s over all requests at once, start to last token. */
+  aggregateTps: number;
+  /** Time to first token of the single requests, median, ms. */
+  ttftMs: number;
+  loadAverage: number;
+  /** CPU the emulated LAN's delay relays used during the measurement, as a share of one core (all relays; null on loopback). */
+  relayCpuShare?: number | null;
+  /** What hearth planned (hearth sides; null for llama-server): its split mode as it logged it, per-device layers, predicted s/token. */
+  plan: { split: string | null; layers: number[]; predictedSecondsPerToken: number | null } | null;
+  /** Why this side could not be measured (the run has no figures then). */
+  error: string | null;
+}
+
+/** One network with its workers: the settings each side ran in. */
+export interface SplitSetup {
+  workers: number;
+  net: 'loopback' | 'lan';
+  /** The round trip asked of the emulated LAN, ms (null on loopback), and the relays' delay that gave it. */
+  rttMs: number | null;
+  relayRttMs: number | null;
+  rateMbit: number | null;
+  /** Measured before the runs: this machine to each worker's host, and worker to worker. */
+  links: { toWorkers: SplitLink[]; between: SplitLink[] } | null;
+  /** Each worker's calibrated decode speed for the model's weight type (bytes/s; 0: not measured). */
+  workerSpeeds: number[];
+  runs: SplitRun[];
+}
+
+export interface SplitResults {
+  date: string;
+  command: string;
+  quick: boolean;
+  machine: { cpu: string; cores: number; memoryGiB: number; os: string; node: string };
+  build: { llamaCpp: string; rpcProtocol: string };
+  model: { file: string; bytes: number; weightType: string };
+  settings: { reps: number; tokens: number; singles: number; concurrency: number; ctxSize: number; threadsPerWorker: number; warmUp: boolean };
+  setups: SplitSetup[];
+}
+
+/** Medians of a setup's sides (NaN where a side has no figures) and the ratios between them. */
+export function splitSummary(s: SplitSetup): Record<SplitSide, { single: Stat; aggregate: Stat; runs: number; error: string | null }> {
+  const out = {} as Record<SplitSide, { single: Stat; aggregate: Stat; runs: number; error: string | null }>;
+  for (const side of SPLIT_SIDES) {
+    const runs = s.runs.filter((r) => r.side === side && r.error === null);
+    const error = s.runs.find((r) => r.side === side && r.error !== null)?.error ?? null;
+    out[side] = { single: stat(runs.map((r) => stat(r.singleTps).median)), aggregate: stat(runs.map((r) => r.aggregateTps)), runs: runs.length, error };
+  }
+  return out;
+}
+
+function splitSetupLabel(s: SplitSetup): string {
+  return s.net === 'loopback' ? 'loopback' : `LAN ${s.rateMbit === null ? '' : `${s.rateMbit >= 1000 ? `${s.rateMbit / 1000} Gb/s` : `${s.rateMbit} Mb/s`}, `}RTT ${s.rttMs} ms`;
+}
+
+export function splitMarkdown(p: SplitResults, notes: string | null = null): string {
+  const n2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
+  const n1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
+  const fmt = (x: Stat) => (Number.isFinite(x.median) ? `${n1(x.median)} (${n1(x.min)}–${n1(x.max)})` : 'n/a');
+  const ratio = (a: Stat, b: Stat) => (Number.isFinite(a.median) && Number.isFinite(b.median) ? (a.median / b.median).toFixed(2) : 'n/a');
+  const link = (l: SplitLink[]) =>
+    l.length === 0 ? '–' : `${n2(stat(l.map((x) => x.rttMs.median)).median)} ms, ${stat(l.flatMap((x) => [x.upMbit, x.downMbit])).median.toFixed(0)} Mb/s`;
+  const lines = [
+    '## Tensor split',
+    '',
+    `Single-stream decode and ${p.settings.concurrency} requests at once, hearth with \`--split layer\` and \`--split tensor\` beside \`llama-server -sm layer\` and \`-sm tensor\` over the same workers (${p.settings.threadsPerWorker} thread each, \`ggml-rpc-server\` inside each hearth worker), in one run with the sides alternating (their order rotating), each started afresh per repetition${p.settings.warmUp ? ' and once before them, not measured, so that the workers\' tensor caches hold both splits\' tensors before any measured run' : ''}. hearth's coordinator runs with \`--local-device off --placement memory\`, so every layer is on the workers; llama-server gets hearth's layer split (\`-ts\`) in layer mode and equal shares in tensor mode. Requests are greedy completions of ${p.settings.tokens} tokens (ignore_eos), streamed over HTTP, every prompt unique and not cached; single-stream is the decode rate after the first token, the median of ${p.settings.singles} requests per repetition; aggregate is all generated tokens over the wall time of ${p.settings.concurrency} requests sent at once. Figures are medians over ${p.settings.reps} repetition${p.settings.reps === 1 ? '' : 's'} with their min–max.`,
+    '',
+    "Networks: **loopback** (everything on 127.0.0.1), and an **emulated LAN** (`bench/lan.ts`): each worker a host in a network namespace of its own on a bridge, its cable limited both ways by tc `tbf`, and, since this kernel has no netem, a user-space delay relay (`bench/delay-relay.ts`) in front of each host's ports, so every connection into a worker — the coordinator's, llama-server's and the workers' peer links to each other — gets the round trip. The relays' delay is trimmed at start so that a one-byte ping-pong between two processes measures the RTT asked for. The link columns are measured before the runs by `bench/link-probe.ts` through the same path: round trip (median) and bulk rate (median of both directions), coordinator to worker and worker to worker: these and each worker's calibrated speed are what `hearth plan --simulate` takes (`rttMs`, `linkGbps`, `speed`).",
+    '',
+    ...madeBy(p.command, 'bench/split.ts', p.date),
+    '',
+    `Machine: ${p.machine.cpu}, ${p.machine.cores} cores, ${p.machine.memoryGiB} GiB, ${p.machine.os}, Node ${p.machine.node}. llama.cpp ${p.build.llamaCpp}, RPC protocol ${p.build.rpcProtocol}. Model: \`${p.model.file}\` (${(p.model.bytes / 2 ** 30).toFixed(2)} GiB, ${p.model.weightType}).`,
+    ...(p.quick ? ['', '**Quick run** (`--quick`: one repetition, short requests): it checks the harness; its figures are not the benchmark.'] : []),
+  ];
+  for (const workers of [...new Set(p.setups.map((s) => s.workers))]) {
+    const setups = p.setups.filter((s) => s.workers === workers);
+    const sums = setups.map((s) => ({ s, m: splitSummary(s) }));
+    for (const [metric, title] of [['single', 'single-stream decode, tokens/s'], ['aggregate', `aggregate at ${p.settings.concurrency} concurrent, tokens/s`]] as const) {
+      lines.push(
+        '',
+        `### ${workers} workers: ${title}`,
+        '',
+        '| network | RTT, rate: coordinator → worker | worker ↔ worker | hearth layer | hearth tensor | tensor ÷ layer | llama-server layer | llama-server tensor | tensor ÷ layer | hearth tensor ÷ llama-server tensor |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      );
+      for (const { s, m } of sums) {
+        const v = (side: SplitSide) => m[side][metric];
+        lines.push(
+          `| ${splitSetupLabel(s)} | ${s.links ? link(s.links.toWorkers) : '–'} | ${s.links ? link(s.links.between) : '–'} | ${fmt(v('hearth-layer'))} | ${fmt(v('hearth-tensor'))} | ${ratio(v('hearth-tensor'), v('hearth-layer'))} | ${fmt(v('llama-layer'))} | ${fmt(v('llama-tensor'))} | ${ratio(v('llama-tensor'), v('llama-layer'))} | ${ratio(v('hearth-tensor'), v('llama-tensor'))} |`,
+        );
+      }
+    }
+    const planned = setups.flatMap((s) => s.runs.filter((r) => r.plan?.predictedSecondsPerToken).map((r) => ({ s, r })));
+    if (planned.length > 0) {
+      lines.push('', `hearth's own prediction against the measured single stream (${workers} workers; the coordinator's planned seconds per token, as its status reports it):`, '');
+      for (const { s, m } of sums) {
+        for (const side of ['hearth-layer', 'hearth-tensor'] as const) {
+          const pred = stat(s.runs.filter((r) => r.side === side && r.plan?.predictedSecondsPerToken).map((r) => 1 / r.plan!.predictedSecondsPerToken!));
+          if (!Number.isFinite(pred.median)) continue;
+          const split = s.runs.find((r) => r.side === side && r.plan)?.plan?.split ?? '?';
+          lines.push(`- ${splitSetupLabel(s)}, ${side} (ran as ${split}): predicted ${n1(pred.median)} tokens/s, measured ${n1(m[side].single.median)} (${ratio(m[side].single, pred)} of the prediction)`);
+        }
+      }
+    }
+    const errors = sums.flatMap(({ s, m }) => SPLIT_SIDES.filter((side) => m[side].error !== null).map((side) => `- ${splitSetupLabel(s)}, ${side}${m[side].runs > 0 ? ` (failed in some repetitions, measured in ${m[side].runs})` : ''}: ${m[side].error}`));
+    if (errors.length > 0) lines.push('', `Sides that could not be measured (${workers} workers):`, '', ...errors);
+  }
+  const relays = p.setups.filter((s) => s.runs.some((r) => typeof r.relayCpuShare === 'number'));
+  if (relays.length > 0) {
+    const share = (s: SplitSetup, side: SplitSide) => stat(s.runs.filter((r) => r.side === side && typeof r.relayCpuShare === 'number').map((r) => 100 * r.relayCpuShare!)).median;
+    lines.push(
+      '',
+      `The delay relays' own CPU during the measured runs, all relays together, % of one core (median; the machine has ${p.machine.cores}): ${relays.map((s) => `${splitSetupLabel(s)}, ${s.workers} workers: ${SPLIT_SIDES.map((side) => `${side} ${Number.isFinite(share(s, side)) ? share(s, side).toFixed(0) : 'n/a'}`).join(', ')}`).join('; ')}.`,
+    );
+  }
+  const speeds = p.setups.filter((s) => s.workerSpeeds.some((x) => x > 0));
+  if (speeds.length > 0) {
+    lines.push('', `Workers' calibrated speed for ${p.model.weightType} weights, GB/s: ${speeds.map((s) => `${splitSetupLabel(s)}, ${s.workers} workers: ${s.workerSpeeds.map((x) => (x / 1e9).toFixed(1)).join(' / ')}`).join('; ')}.`);
+  }
+  if (notes) lines.push('', notes.trim());
+  lines.push('');
+  return lines.join('\n');
+}

@@ -15,7 +15,7 @@ import { createTestModel, testModelFileName } from '../models/test-models.js';
 import { spawnHearth, startLocalWorker, waitHealthy, type LocalWorker } from '../cli/local-cluster.js';
 import { ensureLlamaTool } from './llama-tools.js';
 import { runSuite, type ChatSettings, type SuiteFigures, type SuiteSettings } from './measure.js';
-import { abMarkdown, chartSvg, chatBenchMarkdown, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, switchMarkdown, targets, type AbResults, type BenchResults, type ChatBenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults, type SwitchResults } from './report.js';
+import { abMarkdown, chartSvg, chatBenchMarkdown, linkMarkdown, markdown, met, placementMarkdown, resumeMarkdown, speculativeMarkdown, splitMarkdown, switchMarkdown, targets, type AbResults, type BenchResults, type ChatBenchResults, type LinkResults, type PlacementResults, type ResumeResults, type Side, type SpeculativeResults, type SplitResults, type SwitchResults } from './report.js';
 
 const COLD_LOAD_REPS = 3;
 
@@ -290,10 +290,14 @@ export function writeReport(jsonFile: string, markdownFile: string, chartFile: s
   const switchNotesFile = join(dirname(jsonFile), 'switch-notes.md');
   const switchNotes = existsSync(switchNotesFile) ? readFileSync(switchNotesFile, 'utf8') : null;
   const switching = existsSync(switchFile) ? switchMarkdown(JSON.parse(readFileSync(switchFile, 'utf8')) as SwitchResults, switchNotes) : null;
+  const splitFile = join(dirname(jsonFile), 'split-results.json');
+  const splitNotesFile = join(dirname(jsonFile), 'split-notes.md');
+  const splitNotes = existsSync(splitNotesFile) ? readFileSync(splitNotesFile, 'utf8') : null;
+  const split = existsSync(splitFile) ? splitMarkdown(JSON.parse(readFileSync(splitFile, 'utf8')) as SplitResults, splitNotes) : null;
   const abFile = join(dirname(jsonFile), 'ab-results.json');
   const ab = existsSync(abFile) ? abMarkdown(JSON.parse(readFileSync(abFile, 'utf8')) as AbResults) : null;
   writeFileSync(
     markdownFile,
-    markdown(results, relative(dirname(markdownFile), chartFile), analysis, chats) + [chat, placement, speculative, link, resume, switching, ab].map((s) => (s ? `\n${s}` : '')).join(''),
+    markdown(results, relative(dirname(markdownFile), chartFile), analysis, chats) + [chat, placement, speculative, link, resume, switching, split, ab].map((s) => (s ? `\n${s}` : '')).join(''),
   );
 }
