@@ -2,7 +2,8 @@
 // namespace with one veth to a bridge that lives in a hub namespace of its own, so nothing touches this
 // machine's real interfaces and no packet leaves it. A host's cable can be pulled. Every namespace is
 // removed again by destroy() (and by the process exit hook). (test/helpers/netns.ts adds processes
-// that the tests' cleanup stops.)
+// that the tests' cleanup stops; bench/lan.ts builds the emulated LAN on these hosts: cables limited,
+// a round trip added by delay relays, workers started in the hosts.)
 import { execFileSync } from 'node:child_process';
 
 /** The tests' subnet; a benchmark takes another (`subnet`), so the two can run at once. */
