@@ -49,7 +49,7 @@ export function workerView(w: WorkerRecord, secure: boolean, contentId: string |
 /** A snapshot's plan already names each worker by its own address, not the local relay the engine dials. */
 export function planView(p: PlanResult | null, ctx: { ctxSize: number; parallel: number }): WirePlan {
   const base = { ctx_size: ctx.ctxSize, parallel: ctx.parallel };
-  const none = { objective: '', predicted_seconds_per_token: 0, groups: 0 };
+  const none = { objective: '', predicted_seconds_per_token: 0, groups: 0, split: '' };
   if (!p) return { fits: false, devices: [], refusal: 'no plan yet', suggestions: [], host_bytes: '0', excluded: [], ...none, ...base };
   const excluded = p.excluded.map((x) => `${x.owner}/${x.deviceName}: ${x.reason}`);
   if (!p.fits) return { fits: false, devices: [], refusal: p.reason, suggestions: p.suggestions, host_bytes: '0', excluded, ...none, ...base };

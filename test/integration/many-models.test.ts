@@ -49,6 +49,9 @@ describe('several models on one cluster', () => {
       config,
       [
         'reserveMiB: 0',
+        // This test is about memory between models: whole layers keep each model's footprint what the
+        // assertions count on (a tensor split would spread a small model over both workers).
+        'split: layer',
         'models:',
         `  - { model: ${paths.big}, id: big, aliases: [default-chat] }`,
         `  - { model: ${paths.tiny}, id: tiny, policy: on-demand, idle: 10m }`,
