@@ -1,5 +1,6 @@
 // The few llama.cpp RPC messages hearth speaks itself (ggml/src/ggml-rpc/ggml-rpc.cpp, protocol 7.x):
-// HELLO, DEVICE_COUNT and GET_DEVICE_MEMORY. Pure encoding and decoding; the socket is in rpc-probe.ts.
+// HELLO, DEVICE_COUNT and GET_DEVICE_MEMORY, and the command a peer server's link opens with
+// (PEER_HELLO, hearth's patch, 7.1; worker/rpc-router.ts reads it). Pure encoding and decoding; the socket is in rpc-probe.ts.
 //
 // Request:  u8 command | u64 payload size | payload      (little-endian, packed)
 // Response: u64 payload size | payload
@@ -8,6 +9,7 @@ export const RpcCommand = {
   GetDeviceMemory: 11,
   Hello: 14,
   DeviceCount: 15,
+  PeerHello: 21,
 } as const;
 
 const CONN_CAPS_SIZE = 24;

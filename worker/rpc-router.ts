@@ -12,10 +12,9 @@ import { connect, type Socket } from 'node:net';
 import { messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { joinSockets } from '../link/pipe.js';
+import { RpcCommand } from '../native/rpc-protocol.js';
 import type { Seat } from './seats.js';
 
-export const RPC_CMD_HELLO = 14;
-export const RPC_CMD_PEER_HELLO = 21;
 const PEER_HELLO_PAYLOAD = 24;
 export const PEER_HELLO_SIZE = 1 + 8 + PEER_HELLO_PAYLOAD;
 
@@ -35,7 +34,7 @@ export interface PeerHello {
 
 export function encodePeerHello(h: PeerHello): Buffer {
   const out = Buffer.alloc(PEER_HELLO_SIZE);
-  out.writeUInt8(RPC_CMD_PEER_HELLO, 0);
+  out.writeUInt8(RpcCommand.PeerHello, 0);
   out.writeBigUInt64LE(BigInt(PEER_HELLO_PAYLOAD), 1);
   out.writeBigUInt64LE(h.session, 9);
   out.writeUInt32LE(h.fromRank, 17);
@@ -47,7 +46,7 @@ export function encodePeerHello(h: PeerHello): Buffer {
 /** The header at the start of `b` (at least PEER_HELLO_SIZE bytes), or why it is not one. */
 export function decodePeerHello(b: Buffer): PeerHello | { refused: string } {
   if (b.length < PEER_HELLO_SIZE) return { refused: `a PEER_HELLO of ${b.length} bytes (${PEER_HELLO_SIZE} expected)` };
-  if (b.readUInt8(0) !== RPC_CMD_PEER_HELLO) return { refused: `command ${b.readUInt8(0)} is not PEER_HELLO` };
+  if (b.readUInt8(0) !== RpcCommand.PeerHello) return { refused: `command ${b.readUInt8(0)} is not PEER_HELLO` };
   const size = b.readBigUInt64LE(1);
   if (size !== BigInt(PEER_HELLO_PAYLOAD)) return { refused: `a PEER_HELLO payload of ${size} bytes (${PEER_HELLO_PAYLOAD} expected)` };
   return { session: b.readBigUInt64LE(9), fromRank: b.readUInt32LE(17), toRank: b.readUInt32LE(21), targetPeerId: b.readBigUInt64LE(25) };
@@ -88,12 +87,12 @@ export class RpcRouter {
       return null;
     }
     const command = head[0]!;
-    if (command === RPC_CMD_HELLO) {
+    if (command === RpcCommand.Hello) {
       socket.unshift(head);
       const seat = await this.#seats.take();
       return { kind: 'seat', endpoint: seat.endpoint, release: () => seat.release() };
     }
-    if (command !== RPC_CMD_PEER_HELLO) return this.#refuse(peer, `it began with byte ${command}, neither HELLO (14) nor PEER_HELLO (21)`);
+    if (command !== RpcCommand.PeerHello) return this.#refuse(peer, `it began with byte ${command}, neither HELLO (14) nor PEER_HELLO (21)`);
     const header = await readAtLeast(socket, PEER_HELLO_SIZE, PEER_HEADER_MS, head);
     const hello = decodePeerHello(header);
     if ('refused' in hello) return this.#refuse(peer, header.length < PEER_HELLO_SIZE ? `its PEER_HELLO stopped after ${header.length} of ${PEER_HELLO_SIZE} bytes` : hello.refused);
